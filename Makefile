@@ -1,0 +1,30 @@
+# kumo: build, test, install, benchmark.
+PREFIX ?= /usr/local
+BINDIR  = $(PREFIX)/bin
+MANDIR  = $(PREFIX)/share/man/man1
+# Every name the multicall binary answers to.
+ROLES   = kumo-server
+
+.PHONY: all test install bench man clean
+
+all:
+	cargo build --release
+
+test:
+	cargo test --release -- --test-threads=2
+
+# Regenerates man/ from the option table; the test suite fails while man/ is stale.
+man:
+	KUMO_WRITE_MAN=1 cargo test --lib man_pages_in_the_tree_are_current
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -m 755 target/release/kumo $(DESTDIR)$(BINDIR)/kumo
+	for r in $(ROLES); do ln -sf kumo $(DESTDIR)$(BINDIR)/$$r; done
+	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/
+
+bench:
+	cargo run --release --example rpc_bench
+
+clean:
+	cargo clean

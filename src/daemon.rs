@@ -1,0 +1,184 @@
+//! Process set-up shared by every daemon: logging (`-v`, `-o`), daemonizing (`-d`),
+//! the network settings of the common options, and waiting for a stop signal.
+
+use crate::cli::Args;
+use std::io::Write;
+use std::path::Path;
+
+/// Sets up the log as `-v` and `-o` ask. Must run before any thread starts.
+pub fn init_logging(args: &Args) -> Result<(), String> {
+    let level = if args.switch("verbose") {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    match args.opt_path("log") {
+        None => {
+            builder
+                .target(env_logger::Target::Stdout)
+                .write_style(env_logger::WriteStyle::Auto);
+        }
+        Some(p) if p == Path::new("-") => {
+            builder
+                .target(env_logger::Target::Stdout)
+                .write_style(env_logger::WriteStyle::Never);
+        }
+        Some(p) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
+            builder
+                .target(env_logger::Target::Pipe(Box::new(file)))
+                .write_style(env_logger::WriteStyle::Never);
+        }
+    }
+    builder.format(|buf, record| {
+        let style = buf.default_level_style(record.level());
+        writeln!(
+            buf,
+            "{} {style}{:<5}{style:#} {}: {}",
+            local_time(),
+            record.level(),
+            record.module_path().unwrap_or("kumo"),
+            record.args()
+        )
+    });
+    builder
+        .try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time.
+pub fn local_time() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    format_local(now, "%Y-%m-%d %H:%M:%S")
+}
+
+/// Formats unix seconds in local time with strftime(3).
+pub fn format_local(secs: libc::time_t, fmt: &str) -> String {
+    // SAFETY: localtime_r writes into `tm`, which we own; strftime writes at most
+    // buf.len() bytes and returns how many it wrote.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return secs.to_string();
+        }
+        let mut buf = [0u8; 128];
+        let cfmt = std::ffi::CString::new(fmt).unwrap_or_default();
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// The network-layer settings of the common options.
+pub fn net_config(args: &Args) -> crate::net::Config {
+    crate::net::Config {
+        workers: args.count("worker-threads").clamp(1, 1024) as usize,
+        senders: args.count("sender-threads").clamp(1, 1024) as usize,
+        connect_timeout: args.seconds("connect-timeout"),
+        retry_limit: args.count("connect-retry-limit").min(u32::MAX as u64) as u32,
+        keepalive: args
+            .seconds("clock-interval")
+            .max(std::time::Duration::from_millis(100)),
+    }
+}
+
+/// With `-d PIDFILE`: forks twice, starts a new session, points stdio at /dev/null
+/// and writes the pid file atomically (a temporary file renamed into place). Must
+/// run before any thread is started: fork keeps only the calling thread.
+pub fn daemonize_if_asked(args: &Args) -> Result<(), String> {
+    let Some(pidfile) = args.opt_path("daemon") else {
+        return Ok(());
+    };
+    // SAFETY: fork/setsid/dup2 are called while the process has a single thread.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(format!("fork failed: {}", std::io::Error::last_os_error())),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        if libc::setsid() == -1 {
+            return Err(format!(
+                "setsid failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        match libc::fork() {
+            -1 => return Err(format!("fork failed: {}", std::io::Error::last_os_error())),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+    write_atomically(&pidfile, format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| format!("cannot write pid file {}: {e}", pidfile.display()))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over
+/// `path`, so a reader sees the old content or the new, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after,
+/// so that [`wait_for_stop`] alone receives them. Call it first thing in a daemon.
+pub fn block_signals() {
+    // SAFETY: plain signal-mask manipulation on an owned, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and returns its name. SIGHUP is logged and ignored
+/// (it will reopen the binary log once there is one).
+pub fn wait_for_stop() -> &'static str {
+    loop {
+        // SAFETY: sigwait on the same set block_signals installed.
+        let sig = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            sig
+        };
+        match sig {
+            libc::SIGINT => return "SIGINT",
+            libc::SIGTERM => return "SIGTERM",
+            _ => log::info!("SIGHUP received; nothing to reopen"),
+        }
+    }
+}
+
+/// Reports a fatal start-up error the way every role does, and gives the exit code.
+pub fn fatal(program: &str, msg: impl std::fmt::Display) -> i32 {
+    eprintln!("{program}: {msg}");
+    log::error!("{msg}");
+    crate::cli::EXIT_FAILURE
+}

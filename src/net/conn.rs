@@ -1,0 +1,213 @@
+//! A connection as the roles see it: a [`Session`] that consumes input, and a
+//! [`Writer`] that any thread may use to send output.
+
+use super::sender;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Output a connection may have queued before the peer is considered too slow to
+/// keep. A peer that stops reading while it keeps sending requests is cut off here
+/// rather than growing the process without bound.
+pub const OUTPUT_BUFFER_MAX_BYTES: usize = 256 << 20;
+
+/// The protocol half of a connection. The worker that owns the connection calls these
+/// in order; none of them may block.
+pub trait Session: Send {
+    /// Bytes have arrived. Consume complete requests from the front of `input` and
+    /// return how many bytes were used; the rest is offered again with more bytes.
+    /// `Err` closes the connection (after a log line, which the session writes).
+    fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()>;
+
+    /// An outgoing connect finished; `Err` means it failed and `on_close` follows.
+    fn on_connect(&mut self, _result: &io::Result<()>, _out: &Arc<Writer>) {}
+
+    /// The connection is gone, for whatever reason. Called exactly once.
+    fn on_close(&mut self) {}
+}
+
+struct Out {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    sent: usize,
+    closed: bool,
+    /// Close once `buf` is flushed (the peer half-closed after its last request).
+    close_when_flushed: bool,
+    /// A sender thread watches this connection for writability.
+    with_sender: bool,
+    /// The connect has not completed; hold output until it has.
+    connecting: bool,
+}
+
+/// The sending half of a connection, shared by every thread that replies on it.
+pub struct Writer {
+    stream: Arc<mio::net::TcpStream>,
+    peer: SocketAddr,
+    sender: sender::Handle,
+    out: Mutex<Out>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        stream: Arc<mio::net::TcpStream>,
+        peer: SocketAddr,
+        sender: sender::Handle,
+        connecting: bool,
+    ) -> Writer {
+        Writer {
+            stream,
+            peer,
+            sender,
+            out: Mutex::new(Out {
+                buf: Vec::new(),
+                sent: 0,
+                closed: false,
+                close_when_flushed: false,
+                with_sender: false,
+                connecting,
+            }),
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        // A panic while holding this lock is a bug elsewhere; the buffer itself is
+        // still consistent, so keep serving.
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `bytes`: written at once if the socket takes them, otherwise queued for
+    /// a sender thread. Returns false if the connection is closed.
+    pub fn send(self: &Arc<Self>, bytes: &[u8]) -> bool {
+        let mut out = self.lock();
+        if out.closed {
+            return false;
+        }
+        if out.buf.len() - out.sent + bytes.len() > OUTPUT_BUFFER_MAX_BYTES {
+            log::warn!(
+                "{}: peer is not reading; {} bytes of output queued, closing",
+                self.peer,
+                out.buf.len()
+            );
+            self.close_locked(&mut out);
+            return false;
+        }
+        let mut written = 0;
+        if out.buf.len() == out.sent && !out.connecting {
+            match write_some(&self.stream, bytes) {
+                Ok(n) => written = n,
+                Err(_) => {
+                    self.close_locked(&mut out);
+                    return false;
+                }
+            }
+        }
+        if written < bytes.len() {
+            out.buf.extend_from_slice(&bytes[written..]);
+            self.ensure_sender(&mut out);
+        }
+        true
+    }
+
+    /// The connect completed: release held output.
+    pub(super) fn connected(self: &Arc<Self>) {
+        let mut out = self.lock();
+        out.connecting = false;
+        if !self.flush_locked(&mut out) {
+            self.ensure_sender(&mut out);
+        }
+    }
+
+    fn ensure_sender(self: &Arc<Self>, out: &mut Out) {
+        if !out.with_sender && !out.connecting {
+            out.with_sender = true;
+            self.sender.watch(self.clone());
+        }
+    }
+
+    /// Writes as much queued output as the socket takes. True when nothing is left.
+    pub(super) fn flush(&self) -> bool {
+        let mut out = self.lock();
+        self.flush_locked(&mut out)
+    }
+
+    fn flush_locked(&self, out: &mut Out) -> bool {
+        if out.closed {
+            return true;
+        }
+        while out.sent < out.buf.len() {
+            match write_some(&self.stream, &out.buf[out.sent..]) {
+                Ok(0) => return false,
+                Ok(n) => out.sent += n,
+                Err(_) => {
+                    self.close_locked(out);
+                    return true;
+                }
+            }
+        }
+        out.buf.clear();
+        out.sent = 0;
+        if out.buf.capacity() > 1 << 20 {
+            out.buf.shrink_to(64 << 10);
+        }
+        if out.close_when_flushed {
+            self.close_locked(out);
+        }
+        true
+    }
+
+    /// Closes the connection now; queued output is dropped.
+    pub fn close(&self) {
+        let mut out = self.lock();
+        self.close_locked(&mut out);
+    }
+
+    /// Closes the connection once queued output has been written.
+    pub fn close_after_flush(&self) {
+        let mut out = self.lock();
+        if out.buf.len() == out.sent {
+            self.close_locked(&mut out);
+        } else {
+            out.close_when_flushed = true;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn close_locked(&self, out: &mut Out) {
+        if !out.closed {
+            out.closed = true;
+            out.buf = Vec::new();
+            out.sent = 0;
+            // The owning worker sees the shutdown as an error or EOF and reaps the
+            // connection; the file descriptor stays valid until every Arc is gone.
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.as_raw_fd()
+    }
+}
+
+/// Writes until the socket would block. Returns bytes written; errors other than
+/// WouldBlock and Interrupted mean the connection is dead.
+fn write_some(mut stream: &mio::net::TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,126 @@
+//! The serving side of msgpack-rpc: frames in, method calls to a [`Service`], replies
+//! out through a [`Reply`] that may be answered later from another thread.
+
+use super::conn::{Session, Writer};
+use super::SessionFactory;
+use crate::proto::rpc::{self, Decoded, Message};
+use rmpv::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What a role implements to serve RPC. `call` runs on a worker thread and must not
+/// block; work that waits on other nodes keeps the `Reply` and answers from the
+/// callback of its own calls.
+pub trait Service: Send + Sync + 'static {
+    fn call(&self, method: &str, params: Vec<Value>, reply: Reply);
+
+    /// A notification: no reply is possible. The default ignores it.
+    fn notify(&self, method: &str, _params: Vec<Value>) {
+        log::debug!("ignored notification {method}");
+    }
+}
+
+/// The right to answer one request. Dropping it unanswered sends an error, so a
+/// handler bug can never leave a caller waiting for its timeout.
+pub struct Reply {
+    msgid: u32,
+    writer: Option<Arc<Writer>>,
+}
+
+impl Reply {
+    pub fn ok(mut self, result: impl Into<Value>) {
+        self.send(Ok(result.into()));
+    }
+
+    /// Sends an error reply; the connection stays open.
+    pub fn err(mut self, error: impl Into<Value>) {
+        self.send(Err(error.into()));
+    }
+
+    pub fn send_result(mut self, outcome: Result<Value, Value>) {
+        self.send(outcome);
+    }
+
+    /// The standard answer to a method the service does not know.
+    pub fn unknown_method(self, method: &str) {
+        self.err(format!("unknown method {method}"));
+    }
+
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.writer.as_ref().map(|w| w.peer())
+    }
+
+    fn send(&mut self, outcome: Result<Value, Value>) {
+        if let Some(w) = self.writer.take() {
+            let mut buf = Vec::new();
+            rpc::encode_response(&mut buf, self.msgid, &outcome);
+            w.send(&buf);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            log::error!("reply to msgid {} dropped unanswered", self.msgid);
+            self.send(Err(Value::from("internal error: request dropped")));
+        }
+    }
+}
+
+/// One accepted RPC connection.
+pub struct RpcSession {
+    service: Arc<dyn Service>,
+    peer: SocketAddr,
+}
+
+impl RpcSession {
+    pub fn factory(service: Arc<dyn Service>) -> SessionFactory {
+        Arc::new(move |peer| {
+            Box::new(RpcSession {
+                service: service.clone(),
+                peer,
+            })
+        })
+    }
+}
+
+impl Session for RpcSession {
+    fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
+        let mut used = 0;
+        loop {
+            match rpc::decode(&input[used..]) {
+                Ok(Decoded::Incomplete) => return Ok(used),
+                Ok(Decoded::Frame { message, len }) => {
+                    used += len;
+                    match message {
+                        Message::Request {
+                            msgid,
+                            method,
+                            params,
+                        } => self.service.call(
+                            &method,
+                            params,
+                            Reply {
+                                msgid,
+                                writer: Some(out.clone()),
+                            },
+                        ),
+                        Message::Notify { method, params } => self.service.notify(&method, params),
+                        Message::Response { msgid, .. } => {
+                            log::debug!(
+                                "{}: unexpected response to msgid {msgid} ignored",
+                                self.peer
+                            )
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Without a length prefix there is no way to find the next frame.
+                    log::warn!("{}: {e}; closing the connection", self.peer);
+                    return Err(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The timer table: a fixed number of slots, each a function run on every tick of
+//! one timer thread with the current time. Call timeouts, reconnects and keepalives
+//! of RPC peers, and the periodic work of roles, all live here.
+//!
+//! A linear scan of a small table every TICK_MS is cheaper and simpler than a heap or
+//! a timer wheel at kumo's scale (a few peers per node); each slot decides for itself
+//! whether its deadline has passed, from the `now` it is given.
+
+use super::{Shared, TICK_MS};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Slots in the table: peers of a node (managers, servers, gateways) plus the
+/// role's own periodic tasks. A cluster of 60 servers uses well under half.
+pub const TIMERS_MAX: usize = 512;
+
+pub type TickFn = Arc<dyn Fn(Instant) + Send + Sync>;
+
+/// A slot in the timer table; the slot is freed when this is dropped.
+pub struct TimerId {
+    slot: usize,
+    table: Weak<Mutex<Vec<Option<TickFn>>>>,
+}
+
+impl Drop for TimerId {
+    fn drop(&mut self) {
+        if let Some(table) = self.table.upgrade() {
+            if let Ok(mut t) = table.lock() {
+                t[self.slot] = None;
+            }
+        }
+    }
+}
+
+pub struct Timers {
+    slots: Arc<Mutex<Vec<Option<TickFn>>>>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            slots: Arc::new(Mutex::new(vec![None; TIMERS_MAX])),
+        }
+    }
+}
+
+impl Timers {
+    /// Runs `f` on every tick until the returned id is dropped. Fails when the table
+    /// is full, which is a configuration error worth reporting, not a reason to grow.
+    pub fn add(&self, f: TickFn) -> Result<TimerId, String> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| format!("timer table full ({TIMERS_MAX} slots)"))?;
+        slots[slot] = Some(f);
+        Ok(TimerId {
+            slot,
+            table: Arc::downgrade(&self.slots),
+        })
+    }
+
+    /// Runs `f` every `period`, starting one period from now.
+    pub fn every(
+        &self,
+        period: Duration,
+        f: impl Fn(Instant) + Send + Sync + 'static,
+    ) -> Result<TimerId, String> {
+        let next = Mutex::new(Instant::now() + period);
+        self.add(Arc::new(move |now| {
+            let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+            if now >= *n {
+                *n = now + period;
+                drop(n);
+                f(now);
+            }
+        }))
+    }
+
+    fn tick(&self, now: Instant) {
+        // Copy the live slots out so a tick function may add or drop timers.
+        let live: Vec<TickFn> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.iter().flatten().cloned().collect()
+        };
+        for f in live {
+            f(now);
+        }
+    }
+}
+
+pub(super) fn spawn_ticker(shared: Weak<Shared>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(TICK_MS));
+            let Some(s) = shared.upgrade() else { return };
+            if s.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            s.timers.tick(Instant::now());
+        })?;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Worker threads (`-TR`) and the acceptor. A worker owns a mio `Poll` and the
+//! connections handed to it; it reads, feeds the bytes to each connection's session,
+//! and reaps connections that closed.
+
+use super::conn::{Session, Writer};
+use super::{Net, SessionFactory, CONNECTIONS_MAX};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAKE: Token = Token(usize::MAX);
+/// Bytes one read(2) asks for.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes a connection may read per wake-up before others get their turn (memcached's
+/// `reqs_per_event`). A connection with more waiting is revisited without polling.
+const READ_BUDGET_BYTES: usize = 256 << 10;
+/// How long an idle worker sleeps in poll; it also bounds how late `stop` is seen.
+const POLL_TIMEOUT_MS: u64 = 500;
+
+pub(super) struct Adopt {
+    pub stream: Arc<mio::net::TcpStream>,
+    pub writer: Arc<Writer>,
+    pub session: Box<dyn Session>,
+    pub connecting: bool,
+    /// The accepted-connection counter to decrement on close, if this was accepted.
+    pub counted: Option<Arc<AtomicUsize>>,
+}
+
+pub(super) struct Handle {
+    tx: std::sync::mpsc::SyncSender<Adopt>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    pub(super) fn adopt(&self, a: Adopt) {
+        super::handoff(&self.tx, &self.waker, a);
+    }
+    pub(super) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+pub(super) fn spawn(index: usize) -> io::Result<Handle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (tx, rx) = super::queue();
+    std::thread::Builder::new()
+        .name(format!("worker-{index}"))
+        .spawn(move || Worker::new(poll, rx).run())?;
+    Ok(Handle { tx, waker })
+}
+
+struct Conn {
+    stream: Arc<mio::net::TcpStream>,
+    writer: Arc<Writer>,
+    session: Box<dyn Session>,
+    input: Vec<u8>,
+    connecting: bool,
+    counted: Option<Arc<AtomicUsize>>,
+}
+
+struct Worker {
+    poll: Poll,
+    rx: Receiver<Adopt>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Connections that used their read budget and may have more input waiting.
+    again: Vec<usize>,
+}
+
+enum Outcome {
+    Open,
+    Close,
+}
+
+impl Worker {
+    fn new(poll: Poll, rx: Receiver<Adopt>) -> Worker {
+        Worker {
+            poll,
+            rx,
+            conns: Vec::new(),
+            free: Vec::new(),
+            again: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut stopping = false;
+        while !stopping {
+            let timeout = if self.again.is_empty() {
+                Duration::from_millis(POLL_TIMEOUT_MS)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let again = std::mem::take(&mut self.again);
+            for slot in again {
+                self.service(slot, true, false);
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    continue;
+                }
+                let slot = event.token().0;
+                self.service(
+                    slot,
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable(),
+                );
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(a) => self.add(a),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                }
+            }
+            // Net::stop is rare and only in-process; checking an Arc-free flag through
+            // the waker path would need another channel, so the poll timeout bounds it.
+        }
+    }
+
+    fn add(&mut self, a: Adopt) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let interest = if a.connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let fd = {
+            use std::os::fd::AsRawFd;
+            a.stream.as_raw_fd()
+        };
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut mio::unix::SourceFd(&fd), Token(slot), interest)
+        {
+            log::warn!("{}: cannot register connection: {e}", a.writer.peer());
+            let mut session = a.session;
+            a.writer.close();
+            session.on_close();
+            if let Some(c) = a.counted {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.free.push(slot);
+            return;
+        }
+        self.conns[slot] = Some(Conn {
+            stream: a.stream,
+            writer: a.writer,
+            session: a.session,
+            input: Vec::new(),
+            connecting: a.connecting,
+            counted: a.counted,
+        });
+        // Data may have arrived before registration; edge-triggered polling would not
+        // report it, so read once now.
+        if !a.connecting {
+            self.again.push(slot);
+        }
+    }
+
+    fn service(&mut self, slot: usize, readable: bool, writable: bool) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let outcome = if conn.connecting {
+            if writable || readable {
+                finish_connect(conn)
+            } else {
+                Outcome::Open
+            }
+        } else if readable {
+            match read_and_dispatch(conn) {
+                ReadResult::Drained => Outcome::Open,
+                ReadResult::MoreWaiting => {
+                    self.again.push(slot);
+                    Outcome::Open
+                }
+                ReadResult::Closed => Outcome::Close,
+            }
+        } else {
+            Outcome::Open
+        };
+        let closed_elsewhere = conn.writer.is_closed();
+        if matches!(outcome, Outcome::Close) || closed_elsewhere {
+            self.reap(slot);
+        }
+    }
+
+    fn reap(&mut self, slot: usize) {
+        let Some(mut conn) = self.conns[slot].take() else {
+            return;
+        };
+        let fd = {
+            use std::os::fd::AsRawFd;
+            conn.stream.as_raw_fd()
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut mio::unix::SourceFd(&fd));
+        conn.writer.close_after_flush();
+        conn.session.on_close();
+        if let Some(c) = conn.counted {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.again.retain(|s| *s != slot);
+        self.free.push(slot);
+    }
+}
+
+fn finish_connect(conn: &mut Conn) -> Outcome {
+    let result = match conn.stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => match conn.stream.peer_addr() {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Outcome::Open,
+            Err(e) => Err(e),
+        },
+    };
+    conn.session.on_connect(&result, &conn.writer);
+    match result {
+        Ok(()) => {
+            conn.connecting = false;
+            conn.writer.connected();
+            // Anything the peer sent already is waiting; edge-triggered, so read now.
+            match read_and_dispatch(conn) {
+                ReadResult::Closed => Outcome::Close,
+                _ => Outcome::Open,
+            }
+        }
+        Err(_) => Outcome::Close,
+    }
+}
+
+enum ReadResult {
+    Drained,
+    MoreWaiting,
+    Closed,
+}
+
+fn read_and_dispatch(conn: &mut Conn) -> ReadResult {
+    let mut budget = READ_BUDGET_BYTES;
+    loop {
+        if budget == 0 {
+            return ReadResult::MoreWaiting;
+        }
+        let start = conn.input.len();
+        conn.input.resize(start + READ_CHUNK_BYTES, 0);
+        let read = (&*conn.stream).read(&mut conn.input[start..]);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                conn.input.truncate(start);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return ReadResult::Drained,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        log::debug!("{}: read failed: {e}", conn.writer.peer());
+                        return ReadResult::Closed;
+                    }
+                }
+            }
+        };
+        conn.input.truncate(start + n);
+        if n == 0 {
+            // The peer half-closed. Answer what it already sent, then close once the
+            // replies are out (close_after_flush in reap).
+            dispatch(conn);
+            return ReadResult::Closed;
+        }
+        budget = budget.saturating_sub(n);
+        if !dispatch(conn) {
+            return ReadResult::Closed;
+        }
+    }
+}
+
+/// Offers buffered input to the session. False when the session asked to close.
+fn dispatch(conn: &mut Conn) -> bool {
+    if conn.input.is_empty() {
+        return true;
+    }
+    match conn.session.on_input(&conn.input, &conn.writer) {
+        Ok(used) => {
+            assert!(
+                used <= conn.input.len(),
+                "session consumed more than it was given"
+            );
+            conn.input.drain(..used);
+            if conn.input.capacity() > 4 * READ_CHUNK_BYTES && conn.input.len() < READ_CHUNK_BYTES {
+                conn.input.shrink_to(READ_CHUNK_BYTES);
+            }
+            !conn.writer.is_closed()
+        }
+        Err(()) => false,
+    }
+}
+
+/// The acceptor: accepts until the listener would block, refusing connections over
+/// CONNECTIONS_MAX, and hands each socket to a worker.
+pub(super) fn accept_loop(net: Net, mut listener: TcpListener, factory: SessionFactory) {
+    let mut poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => return log::error!("acceptor cannot start: {e}"),
+    };
+    if let Err(e) = poll
+        .registry()
+        .register(&mut listener, Token(0), Interest::READABLE)
+    {
+        return log::error!("acceptor cannot watch the listener: {e}");
+    }
+    // A descriptor held in reserve: when accept(2) fails with EMFILE, closing it lets
+    // us accept and close the waiting connection, so the client is not left hanging
+    // and the edge-triggered listener does not go quiet (libevent's trick).
+    let mut reserve = Some(std::fs::File::open("/dev/null"));
+    let mut events = Events::with_capacity(64);
+    let accepted = net.shared.accepted.clone();
+    while !net.stopping() {
+        // The timeout retries accepts that failed for lack of descriptors.
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(POLL_TIMEOUT_MS))) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("acceptor poll failed: {e}");
+            }
+            continue;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if accepted.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
+                        log::warn!(
+                            "{peer}: refused, already serving {CONNECTIONS_MAX} connections"
+                        );
+                        drop(stream);
+                        continue;
+                    }
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
+                    let session = factory(peer);
+                    net.adopt(stream, peer, session, false, Some(accepted.clone()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EMFILE)
+                        || e.raw_os_error() == Some(libc::ENFILE) =>
+                {
+                    log::warn!("out of file descriptors; refusing a connection");
+                    drop(reserve.take());
+                    if let Ok((stream, _)) = listener.accept() {
+                        drop(stream);
+                    }
+                    reserve = Some(std::fs::File::open("/dev/null"));
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
