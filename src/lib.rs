@@ -24,3 +24,4 @@ pub mod daemon;
 pub mod net;
 pub mod proto;
 pub mod server;
+pub mod store;

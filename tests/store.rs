@@ -1,0 +1,522 @@
+//! The store against a model, through crashes, and through damaged files.
+
+use kumo::store::{CasOutcome, Kind, Options, Record, Store, SyncPolicy};
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Captures log lines so tests can check that damage is reported.
+struct Capture;
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        LINES
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", r.level(), r.args()));
+    }
+    fn flush(&self) {}
+}
+fn capture_logs() {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Info);
+}
+fn logged(fragment: &str, path: &Path) -> bool {
+    let p = path.display().to_string();
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(fragment) && l.contains(&p))
+}
+
+fn small() -> Options {
+    Options {
+        sync: SyncPolicy::None,
+        segment_size: 4096,
+        compact_ratio_percent: 30,
+        compact_min_bytes: 0,
+        ..Options::default()
+    }
+}
+
+/// A ClockTime for now: unix seconds high, counter low.
+fn clock(counter: u32) -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (secs << 32) | counter as u64
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Update(u8, u32, u8),
+    Delete(u8, u32),
+    Cas(u8, bool, u8),
+    Reopen,
+    Compact,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..40, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        4 => (0u8..40, 0u32..2000, any::<u8>()).prop_map(|(k, c, v)| Op::Update(k, c, v)),
+        3 => (0u8..40, 0u32..2000).prop_map(|(k, c)| Op::Delete(k, c)),
+        2 => (0u8..40, any::<bool>(), any::<u8>()).prop_map(|(k, m, v)| Op::Cas(k, m, v)),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Compact),
+    ]
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key-{k:03}").into_bytes()
+}
+fn value(v: u8, len_seed: u8) -> Vec<u8> {
+    vec![v; 20 + len_seed as usize * 3]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_a_hashmap_model(ops in proptest::collection::vec(op(), 1..250)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), small()).unwrap();
+        let mut model: HashMap<Vec<u8>, Record> = HashMap::new();
+        // Coordinator writes draw clocks above every replica clock used here.
+        let mut counter = 10_000u32;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    counter += 1;
+                    let r = Record::value(clock(counter), v as u32, 0, value(v, k));
+                    store.put(&key(k), &r).unwrap();
+                    model.insert(key(k), r);
+                }
+                Op::Update(k, c, v) => {
+                    let r = Record::value(clock(c), 0, 7, value(v, k));
+                    let newer = model.get(&key(k)).is_none_or(|m| m.clock < r.clock);
+                    prop_assert_eq!(store.update(&key(k), &r).unwrap(), newer);
+                    if newer { model.insert(key(k), r); }
+                }
+                Op::Delete(k, c) => {
+                    let t = Record::tombstone(clock(c));
+                    let cur = model.get(&key(k)).cloned();
+                    let had_value = cur.as_ref().is_some_and(|m| m.is_value());
+                    let got = store.delete(&key(k), t.clock).unwrap();
+                    if cur.as_ref().is_none_or(|m| m.clock < t.clock) {
+                        prop_assert_eq!(got, had_value);
+                        model.insert(key(k), t);
+                    }
+                }
+                Op::Cas(k, matching, v) => {
+                    counter += 1;
+                    let cur = model.get(&key(k)).cloned();
+                    let expected = match (&cur, matching) {
+                        (Some(m), true) => m.clock,
+                        _ => 12345,
+                    };
+                    let r = Record::value(clock(counter), 1, 0, value(v, k));
+                    let want = match &cur {
+                        Some(m) if m.is_value() && m.clock == expected => CasOutcome::Stored,
+                        Some(m) if m.is_value() => CasOutcome::Exists,
+                        _ => CasOutcome::NotFound,
+                    };
+                    prop_assert_eq!(store.cas(&key(k), expected, &r).unwrap(), want);
+                    if want == CasOutcome::Stored { model.insert(key(k), r); }
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = Store::open(dir.path(), small()).unwrap();
+                }
+                Op::Compact => {
+                    store.compact(now_secs(), true).unwrap();
+                }
+            }
+        }
+        drop(store);
+        let store = Store::open(dir.path(), small()).unwrap();
+        for k in 0..40u8 {
+            prop_assert_eq!(store.get(&key(k)).unwrap(), model.get(&key(k)).cloned(), "key {}", k);
+        }
+        let items = model.values().filter(|r| r.is_value()).count() as u64;
+        prop_assert_eq!(store.stats().items, items);
+        let mut seen = 0;
+        for item in store.snapshot() {
+            let (k, r) = item.unwrap();
+            prop_assert_eq!(model.get(&k), Some(&r));
+            seen += 1;
+        }
+        prop_assert_eq!(seen, model.len());
+    }
+}
+
+#[test]
+fn compaction_reclaims_space_and_collects_old_tombstones_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        tombstone_max_age: Duration::from_secs(0),
+        ..small()
+    };
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    for round in 0..5u32 {
+        for k in 0..50u8 {
+            store
+                .put(
+                    &key(k),
+                    &Record::value(clock(round * 100 + k as u32), 0, 0, value(k, round as u8)),
+                )
+                .unwrap();
+        }
+    }
+    for k in 0..25u8 {
+        assert!(store.delete(&key(k), clock(1000 + k as u32)).unwrap());
+    }
+    // Filler seals the segment holding the tombstones; only sealed segments compact.
+    for k in 100..160u8 {
+        store
+            .put(
+                &key(k),
+                &Record::value(clock(2000 + k as u32), 0, 0, value(k, 0)),
+            )
+            .unwrap();
+    }
+    let before = store.stats();
+    assert!(before.dead_bytes > before.live_bytes);
+    // A reader runs throughout compaction and must always see a whole value.
+    let reader = {
+        let s = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                for k in 25..50u8 {
+                    let r = s.get(&key(k)).unwrap().unwrap();
+                    assert_eq!(r.data, value(k, 4));
+                }
+            }
+        })
+    };
+    // Tombstones are collected once they reach the oldest segment; a few passes
+    // walk them there.
+    for _ in 0..20 {
+        store.compact(now_secs() + 10, true).unwrap();
+    }
+    reader.join().unwrap();
+    let after = store.stats();
+    assert!(
+        after.dead_bytes < before.dead_bytes / 4,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.items, 25 + 60);
+    assert_eq!(after.tombstones, 0, "old tombstones were not collected");
+    drop(store);
+    let store = Store::open(dir.path(), opts).unwrap();
+    for k in 0..25u8 {
+        assert_eq!(
+            store.get(&key(k)).unwrap(),
+            None,
+            "deleted key {k} came back"
+        );
+    }
+    for k in 25..50u8 {
+        assert_eq!(store.get(&key(k)).unwrap().unwrap().data, value(k, 4));
+    }
+}
+
+#[test]
+fn young_tombstones_survive_compaction_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    for k in 0..60u8 {
+        store
+            .put(&key(k), &Record::value(clock(k as u32), 0, 0, value(k, 9)))
+            .unwrap();
+    }
+    for k in 0..60u8 {
+        store.delete(&key(k), clock(500 + k as u32)).unwrap();
+    }
+    for _ in 0..10 {
+        store.compact(now_secs(), true).unwrap();
+    }
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(store.stats().tombstones, 60);
+    // A replica write older than the delete must still lose.
+    assert!(!store
+        .update(&key(3), &Record::value(clock(100), 0, 0, b"stale".to_vec()))
+        .unwrap());
+    assert_eq!(store.get(&key(3)).unwrap().unwrap().kind, Kind::Tombstone);
+}
+
+#[test]
+fn backup_is_a_consistent_copy_taken_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = Store::open(&path, small()).unwrap();
+    for k in 0..100u8 {
+        store
+            .put(&key(k), &Record::value(clock(k as u32), 0, 0, value(k, 1)))
+            .unwrap();
+    }
+    let b = store.backup("20261126").unwrap();
+    assert_eq!(b, dir.path().join("db-20261126"));
+    // Writes after the backup do not leak into it.
+    store
+        .put(&key(0), &Record::value(clock(999), 0, 0, b"after".to_vec()))
+        .unwrap();
+    let copy = Store::open(&b, small()).unwrap();
+    assert_eq!(copy.stats().items, 100);
+    assert_eq!(copy.get(&key(0)).unwrap().unwrap().data, value(0, 1));
+    assert!(store.backup("a/b").is_err());
+}
+
+#[test]
+fn unknown_store_options_are_errors_and_tc_options_are_accepted() {
+    let mut o = Options::default();
+    let e = o.apply(&[("syncc".into(), "none".into())]).unwrap_err();
+    assert!(e.starts_with("unknown store option 'syncc'"), "{e}");
+    assert!(o.apply(&[("sync".into(), "sometimes".into())]).is_err());
+    o.apply(&[
+        ("xmsiz".into(), "600m".into()),
+        ("rcnum".into(), "4k".into()),
+    ])
+    .unwrap();
+    o.apply(&[
+        ("sync".into(), "interval".into()),
+        ("sync_ms".into(), "250".into()),
+    ])
+    .unwrap();
+    assert_eq!(o.sync, SyncPolicy::Interval(Duration::from_millis(250)));
+    o.apply(&[("segment_size".into(), "64m".into())]).unwrap();
+    assert_eq!(o.segment_size, 64 << 20);
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn fill(dir: &Path, n: u8) {
+    let store = Store::open(dir, small()).unwrap();
+    for k in 0..n {
+        store
+            .put(&key(k), &Record::value(clock(k as u32), 0, 0, value(k, 5)))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_byte_mid_segment_is_reported_and_never_served() {
+    capture_logs();
+    for with_hint in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 100);
+        let first = segments(dir.path())[0].clone();
+        if !with_hint {
+            std::fs::remove_file(first.with_extension("hint")).unwrap();
+        }
+        let mut bytes = std::fs::read(&first).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&first, &bytes).unwrap();
+        let store = Store::open(dir.path(), small()).unwrap();
+        let mut bad = 0;
+        for k in 0..100u8 {
+            match store.get(&key(k)) {
+                Ok(Some(r)) => assert_eq!(r.data, value(k, 5), "wrong data served for key {k}"),
+                Ok(None) => bad += 1,
+                Err(e) => {
+                    assert!(e.to_string().contains("damaged"), "{e}");
+                    bad += 1
+                }
+            }
+        }
+        assert_eq!(
+            bad, 1,
+            "exactly the damaged record is unavailable (hint: {with_hint})"
+        );
+        if with_hint {
+            assert!(
+                logged("damaged record", &first),
+                "no log line for the damage"
+            );
+        } else {
+            assert_eq!(store.open_report().damaged_records, 1);
+            assert!(logged("skipped", &first), "no log line for the damage");
+        }
+    }
+}
+
+#[test]
+fn a_truncated_tail_is_cut_with_a_log_line_and_writes_continue() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 30);
+    let last = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    let r = store.open_report();
+    assert!(r.torn_tail_bytes > 0 && r.torn_tail_bytes < 200, "{r:?}");
+    assert!(logged("cut", &last) && logged("torn tail", &last));
+    let present = (0..30u8)
+        .filter(|k| store.get(&key(*k)).unwrap().is_some())
+        .count();
+    assert_eq!(present, 29, "only the torn record is lost");
+    store
+        .put(&key(200), &Record::value(clock(1), 0, 0, b"after".to_vec()))
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(store.get(&key(200)).unwrap().unwrap().data, b"after");
+    assert_eq!(store.open_report().torn_tail_bytes, 0);
+}
+
+#[test]
+fn a_damaged_hint_is_ignored_with_a_warning() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 100);
+    let hint = segments(dir.path())[0].with_extension("hint");
+    let mut bytes = std::fs::read(&hint).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&hint, &bytes).unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert!(logged("ignoring the hint", &hint));
+    for k in 0..100u8 {
+        assert_eq!(store.get(&key(k)).unwrap().unwrap().data, value(k, 5));
+    }
+}
+
+#[test]
+fn a_stale_lock_is_reclaimed_and_a_live_one_refuses() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("LOCK"), "999999").unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert!(LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("stale lock") && l.contains("999999")));
+    let e = Store::open(dir.path(), small()).err().unwrap();
+    assert!(
+        e.contains(&format!("in use by process {}", std::process::id())),
+        "{e}"
+    );
+    drop(store);
+}
+
+/// The child half of the crash test: writes keys forever, printing each one after
+/// `put` returned. Runs only when the parent sets KUMO_CRASH_DIR.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("KUMO_CRASH_DIR") else {
+        return;
+    };
+    let round: u32 = std::env::var("KUMO_CRASH_ROUND").unwrap().parse().unwrap();
+    let opts = Options {
+        segment_size: 64 << 10,
+        ..small()
+    };
+    let store = Store::open(Path::new(&dir), opts).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 0u32.. {
+        let k = format!("r{round}-k{i}");
+        let v = format!("value-{round}-{i}-").repeat(1 + i as usize % 7);
+        store
+            .put(k.as_bytes(), &Record::value(clock(i), i, 0, v.into_bytes()))
+            .unwrap();
+        use std::io::Write;
+        writeln!(out, "{k}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    const ROUNDS: u32 = 50;
+    for round in 0..ROUNDS {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("KUMO_CRASH_DIR", dir.path())
+            .env("KUMO_CRASH_ROUND", round.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wanted = 50 + (seed % 400) as usize;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut got = 0;
+        while got < wanted {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with(&format!("r{round}-k")) => {
+                    let i: usize = l.rsplit('k').next().unwrap().parse().unwrap();
+                    acked.push((l, format!("value-{round}-{i}-").repeat(1 + i % 7)));
+                    got += 1;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        child.kill().unwrap();
+        // Keys acknowledged after our last read are in flight; they may or may not be
+        // there, but never corrupt.
+        child.wait().unwrap();
+        assert!(
+            got >= 50,
+            "round {round}: child stopped early after {got} keys"
+        );
+        let store = Store::open(
+            dir.path(),
+            Options {
+                segment_size: 64 << 10,
+                ..small()
+            },
+        )
+        .unwrap();
+        for (k, v) in &acked {
+            let r = store
+                .get(k.as_bytes())
+                .unwrap_or_else(|e| panic!("round {round}: {k}: {e}"));
+            assert_eq!(
+                r.map(|r| r.data),
+                Some(v.clone().into_bytes()),
+                "round {round}: {k}"
+            );
+        }
+        for item in store.snapshot() {
+            item.expect("a damaged record was served after a crash");
+        }
+    }
+}
