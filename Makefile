@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 BINDIR  = $(PREFIX)/bin
 MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
-ROLES   = kumo-server
+ROLES   = kumo-server kumomergedb
 
 .PHONY: all test install bench man clean
 
@@ -25,6 +25,7 @@ install: all
 
 bench:
 	cargo run --release --example rpc_bench
+	cargo run --release --example store_bench
 
 clean:
 	cargo clean

@@ -25,3 +25,4 @@ pub mod net;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tools;

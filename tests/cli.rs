@@ -59,7 +59,12 @@ fn a_symlink_named_kumo_server_behaves_as_kumo_server() {
     let port = free_port();
     let out = std::fs::File::create(dir.path().join("srv.log")).unwrap();
     let child = Command::new(&link)
-        .args(["-l", &format!("127.0.0.1:{port}")])
+        .args([
+            "-s",
+            dir.path().join("db").to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -80,30 +85,33 @@ fn a_symlink_named_kumo_server_behaves_as_kumo_server() {
 fn bad_values_and_missing_options_exit_2_naming_the_option() {
     let cases: &[(&[&str], &str)] = &[
         (
-            &[],
+            &["-s", "x"],
             "kumo-server: missing required option -l/--listen ADDRESS",
         ),
         (
-            &["-l", "127.0.0.1", "-TR", "x"],
+            &["-s", "x", "-l", "127.0.0.1", "-TR", "x"],
             "invalid value 'x' for -TR/--worker-threads: expected a whole number",
         ),
         (
-            &["-l", "127.0.0.1", "-Ys", "soon"],
+            &["-s", "x", "-l", "127.0.0.1", "-Ys", "soon"],
             "invalid value 'soon' for -Ys/--connect-timeout: expected seconds",
         ),
         (
-            &["-l", "127.0.0.1", "--connect-retry-limit", "-1"],
+            &["-s", "x", "-l", "127.0.0.1", "--connect-retry-limit", "-1"],
             "invalid value '-1' for -Yn/--connect-retry-limit",
         ),
         (
-            &["-l", "127.0.0.1:99999"],
+            &["-s", "x", "-l", "127.0.0.1:99999"],
             "invalid value '127.0.0.1:99999' for -l/--listen",
         ),
         (
-            &["-l", "127.0.0.1", "-TW"],
+            &["-s", "x", "-l", "127.0.0.1", "-TW"],
             "option -TW/--sender-threads needs a value",
         ),
-        (&["-l", "127.0.0.1", "-Q"], "unrecognized option '-Q'"),
+        (
+            &["-s", "x", "-l", "127.0.0.1", "-Q"],
+            "unrecognized option '-Q'",
+        ),
     ];
     for (args, want) in cases {
         let (code, out, err) = run(Command::new(kumo_bin()).arg("server").args(*args));
@@ -117,8 +125,16 @@ fn bad_values_and_missing_options_exit_2_naming_the_option() {
 fn a_port_in_use_is_a_runtime_failure_with_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (code, _, err) =
-        run(Command::new(kumo_bin()).args(["server", "-l", &format!("127.0.0.1:{port}")]));
+    let (code, _, err) = run(Command::new(kumo_bin()).args([
+        "server",
+        "-s",
+        std::env::temp_dir()
+            .join(format!("kumo-inuse-{port}"))
+            .to_str()
+            .unwrap(),
+        "-l",
+        &format!("127.0.0.1:{port}"),
+    ]));
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
@@ -139,6 +155,8 @@ fn log_file_lines_carry_time_level_module_and_message() {
             "-v",
             "-o",
             log.to_str().unwrap(),
+            "-s",
+            dir.path().join("db").to_str().unwrap(),
             "-l",
             &format!("127.0.0.1:{port}"),
         ],
@@ -175,6 +193,8 @@ fn daemon_mode_detaches_and_writes_its_pid() {
         pidfile.to_str().unwrap(),
         "-o",
         dir.path().join("d.log").to_str().unwrap(),
+        "-s",
+        dir.path().join("db").to_str().unwrap(),
         "-l",
         &format!("127.0.0.1:{port}"),
     ]));

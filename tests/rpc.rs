@@ -104,7 +104,13 @@ fn any_msgpack_rpc_client_can_call_a_kumo_server() {
     let mut p = spawn(
         dir.path(),
         "srv",
-        &["server", "-l", &format!("127.0.0.1:{port}")],
+        &[
+            "server",
+            "-s",
+            dir.path().join("db").to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ],
     );
     wait_rpc_ready(local(port));
     let script = format!(
@@ -170,7 +176,13 @@ fn garbage_and_oversized_frames_close_that_connection_only() {
     let mut p = spawn(
         dir.path(),
         "srv",
-        &["server", "-l", &format!("127.0.0.1:{port}")],
+        &[
+            "server",
+            "-s",
+            dir.path().join("db").to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ],
     );
     wait_rpc_ready(local(port));
     let bystander = std::net::TcpStream::connect(local(port)).unwrap();
@@ -215,7 +227,13 @@ fn pending_calls_fail_with_node_lost_within_the_reconnect_budget_after_kill_9() 
     let mut server = spawn(
         dir.path(),
         "srv",
-        &["server", "-l", &format!("127.0.0.1:{port}")],
+        &[
+            "server",
+            "-s",
+            dir.path().join("db").to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ],
     );
     wait_rpc_ready(local(port));
 

@@ -55,6 +55,31 @@ open.
 .TP
 \fBKeepAlive\fR []
 Returns nil. Peers call it on idle links.
+.SH STORE
+The store is a directory of numbered segment files holding checksummed records,
+with hint files that let it reopen without reading every value, and a LOCK file
+holding the pid of the process that has it open. A write is in the file before it is
+acknowledged, so killing the process loses nothing acknowledged; \fB#sync=\fR decides
+when it is also flushed to the disk. On open, a torn record at the end is cut off
+and logged with its size; a damaged record elsewhere is reported and never served.
+Segments with many overwritten or deleted records are compacted while the server
+runs. Deleted keys leave tombstones, collected after \fB\-gX\fR seconds (or \fB\-gN\fR
+once their bookkeeping passes \fB\-gS\fR KiB).
+"#
+        }
+        Role::MergeDb => {
+            r#".SH DESCRIPTION
+\fBkumomergedb\fR merges the stores or backups \fISRC\fR into the store \fIDST\fR,
+creating it if needed. For each key the record with the newer ClockTime wins, so a
+delete (tombstone) wins over an older value and loses to a newer one. Backups made by
+\fBkumoctl backup\fR are stores and can be merged directly. A source that is in use by
+a running server is refused.
+.SH OUTPUT
+One line per source: \fBmerging\fR \fISRC\fR\fB...\fR \fIN\fR \fBrecords read,\fR \fIW\fR
+\fBwritten,\fR \fIS\fR \fBskipped\fR; then a summary line with the totals and the number of
+damaged records, which are skipped and make the exit status 1.
+.SH EXAMPLE
+kumomergedb /var/kumo/merged /backup/db\-20261126 /backup/db2\-20261126
 "#
         }
     }

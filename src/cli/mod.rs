@@ -25,15 +25,17 @@ pub const EXIT_USAGE: i32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Server,
+    MergeDb,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Server];
+    pub const ALL: &'static [Role] = &[Role::Server, Role::MergeDb];
 
     /// The installed name, also the symlink name.
     pub fn program(self) -> &'static str {
         match self {
             Role::Server => "kumo-server",
+            Role::MergeDb => "kumomergedb",
         }
     }
 
@@ -41,6 +43,7 @@ impl Role {
     pub fn subcommand(self) -> &'static str {
         match self {
             Role::Server => "server",
+            Role::MergeDb => "mergedb",
         }
     }
 
@@ -48,6 +51,7 @@ impl Role {
     pub fn summary(self) -> &'static str {
         match self {
             Role::Server => "storage node: keeps data and serves cluster RPC",
+            Role::MergeDb => "merge stores or backups into one, newer ClockTime wins",
         }
     }
 
@@ -55,7 +59,13 @@ impl Role {
     pub fn positional_usage(self) -> &'static str {
         match self {
             Role::Server => "",
+            Role::MergeDb => "DST SRC...",
         }
+    }
+
+    /// Daemons ignore SIGPIPE; tools die of it quietly.
+    pub fn is_daemon(self) -> bool {
+        matches!(self, Role::Server)
     }
 
     fn from_program(name: &str) -> Option<Role> {
@@ -72,6 +82,7 @@ impl Role {
     fn run(self, args: Args) -> i32 {
         match self {
             Role::Server => crate::server::main(args),
+            Role::MergeDb => crate::tools::mergedb::main(args),
         }
     }
 }
@@ -472,6 +483,11 @@ pub fn main(mut argv: Vec<OsString>) -> i32 {
             }
         }
     };
+    if !role.is_daemon() {
+        // A tool piped into `head` should end quietly, not panic on EPIPE.
+        // SAFETY: resetting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match parse(role, argv) {
         Ok(args) => role.run(args),
         Err(Stop::Help(text)) => {
@@ -554,22 +570,36 @@ mod tests {
     fn multi_letter_short_options_take_the_next_word() {
         let a = parse(
             Role::Server,
-            args(&["-l", "127.0.0.1", "-TR", "8", "-Ys", "2.5", "-TW", "3"]),
+            args(&[
+                "-s",
+                "x",
+                "-l",
+                "127.0.0.1",
+                "-gS",
+                "100",
+                "-TR",
+                "8",
+                "-Ys",
+                "2.5",
+                "-TW",
+                "3",
+            ]),
         )
         .unwrap();
         assert_eq!(a.count("worker-threads"), 8);
         assert_eq!(a.count("sender-threads"), 3);
         assert_eq!(a.seconds("connect-timeout"), Duration::from_millis(2500));
+        assert_eq!(a.count("garbage-mem-limit"), 100);
         assert_eq!(a.addr("listen"), "127.0.0.1:19800".parse().unwrap());
-        let a = parse(Role::Server, args(&["-l127.0.0.2:5"])).unwrap();
+        let a = parse(Role::Server, args(&["-s", "/tmp/x", "-l127.0.0.2:5"])).unwrap();
         assert_eq!(a.addr("listen"), "127.0.0.2:5".parse().unwrap());
-        let a = parse(Role::Server, args(&["--listen=127.0.0.3"])).unwrap();
+        let a = parse(Role::Server, args(&["-s", "/tmp/x", "--listen=127.0.0.3"])).unwrap();
         assert_eq!(a.addr("listen"), "127.0.0.3:19800".parse().unwrap());
     }
 
     #[test]
     fn defaults_fill_in() {
-        let a = parse(Role::Server, args(&["-l", "127.0.0.1"])).unwrap();
+        let a = parse(Role::Server, args(&["-s", "/tmp/x", "-l", "127.0.0.1"])).unwrap();
         assert_eq!(a.count("connect-retry-limit"), 4);
         assert_eq!(a.seconds("clock-interval"), Duration::from_secs(2));
         assert!(!a.switch("verbose"));
@@ -595,17 +625,17 @@ mod tests {
             m.starts_with("missing required option -l/--listen ADDRESS"),
             "{m}"
         );
-        let m = usage(Role::Server, &["-l", "127.0.0.1", "-TR", "many"]);
+        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1", "-TR", "many"]);
         assert_eq!(
             m,
             "invalid value 'many' for -TR/--worker-threads: expected a whole number such as 8"
         );
-        let m = usage(Role::Server, &["-l", "127.0.0.1", "-Ys"]);
+        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1", "-Ys"]);
         assert!(
             m.starts_with("option -Ys/--connect-timeout needs a value"),
             "{m}"
         );
-        let m = usage(Role::Server, &["-l", "127.0.0.1:notaport"]);
+        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1:notaport"]);
         assert!(m.contains("-l/--listen") && m.contains("host:port"), "{m}");
     }
 

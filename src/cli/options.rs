@@ -4,7 +4,7 @@
 //! the man pages are all generated from this one table (ripgrep's `Flag` registry).
 
 use super::Role;
-use super::Role::Server;
+use super::Role::{MergeDb, Server};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,13 +92,14 @@ pub struct Opt {
 }
 
 const DAEMONS: &[Role] = &[Server];
+const LOGGING: &[Role] = &[Server, MergeDb];
 
 /// The table. Entries that share a name apply to disjoint roles.
 pub static OPTIONS: &[Opt] = &[
     // ---- common to every daemon ----
-    Opt { short: Some("v"), long: "verbose", kind: Kind::Switch, default: None, required: false, roles: DAEMONS,
+    Opt { short: Some("v"), long: "verbose", kind: Kind::Switch, default: None, required: false, roles: LOGGING,
         help: "Log debug messages too; without it only warnings and errors are shown." },
-    Opt { short: Some("o"), long: "log", kind: Kind::Path, default: None, required: false, roles: DAEMONS,
+    Opt { short: Some("o"), long: "log", kind: Kind::Path, default: None, required: false, roles: LOGGING,
         help: "Append the log to this file instead of standard output. '-' means plain standard output without colours." },
     Opt { short: Some("d"), long: "daemon", kind: Kind::Path, default: None, required: false, roles: DAEMONS,
         help: "Run in the background and write the process id to this file." },
@@ -115,6 +116,14 @@ pub static OPTIONS: &[Opt] = &[
     // ---- kumo-server ----
     Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: SERVER_PORT }, default: None, required: true, roles: &[Server],
         help: "Address other nodes use to reach this server; the server listens on it." },
+    Opt { short: Some("s"), long: "store", kind: Kind::StorePath, default: None, required: true, roles: &[Server],
+        help: "Directory of the store, created if missing. Options follow as #name=value: sync=none|interval|always (default interval), sync_ms=N, segment_size=SIZE (default 256m), compact_ratio=PERCENT (default 50), compact_min=SIZE (default 1m). Tokyo Cabinet's xmsiz and rcnum are accepted with a warning." },
+    Opt { short: Some("gS"), long: "garbage-mem-limit", kind: Kind::Count, default: Some("2048"), required: false, roles: &[Server],
+        help: "KiB of tombstone bookkeeping above which tombstones older than -gN are collected." },
+    Opt { short: Some("gN"), long: "garbage-min-time", kind: Kind::Seconds, default: Some("60"), required: false, roles: &[Server],
+        help: "Tombstones are kept at least this long; clamped to -gX." },
+    Opt { short: Some("gX"), long: "garbage-max-time", kind: Kind::Seconds, default: Some("3600"), required: false, roles: &[Server],
+        help: "Tombstones older than this are collected. A server that was away longer than this must not rejoin with its old store." },
 ];
 
 /// Returns the options that apply to `role`, in table order.

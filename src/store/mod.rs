@@ -446,7 +446,8 @@ impl Store {
 
     /// Unconditional write (the coordinator's own stamped write).
     pub fn put(&self, key: &[u8], rec: &Record) -> Result<()> {
-        self.modify(key, |_| Some(rec.clone())).map(|_| ())
+        let mut shard = self.write_shard(self.shard(key));
+        self.append_locked(&mut shard, key, rec)
     }
 
     /// Newer ClockTime wins: writes `rec` if the key is absent or its stored clock is
@@ -913,6 +914,15 @@ impl Store {
         std::fs::rename(&tmp, &dst)
             .map_err(|e| io_err(format!("rename to {}", dst.display()), e))?;
         Ok(dst)
+    }
+
+    /// Rewrites the lock file with this process's pid: after daemonizing, the lock
+    /// (inherited across fork) belongs to the child.
+    pub fn claim_lock(&self) {
+        let mut f = &self.inner._lock;
+        let _ = f.set_len(0);
+        let _ = f.write_all_at(std::process::id().to_string().as_bytes(), 0);
+        let _ = f.flush();
     }
 
     /// Flushes and releases the store (also done when the last handle drops).

@@ -1,0 +1,3 @@
+//! The command-line tools: short-lived processes that talk to nodes or files.
+
+pub mod mergedb;
