@@ -11,15 +11,17 @@
 //! | layer      | modules                  | what it does                                   |
 //! |------------|--------------------------|------------------------------------------------|
 //! | entry      | `main.rs`, [`cli`]       | picks the role from argv[0], parses options    |
-//! | roles      | [`server`]               | state machines plus handlers, one per role     |
+//! | roles      | [`server`], [`tools`]    | state machines plus handlers, one per role     |
 //! | process    | [`daemon`]               | logging, daemonizing, signals                  |
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
-//! | pure logic | [`proto`]                | wire formats, with time passed in              |
+//! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, hash-space placement  |
+//! | storage    | [`store`]                | append-only segments, index, compaction        |
 //!
 //! A request from another node arrives on a [`net`] worker, is framed by
 //! [`proto::rpc`], and is dispatched to the role's [`net::Service`].
 
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod net;
 pub mod proto;

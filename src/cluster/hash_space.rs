@@ -1,0 +1,377 @@
+//! Consistent hashing (DESIGN §5). Kept bit-for-bit as kumofs does it, so that
+//! `kumohash` output matches and a key lives where kumofs would put it.
+//!
+//! - A key's hash is SHA-1 of the key; the first 8 digest bytes read as a
+//!   little-endian u64.
+//! - A server has 128 virtual nodes. The first point is the hash of its address
+//!   encoding (port big-endian, then the IPv4 bytes); each next point is the hash of
+//!   the previous point's 8 little-endian bytes. All points are sorted by value; ties
+//!   keep node order.
+//! - The owners of a key: from the first point ≥ its hash (wrapping), walk forward
+//!   and take the first [`REPLICAS`] distinct servers. Fault servers keep their
+//!   points; callers skip them. A key with a fault owner has fewer live copies until
+//!   the fault server is detached.
+
+use super::clock::ClockTime;
+use std::net::{IpAddr, SocketAddr};
+
+/// Copies of every key.
+pub const REPLICAS: usize = 3;
+/// Points per server on the ring.
+pub const VIRTUAL_NODES: usize = 128;
+
+/// The hash of a key, or of a ring point.
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    let digest = sha1_smol::Sha1::from(bytes).digest().bytes();
+    u64::from_le_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"))
+}
+
+/// The wire encoding of an address: port (2 bytes, big-endian) then the IPv4
+/// address (4 bytes); for IPv6, the 16 address bytes and a 4-byte scope id.
+pub fn encode_addr(addr: &SocketAddr) -> Vec<u8> {
+    let mut v = addr.port().to_be_bytes().to_vec();
+    match addr {
+        SocketAddr::V4(a) => v.extend_from_slice(&a.ip().octets()),
+        SocketAddr::V6(a) => {
+            v.extend_from_slice(&a.ip().octets());
+            v.extend_from_slice(&a.scope_id().to_be_bytes());
+        }
+    }
+    v
+}
+
+/// The inverse of [`encode_addr`].
+pub fn decode_addr(raw: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    match raw.len() {
+        6 => {
+            let ip: [u8; 4] = raw[2..6].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        22 => {
+            let ip: [u8; 16] = raw[2..18].try_into().ok()?;
+            let scope = u32::from_be_bytes(raw[18..22].try_into().ok()?);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                0,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// One server of a hash space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub addr: SocketAddr,
+    pub active: bool,
+}
+
+/// A routing table: servers in attach order, their ring, and the table's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSpace {
+    nodes: Vec<Node>,
+    /// (point, index into `nodes`), sorted by point, ties in node order.
+    ring: Vec<(u64, u32)>,
+    pub clocktime: ClockTime,
+}
+
+impl HashSpace {
+    pub fn new(nodes: Vec<Node>, clocktime: ClockTime) -> HashSpace {
+        let mut ring = Vec::with_capacity(nodes.len() * VIRTUAL_NODES);
+        for (i, n) in nodes.iter().enumerate() {
+            let mut point = key_hash(&encode_addr(&n.addr));
+            ring.push((point, i as u32));
+            for _ in 1..VIRTUAL_NODES {
+                point = key_hash(&point.to_le_bytes());
+                ring.push((point, i as u32));
+            }
+        }
+        // Stable: equal points keep node order, as kumofs does.
+        ring.sort_by_key(|&(p, _)| p);
+        HashSpace {
+            nodes,
+            ring,
+            clocktime,
+        }
+    }
+
+    pub fn empty() -> HashSpace {
+        HashSpace::new(Vec::new(), ClockTime(0))
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// True when no server is active: such a table routes nothing and is never
+    /// adopted over a table that does.
+    pub fn is_empty(&self) -> bool {
+        !self.nodes.iter().any(|n| n.active)
+    }
+
+    /// Every ring point as (point, address), in ring order (`kumohash dump`).
+    pub fn points(&self) -> impl Iterator<Item = (u64, SocketAddr)> + '_ {
+        self.ring
+            .iter()
+            .map(|&(p, i)| (p, self.nodes[i as usize].addr))
+    }
+
+    /// The up-to-three owners of `hash` in ring order, fault servers included.
+    pub fn owners(&self, hash: u64) -> Vec<Node> {
+        let mut out: Vec<Node> = Vec::with_capacity(REPLICAS);
+        if self.ring.is_empty() {
+            return out;
+        }
+        let start = self.ring.partition_point(|&(p, _)| p < hash);
+        for k in 0..self.ring.len() {
+            let (_, i) = self.ring[(start + k) % self.ring.len()];
+            let n = self.nodes[i as usize];
+            if !out.iter().any(|o| o.addr == n.addr) {
+                out.push(n);
+                if out.len() == REPLICAS {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The active owners of `hash`, in ring order; the first is the coordinator.
+    pub fn active_owners(&self, hash: u64) -> Vec<SocketAddr> {
+        self.owners(hash)
+            .into_iter()
+            .filter(|n| n.active)
+            .map(|n| n.addr)
+            .collect()
+    }
+
+    pub fn contains(&self, addr: &SocketAddr) -> bool {
+        self.nodes.iter().any(|n| n.addr == *addr)
+    }
+
+    /// Same servers and flags, whatever the version (kumofs compared timestamps
+    /// only, and so missed real differences; §14 item 7).
+    pub fn same_layout(&self, other: &HashSpace) -> bool {
+        self.nodes == other.nodes
+    }
+
+    /// Marks `addr` fault, keeping its ring points. Returns whether it changed.
+    pub fn mark_fault(&mut self, addr: &SocketAddr, clocktime: ClockTime) -> bool {
+        self.set_active(addr, false, clocktime)
+    }
+
+    fn set_active(&mut self, addr: &SocketAddr, active: bool, clocktime: ClockTime) -> bool {
+        match self.nodes.iter_mut().find(|n| n.addr == *addr) {
+            Some(n) if n.active != active => {
+                n.active = active;
+                self.clocktime = clocktime;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attaches `addrs`: fault servers among them become active again, the others
+    /// are appended. Returns whether anything changed.
+    pub fn attach(&mut self, addrs: &[SocketAddr], clocktime: ClockTime) -> bool {
+        let mut nodes = self.nodes.clone();
+        let mut changed = false;
+        for a in addrs {
+            match nodes.iter_mut().find(|n| n.addr == *a) {
+                Some(n) if !n.active => {
+                    n.active = true;
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    nodes.push(Node {
+                        addr: *a,
+                        active: true,
+                    });
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            *self = HashSpace::new(nodes, clocktime);
+        }
+        changed
+    }
+
+    /// Removes every fault server. Returns whether anything changed.
+    pub fn detach_faults(&mut self, clocktime: ClockTime) -> bool {
+        if self.nodes.iter().all(|n| n.active) {
+            return false;
+        }
+        let nodes = self.nodes.iter().copied().filter(|n| n.active).collect();
+        *self = HashSpace::new(nodes, clocktime);
+        true
+    }
+
+    /// The wire form (kumofs's seed): `[[node...], clocktime]`, each node a binary of
+    /// one active byte followed by the address encoding.
+    pub fn to_value(&self) -> rmpv::Value {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut raw = vec![u8::from(n.active)];
+                raw.extend(encode_addr(&n.addr));
+                rmpv::Value::Binary(raw)
+            })
+            .collect();
+        rmpv::Value::Array(vec![
+            rmpv::Value::Array(nodes),
+            rmpv::Value::from(self.clocktime.0),
+        ])
+    }
+
+    /// Parses the wire form; None if any part is malformed.
+    pub fn from_value(v: &rmpv::Value) -> Option<HashSpace> {
+        let parts = v.as_array()?;
+        let [nodes, clock] = parts.as_slice() else {
+            return None;
+        };
+        let mut out = Vec::new();
+        for n in nodes.as_array()? {
+            let raw = match n {
+                rmpv::Value::Binary(b) => b.as_slice(),
+                rmpv::Value::String(s) => s.as_bytes(),
+                _ => return None,
+            };
+            let (&flag, addr) = raw.split_first()?;
+            let addr = decode_addr(addr)?;
+            if flag > 1 || out.iter().any(|o: &Node| o.addr == addr) {
+                return None;
+            }
+            out.push(Node {
+                addr,
+                active: flag == 1,
+            });
+        }
+        Some(HashSpace::new(out, ClockTime(clock.as_u64()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 19800 + i))
+    }
+
+    fn space(n: u16) -> HashSpace {
+        HashSpace::new(
+            (0..n)
+                .map(|i| Node {
+                    addr: addr(i),
+                    active: true,
+                })
+                .collect(),
+            ClockTime(7),
+        )
+    }
+
+    #[test]
+    fn hashes_follow_kumofs() {
+        // SHA-1("") = da39a3ee5e6b4b0d...; the first 8 bytes little-endian.
+        assert_eq!(key_hash(b""), 0x0d4b6b5eeea339da);
+        assert_eq!(
+            encode_addr(&"192.168.0.101:19800".parse().unwrap()),
+            vec![0x4d, 0x58, 192, 168, 0, 101]
+        );
+        let v6: SocketAddr = "[::1]:19800".parse().unwrap();
+        assert_eq!(decode_addr(&encode_addr(&v6)), Some(v6));
+        assert_eq!(decode_addr(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn every_key_has_three_distinct_owners_with_three_or_more_servers() {
+        let s = space(5);
+        assert_eq!(s.points().count(), 5 * VIRTUAL_NODES);
+        for k in 0..1000u32 {
+            let o = s.owners(key_hash(&k.to_le_bytes()));
+            assert_eq!(o.len(), 3);
+            assert!(o[0].addr != o[1].addr && o[1].addr != o[2].addr && o[0].addr != o[2].addr);
+        }
+        assert_eq!(space(2).owners(42).len(), 2);
+        assert!(HashSpace::empty().owners(42).is_empty());
+    }
+
+    #[test]
+    fn a_fault_keeps_its_slot_and_attach_restores_it() {
+        let mut s = space(4);
+        let h = key_hash(b"the-key");
+        let before = s.owners(h);
+        assert!(s.mark_fault(&before[0].addr, ClockTime(8)));
+        let after = s.owners(h);
+        assert_eq!(
+            after.iter().map(|n| n.addr).collect::<Vec<_>>(),
+            before.iter().map(|n| n.addr).collect::<Vec<_>>()
+        );
+        assert!(!after[0].active);
+        assert_eq!(s.active_owners(h), vec![before[1].addr, before[2].addr]);
+        assert!(s.attach(&[before[0].addr], ClockTime(9)));
+        assert_eq!(s.owners(h), before);
+        assert!(s.mark_fault(&before[0].addr, ClockTime(10)));
+        assert!(s.detach_faults(ClockTime(11)));
+        assert!(!s.contains(&before[0].addr));
+        assert_eq!(s.owners(h).len(), 3);
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_rejects_garbage() {
+        let mut s = space(3);
+        s.mark_fault(&addr(1), ClockTime(99));
+        assert_eq!(HashSpace::from_value(&s.to_value()), Some(s));
+        assert_eq!(HashSpace::from_value(&rmpv::Value::from(3)), None);
+        let bad = rmpv::Value::Array(vec![
+            rmpv::Value::Array(vec![rmpv::Value::Binary(vec![7; 7])]),
+            1.into(),
+        ]);
+        assert_eq!(HashSpace::from_value(&bad), None);
+    }
+
+    /// The brute-force definition: sort all points, scan from the first ≥ hash.
+    fn brute_owners(s: &HashSpace, hash: u64) -> Vec<SocketAddr> {
+        let pts: Vec<(u64, SocketAddr)> = s.points().collect();
+        let mut out = Vec::new();
+        let first = pts.iter().position(|(p, _)| *p >= hash).unwrap_or(0);
+        for k in 0..pts.len() {
+            let a = pts[(first + k) % pts.len()].1;
+            if !out.contains(&a) && out.len() < REPLICAS {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn owners_match_a_brute_force_search(n in 1u16..8, hashes in proptest::collection::vec(any::<u64>(), 1..50)) {
+            let s = space(n);
+            for h in hashes {
+                let got: Vec<SocketAddr> = s.owners(h).into_iter().map(|n| n.addr).collect();
+                prop_assert_eq!(got, brute_owners(&s, h));
+            }
+        }
+
+        #[test]
+        fn adding_a_server_moves_only_keys_it_now_owns(keys in proptest::collection::vec(any::<u64>(), 1..200)) {
+            let a = space(4);
+            let b = space(5);
+            for h in keys {
+                let (oa, ob) = (a.owners(h), b.owners(h));
+                // Owners that remain keep their relative order; the newcomer is the only addition.
+                let kept: Vec<_> = ob.iter().filter(|n| n.addr != addr(4)).map(|n| n.addr).collect();
+                let prefix: Vec<_> = oa.iter().map(|n| n.addr).take(kept.len()).collect();
+                prop_assert_eq!(kept, prefix);
+            }
+        }
+    }
+}
