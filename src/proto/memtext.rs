@@ -1,0 +1,397 @@
+//! The memcached text protocol, as a pure parser: bytes in, a command or the exact
+//! error reply out. The gateway's connection state machine (read a line, read a
+//! value, swallow an oversized value) drives it; nothing here touches a socket.
+//!
+//! Reply strings are memcached's exactly: an unknown command is `ERROR`, a malformed
+//! line is `CLIENT_ERROR <why>`, a value over the limit is
+//! `SERVER_ERROR object too large for cache` and its bytes are swallowed so the
+//! stream stays in sync.
+
+/// memcached's key limit.
+pub const KEY_SIZE_MAX: usize = 250;
+/// The longest command line. A multi-get of many 250-byte keys fits; a client that
+/// sends more without a newline is not speaking memcached.
+pub const LINE_SIZE_MAX: usize = 64 << 10;
+/// Keys in one get, as memcached bounds it.
+pub const GET_KEYS_MAX: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    Get {
+        keys: Vec<&'a [u8]>,
+        with_cas: bool,
+    },
+    /// The data (`bytes` long, then CRLF) follows the line.
+    Store {
+        op: StoreOp,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        bytes: usize,
+        cas: u64,
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Arith {
+        incr: bool,
+        key: &'a [u8],
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    Stats,
+    Version,
+    Verbosity {
+        noreply: bool,
+    },
+    Quit,
+}
+
+/// What the front of the input holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// No complete line yet.
+    Incomplete,
+    /// A command whose line took `len` bytes (CRLF included).
+    Command { command: Command<'a>, len: usize },
+    /// A line that gets `reply` (CRLF not included). Skip `len` bytes, then
+    /// `swallow` more (an oversized value and its CRLF). `close` ends the connection
+    /// after the reply, for input that cannot be resynchronised.
+    Error {
+        reply: &'static str,
+        len: usize,
+        swallow: usize,
+        close: bool,
+    },
+}
+
+const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
+pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+
+/// Parses the line at the front of `input`. `value_max` is the `-I` limit.
+pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
+    let Some(nl) = input
+        .iter()
+        .take(LINE_SIZE_MAX + 2)
+        .position(|&b| b == b'\n')
+    else {
+        if input.len() > LINE_SIZE_MAX {
+            return Parsed::Error {
+                reply: "CLIENT_ERROR line too long",
+                len: input.len(),
+                swallow: 0,
+                close: true,
+            };
+        }
+        return Parsed::Incomplete;
+    };
+    let len = nl + 1;
+    let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let err = |reply| Parsed::Error {
+        reply,
+        len,
+        swallow: 0,
+        close: false,
+    };
+    let Some(name) = words.next() else {
+        return err("ERROR");
+    };
+    let args: Vec<&[u8]> = words.collect();
+    let noreply = args.last() == Some(&&b"noreply"[..]);
+    let n = args.len() - usize::from(noreply);
+    let key_ok = |k: &[u8]| k.len() <= KEY_SIZE_MAX && !k.iter().any(|&b| b < 0x21 || b == 0x7f);
+    let command = match name {
+        b"get" | b"gets" => {
+            if args.is_empty() || args.len() > GET_KEYS_MAX || !args.iter().all(|k| key_ok(k)) {
+                return err(BAD_FORMAT);
+            }
+            Command::Get {
+                keys: args,
+                with_cas: name == b"gets",
+            }
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let op = match name {
+                b"set" => StoreOp::Set,
+                b"add" => StoreOp::Add,
+                b"replace" => StoreOp::Replace,
+                b"append" => StoreOp::Append,
+                b"prepend" => StoreOp::Prepend,
+                _ => StoreOp::Cas,
+            };
+            let want = if op == StoreOp::Cas { 5 } else { 4 };
+            if n != want || !key_ok(args[0]) {
+                return err(BAD_FORMAT);
+            }
+            let (Some(flags), Some(exptime)) = (num::<u32>(args[1]), num::<i64>(args[2])) else {
+                return err(BAD_FORMAT);
+            };
+            // A negative or absurd length cannot be swallowed; the stream is lost.
+            let Some(bytes) = num::<u64>(args[3]).filter(|b| *b <= u32::MAX as u64) else {
+                return Parsed::Error {
+                    reply: BAD_CHUNK,
+                    len,
+                    swallow: 0,
+                    close: true,
+                };
+            };
+            let cas = if op == StoreOp::Cas {
+                match num::<u64>(args[4]) {
+                    Some(c) => c,
+                    None => return err(BAD_FORMAT),
+                }
+            } else {
+                0
+            };
+            if bytes as usize > value_max {
+                return Parsed::Error {
+                    reply: TOO_LARGE,
+                    len,
+                    swallow: bytes as usize + 2,
+                    close: false,
+                };
+            }
+            Command::Store {
+                op,
+                key: args[0],
+                flags,
+                exptime,
+                bytes: bytes as usize,
+                cas,
+                noreply,
+            }
+        }
+        b"delete" => {
+            // memcached still accepts a legacy "0" time argument.
+            let legacy_zero = n == 2 && args[1] == b"0";
+            if !(n == 1 || legacy_zero) || !key_ok(args[0]) {
+                return err(BAD_FORMAT);
+            }
+            Command::Delete {
+                key: args[0],
+                noreply,
+            }
+        }
+        b"incr" | b"decr" => {
+            if n != 2 || !key_ok(args[0]) {
+                return err(BAD_FORMAT);
+            }
+            let Some(delta) = num::<u64>(args[1]) else {
+                return err("CLIENT_ERROR invalid numeric delta argument");
+            };
+            Command::Arith {
+                incr: name == b"incr",
+                key: args[0],
+                delta,
+                noreply,
+            }
+        }
+        b"touch" => {
+            if n != 2 || !key_ok(args[0]) {
+                return err(BAD_FORMAT);
+            }
+            let Some(exptime) = num::<i64>(args[1]) else {
+                return err("CLIENT_ERROR invalid exptime argument");
+            };
+            Command::Touch {
+                key: args[0],
+                exptime,
+                noreply,
+            }
+        }
+        b"stats" => Command::Stats,
+        b"version" => Command::Version,
+        b"verbosity" if (1..=2).contains(&args.len()) => Command::Verbosity { noreply },
+        b"verbosity" => return err("ERROR"),
+        b"quit" => Command::Quit,
+        _ => return err("ERROR"),
+    };
+    Parsed::Command { command, len }
+}
+
+/// Checks that `data` (at least `bytes + 2` long) holds the value and its CRLF.
+pub fn value_of(data: &[u8], bytes: usize) -> Result<&[u8], &'static str> {
+    match data.get(bytes..bytes + 2) {
+        Some(b"\r\n") => Ok(&data[..bytes]),
+        _ => Err(BAD_CHUNK),
+    }
+}
+
+/// Decimal digits only: no sign, no spaces, no overflow.
+fn num<T: std::str::FromStr>(w: &[u8]) -> Option<T> {
+    let s = std::str::from_utf8(w).ok()?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn cmd(line: &str) -> Command<'_> {
+        match parse(line.as_bytes(), MAX) {
+            Parsed::Command { command, len } => {
+                assert_eq!(len, line.len());
+                command
+            }
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    fn error(line: &str) -> (&'static str, usize, bool) {
+        match parse(line.as_bytes(), MAX) {
+            Parsed::Error {
+                reply,
+                swallow,
+                close,
+                ..
+            } => (reply, swallow, close),
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(
+            cmd("get a b c\r\n"),
+            Command::Get {
+                keys: vec![b"a", b"b", b"c"],
+                with_cas: false
+            }
+        );
+        assert_eq!(
+            cmd("gets a\r\n"),
+            Command::Get {
+                keys: vec![b"a"],
+                with_cas: true
+            }
+        );
+        assert_eq!(
+            cmd("set foo 5 0 6\r\n"),
+            Command::Store {
+                op: StoreOp::Set,
+                key: b"foo",
+                flags: 5,
+                exptime: 0,
+                bytes: 6,
+                cas: 0,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd("cas  foo 0 -1 3 77 noreply\r\n"),
+            Command::Store {
+                op: StoreOp::Cas,
+                key: b"foo",
+                flags: 0,
+                exptime: -1,
+                bytes: 3,
+                cas: 77,
+                noreply: true
+            }
+        );
+        assert_eq!(
+            cmd("delete k noreply\r\n"),
+            Command::Delete {
+                key: b"k",
+                noreply: true
+            }
+        );
+        assert_eq!(
+            cmd("delete k 0\r\n"),
+            Command::Delete {
+                key: b"k",
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd("incr n 18446744073709551615\r\n"),
+            Command::Arith {
+                incr: true,
+                key: b"n",
+                delta: u64::MAX,
+                noreply: false
+            }
+        );
+        assert_eq!(
+            cmd("touch k 10\r\n"),
+            Command::Touch {
+                key: b"k",
+                exptime: 10,
+                noreply: false
+            }
+        );
+        assert_eq!(cmd("version\n"), Command::Version);
+        assert_eq!(
+            cmd("verbosity 1\r\n"),
+            Command::Verbosity { noreply: false }
+        );
+        assert_eq!(cmd("quit\r\n"), Command::Quit);
+        assert_eq!(parse(b"get a", MAX), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn errors_are_memcacheds_strings() {
+        assert_eq!(error("GET / HTTP/1.0\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("bogus\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("set k 0 0\r\n"), (BAD_FORMAT, 0, false));
+        assert_eq!(error("set k x 0 1\r\n"), (BAD_FORMAT, 0, false));
+        assert_eq!(error("set k 0 0 -1\r\n"), (BAD_CHUNK, 0, true));
+        assert_eq!(
+            error("set k 0 0 3000000000\r\n"),
+            (TOO_LARGE, 3000000002, false)
+        );
+        assert_eq!(error("set k 0 0 99999999999\r\n"), (BAD_CHUNK, 0, true));
+        let long_key = format!("get {}\r\n", "k".repeat(251));
+        assert_eq!(error(&long_key), (BAD_FORMAT, 0, false));
+        assert!(matches!(
+            cmd(&format!("get {}\r\n", "k".repeat(250))),
+            Command::Get { .. }
+        ));
+        assert_eq!(
+            error("incr n x\r\n"),
+            ("CLIENT_ERROR invalid numeric delta argument", 0, false)
+        );
+        assert_eq!(
+            error("incr n -1\r\n"),
+            ("CLIENT_ERROR invalid numeric delta argument", 0, false)
+        );
+        let flood = vec![b'a'; LINE_SIZE_MAX + 10];
+        assert!(matches!(
+            parse(&flood, MAX),
+            Parsed::Error { close: true, .. }
+        ));
+    }
+
+    #[test]
+    fn values_need_their_crlf() {
+        assert_eq!(value_of(b"fooval\r\n", 6), Ok(&b"fooval"[..]));
+        assert_eq!(value_of(b"foovalXY", 6), Err(BAD_CHUNK));
+        assert_eq!(value_of(b"\r\n", 0), Ok(&b""[..]));
+    }
+}
