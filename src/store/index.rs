@@ -31,6 +31,18 @@ pub struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 28);
 
+impl Entry {
+    fn loc(&self) -> Loc {
+        Loc {
+            clock: self.clock,
+            segment: self.segment,
+            offset: self.offset,
+            len: self.len,
+            kind: self.kind,
+        }
+    }
+}
+
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Loc {
@@ -132,13 +144,7 @@ impl Index {
         let (slot, found) = self.probe(key, hash(key));
         found.then(|| {
             let e = self.entries[self.slots[slot] as usize];
-            Loc {
-                clock: e.clock,
-                segment: e.segment,
-                offset: e.offset,
-                len: e.len,
-                kind: e.kind,
-            }
+            e.loc()
         })
     }
 
@@ -148,13 +154,7 @@ impl Index {
         let (slot, found) = self.probe(key, h);
         if found {
             let e = &mut self.entries[self.slots[slot] as usize];
-            let old = Loc {
-                clock: e.clock,
-                segment: e.segment,
-                offset: e.offset,
-                len: e.len,
-                kind: e.kind,
-            };
+            let old = e.loc();
             (e.clock, e.segment, e.offset, e.len, e.kind) =
                 (loc.clock, loc.segment, loc.offset, loc.len, loc.kind);
             return Some(old);
@@ -191,13 +191,7 @@ impl Index {
         }
         let idx = self.slots[hole] as usize;
         let e = self.entries[idx];
-        let old = Loc {
-            clock: e.clock,
-            segment: e.segment,
-            offset: e.offset,
-            len: e.len,
-            kind: e.kind,
-        };
+        let old = e.loc();
         // Backward-shift deletion keeps every probe chain unbroken without tombstones.
         let mask = self.mask();
         let mut j = (hole + 1) & mask;
@@ -258,16 +252,7 @@ impl Index {
     /// Every (key, location), in no particular order.
     pub fn for_each(&self, mut f: impl FnMut(&[u8], Loc)) {
         for e in &self.entries {
-            f(
-                self.key_of(e),
-                Loc {
-                    clock: e.clock,
-                    segment: e.segment,
-                    offset: e.offset,
-                    len: e.len,
-                    kind: e.kind,
-                },
-            );
+            f(self.key_of(e), e.loc());
         }
     }
 }
