@@ -170,8 +170,12 @@ impl Peer {
     ) {
         let mut frame = Vec::new();
         let mut st = self.lock();
-        let msgid = st.next_msgid;
-        st.next_msgid = st.next_msgid.wrapping_add(1).max(1);
+        // After a wrap, skip ids still waiting so no callback is overwritten.
+        let mut msgid = st.next_msgid;
+        while st.pending.contains_key(&msgid) {
+            msgid = msgid.wrapping_add(1).max(1);
+        }
+        st.next_msgid = msgid.wrapping_add(1).max(1);
         rpc::encode_request(&mut frame, msgid, method, params);
         st.pending.insert(
             msgid,

@@ -184,7 +184,14 @@ impl Worker {
         };
         let outcome = if conn.connecting {
             if writable || readable {
-                finish_connect(conn)
+                match finish_connect(conn) {
+                    ReadResult::MoreWaiting => {
+                        self.again.push(slot);
+                        Outcome::Open
+                    }
+                    ReadResult::Drained => Outcome::Open,
+                    ReadResult::Closed => Outcome::Close,
+                }
             } else {
                 Outcome::Open
             }
@@ -228,12 +235,12 @@ impl Worker {
     }
 }
 
-fn finish_connect(conn: &mut Conn) -> Outcome {
+fn finish_connect(conn: &mut Conn) -> ReadResult {
     let result = match conn.stream.take_error() {
         Ok(Some(e)) | Err(e) => Err(e),
         Ok(None) => match conn.stream.peer_addr() {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Outcome::Open,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return ReadResult::Drained,
             Err(e) => Err(e),
         },
     };
@@ -243,12 +250,9 @@ fn finish_connect(conn: &mut Conn) -> Outcome {
             conn.connecting = false;
             conn.writer.connected();
             // Anything the peer sent already is waiting; edge-triggered, so read now.
-            match read_and_dispatch(conn) {
-                ReadResult::Closed => Outcome::Close,
-                _ => Outcome::Open,
-            }
+            read_and_dispatch(conn)
         }
-        Err(_) => Outcome::Close,
+        Err(_) => ReadResult::Closed,
     }
 }
 

@@ -46,6 +46,10 @@ use std::time::Duration;
 /// of different keys and shorter pauses when a shard's table doubles.
 const SHARDS: usize = 16;
 const HINT_MAGIC: &[u8; 4] = b"KHN1";
+/// Attempts, 10 ms apart, to take the store lock.
+const LOCK_RETRIES: usize = 100;
+/// Index lookups a read retries when compaction moves its record meanwhile.
+const READ_RETRIES: usize = 8;
 /// What `-gS` counts per tombstone: its index entry and slot, keys aside.
 const TOMBSTONE_BOOKKEEPING_BYTES: u64 = 32;
 /// Segment offsets are u32 in the index.
@@ -391,17 +395,23 @@ impl Store {
     /// The newest record of `key`, tombstones included (callers decide what a
     /// tombstone means to them). Erased keys are absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>> {
-        let loc = {
-            let shard = self.read_shard(self.shard(key));
-            match shard.get(key) {
+        // Compaction may move the record and delete its segment between the index
+        // lookup and the read; the second lookup then finds the new location.
+        for _ in 0..READ_RETRIES {
+            let loc = match self.read_shard(self.shard(key)).get(key) {
                 Some(l) => l,
                 None => return Ok(None),
+            };
+            if loc.kind == Kind::Erase as u8 {
+                return Ok(None);
             }
-        };
-        if loc.kind == Kind::Erase as u8 {
-            return Ok(None);
+            if self.segment(loc.segment).is_some() {
+                return self.read_at(key, loc).map(Some);
+            }
         }
-        self.read_at(key, loc).map(Some)
+        Err(Error::Io(format!(
+            "key moved {READ_RETRIES} times while being read"
+        )))
     }
 
     /// The ClockTime and kind of the newest record of `key`, from the index alone.
@@ -735,16 +745,18 @@ impl Store {
             o.tombstone_max_age
         };
         let cutoff = now_secs.saturating_sub(gc_age.as_secs());
-        let active = self.lock_log().active.id;
-        let sealed: Vec<Arc<Segment>> = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|s| s.id != active)
-            .cloned()
-            .collect();
+        // List under the log lock so a rotation cannot slip the new active segment
+        // into the list (log → segment table is the lock order).
+        let sealed: Vec<Arc<Segment>> = {
+            let log = self.lock_log();
+            let active = log.active.id;
+            let table = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            table.values().filter(|s| s.id < active).cloned().collect()
+        };
         let mut gc_through = None;
         if collect_tombstones {
             for (n, seg) in sealed.iter().enumerate().rev() {
@@ -936,7 +948,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
         let _ = log.active.file.sync_data();
-        let _ = std::fs::remove_file(self.dir.join("LOCK"));
+        // LOCK stays: unlinking it while holding the flock would let two later
+        // processes lock two different files. Emptying it marks a clean close; the
+        // flock goes with the descriptor.
+        let _ = self._lock.set_len(0);
     }
 }
 
@@ -1025,8 +1040,17 @@ fn take_lock(dir: &Path) -> std::result::Result<File, String> {
         .truncate(false)
         .open(&path)
         .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A lock that was just released can still be held for a moment by a child this
+    // process forked, between its fork and its exec (close-on-exec only acts at
+    // exec), so retry briefly before calling the store busy.
+    let locked = (0..LOCK_RETRIES).any(|attempt| {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: flock on a descriptor we own.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    });
+    if !locked {
         let holder = previous.as_deref().map(str::trim).unwrap_or("?");
         return Err(format!(
             "store {} is in use by process {holder} (lock file {})",
