@@ -26,6 +26,7 @@ install: all
 bench:
 	cargo run --release --example rpc_bench
 	cargo run --release --example store_bench
+	bash bench/compare.sh
 
 clean:
 	cargo clean

@@ -11,18 +11,25 @@
 //! | layer      | modules                  | what it does                                   |
 //! |------------|--------------------------|------------------------------------------------|
 //! | entry      | `main.rs`, [`cli`]       | picks the role from argv[0], parses options    |
-//! | roles      | [`server`], [`tools`]    | state machines plus handlers, one per role     |
+//! | roles      | [`manager`], [`server`], [`gateway`], [`tools`], [`local`] | handlers, one module per role |
 //! | process    | [`daemon`]               | logging, daemonizing, signals                  |
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
-//! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, hash-space placement  |
+//! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership |
 //! | storage    | [`store`]                | append-only segments, index, compaction        |
 //!
-//! A request from another node arrives on a [`net`] worker, is framed by
-//! [`proto::rpc`], and is dispatched to the role's [`net::Service`].
+//! A memcached request arrives at the gateway ([`gateway::text`]), is parsed by
+//! [`proto::memtext`], and is routed by the hash spaces ([`cluster::hash_space`]) to
+//! the key's servers as a message of [`proto::cluster`]. There a server
+//! ([`server::node`]) decides it with [`cluster::write`], stores it in its
+//! [`store`] and replicates it. The manager ([`manager`]) keeps the hash spaces with
+//! [`cluster::membership`] and tells every node when they change.
 
 pub mod cli;
 pub mod cluster;
 pub mod daemon;
+pub mod gateway;
+pub mod local;
+pub mod manager;
 pub mod net;
 pub mod proto;
 pub mod server;

@@ -40,21 +40,96 @@ Colours are used only when the log goes to a terminal.
 /// Prose sections specific to a role, in roff.
 fn role_sections(role: Role) -> &'static str {
     match role {
+        Role::Manager => {
+            r#".SH DESCRIPTION
+\fBkumo\-manager\fR keeps the list of servers of a kumo cluster and its two hash
+spaces: \fIwhs\fR routes writes and \fIrhs\fR routes reads. A server that keeps in
+touch with the manager but is not yet part of the hash spaces is \fInot attached\fR
+until \fBkumoctl attach\fR (or auto replace, \fB\-a\fR) attaches it. The manager
+watches every server with keepalives every \fB\-Ci\fR seconds; a server whose
+connection fails \fB\-Yn\fR reconnects of up to \fB\-Ys\fR seconds each is lost and
+marked \fB(fault)\fR. A fault server keeps its place on the ring, so its keys have
+one copy fewer until it comes back and is attached again, or is detached.
+.PP
+Every change is pushed at once to every server and gateway; keepalives carry the
+tables too, so a lost push is repaired within one interval. Nothing is stored on
+disk: a restarted manager learns the tables back from the first server that keeps
+in touch (the newer table wins). With every manager down, servers and gateways go
+on serving with the last tables they have.
+.PP
+The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
+.SH TWO MANAGERS
+Start each with \fB\-p\fR naming the other. They keep each other's hash spaces in
+step (newer wins) over a link with keepalives; servers and gateways are given both
+(\fB\-m\fR and \fB\-p\fR) and take whichever table is newer.
+.SH RPC METHODS
+msgpack\-rpc over TCP; any msgpack\-rpc client can call them.
+.TP
+\fBGetNodesInfo\fR []
+A map: \fBwhs\fR, \fBrhs\fR (each \fB[[node...], clocktime]\fR, a node being a
+binary of one active byte and the address), \fBnewcomers\fR (the addresses not
+attached) and \fBauto_replace\fR.
+.TP
+\fBAttachNewServers\fR [\fIreplace\fR], \fBDetachFaultServers\fR [\fIreplace\fR]
+Attach every newcomer, or detach every fault server; true if the tables changed.
+.TP
+\fBSetAutoReplace\fR [\fIenable\fR]
+Switches auto replace and returns the old setting; enabling it attaches and
+detaches at once.
+.TP
+\fBHashSpaceRequest\fR [\fIwhs_clock\fR, \fIrhs_clock\fR, \fIwait_ms\fR]
+\fB[whs, rhs]\fR, after waiting up to \fIwait_ms\fR for them to differ from the
+given versions (gateways keep one such request open).
+.TP
+\fBKeepAlive\fR [\fIclock\fR, \fIaddress\fR, \fIwhs\fR, \fIrhs\fR]
+A server keeping in touch; answered with \fB[whs, rhs]\fR.
+.TP
+\fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR]
+The partner's tables; true if any was newer and taken.
+.SH LOG
+With \fB\-v\fR: \fBnew node\fR \fIaddress\fR when a server first keeps in touch,
+\fBlost node\fR \fIaddress\fR when one is lost, and a line for every change of the
+tables.
+"#
+        }
         Role::Server => {
             r#".SH DESCRIPTION
 \fBkumo\-server\fR is the storage node of a kumo cluster. It listens on the address
 given by \fB\-l\fR, which is also the address other nodes use to reach it and its
-identity on the hash ring. It serves msgpack\-rpc: any msgpack\-rpc client can call
-its methods.
+identity on the hash ring. It keeps in touch with its manager(s) every \fB\-Ci\fR
+seconds and takes the newer hash spaces from them.
+.PP
+Each key has up to three owners: the first three servers on the hash ring from the
+key's hash. A write goes to the key's \fIcoordinator\fR, its first active owner in
+whs. The coordinator refuses a write it does not coordinate (answering its own
+tables, so the sender can catch up), decides it atomically against the stored
+record (add, cas, incr and the rest), stamps it with a new ClockTime (unix seconds
+and a Lamport counter; also the memcached CAS value), stores it, and sends it to the
+other active owners. It answers only once every one of them has stored it. An owner
+it cannot reach is retried until the manager marks it fault (it is then not an owner
+and not waited for) or 20 seconds pass (the write then fails). Replicas keep the
+newer version of a key, so late or repeated copies do no harm.
+.PP
+Hosts must keep their clocks within a second or two of each other (NTP): versions
+compare their seconds first.
 .SH RPC METHODS
+msgpack\-rpc over TCP.
 .TP
 \fBGetStatus\fR [\fIname\fR]
-Returns one status value: \fBpid\fR, \fBuptime\fR (seconds), \fBtime\fR (unix
-seconds) or \fBversion\fR. An unknown name is an error reply; the connection stays
-open.
+One status value: \fBpid\fR, \fBuptime\fR (seconds), \fBtime\fR (unix seconds),
+\fBversion\fR, \fBcmd_get\fR, \fBcmd_set\fR, \fBcmd_delete\fR (requests served
+since start), \fBitems\fR (keys with a value), \fBclocktime\fR, \fBwhs\fR, \fBrhs\fR,
+\fBhscheck\fR (whs and rhs hold the same servers) or \fBstats\fR (a map of the
+counters). An unknown name is an error reply; the connection stays open.
 .TP
-\fBKeepAlive\fR []
-Returns nil. Peers call it on idle links.
+\fBGet\fR [\fIkey\fR], \fBWrite\fR [\fIkey\fR, \fIop\fR, \fIarg\fR, \fIflags\fR, \fIexptime\fR, \fIdata\fR, \fIasync\fR], \fBReplicate\fR [\fIclock\fR, \fIkey\fR, \fIrecord\fR]
+The data path used by gateways and other servers.
+.TP
+\fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR], \fBKeepAlive\fR [\fIclock\fR]
+From the manager.
+.TP
+\fBSetConfig\fR [\fB"nodelay"\fR, \fIbool\fR]
+Sets TCP_NODELAY on every socket of the process; returns how many took it.
 .SH STORE
 The store is a directory of numbered segment files holding checksummed records,
 with hint files that let it reopen without reading every value, and a LOCK file
@@ -65,6 +140,109 @@ and logged with its size; a damaged record elsewhere is reported and never serve
 Segments with many overwritten or deleted records are compacted while the server
 runs. Deleted keys leave tombstones, collected after \fB\-gX\fR seconds (or \fB\-gN\fR
 once their bookkeeping passes \fB\-gS\fR KiB).
+"#
+        }
+        Role::Gateway => {
+            r#".SH DESCRIPTION
+\fBkumo\-gateway\fR serves the memcached text protocol to applications, which see
+it as a memcached on \fB\-t\fR. It routes each request by the key's hash: reads by
+rhs to the key's first active owner, then replica 1, replica 2 and around again on
+errors (up to 3 x \fB\-G\fR attempts, passing over servers whose connection is
+failing); writes by whs to the key's coordinator, never elsewhere. A write the
+coordinator refused or could not receive is retried up to \fB\-S\fR (\fB\-D\fR for
+delete) times, 0.3 s apart; a write that may have run already is retried only when
+running it twice is harmless (set, touch, delete), otherwise the client gets
+\fBSERVER_ERROR\fR. The gateway follows the managers' hash spaces by a long poll,
+and takes a refusing server's newer tables too.
+.SH COMMANDS
+\fBget\fR and \fBgets\fR \fIkey...\fR (up to 256 keys),
+\fBset\fR, \fBadd\fR, \fBreplace\fR, \fBappend\fR, \fBprepend\fR \fIkey flags exptime bytes\fR [\fBnoreply\fR],
+\fBcas\fR \fIkey flags exptime bytes cas\fR [\fBnoreply\fR],
+\fBdelete\fR \fIkey\fR [\fBnoreply\fR],
+\fBincr\fR and \fBdecr\fR \fIkey delta\fR [\fBnoreply\fR],
+\fBtouch\fR \fIkey exptime\fR [\fBnoreply\fR],
+\fBstats\fR, \fBversion\fR, \fBverbosity\fR, \fBquit\fR.
+.PP
+Replies are memcached's. Flags are 32 bits. An exptime up to 30 days is relative,
+a larger one a unix time, a negative one already expired. The CAS value of
+\fBgets\fR is the key's ClockTime; touch gives the key a new one. \fBincr\fR wraps
+at 2^64 and \fBdecr\fR stops at 0. \fBnoreply\fR (like \fB\-As\fR/\fB\-Ad\fR) answers
+nothing and does not wait for replicas. An unknown command gets \fBERROR\fR and a bad
+line \fBCLIENT_ERROR\fR \fIwhy\fR; the connection stays open. Keys are at most 250
+bytes. A value over \fB\-I\fR gets \fBSERVER_ERROR object too large for cache\fR and
+is skipped, so the stream stays in step. A failed request gets \fBSERVER_ERROR\fR
+\fIwhy\fR. In a multi\-key get, a key that cannot be read is left out.
+.PP
+\fBstats\fR gives the gateway's counters (\fBcmd_get\fR, \fBget_hits\fR,
+\fBget_misses\fR, \fBcurr_connections\fR, ...), \fBcluster_items\fR (the item count
+of every active server, summed: each key counts once per copy),
+\fBcurr_items\fR (that divided by the number of copies, 3 or fewer with fewer
+servers) and \fBcluster_servers\fR.
+"#
+        }
+        Role::Ctl => {
+            r#".SH DESCRIPTION
+\fBkumoctl\fR shows a manager's view of the cluster and runs its control commands.
+\fIMANAGER\fR is the manager's address (port 19700 by default).
+.SH OUTPUT
+\fBstatus\fR prints the hash space's time and Lamport clock, the attached servers
+with \fB(active)\fR or \fB(fault)\fR, and the servers that keep in touch but are not
+attached:
+.PP
+.nf
+hash space timestamp:
+  Thu Nov 26 08:15:55 +0000 2026 clock 62
+attached node:
+  127.0.0.1:19800  (active)
+  127.0.0.1:19801  (fault)
+not attached node:
+  127.0.0.1:19801
+.fi
+.PP
+The other commands print \fIcommand\fR\fB: done\fR, or \fB: nothing to do\fR when
+there was nothing to attach or detach. With \fB\-\-json\fR every command prints one
+JSON object instead. A manager that cannot be reached is an error (exit status 1).
+"#
+        }
+        Role::Stat => {
+            r#".SH DESCRIPTION
+\fBkumostat\fR prints one status value of a server (port 19800 by default), or with
+\fB\-m\fR of every active attached server, each line then prefixed by the server's
+address. \fBstats\fR prints memcached \fBSTAT\fR \fIname value\fR lines and \fBEND\fR;
+\fBwhs\fR and \fBrhs\fR print a hash space as \fBkumoctl status\fR does, under
+\fBnode:\fR. With \fB\-\-json\fR the output is one JSON object keyed by server
+address. A server that cannot be reached is reported and makes the exit status 1.
+"#
+        }
+        Role::Hash => {
+            r#".SH DESCRIPTION
+\fBkumohash\fR computes where keys are placed, with the code the gateway and the
+servers route by: a key's hash is the first 8 bytes of its SHA\-1, read as a
+little\-endian number; each server has 128 points on the ring; a key's owners are
+the first three servers from its hash onwards. Give the servers (port 19800 by
+default) in attach order before \fB\-\-\fR, or \fB\-m\fR \fIMANAGER\fR to use the
+manager's write table.
+.SH OUTPUT
+\fBhash\fR: \fIhash\fR (16 hex digits), two spaces, the key. \fBassign\fR: that line,
+then \fB  0:\fR \fIaddress\fR, \fB  1:\fR ..., \fB  2:\fR ... (a fault owner is marked
+\fB(fault)\fR and is skipped when routing). \fBdump\fR: every ring point and its server.
+"#
+        }
+        Role::Local => {
+            r#".SH DESCRIPTION
+\fBkumo local\fR runs a whole kumo cluster on this host with one command: a manager
+(\fB\-m\fR), \fB\-n\fR servers on consecutive ports from \fB\-l\fR, and a gateway
+serving memcached on \fB\-t\fR, as child processes of the same binary. It attaches the
+servers, waits until the gateway answers, and prints how to connect. The stores are
+\fIDIR\fR\fB/server1\fR, \fB/server2\fR, ...; each process logs to
+\fIDIR\fR\fB/logs/\fR\fIname\fR\fB.log\fR. SIGINT (Ctrl\-C) or SIGTERM stops every
+child; the data stays, and the next start serves it again. If a child dies, the
+cluster is stopped with a message naming it and its log.
+.SH EXAMPLE
+.nf
+kumo local
+printf 'set k 0 0 5\\r\\nhello\\r\\nget k\\r\\n' | nc 127.0.0.1 11211
+.fi
 "#
         }
         Role::MergeDb => {
@@ -128,6 +306,12 @@ pub fn page(role: Role) -> String {
         s += "\n";
     }
     s += ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\nPrint the options and exit.\n";
+    if !role.commands().is_empty() {
+        s += ".SH COMMANDS\n";
+        for (name, text) in role.commands() {
+            s += &format!(".TP\n\\fB{}\\fR\n{}\n", esc(name), esc(text));
+        }
+    }
     s += ".TP\n\\fB\\-\\-version\\fR\nPrint the version and exit.\n";
     s += COMMON_SECTIONS;
     s += ".SH SEE ALSO\n\\fBkumo\\fR(1)\n";

@@ -24,48 +24,94 @@ pub const EXIT_USAGE: i32 = 2;
 /// The roles this binary can play. A role appears here only once it is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    Manager,
     Server,
+    Gateway,
+    Ctl,
+    Stat,
+    Hash,
     MergeDb,
+    Local,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Server, Role::MergeDb];
+    pub const ALL: &'static [Role] = &[
+        Role::Local,
+        Role::Manager,
+        Role::Server,
+        Role::Gateway,
+        Role::Ctl,
+        Role::Stat,
+        Role::Hash,
+        Role::MergeDb,
+    ];
 
     /// The installed name, also the symlink name.
     pub fn program(self) -> &'static str {
         match self {
+            Role::Manager => "kumo-manager",
             Role::Server => "kumo-server",
+            Role::Gateway => "kumo-gateway",
+            Role::Ctl => "kumoctl",
+            Role::Stat => "kumostat",
+            Role::Hash => "kumohash",
             Role::MergeDb => "kumomergedb",
+            Role::Local => "kumo-local",
         }
     }
 
     /// The name after `kumo` (`kumo server`).
     pub fn subcommand(self) -> &'static str {
         match self {
+            Role::Manager => "manager",
             Role::Server => "server",
+            Role::Gateway => "gateway",
+            Role::Ctl => "ctl",
+            Role::Stat => "stat",
+            Role::Hash => "hash",
             Role::MergeDb => "mergedb",
+            Role::Local => "local",
         }
     }
 
     /// One line for `kumo --help` and the man page NAME section.
     pub fn summary(self) -> &'static str {
         match self {
-            Role::Server => "storage node: keeps data and serves cluster RPC",
+            Role::Manager => "cluster manager: keeps the server list and the hash spaces",
+            Role::Server => "storage node: keeps data, coordinates and replicates writes",
+            Role::Gateway => "memcached protocol front end that routes requests to servers",
+            Role::Ctl => "control a cluster through its manager",
+            Role::Stat => "show the status and counters of servers",
+            Role::Hash => "show where keys are placed on the hash ring",
             Role::MergeDb => "merge stores or backups into one, newer ClockTime wins",
+            Role::Local => "run a whole cluster on 127.0.0.1: a manager, servers and a gateway",
         }
     }
 
     /// Positional arguments shown after the options in the usage line.
     pub fn positional_usage(self) -> &'static str {
         match self {
-            Role::Server => "",
+            Role::Ctl => "MANAGER[:PORT] COMMAND [ARG]",
+            Role::Stat => "SERVER[:PORT] COMMAND | -m MANAGER COMMAND",
+            Role::Hash => "SERVER[:PORT]... -- COMMAND [KEY...] | -m MANAGER COMMAND [KEY...]",
             Role::MergeDb => "DST SRC...",
+            _ => "",
+        }
+    }
+
+    /// The commands a tool takes after its addresses, with their help.
+    pub fn commands(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Role::Ctl => crate::tools::ctl::COMMANDS,
+            Role::Stat => crate::tools::stat::COMMANDS,
+            Role::Hash => crate::tools::hash::COMMANDS,
+            _ => &[],
         }
     }
 
     /// Daemons ignore SIGPIPE; tools die of it quietly.
     pub fn is_daemon(self) -> bool {
-        matches!(self, Role::Server)
+        matches!(self, Role::Manager | Role::Server | Role::Gateway | Role::Local)
     }
 
     fn from_program(name: &str) -> Option<Role> {
@@ -81,8 +127,14 @@ impl Role {
 
     fn run(self, args: Args) -> i32 {
         match self {
+            Role::Manager => crate::manager::main(args),
             Role::Server => crate::server::main(args),
+            Role::Gateway => crate::gateway::main(args),
+            Role::Ctl => crate::tools::ctl::main(args),
+            Role::Stat => crate::tools::stat::main(args),
+            Role::Hash => crate::tools::hash::main(args),
             Role::MergeDb => crate::tools::mergedb::main(args),
+            Role::Local => crate::local::main(args),
         }
     }
 }
@@ -93,6 +145,8 @@ pub struct Args {
     pub role: Role,
     values: Vec<(&'static Opt, Value)>,
     pub positional: Vec<String>,
+    /// How many positional arguments came before a literal `--`, if one was given.
+    pub before_dashdash: Option<usize>,
 }
 
 impl Args {
@@ -196,6 +250,16 @@ pub enum Stop {
 /// Parses the arguments of `role` (without the program name).
 pub fn parse(role: Role, args: Vec<OsString>) -> Result<Args, Stop> {
     use lexopt::Arg;
+    // Everything after a literal `--` is positional, and where it started matters
+    // (kumohash SERVER... -- COMMAND).
+    let mut args = args;
+    let tail = match args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let tail: Vec<OsString> = args.split_off(i).into_iter().skip(1).collect();
+            Some(tail)
+        }
+        None => None,
+    };
     let mut parser = lexopt::Parser::from_args(args);
     let mut values: Vec<(&'static Opt, Value)> = Vec::new();
     let mut positional = Vec::new();
@@ -300,10 +364,20 @@ pub fn parse(role: Role, args: Vec<OsString>) -> Result<Args, Stop> {
             values.push((opt, v));
         }
     }
+    let before_dashdash = tail.as_ref().map(|_| positional.len());
+    for t in tail.into_iter().flatten() {
+        positional.push(t.into_string().map_err(|v| {
+            Stop::Usage(format!(
+                "argument '{}' is not valid UTF-8",
+                v.to_string_lossy()
+            ))
+        })?);
+    }
     Ok(Args {
         role,
         values,
         positional,
+        before_dashdash,
     })
 }
 
@@ -389,6 +463,13 @@ pub fn help(role: Role) -> String {
     }
     s += &format_entry("  -h, --help", "Print this help and exit.");
     s += &format_entry("      --version", "Print the version and exit.");
+    let commands = role.commands();
+    if !commands.is_empty() {
+        s += "\nCommands:\n";
+        for (name, text) in commands {
+            s += &format_entry(&format!("  {name}"), text);
+        }
+    }
     s += &format!("\nSee {}(1) for details.\n", role.program());
     s
 }

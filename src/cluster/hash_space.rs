@@ -69,6 +69,38 @@ pub struct Node {
     pub active: bool,
 }
 
+/// The two routing tables every node keeps: whs routes writes, rhs routes reads.
+/// They differ only while data moves between servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub whs: HashSpace,
+    pub rhs: HashSpace,
+}
+
+impl Tables {
+    pub fn empty() -> Tables {
+        Tables {
+            whs: HashSpace::empty(),
+            rhs: HashSpace::empty(),
+        }
+    }
+
+    /// Takes whichever of `whs` and `rhs` is newer (see [`HashSpace::should_adopt`]).
+    /// Returns whether anything changed.
+    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace) -> bool {
+        let mut changed = false;
+        if self.whs.should_adopt(&whs) {
+            self.whs = whs;
+            changed = true;
+        }
+        if self.rhs.should_adopt(&rhs) {
+            self.rhs = rhs;
+            changed = true;
+        }
+        changed
+    }
+}
+
 /// A routing table: servers in attach order, their ring, and the table's version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSpace {
@@ -156,6 +188,18 @@ impl HashSpace {
     /// only, and so missed real differences; §14 item 7).
     pub fn same_layout(&self, other: &HashSpace) -> bool {
         self.nodes == other.nodes
+    }
+
+    /// Whether a node holding `self` takes `incoming`: a table that routes nothing
+    /// is never taken (a restarted manager starts empty, and its emptiness must not
+    /// stop a running cluster), otherwise the newer one wins.
+    pub fn should_adopt(&self, incoming: &HashSpace) -> bool {
+        !incoming.is_empty() && (self.is_empty() || incoming.clocktime > self.clocktime)
+    }
+
+    /// Whether `addr` is an active owner of `hash`.
+    pub fn is_active_owner(&self, hash: u64, addr: &SocketAddr) -> bool {
+        self.owners(hash).iter().any(|n| n.active && n.addr == *addr)
     }
 
     /// Marks `addr` fault, keeping its ring points. Returns whether it changed.
@@ -275,6 +319,21 @@ mod tests {
                 .collect(),
             ClockTime(7),
         )
+    }
+
+    #[test]
+    fn tables_take_newer_non_empty_spaces_only() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let one = |c| HashSpace::new(vec![Node { addr: a, active: true }], ClockTime(c));
+        let mut t = Tables::empty();
+        assert!(!t.adopt(HashSpace::empty(), HashSpace::empty()));
+        assert!(t.adopt(one(5), one(5)));
+        assert!(!t.adopt(one(4), one(5)), "older or equal is ignored");
+        let mut fault = one(9);
+        fault.mark_fault(&a, ClockTime(9));
+        assert!(!t.adopt(fault.clone(), fault), "an all-fault table routes nothing");
+        assert!(t.adopt(one(6), one(5)));
+        assert_eq!((t.whs.clocktime, t.rhs.clocktime), (ClockTime(6), ClockTime(5)));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //!
 //! - [`clock`]: ClockTime, the version of every write and of every hash space.
 //! - [`hash_space`]: consistent hashing, which servers own a key.
+//! - [`write`]: what each memcached write does to a key's record.
+//! - [`membership`]: the manager's view: attach, detach, lost servers.
 
 pub mod clock;
 pub mod hash_space;
+pub mod membership;
+pub mod write;

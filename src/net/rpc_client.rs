@@ -21,6 +21,9 @@ pub enum RpcError {
     Timeout,
     /// The node could not be reached within the reconnect budget.
     NodeLost,
+    /// The connection the call was sent on closed before the response came; the
+    /// call may or may not have run.
+    Disconnected,
     /// The remote handler answered with this error value.
     Remote(Value),
 }
@@ -30,6 +33,7 @@ impl std::fmt::Display for RpcError {
         match self {
             RpcError::Timeout => write!(f, "timeout"),
             RpcError::NodeLost => write!(f, "node lost"),
+            RpcError::Disconnected => write!(f, "connection lost"),
             RpcError::Remote(Value::String(s)) => {
                 write!(f, "{}", s.as_str().unwrap_or("(non-UTF-8 error)"))
             }
@@ -49,6 +53,8 @@ pub type KeepaliveFn = Box<dyn Fn() -> (String, Vec<Value>) + Send + Sync>;
 struct Pending {
     deadline: Instant,
     callback: Callback,
+    /// The connection generation the request went out on; 0 while it is queued.
+    sent_on: u64,
 }
 
 enum Link {
@@ -160,6 +166,12 @@ impl Peer {
         matches!(self.lock().link, Link::Up { .. })
     }
 
+    /// True after a connect attempt failed and before one succeeds: callers with a
+    /// choice of nodes should prefer another.
+    pub fn is_failing(&self) -> bool {
+        self.lock().failures > 0
+    }
+
     /// Calls `method` and runs `callback` with the outcome within `timeout`.
     pub fn call(
         self: &Arc<Self>,
@@ -182,9 +194,14 @@ impl Peer {
             Pending {
                 deadline: Instant::now() + timeout,
                 callback,
+                sent_on: 0,
             },
         );
-        self.transmit(&mut st, &frame);
+        if let Some(generation) = self.transmit(&mut st, &frame) {
+            if let Some(p) = st.pending.get_mut(&msgid) {
+                p.sent_on = generation;
+            }
+        }
     }
 
     /// Calls and waits. Never use it on a worker or the timer thread: the response
@@ -208,12 +225,13 @@ impl Peer {
         self.transmit(&mut st, &frame);
     }
 
-    fn transmit(self: &Arc<Self>, st: &mut State, frame: &[u8]) {
+    /// Sends `frame` now if a connection is up (returning its generation), or queues it.
+    fn transmit(self: &Arc<Self>, st: &mut State, frame: &[u8]) -> Option<u64> {
         st.last_sent = Instant::now();
         match &st.link {
-            Link::Up { writer, .. } => {
+            Link::Up { writer, generation } => {
                 if writer.send(frame) {
-                    return;
+                    return Some(*generation);
                 }
                 // The connection died under us; on_close will follow and reconnect.
                 st.queued.extend_from_slice(frame);
@@ -224,6 +242,7 @@ impl Peer {
             }
             Link::Backoff { .. } | Link::Connecting { .. } => st.queued.extend_from_slice(frame),
         }
+        None
     }
 
     fn start_connect(self: &Arc<Self>, st: &mut State) {
@@ -284,9 +303,21 @@ impl Peer {
         if !queued.is_empty() {
             writer.send(&queued);
         }
+        for p in st.pending.values_mut().filter(|p| p.sent_on == 0) {
+            p.sent_on = generation;
+        }
     }
 
     fn on_closed(self: &Arc<Self>, generation: u64) {
+        let orphans = self.close_link(generation);
+        for cb in orphans {
+            cb(Err(RpcError::Disconnected));
+        }
+    }
+
+    /// Handles the end of connection `generation`; returns the calls sent on it,
+    /// which can no longer be answered.
+    fn close_link(self: &Arc<Self>, generation: u64) -> Vec<Callback> {
         let mut st = self.lock();
         let current = match &st.link {
             Link::Up { generation: g, .. } | Link::Connecting { generation: g, .. } => {
@@ -295,19 +326,29 @@ impl Peer {
             _ => false,
         };
         if !current {
-            return;
+            return Vec::new();
         }
         let was_up = matches!(st.link, Link::Up { .. });
         if was_up {
             log::debug!("{}: connection closed; reconnecting", self.addr);
-            // Calls already sent on the dead connection cannot be answered on a new
-            // one; they fail at their deadline or when the node is declared lost.
             st.link = Link::Backoff {
                 until: Instant::now(),
             };
         } else {
             self.attempt_failed(&mut st);
         }
+        // Calls already sent on the dead connection cannot be answered on a new one.
+        let orphaned: Vec<u32> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_on == generation)
+            .map(|(id, _)| *id)
+            .collect();
+        orphaned
+            .into_iter()
+            .filter_map(|id| st.pending.remove(&id))
+            .map(|p| p.callback)
+            .collect()
     }
 
     fn on_response(&self, msgid: u32, error: Value, result: Value) {

@@ -32,14 +32,19 @@ impl Drop for TimerId {
     }
 }
 
+/// One-shot work waiting for its time.
+type Deferred = (Instant, Box<dyn FnOnce() + Send>);
+
 pub struct Timers {
     slots: Arc<Mutex<Vec<Option<TickFn>>>>,
+    deferred: Mutex<Vec<Deferred>>,
 }
 
 impl Default for Timers {
     fn default() -> Self {
         Timers {
             slots: Arc::new(Mutex::new(vec![None; TIMERS_MAX])),
+            deferred: Mutex::new(Vec::new()),
         }
     }
 }
@@ -77,7 +82,25 @@ impl Timers {
         }))
     }
 
+    /// Runs `f` once, on the timer thread, `delay` from now (to the next tick). It
+    /// must not block. Retries of calls wait here.
+    pub fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Instant::now() + delay, Box::new(f)));
+    }
+
     fn tick(&self, now: Instant) {
+        let due: Vec<Deferred> = {
+            let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            let (due, wait) = std::mem::take(&mut *d).into_iter().partition(|(t, _)| *t <= now);
+            *d = wait;
+            due
+        };
+        for (_, f) in due {
+            f();
+        }
         // Copy the live slots out so a tick function may add or drop timers.
         let live: Vec<TickFn> = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());

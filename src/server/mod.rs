@@ -1,59 +1,62 @@
-//! kumo-server: the storage node. It serves cluster RPC on `-l`.
+//! kumo-server: the storage node. It keeps its part of the data in a [`Store`],
+//! coordinates the writes of the keys it is first owner of, stores replicas for the
+//! others, and keeps in touch with its manager(s), which tell it the hash spaces.
+//! The handlers are in [`node`].
+
+pub mod node;
 
 use crate::cli::Args;
 use crate::daemon;
-use crate::net::{self, rpc_server::RpcSession, Reply, Service};
+use crate::net::{self, rpc_server::RpcSession, Peer};
+use crate::proto::cluster as msg;
 use crate::store::{self, Store};
+use node::{Node, ServerService};
 use rmpv::Value;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// The server's RPC methods.
-pub struct ServerService {
-    started: Instant,
-    store: Store,
-}
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the store is checked for segments worth compacting.
 const COMPACT_INTERVAL_SECS: u64 = 30;
 
-impl ServerService {
-    pub fn new(store: Store) -> ServerService {
-        ServerService {
-            started: Instant::now(),
-            store,
+/// Registers with the managers and keeps the hash spaces current: every `-Ci` it
+/// sends KeepAlive with its address and tables, and takes the newer tables back.
+/// The manager also pushes changes at once; this is the catch-up path, and how a
+/// restarted manager relearns the cluster.
+fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::timer::TimerId> {
+    let weak = Arc::downgrade(node);
+    let timeout = node.net.config().keepalive.max(Duration::from_secs(1));
+    let tick = move |_| {
+        let Some(node) = weak.upgrade() else { return };
+        let t = node.tables();
+        let params = [
+            Value::from(node.clock.tick()),
+            msg::addr_to_value(&node.me),
+            t.whs.to_value(),
+            t.rhs.to_value(),
+        ];
+        for m in &managers {
+            let n = node.clone();
+            let addr = m.addr();
+            m.call(
+                msg::KEEP_ALIVE,
+                &params,
+                timeout,
+                Box::new(move |r| match r.map(|v| msg::spaces_from_value(&v)) {
+                    Ok(Ok((w, r))) => {
+                        n.adopt(w, r);
+                    }
+                    Ok(Err(e)) => log::warn!("manager {addr}: {e}"),
+                    Err(e) => log::debug!("manager {addr}: keepalive failed: {e}"),
+                }),
+            );
         }
-    }
-
-    fn status(&self, name: &str) -> Option<Value> {
-        Some(match name {
-            "pid" => Value::from(std::process::id()),
-            "uptime" => Value::from(self.started.elapsed().as_secs()),
-            "time" => Value::from(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            ),
-            "version" => Value::from(crate::cli::VERSION),
-            "items" => Value::from(self.store.items()),
-            _ => return None,
-        })
-    }
-}
-
-impl Service for ServerService {
-    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
-        match method {
-            "KeepAlive" => reply.ok(Value::Nil),
-            "GetStatus" => {
-                let name = params.first().and_then(Value::as_str).unwrap_or("");
-                match self.status(name) {
-                    Some(v) => reply.ok(v),
-                    None => reply.err(format!("unknown status '{name}'")),
-                }
-            }
-            _ => reply.unknown_method(method),
+    };
+    tick(std::time::Instant::now());
+    match node.net.timers().every(node.net.config().keepalive, tick) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::error!("cannot schedule keepalives: {e}");
+            None
         }
     }
 }
@@ -82,13 +85,17 @@ pub fn main(args: Args) -> i32 {
     };
     store.claim_lock();
     let _compactor = start_compactor(&net, &store, &args);
-    if let Err(e) = net.listen(
-        listener,
-        RpcSession::factory(Arc::new(ServerService::new(store.clone()))),
-    ) {
+    let node = Node::new(listen, store.clone(), net.clone());
+    let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
+        .into_iter()
+        .flatten()
+        .map(|a| Peer::new(&net, a))
+        .collect();
+    if let Err(e) = net.listen(listener, RpcSession::factory(Arc::new(ServerService(node.clone())))) {
         return daemon::fatal(program, format!("cannot serve {listen}: {e}"));
     }
     log::info!("listening on {listen}");
+    let _keepalive = start_keepalive(&node, managers);
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");
     store.close();

@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# compare.sh: the same memcached text-protocol load against three targets, side by side.
+#
+#   memcached   one memcached (-t 2), started for the run
+#   twemproxy   nutcracker, ketama over three memcached instances
+#   kumo        `kumo local -n 3`: a manager, three servers and a gateway
+#
+# Reference load (examples/loadgen.rs): 2 threads x 25 connections, 32-byte values,
+# 100000 keys, every key set once, then pure GET for BENCH_SECS seconds, then pure SET
+# for BENCH_SECS seconds. Prints ops/s and p99 per target and op, and each target's
+# ratio to memcached. A target that cannot start is reported and skipped.
+#
+# Environment:
+#   BENCH_SECS     seconds per measured run (default 10)
+#   BENCH_TARGETS  which targets, in order (default "memcached twemproxy kumo")
+#   READY_SECS     how long a target may take to answer (default 30)
+#   KUMO_BIN       a kumo binary to use instead of building target/release/kumo
+#
+# Run from anywhere: `bash bench/compare.sh` (or `make bench`). Every process it starts
+# runs in its own process group and is stopped when the script exits, however it exits.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BENCH_SECS=${BENCH_SECS:-10}
+BENCH_TARGETS=${BENCH_TARGETS:-memcached twemproxy kumo}
+READY_SECS=${READY_SECS:-30}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+PATH=$PATH:/usr/sbin:/sbin # Debian puts nutcracker in /usr/sbin
+LOAD=(--threads 2 --conns 25 --value-size 32 --keys 100000 --duration "$BENCH_SECS")
+
+log() { printf 'compare: %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------
+# Cleanup: every process we start is a process-group leader (setsid); kill the groups.
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kumo-compare.XXXXXX")
+PIDS=()
+declare -A REAPED # pids already waited for: never signal them again (pid reuse)
+
+LOADGEN_PID=""
+
+# group_alive PGID: some process of the group still runs (a zombie does not count: our
+# own children stay zombies until waited for).
+group_alive() {
+    ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+# stop_group PID: SIGTERM to the process group PID leads, SIGKILL to what is left after 5s.
+stop_group() {
+    local pid=$1 i
+    [[ -z ${REAPED[$pid]:-} ]] || return 0
+    REAPED[$pid]=1
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        group_alive "$pid" || break
+        sleep 0.1
+    done
+    if group_alive "$pid"; then
+        log "process group $pid did not stop on SIGTERM; killing it"
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    if [[ -n $LOADGEN_PID ]]; then
+        kill -TERM "$LOADGEN_PID" 2>/dev/null || true
+        wait "$LOADGEN_PID" 2>/dev/null || true
+    fi
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        stop_group "$pid"
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in its own session (so its pid is its process group), stdout
+# to $WORK/NAME.out, stderr to $WORK/NAME.err; sets STARTED.
+start() {
+    local name=$1
+    shift
+    setsid "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+# ---------------------------------------------------------------------------------------
+# Ports: a run of N consecutive free ports on 127.0.0.1, never one handed out before.
+
+USED_PORTS=" "
+
+port_free() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$1" <<'EOF' 2>/dev/null
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+    else
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi
+    fi
+}
+
+# Pick below the kernel's ephemeral range, so that no outgoing connection (loadgen's, or
+# between kumo's nodes) takes a port between the check and the listen.
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+if ((EPHEMERAL_LOW > 12000)); then
+    PORT_LOW=10000 PORT_SPAN=$((EPHEMERAL_LOW - 10000 - 16))
+else
+    PORT_LOW=20000 PORT_SPAN=30000
+fi
+
+# free_ports N: prints the first of N consecutive free ports.
+free_ports() {
+    local n=$1 base p ok
+    for _ in $(seq 1 200); do
+        base=$((PORT_LOW + RANDOM % PORT_SPAN))
+        ok=1
+        for ((p = base; p < base + n; p++)); do
+            if [[ $USED_PORTS == *" $p "* ]] || ! port_free "$p"; then
+                ok=0
+                break
+            fi
+        done
+        if ((ok)); then
+            for ((p = base; p < base + n; p++)); do USED_PORTS+="$p "; done
+            echo "$base"
+            return 0
+        fi
+    done
+    log "no run of $n free ports found"
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------
+# Readiness: the target answers `version` (loadgen --ping) while its process lives.
+# Functions that can fail set WHY and return 1; they run in this shell (not in $(...)) so
+# that the processes they start are tracked in PIDS.
+
+WHY=""
+
+# wait_ready PORT PID [READY_OUT]: with READY_OUT (a target's stdout), a line containing
+# the word `ready` must also have appeared there.
+wait_ready() {
+    local port=$1 pid=$2 ready_log=${3:-} deadline=$((SECONDS + READY_SECS)) rc
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rc=0
+            wait "$pid" 2>/dev/null || rc=$?
+            REAPED[$pid]=1
+            WHY="exited (status $rc) before it was ready"
+            return 1
+        fi
+        if [[ -z $ready_log ]] || grep -qw ready "$ready_log" 2>/dev/null; then
+            if "$LOADGEN" --ping --timeout 1 --addr "127.0.0.1:$port" >/dev/null 2>&1; then
+                return 0
+            fi
+        fi
+        sleep 0.2
+    done
+    if [[ -n $ready_log ]] && ! grep -qw ready "$ready_log" 2>/dev/null; then
+        WHY="printed no 'ready' line within ${READY_SECS}s"
+    else
+        WHY="did not answer 'version' on 127.0.0.1:$port within ${READY_SECS}s"
+    fi
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------
+# Build.
+
+LOADGEN="$TARGET_DIR/release/examples/loadgen"
+log "building loadgen"
+if ! cargo build --release --example loadgen; then
+    # loadgen is std-only; while the library does not compile, build the file on its own.
+    log "cargo could not build the loadgen example; building examples/loadgen.rs with rustc"
+    LOADGEN="$WORK/loadgen"
+    rustc -O --edition 2021 examples/loadgen.rs -o "$LOADGEN"
+fi
+
+KUMO_BUILD_ERROR=""
+if [[ -z ${KUMO_BIN:-} && " $BENCH_TARGETS " == *" kumo "* ]]; then
+    log "building kumo"
+    if ! cargo build --release; then
+        KUMO_BUILD_ERROR="cargo build --release failed"
+    fi
+fi
+
+need() { # need CMD PACKAGE: installs the Debian package when CMD is missing
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "$1 not found; installing Debian package $2"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get install -y "$2" >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y "$2" >&2; } || true
+    command -v "$1" >/dev/null 2>&1
+}
+
+# memcached refuses to run as root without -u.
+MC_USER=()
+[[ $(id -u) -ne 0 ]] || MC_USER=(-u root)
+
+# start_memcached NAME PORT: sets STARTED.
+start_memcached() {
+    start "$1" memcached -p "$2" -l 127.0.0.1 -U 0 -t 2 -m 1024 "${MC_USER[@]}"
+}
+
+# ---------------------------------------------------------------------------------------
+# Targets. Each setup_* starts its processes, waits until they answer and sets ADDR, or
+# sets WHY and returns 1.
+
+# ports N: sets PORT to the first of N consecutive free ports.
+ports() { PORT=$(free_ports "$1") || { WHY="no run of $1 free ports"; return 1; }; }
+
+setup_memcached() {
+    need memcached memcached || { WHY="memcached is not installed"; return 1; }
+    ports 1 || return 1
+    start_memcached memcached "$PORT"
+    wait_ready "$PORT" "$STARTED" || return 1
+    ADDR=127.0.0.1:$PORT
+}
+
+setup_twemproxy() {
+    need memcached memcached || { WHY="memcached is not installed"; return 1; }
+    need nutcracker nutcracker || { WHY="nutcracker (twemproxy) is not installed"; return 1; }
+    local mc listen stats i
+    ports 3 || return 1
+    mc=$PORT
+    ports 1 || return 1
+    listen=$PORT
+    ports 1 || return 1
+    stats=$PORT
+    for i in 0 1 2; do
+        start_memcached "twemproxy-memcached$i" $((mc + i))
+        wait_ready $((mc + i)) "$STARTED" || { WHY="backend memcached $i: $WHY"; return 1; }
+    done
+    cat >"$WORK/nutcracker.yml" <<CONF
+kumo_compare:
+  listen: 127.0.0.1:$listen
+  hash: fnv1a_64
+  distribution: ketama
+  timeout: 5000
+  auto_eject_hosts: false
+  servers:
+   - 127.0.0.1:$mc:1
+   - 127.0.0.1:$((mc + 1)):1
+   - 127.0.0.1:$((mc + 2)):1
+CONF
+    start twemproxy nutcracker -c "$WORK/nutcracker.yml" -s "$stats" -a 127.0.0.1 \
+        -o "$WORK/nutcracker.out" -p "$WORK/nutcracker.pid"
+    wait_ready "$listen" "$STARTED" || return 1
+    ADDR=127.0.0.1:$listen
+}
+
+setup_kumo() {
+    [[ -z $KUMO_BUILD_ERROR ]] || { WHY=$KUMO_BUILD_ERROR; return 1; }
+    local bin=${KUMO_BIN:-$TARGET_DIR/release/kumo} gw mgr srv
+    [[ -x $bin ]] || { WHY="$bin does not exist"; return 1; }
+    ports 1 || return 1
+    gw=$PORT
+    ports 1 || return 1
+    mgr=$PORT
+    # Three servers on consecutive ports; keep a few neighbours free as well.
+    ports 8 || return 1
+    srv=$PORT
+    mkdir -p "$WORK/kumo-data"
+    start kumo "$bin" local -n 3 --dir "$WORK/kumo-data" \
+        -t "127.0.0.1:$gw" -m "127.0.0.1:$mgr" -l "127.0.0.1:$srv"
+    wait_ready "$gw" "$STARTED" "$WORK/kumo.out" || return 1
+    ADDR=127.0.0.1:$gw
+}
+
+# stop_target: stops every process started since the mark, so targets never overlap.
+stop_target() {
+    local i
+    for ((i = MARK; i < ${#PIDS[@]}; i++)); do
+        stop_group "${PIDS[$i]}"
+    done
+    PIDS=("${PIDS[@]:0:MARK}")
+}
+
+# ---------------------------------------------------------------------------------------
+# Measure.
+
+# jfield JSON KEY: a number field of loadgen's JSON line.
+jfield() { sed -nE "s/.*\"$2\":([0-9.]+).*/\1/p" <<<"$1"; }
+
+declare -A OPS P99 FAILED
+
+# run_load TARGET OP [--prefill]: one loadgen run; prints loadgen's line, records figures.
+run_load() {
+    local target=$1 op=$2 json out="$WORK/loadgen-$1-$2.out" err="$WORK/loadgen-$1-$2.err" errors
+    shift 2
+    # In the background, so that a signal to this script is handled at once.
+    "$LOADGEN" --addr "$ADDR" "${LOAD[@]}" --mix "$op" --label "$target" --json "$@" >"$out" 2>"$err" &
+    LOADGEN_PID=$!
+    if ! wait "$LOADGEN_PID"; then
+        LOADGEN_PID=""
+        WHY="loadgen $op: $(tail -n 1 "$err")"
+        return 1
+    fi
+    LOADGEN_PID=""
+    json=$(tail -n 1 "$out")
+    errors=$(($(jfield "$json" errors) + $(jfield "$json" prefill_errors)))
+    printf '%s %s: %s ops/s  p50 %sus p99 %sus p999 %sus  errors %s misses %s\n' \
+        "$target" "$op" "$(jfield "$json" ops_per_sec)" "$(jfield "$json" p50_us)" \
+        "$(jfield "$json" p99_us)" "$(jfield "$json" p999_us)" "$errors" "$(jfield "$json" misses)"
+    [[ ! -s $err ]] || sed 's/^/    /' "$err" >&2
+    OPS[$target/$op]=$(jfield "$json" ops_per_sec)
+    P99[$target/$op]=$(jfield "$json" p99_us)
+    # Figures from a run with errors are not comparable: mark them.
+    ((errors == 0)) || P99[$target/$op]+="*"
+}
+
+log "load: 2 threads x 25 conns, 32-byte values, 100000 keys; prefill, then get and set, ${BENCH_SECS}s each"
+for target in $BENCH_TARGETS; do
+    case $target in
+    memcached | twemproxy | kumo) ;;
+    *)
+        log "unknown target $target (known: memcached twemproxy kumo)"
+        exit 2
+        ;;
+    esac
+    MARK=${#PIDS[@]}
+    ADDR=""
+    WHY=""
+    log "$target: starting"
+    if ! "setup_$target"; then
+        FAILED[$target]="did not start: $WHY"
+        log "$target: ${FAILED[$target]}"
+        for f in "$WORK/$target.out" "$WORK/$target.err"; do
+            if [[ -s $f ]]; then
+                log "$target: last lines of its ${f##*.}:"
+                tail -n 15 "$f" | sed 's/^/    /' >&2
+            fi
+        done
+    elif ! run_load "$target" get --prefill || ! run_load "$target" set; then
+        FAILED[$target]=$WHY
+        log "$target: $WHY"
+    fi
+    stop_target
+done
+
+# ---------------------------------------------------------------------------------------
+# Table.
+
+echo
+printf 'compare: %s s per run, 2 threads x 25 conns, 32-byte values, 100000 keys\n' "$BENCH_SECS"
+printf '%-10s %-4s %10s %9s %8s\n' target op ops/s p99_us vs_mc
+for target in $BENCH_TARGETS; do
+    if [[ -n ${FAILED[$target]:-} ]]; then
+        printf '%-10s %-4s %s\n' "$target" - "FAILED: ${FAILED[$target]}"
+        continue
+    fi
+    for op in get set; do
+        ratio=n/a
+        base=${OPS[memcached/$op]:-}
+        if [[ -n $base ]]; then
+            ratio=$(awk -v a="${OPS[$target/$op]}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        fi
+        printf '%-10s %-4s %10s %9s %8s\n' "$target" "$op" "${OPS[$target/$op]}" "${P99[$target/$op]}" "$ratio"
+    done
+done
+if [[ ${P99[*]} == *"*"* ]]; then
+    echo "(* the run had errors)"
+fi

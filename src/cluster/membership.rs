@@ -1,0 +1,145 @@
+//! The manager's view of the cluster: which servers are attached (whs, rhs), which
+//! keep in touch without being attached (newcomers), and how attach, detach and a
+//! lost server change the tables. Pure: each change takes the ClockTime to stamp the
+//! new table with, and says whether anything changed so the caller knows to publish.
+
+use super::clock::ClockTime;
+use super::hash_space::{HashSpace, Tables};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub tables: Tables,
+    /// Servers in touch with the manager and not active in whs, in arrival order.
+    newcomers: Vec<SocketAddr>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            tables: Tables::empty(),
+            newcomers: Vec::new(),
+        }
+    }
+}
+
+impl Membership {
+    pub fn newcomers(&self) -> &[SocketAddr] {
+        &self.newcomers
+    }
+
+    /// A server keeps in touch. Returns true if it is new to the newcomer list.
+    pub fn server_seen(&mut self, addr: SocketAddr) -> bool {
+        let active = self.tables.whs.nodes().iter().any(|n| n.addr == addr && n.active);
+        if active || self.newcomers.contains(&addr) {
+            return false;
+        }
+        self.newcomers.push(addr);
+        true
+    }
+
+    /// A server stopped answering: it becomes fault in both tables (one stamp), and
+    /// leaves the newcomer list. Returns whether the tables changed.
+    pub fn server_lost(&mut self, addr: SocketAddr, stamp: ClockTime) -> bool {
+        self.newcomers.retain(|a| *a != addr);
+        let w = self.tables.whs.mark_fault(&addr, stamp);
+        let r = self.tables.rhs.mark_fault(&addr, stamp);
+        if w && !r {
+            self.tables.rhs.clocktime = stamp;
+        }
+        if r && !w {
+            self.tables.whs.clocktime = stamp;
+        }
+        w || r
+    }
+
+    /// Attaches every newcomer to whs (a returning fault server becomes active).
+    /// Returns whether whs changed.
+    pub fn attach(&mut self, stamp: ClockTime) -> bool {
+        let add = std::mem::take(&mut self.newcomers);
+        self.tables.whs.attach(&add, stamp)
+    }
+
+    /// Removes every fault server from whs. Returns whether whs changed.
+    pub fn detach(&mut self, stamp: ClockTime) -> bool {
+        self.tables.whs.detach_faults(stamp)
+    }
+
+    /// Reads follow writes: rhs := whs. Done when data movement has finished, or
+    /// at once when there is no data to move.
+    pub fn settle(&mut self) -> bool {
+        if self.tables.rhs == self.tables.whs {
+            return false;
+        }
+        self.tables.rhs = self.tables.whs.clone();
+        true
+    }
+
+    /// Takes newer tables from a partner manager or a server. Returns whether
+    /// anything changed; newcomers that became active are dropped.
+    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace) -> bool {
+        if !self.tables.adopt(whs, rhs) {
+            return false;
+        }
+        let whs = &self.tables.whs;
+        self.newcomers
+            .retain(|a| !whs.nodes().iter().any(|n| n.addr == *a && n.active));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn the_tutorial_then_a_failure_then_recovery() {
+        let mut m = Membership::default();
+        for p in 1..=3 {
+            assert!(m.server_seen(a(p)));
+        }
+        assert!(!m.server_seen(a(1)), "seen twice is one newcomer");
+        assert_eq!(m.newcomers().len(), 3);
+        assert!(m.attach(ClockTime(10)));
+        assert!(m.newcomers().is_empty());
+        assert!(m.settle());
+        assert_eq!(m.tables.whs.nodes().len(), 3);
+        assert!(!m.server_seen(a(2)), "an attached server is not a newcomer");
+
+        assert!(m.server_lost(a(2), ClockTime(20)));
+        assert_eq!(m.tables.whs.clocktime, ClockTime(20));
+        assert_eq!(m.tables.rhs.clocktime, ClockTime(20));
+        assert!(!m.tables.whs.nodes()[1].active);
+        assert!(!m.server_lost(a(2), ClockTime(21)), "lost twice changes nothing");
+
+        // It comes back: a newcomer until attached again, then active.
+        assert!(m.server_seen(a(2)));
+        assert!(m.attach(ClockTime(30)));
+        assert!(m.tables.whs.nodes().iter().all(|n| n.active));
+        assert!(!m.detach(ClockTime(31)), "nothing to detach");
+    }
+
+    #[test]
+    fn detach_drops_fault_servers_and_adopt_takes_newer() {
+        let mut m = Membership::default();
+        for p in 1..=4 {
+            m.server_seen(a(p));
+        }
+        m.attach(ClockTime(10));
+        m.settle();
+        m.server_lost(a(4), ClockTime(11));
+        assert!(m.detach(ClockTime(12)));
+        assert_eq!(m.tables.whs.nodes().len(), 3);
+        assert_ne!(m.tables.whs, m.tables.rhs, "reads follow once data has moved");
+
+        let mut fresh = Membership::default();
+        fresh.server_seen(a(1));
+        assert!(fresh.adopt(m.tables.whs.clone(), m.tables.rhs.clone()));
+        assert!(fresh.newcomers().is_empty(), "an active server is not a newcomer");
+        assert!(!fresh.adopt(HashSpace::empty(), HashSpace::empty()));
+    }
+}

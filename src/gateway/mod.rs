@@ -1,0 +1,380 @@
+//! kumo-gateway: serves the memcached protocol to applications and routes each
+//! request to the servers that own its key.
+//!
+//! - Reads follow rhs. A get goes to the key's first active owner; on an error it
+//!   tries replica 1, then replica 2, then cycles again, up to 3 x `-G` attempts.
+//!   Servers whose connection is failing are passed over while another owner is up.
+//! - Writes follow whs. A write goes to the key's coordinator, its first active
+//!   owner, and is never redirected elsewhere: the coordinator decides and
+//!   replicates. It is retried up to `-S`/`-D` times when the coordinator refuses it
+//!   (an out-of-date hash space) or is unreachable; a write that may have run is
+//!   retried only if running it twice is harmless (set, touch, delete).
+//! - The hash spaces come from the managers by long poll, and from a server's
+//!   refusal, which carries its own tables (so routing catches up with every
+//!   manager down).
+//!
+//! The memcached text protocol session is in [`text`].
+
+pub mod text;
+
+use crate::cli::Args;
+use crate::cluster::hash_space::{key_hash, Tables};
+use crate::cluster::write::{Op, Outcome};
+use crate::daemon;
+use crate::net::{self, Peer, RpcError};
+use crate::proto::cluster::{self as msg, WriteRequest};
+use crate::store::Record;
+use rmpv::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer a get.
+pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a coordinator may take to answer a write: its own wait for replicas
+/// plus a margin.
+pub const WRITE_TIMEOUT: Duration =
+    Duration::from_secs(crate::server::node::REPLICATION_DEADLINE.as_secs() + 5);
+/// Pause before a write is retried, and after a get has tried every owner once.
+pub const RETRY_DELAY: Duration = Duration::from_millis(300);
+/// How long a long poll for new hash spaces waits at the manager.
+pub const WATCH_WAIT: Duration = Duration::from_secs(10);
+/// How long a `stats` command waits for the servers' item counts.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The gateway's counters, reported by `stats`. They live here, in one place.
+#[derive(Default)]
+pub struct Counters {
+    pub curr_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub cmd_get: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub cmd_touch: AtomicU64,
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub get_errors: AtomicU64,
+    pub delete_hits: AtomicU64,
+    pub delete_misses: AtomicU64,
+    pub incr_hits: AtomicU64,
+    pub incr_misses: AtomicU64,
+    pub decr_hits: AtomicU64,
+    pub decr_misses: AtomicU64,
+    pub cas_hits: AtomicU64,
+    pub cas_misses: AtomicU64,
+    pub cas_badval: AtomicU64,
+    pub touch_hits: AtomicU64,
+    pub touch_misses: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub type GetDone = Box<dyn FnOnce(Result<Option<Record>, String>) + Send>;
+pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
+
+pub struct Gateway {
+    net: net::Net,
+    managers: Vec<Arc<Peer>>,
+    tables: RwLock<Arc<Tables>>,
+    servers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    get_attempts: u32,
+    set_retry: u32,
+    delete_retry: u32,
+    pub async_set: bool,
+    pub async_delete: bool,
+    pub value_max: usize,
+    pub counters: Counters,
+    started: Instant,
+}
+
+/// Whether an error means the server did not run the write, so it is safe to retry
+/// any write.
+fn not_run(e: &RpcError) -> bool {
+    match e {
+        RpcError::NodeLost => true,
+        RpcError::Remote(v) => {
+            msg::obsolete_tables(v).is_some() || v.as_str() == Some(msg::NOT_READY)
+        }
+        _ => false,
+    }
+}
+
+impl Gateway {
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn adopt(&self, whs: crate::cluster::hash_space::HashSpace, rhs: crate::cluster::hash_space::HashSpace) {
+        let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**t).clone();
+        if next.adopt(whs, rhs) {
+            log::info!(
+                "hash spaces now whs {} servers, rhs {} servers (clock {:#x})",
+                next.whs.nodes().len(),
+                next.rhs.nodes().len(),
+                next.whs.clocktime.0
+            );
+            *t = Arc::new(next);
+        }
+    }
+
+    fn server(&self, addr: SocketAddr) -> Arc<Peer> {
+        let mut s = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        s.entry(addr).or_insert_with(|| Peer::new(&self.net, addr)).clone()
+    }
+
+    /// Takes the tables a refusing server sent, or asks the managers at once.
+    fn after_error(self: &Arc<Self>, e: &RpcError) {
+        if let RpcError::Remote(v) = e {
+            if let Some((w, r)) = msg::obsolete_tables(v) {
+                self.adopt(w, r);
+                return;
+            }
+        }
+        self.refresh();
+    }
+
+    /// Asks every manager for the tables now.
+    pub fn refresh(self: &Arc<Self>) {
+        for m in &self.managers {
+            self.request_tables(m, Duration::ZERO, None);
+        }
+    }
+
+    fn request_tables(self: &Arc<Self>, m: &Arc<Peer>, wait: Duration, then: Option<Box<dyn FnOnce(bool) + Send>>) {
+        let t = self.tables();
+        let params = [
+            Value::from(t.whs.clocktime.0),
+            Value::from(t.rhs.clocktime.0),
+            Value::from(wait.as_millis() as u64),
+        ];
+        let me = Arc::downgrade(self);
+        let addr = m.addr();
+        m.call(
+            msg::HASH_SPACE_REQUEST,
+            &params,
+            wait + self.net.config().connect_timeout + Duration::from_secs(1),
+            Box::new(move |r| {
+                let ok = match r.map(|v| msg::spaces_from_value(&v)) {
+                    Ok(Ok((w, r))) => {
+                        if let Some(g) = me.upgrade() {
+                            g.adopt(w, r);
+                        }
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        log::warn!("manager {addr}: {e}");
+                        false
+                    }
+                    Err(e) => {
+                        log::debug!("manager {addr}: {e}");
+                        false
+                    }
+                };
+                if let Some(f) = then {
+                    f(ok)
+                }
+            }),
+        );
+    }
+
+    /// Keeps one long poll open at manager `m`, for as long as the gateway lives.
+    fn watch(self: &Arc<Self>, m: Arc<Peer>) {
+        let weak = Arc::downgrade(self);
+        let m2 = m.clone();
+        self.request_tables(
+            &m,
+            WATCH_WAIT,
+            Some(Box::new(move |ok| {
+                let Some(g) = weak.upgrade() else { return };
+                if ok {
+                    g.watch(m2);
+                } else {
+                    let delay = g.net.config().keepalive;
+                    let w = Arc::downgrade(&g);
+                    g.net.timers().after(delay, move || {
+                        if let Some(g) = w.upgrade() {
+                            g.watch(m2)
+                        }
+                    });
+                }
+            })),
+        );
+    }
+
+    /// Reads `key`, falling back across its owners.
+    pub fn get(self: &Arc<Self>, key: Arc<Vec<u8>>, attempt: u32, done: GetDone) {
+        let t = self.tables();
+        let owners = t.rhs.active_owners(key_hash(&key));
+        if owners.is_empty() {
+            return done(Err("no server holds this key".into()));
+        }
+        // Primary, replica 1, replica 2, and around again; a server whose
+        // connection is failing is passed over while another owner is up.
+        let start = attempt as usize % 3;
+        let pick = (0..owners.len())
+            .map(|i| owners[(start + i) % owners.len()])
+            .map(|a| (a, self.server(a)))
+            .find(|(_, p)| !p.is_failing())
+            .unwrap_or_else(|| {
+                let a = owners[start % owners.len()];
+                (a, self.server(a))
+            });
+        let g = self.clone();
+        pick.1.call(
+            msg::GET,
+            &[Value::Binary((*key).clone())],
+            GET_TIMEOUT,
+            Box::new(move |r| match r {
+                Ok(Value::Nil) => done(Ok(None)),
+                Ok(v) => match msg::record_from_value(&v) {
+                    Ok(rec) => done(Ok(Some(rec))),
+                    Err(e) => done(Err(format!("server {}: {e}", pick.0))),
+                },
+                Err(e) => {
+                    g.after_error(&e);
+                    let next = attempt + 1;
+                    if next >= g.get_attempts {
+                        return done(Err(format!("server {}: {e}", pick.0)));
+                    }
+                    g.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if next % 3 == 0 {
+                        let g2 = g.clone();
+                        g.net.timers().after(RETRY_DELAY, move || g2.get(key, next, done));
+                    } else {
+                        g.get(key, next, done);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Sends a write to its coordinator, retrying as the module documentation says.
+    pub fn write(self: &Arc<Self>, req: Arc<WriteRequest>, attempt: u32, done: WriteDone) {
+        let t = self.tables();
+        let retries = match req.write.op {
+            Op::Delete => self.delete_retry,
+            _ => self.set_retry,
+        };
+        let Some(&coordinator) = t.whs.active_owners(key_hash(&req.key)).first() else {
+            return done(Err("no server holds this key".into()));
+        };
+        let g = self.clone();
+        self.server(coordinator).call(
+            msg::WRITE,
+            &req.to_params(),
+            WRITE_TIMEOUT,
+            Box::new(move |r| {
+                let e = match r.map(|v| msg::outcome_from_value(&v)) {
+                    Ok(Ok(o)) => return done(Ok(o)),
+                    Ok(Err(e)) => return done(Err(format!("server {coordinator}: {e}"))),
+                    Err(e) => e,
+                };
+                g.after_error(&e);
+                let idempotent = matches!(req.write.op, Op::Set | Op::Touch | Op::Delete);
+                if attempt >= retries || !(idempotent || not_run(&e)) {
+                    return done(Err(format!("server {coordinator}: {e}")));
+                }
+                g.counters.retries.fetch_add(1, Ordering::Relaxed);
+                let g2 = g.clone();
+                g.net.timers().after(RETRY_DELAY, move || g2.write(req, attempt + 1, done));
+            }),
+        );
+    }
+
+    /// The item count of every active server, summed, and how many answered.
+    pub fn cluster_items(self: &Arc<Self>, done: Box<dyn FnOnce(u64, usize, usize) + Send>) {
+        let t = self.tables();
+        let servers: Vec<SocketAddr> = t.whs.nodes().iter().filter(|n| n.active).map(|n| n.addr).collect();
+        if servers.is_empty() {
+            return done(0, 0, 0);
+        }
+        struct Sum {
+            total: u64,
+            answered: usize,
+            left: usize,
+            done: Option<Box<dyn FnOnce(u64, usize, usize) + Send>>,
+        }
+        let n = servers.len();
+        let sum = Arc::new(Mutex::new(Sum { total: 0, answered: 0, left: n, done: Some(done) }));
+        for a in servers {
+            let sum = sum.clone();
+            self.server(a).call(
+                msg::GET_STATUS,
+                &[Value::from("items")],
+                STATS_TIMEOUT,
+                Box::new(move |r| {
+                    let mut s = sum.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(i) = r.ok().and_then(|v| v.as_u64()) {
+                        s.total += i;
+                        s.answered += 1;
+                    }
+                    s.left -= 1;
+                    if s.left == 0 {
+                        let (t, a) = (s.total, s.answered);
+                        if let Some(f) = s.done.take() {
+                            drop(s);
+                            f(t, a, n);
+                        }
+                    }
+                }),
+            );
+        }
+    }
+
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+pub fn main(args: Args) -> i32 {
+    let program = args.role.program();
+    daemon::block_signals();
+    if let Err(e) = daemon::init_logging(&args) {
+        return daemon::fatal(program, e);
+    }
+    let text_addr = args.addr("memcache-text");
+    let listener = match std::net::TcpListener::bind(text_addr) {
+        Ok(l) => l,
+        Err(e) => return daemon::fatal(program, format!("cannot listen on {text_addr}: {e}")),
+    };
+    let m1 = args.addr("manager1");
+    let m2 = args.opt_addr("manager2");
+    if m2 == Some(m1) {
+        return daemon::fatal(program, "-p names the same manager as -m");
+    }
+    if let Err(e) = daemon::daemonize_if_asked(&args) {
+        return daemon::fatal(program, e);
+    }
+    let net = match net::Net::start(daemon::net_config(&args)) {
+        Ok(n) => n,
+        Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
+    };
+    let managers: Vec<Arc<Peer>> = std::iter::once(m1).chain(m2).map(|a| Peer::new(&net, a)).collect();
+    let retries = |name| args.count(name).min(u32::MAX as u64 / 4) as u32;
+    let gw = Arc::new(Gateway {
+        net: net.clone(),
+        managers: managers.clone(),
+        tables: RwLock::new(Arc::new(Tables::empty())),
+        servers: Mutex::new(HashMap::new()),
+        get_attempts: (3 * retries("get-retry")).max(1),
+        set_retry: retries("set-retry"),
+        delete_retry: retries("delete-retry"),
+        async_set: args.switch("async-replicate-set"),
+        async_delete: args.switch("async-replicate-delete"),
+        value_max: args.size("max-item-size").min(crate::store::record::DATA_SIZE_MAX as u64) as usize,
+        counters: Counters::default(),
+        started: Instant::now(),
+    });
+    for m in managers {
+        gw.watch(m);
+    }
+    if let Err(e) = net.listen(listener, text::factory(gw.clone())) {
+        return daemon::fatal(program, format!("cannot serve {text_addr}: {e}"));
+    }
+    log::info!("memcached text protocol on {text_addr}");
+    let sig = daemon::wait_for_stop();
+    log::info!("{sig} received; stopping");
+    crate::cli::EXIT_OK
+}

@@ -1,0 +1,212 @@
+//! `kumo local`: a whole cluster on this host in one command, the quickest way to a
+//! working kumo. It starts a manager, `-n` servers (stores under `--dir`) and a
+//! gateway as child processes of the same binary, attaches the servers, waits until
+//! the gateway answers, and prints how to connect. Ctrl-C (SIGINT) or SIGTERM stops
+//! every child cleanly. The stores stay, so the next start serves the same data.
+
+use crate::cli::{Args, EXIT_FAILURE, EXIT_OK};
+use crate::daemon;
+use crate::proto::cluster::{self as msg, NodesInfo};
+use crate::net::rpc_client::BlockingClient;
+use rmpv::Value;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cluster may take to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long children get to stop after SIGTERM before they are killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most servers `kumo local` runs.
+pub const SERVERS_MAX: u64 = 64;
+/// A server's stream port is its port plus this.
+pub const STREAM_PORT_OFFSET: u16 = 100;
+
+struct Kid {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn with_port(a: SocketAddr, offset: u16) -> Option<SocketAddr> {
+    Some(SocketAddr::new(a.ip(), a.port().checked_add(offset)?))
+}
+
+fn spawn(exe: &Path, name: &str, logs: &Path, verbose: bool, args: &[String]) -> Result<Kid, String> {
+    let log = logs.join(format!("{name}.log"));
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("-o").arg(&log).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if verbose {
+        cmd.arg("-v");
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Kid { name: name.to_string(), child, log })
+}
+
+/// A child that exited: its name, status and what it said on stderr.
+fn check(kids: &mut [Kid]) -> Result<(), String> {
+    for k in kids.iter_mut() {
+        if let Ok(Some(status)) = k.child.try_wait() {
+            let mut err = String::new();
+            if let Some(e) = k.child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!(
+                "{} exited ({status}): {} (log: {})",
+                k.name,
+                err.trim(),
+                k.log.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn stop(kids: &mut Vec<Kid>) {
+    for k in kids.iter() {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped.
+        unsafe { libc::kill(k.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for k in kids.iter_mut() {
+        while matches!(k.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(k.child.try_wait(), Ok(None)) {
+            log::warn!("{} did not stop in time; killing it", k.name);
+            let _ = k.child.kill();
+            let _ = k.child.wait();
+        }
+    }
+    kids.clear();
+}
+
+/// Polls until the manager knows every server and they are attached, and the
+/// gateway answers a memcached `version`.
+fn bring_up(kids: &mut [Kid], manager: SocketAddr, servers: &[SocketAddr], text: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        check(kids)?;
+        if Instant::now() > deadline {
+            return Err(format!("the cluster did not come up within {}s", START_TIMEOUT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut c) = BlockingClient::connect(manager, Duration::from_secs(2)) else { continue };
+        let Ok(info) = c.call(msg::GET_NODES_INFO, &[]).map(|v| NodesInfo::from_value(&v)) else { continue };
+        let Ok(info) = info else { continue };
+        let active = |a: &SocketAddr| info.whs.nodes().iter().any(|n| n.addr == *a && n.active);
+        if !servers.iter().all(|a| active(a) || info.newcomers.contains(a)) {
+            continue;
+        }
+        if !info.newcomers.is_empty() {
+            c.call(msg::ATTACH, &[Value::from(true)])?;
+            continue;
+        }
+        if gateway_answers(text) {
+            return Ok(());
+        }
+    }
+}
+
+fn gateway_answers(text: SocketAddr) -> bool {
+    let target = if text.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], text.port())) } else { text };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"version\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+}
+
+pub fn main(args: Args) -> i32 {
+    let program = args.role.program();
+    daemon::block_signals();
+    if let Err(e) = daemon::init_logging(&args) {
+        return daemon::fatal(program, e);
+    }
+    let n = args.count("servers");
+    if !(1..=SERVERS_MAX).contains(&n) {
+        return daemon::fatal(program, format!("-n must be from 1 to {SERVERS_MAX}"));
+    }
+    let dir = args.opt_path("dir").unwrap_or_else(|| PathBuf::from("./kumo-data"));
+    let logs = dir.join("logs");
+    if let Err(e) = std::fs::create_dir_all(&logs) {
+        return daemon::fatal(program, format!("cannot create {}: {e}", logs.display()));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return daemon::fatal(program, format!("cannot find my own binary: {e}")),
+    };
+    let manager = args.addr("manager");
+    let first = args.addr("listen");
+    let text = args.addr("memcache-text");
+    let servers: Option<Vec<SocketAddr>> = (0..n as u16).map(|i| with_port(first, i)).collect();
+    let Some(servers) = servers else {
+        return daemon::fatal(program, "server ports run past 65535");
+    };
+    if let Err(e) = daemon::daemonize_if_asked(&args) {
+        return daemon::fatal(program, e);
+    }
+    let verbose = args.switch("verbose");
+    let mut kids = Vec::new();
+    let started = (|| -> Result<(), String> {
+        let s = |x: &dyn ToString| x.to_string();
+        kids.push(spawn(&exe, "manager", &logs, verbose, &["manager".into(), "-l".into(), s(&manager)])?);
+        for (i, a) in servers.iter().enumerate() {
+            let stream = with_port(*a, STREAM_PORT_OFFSET).ok_or("stream port past 65535")?;
+            let store = dir.join(format!("server{}", i + 1));
+            kids.push(spawn(
+                &exe,
+                &format!("server{}", i + 1),
+                &logs,
+                verbose,
+                &[
+                    "server".into(), "-l".into(), s(a), "-L".into(), stream.port().to_string(),
+                    "-m".into(), s(&manager), "-s".into(), store.display().to_string(),
+                ],
+            )?);
+        }
+        kids.push(spawn(&exe, "gateway", &logs, verbose, &["gateway".into(), "-m".into(), s(&manager), "-t".into(), s(&text)])?);
+        bring_up(&mut kids, manager, &servers, text)
+    })();
+    if let Err(e) = started {
+        stop(&mut kids);
+        return daemon::fatal(program, e);
+    }
+    println!("kumo local: ready. {n} servers, data in {}, logs in {}", dir.display(), logs.display());
+    println!("  memcached clients connect to {text}   (try: printf 'set k 0 0 1\\r\\nv\\r\\nget k\\r\\n' | nc {} {})", text.ip(), text.port());
+    println!("  kumoctl {manager} status      kumostat -m {manager} items");
+    println!("  Ctrl-C stops the cluster; the data stays for the next start.");
+    let _ = std::io::stdout().flush();
+    // A child that dies takes the cluster down with a message, rather than
+    // leaving a cluster that silently lost a member.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let sig = std::thread::scope(|scope| {
+        let kids_ref = &mut kids;
+        scope.spawn(move || loop {
+            if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+                return;
+            }
+            if let Err(e) = check(kids_ref) {
+                log::error!("{e}; stopping the cluster");
+                eprintln!("{program}: {e}; stopping the cluster");
+                // SAFETY: sends SIGTERM to this process, which wait_for_stop takes.
+                unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                return;
+            }
+        });
+        let sig = daemon::wait_for_stop();
+        let _ = tx.send(());
+        sig
+    });
+    println!("kumo local: {sig} received; stopping");
+    let failed = kids.iter_mut().any(|k| matches!(k.child.try_wait(), Ok(Some(_))));
+    stop(&mut kids);
+    if failed {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}

@@ -1,0 +1,394 @@
+//! kumo-manager: keeps the list of servers and the hash spaces, and tells every
+//! server and gateway about changes. The decisions are in
+//! [`crate::cluster::membership`]; this is the I/O around them.
+//!
+//! - Servers call `KeepAlive` every `-Ci` with their address. The first one makes the
+//!   manager watch the server through a peer of its own with keepalives; when that
+//!   peer fails `-Yn` reconnects, the server is lost and marked fault.
+//! - Tables go out at once on every change: `HashSpaceSync` to each server and the
+//!   partner, and the answer to every gateway waiting in `HashSpaceRequest` (a long
+//!   poll). The keepalive traffic carries them too, so a lost push is repaired
+//!   within one interval.
+//! - Nothing is persisted. A restarted manager relearns the tables from the first
+//!   server that keeps in touch (newer wins), so a cluster survives losing every
+//!   manager and getting them back.
+
+use crate::cli::Args;
+use crate::cluster::clock::{Clock, ClockTime};
+use crate::cluster::membership::Membership;
+use crate::daemon;
+use crate::net::{self, rpc_server::RpcSession, Peer, Reply, Service};
+use crate::proto::cluster::{self as msg, NodesInfo};
+use rmpv::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// The longest a gateway's `HashSpaceRequest` is held waiting for a change.
+pub const WATCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Gateways waiting for a change, at most.
+pub const WATCHERS_MAX: usize = 4096;
+
+struct Watcher {
+    reply: Reply,
+    whs: u64,
+    rhs: u64,
+    until: Instant,
+}
+
+struct State {
+    members: Membership,
+    /// Servers being watched, by address.
+    servers: HashMap<SocketAddr, Arc<Peer>>,
+    watchers: Vec<Watcher>,
+    auto_replace: bool,
+    /// Bumped by every change auto replace reacts to; only the latest fires.
+    auto_token: u64,
+}
+
+pub struct Manager {
+    me: SocketAddr,
+    net: net::Net,
+    clock: Clock,
+    partner: Mutex<Option<Arc<Peer>>>,
+    replace_delay: Duration,
+    state: Mutex<State>,
+}
+
+fn unix_now() -> u32 {
+    crate::server::node::unix_now()
+}
+
+impl Manager {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stamp(&self) -> ClockTime {
+        self.clock.stamp(unix_now())
+    }
+
+    /// Sends the tables to every server, the partner and the waiting gateways.
+    fn publish(&self, st: &mut State, to_partner: bool) {
+        let t = &st.members.tables;
+        let params = [Value::from(self.clock.tick()), t.whs.to_value(), t.rhs.to_value()];
+        let timeout = self.net.config().keepalive.max(Duration::from_secs(1));
+        let mut targets: Vec<Arc<Peer>> = st.servers.values().cloned().collect();
+        if to_partner {
+            targets.extend(self.partner.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        }
+        for p in targets {
+            let addr = p.addr();
+            p.call(
+                msg::HASH_SPACE_SYNC,
+                &params,
+                timeout,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        log::debug!("{addr}: hash space push failed: {e}");
+                    }
+                }),
+            );
+        }
+        let answer = msg::spaces_to_value(&t.whs, &t.rhs);
+        let (w, r) = (t.whs.clocktime.0, t.rhs.clocktime.0);
+        let (stale, keep): (Vec<Watcher>, Vec<Watcher>) = std::mem::take(&mut st.watchers)
+            .into_iter()
+            .partition(|x| x.whs != w || x.rhs != r);
+        st.watchers = keep;
+        for x in stale {
+            x.reply.ok(answer.clone());
+        }
+    }
+
+    fn log_tables(&self, st: &State, why: &str) {
+        let t = &st.members.tables;
+        log::info!(
+            "{why}: whs {} ({} active), rhs {} servers, clock {:#x}",
+            t.whs.nodes().len(),
+            t.whs.nodes().iter().filter(|n| n.active).count(),
+            t.rhs.nodes().len(),
+            t.whs.clocktime.0
+        );
+    }
+
+    /// A server's keepalive: watch it if new, take newer tables, answer ours.
+    fn server_keepalive(self: &Arc<Self>, params: &[Value], reply: Reply) {
+        let addr = match msg::addr_from_value(params.get(1)) {
+            Ok(a) => a,
+            Err(e) => return reply.err(e),
+        };
+        let mut st = self.lock();
+        if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
+            if st.members.adopt(w, r) {
+                self.log_tables(&st, &format!("tables learnt from server {addr}"));
+                self.publish(&mut st, true);
+            }
+        }
+        if !st.servers.contains_key(&addr) {
+            log::warn!("new node {addr}");
+            let weak = Arc::downgrade(self);
+            let clock_src = Arc::downgrade(self);
+            let peer = Peer::with_keepalive(
+                &self.net,
+                addr,
+                Box::new(move || {
+                    let clk = clock_src.upgrade().map(|m| m.clock.tick()).unwrap_or(0);
+                    (msg::KEEP_ALIVE.to_string(), vec![Value::from(clk)])
+                }),
+                Box::new(move |a| {
+                    if let Some(m) = weak.upgrade() {
+                        m.server_lost(a);
+                    }
+                }),
+            );
+            st.servers.insert(addr, peer);
+        }
+        if st.members.server_seen(addr) {
+            log::info!("server connected {addr} (not attached)");
+            self.schedule_auto_replace(&mut st);
+        }
+        let t = &st.members.tables;
+        reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+    }
+
+    fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
+        let mut st = self.lock();
+        st.servers.remove(&addr);
+        log::warn!("lost node {addr}");
+        if st.members.server_lost(addr, self.stamp()) {
+            self.log_tables(&st, &format!("server {addr} marked fault"));
+            self.publish(&mut st, true);
+        }
+        self.schedule_auto_replace(&mut st);
+    }
+
+    /// With auto replace on, attach and detach once changes settle for `-Rs`.
+    fn schedule_auto_replace(self: &Arc<Self>, st: &mut State) {
+        st.auto_token += 1;
+        if !st.auto_replace {
+            return;
+        }
+        let token = st.auto_token;
+        let weak: Weak<Manager> = Arc::downgrade(self);
+        self.net.timers().after(self.replace_delay, move || {
+            let Some(m) = weak.upgrade() else { return };
+            let mut st = m.lock();
+            if st.auto_token == token && st.auto_replace {
+                log::info!("auto replace: attaching and detaching");
+                m.change(&mut st, true, true);
+            }
+        });
+    }
+
+    /// Attach and/or detach, then publish. Returns whether the tables changed.
+    fn change(&self, st: &mut State, attach: bool, detach: bool) -> bool {
+        let mut changed = false;
+        if attach {
+            changed |= st.members.attach(self.stamp());
+        }
+        if detach {
+            changed |= st.members.detach(self.stamp());
+        }
+        if changed {
+            // Data movement between servers is not built yet: reads follow writes
+            // at once.
+            st.members.settle();
+            self.log_tables(st, "servers attached or detached");
+            self.publish(st, true);
+        }
+        changed
+    }
+
+    fn watch(&self, params: &[Value], reply: Reply) {
+        let known_w = params.first().and_then(Value::as_u64).unwrap_or(0);
+        let known_r = params.get(1).and_then(Value::as_u64).unwrap_or(0);
+        let wait = Duration::from_millis(params.get(2).and_then(Value::as_u64).unwrap_or(0)).min(WATCH_WAIT_MAX);
+        let mut st = self.lock();
+        let t = &st.members.tables;
+        if wait.is_zero() || known_w != t.whs.clocktime.0 || known_r != t.rhs.clocktime.0 || st.watchers.len() >= WATCHERS_MAX {
+            return reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+        }
+        st.watchers.push(Watcher {
+            reply,
+            whs: known_w,
+            rhs: known_r,
+            until: Instant::now() + wait,
+        });
+    }
+
+    /// Answers watchers whose wait is over, unchanged tables and all.
+    fn expire_watchers(&self, now: Instant) {
+        let mut st = self.lock();
+        if st.watchers.iter().all(|w| w.until > now) {
+            return;
+        }
+        let t = &st.members.tables;
+        let answer = msg::spaces_to_value(&t.whs, &t.rhs);
+        let (due, keep): (Vec<Watcher>, Vec<Watcher>) =
+            std::mem::take(&mut st.watchers).into_iter().partition(|w| w.until <= now);
+        st.watchers = keep;
+        for w in due {
+            w.reply.ok(answer.clone());
+        }
+    }
+
+    fn nodes_info(&self) -> Value {
+        let st = self.lock();
+        NodesInfo {
+            whs: st.members.tables.whs.clone(),
+            rhs: st.members.tables.rhs.clone(),
+            newcomers: st.members.newcomers().to_vec(),
+            auto_replace: st.auto_replace,
+        }
+        .to_value()
+    }
+}
+
+pub struct ManagerService(Arc<Manager>);
+
+impl Service for ManagerService {
+    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
+        let m = &self.0;
+        let flag = |i: usize| params.get(i).and_then(Value::as_bool);
+        match method {
+            msg::KEEP_ALIVE => {
+                if let Some(c) = msg::clk(&params) {
+                    m.clock.merge(c);
+                }
+                if params.len() > 1 {
+                    m.server_keepalive(&params, reply)
+                } else {
+                    reply.ok(Value::Nil)
+                }
+            }
+            msg::HASH_SPACE_REQUEST => m.watch(&params, reply),
+            msg::HASH_SPACE_SYNC => {
+                if let Some(c) = msg::clk(&params) {
+                    m.clock.merge(c);
+                }
+                match msg::spaces_from(params.get(1..).unwrap_or(&[])) {
+                    Ok((w, r)) => {
+                        let mut st = m.lock();
+                        let adopted = st.members.adopt(w, r);
+                        if adopted {
+                            m.log_tables(&st, "tables learnt from the partner");
+                            m.publish(&mut st, false);
+                        }
+                        reply.ok(adopted)
+                    }
+                    Err(e) => reply.err(e),
+                }
+            }
+            msg::GET_NODES_INFO => reply.ok(m.nodes_info()),
+            msg::ATTACH | msg::DETACH => match flag(0) {
+                Some(_replace) => {
+                    let mut st = m.lock();
+                    let changed = m.change(&mut st, method == msg::ATTACH, method == msg::DETACH);
+                    reply.ok(changed)
+                }
+                None => reply.err("bad parameters: expected [replace: bool]"),
+            },
+            msg::SET_AUTO_REPLACE => match flag(0) {
+                Some(on) => {
+                    let mut st = m.lock();
+                    let old = st.auto_replace;
+                    st.auto_replace = on;
+                    if on {
+                        m.change(&mut st, true, true);
+                    }
+                    log::info!("auto replace {}", if on { "enabled" } else { "disabled" });
+                    reply.ok(old)
+                }
+                None => reply.err("bad parameters: expected [enable: bool]"),
+            },
+            _ => reply.unknown_method(method),
+        }
+    }
+}
+
+pub fn main(args: Args) -> i32 {
+    let program = args.role.program();
+    daemon::block_signals();
+    if let Err(e) = daemon::init_logging(&args) {
+        return daemon::fatal(program, e);
+    }
+    let listen = args.addr("listen");
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let listener = match bind(listen) {
+        Ok(l) => l,
+        Err(e) => return daemon::fatal(program, e),
+    };
+    let control = match args.opt_addr("control").map(bind).transpose() {
+        Ok(c) => c,
+        Err(e) => return daemon::fatal(program, e),
+    };
+    let partner = args.opt_addr("partner");
+    if partner == Some(listen) {
+        return daemon::fatal(program, "-p names this manager itself; it must name the other one");
+    }
+    if let Err(e) = daemon::daemonize_if_asked(&args) {
+        return daemon::fatal(program, e);
+    }
+    let net = match net::Net::start(daemon::net_config(&args)) {
+        Ok(n) => n,
+        Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
+    };
+    let manager = Arc::new(Manager {
+        me: listen,
+        net: net.clone(),
+        clock: Clock::default(),
+        partner: Mutex::new(None),
+        replace_delay: args.seconds("replace-delay"),
+        state: Mutex::new(State {
+            members: Membership::default(),
+            servers: HashMap::new(),
+            watchers: Vec::new(),
+            auto_replace: args.switch("auto-replace"),
+            auto_token: 0,
+        }),
+    });
+    if let Some(p) = partner {
+        // The partner link's keepalive carries our tables, so the two managers
+        // converge even when a push is lost.
+        let weak = Arc::downgrade(&manager);
+        let peer = Peer::with_keepalive(
+            &net,
+            p,
+            Box::new(move || {
+                let Some(m) = weak.upgrade() else {
+                    return (msg::KEEP_ALIVE.to_string(), vec![Value::from(0)]);
+                };
+                let st = m.lock();
+                let t = &st.members.tables;
+                (
+                    msg::HASH_SPACE_SYNC.to_string(),
+                    vec![Value::from(m.clock.tick()), t.whs.to_value(), t.rhs.to_value()],
+                )
+            }),
+            Box::new(|a| log::warn!("partner manager {a} lost")),
+        );
+        *manager.partner.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
+    }
+    let service: Arc<dyn Service> = Arc::new(ManagerService(manager.clone()));
+    for (l, what) in std::iter::once((listener, "cluster")).chain(control.map(|c| (c, "control"))) {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if let Err(e) = net.listen(l, RpcSession::factory(service.clone())) {
+            return daemon::fatal(program, format!("cannot serve {addr}: {e}"));
+        }
+        log::info!("listening on {addr} ({what})");
+    }
+    let weak = Arc::downgrade(&manager);
+    let _expiry = net.timers().add(Arc::new(move |now| {
+        if let Some(m) = weak.upgrade() {
+            m.expire_watchers(now);
+        }
+    }));
+    log::info!("manager {} started", manager.me);
+    let sig = daemon::wait_for_stop();
+    log::info!("{sig} received; stopping");
+    crate::cli::EXIT_OK
+}

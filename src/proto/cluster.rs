@@ -1,0 +1,276 @@
+//! The messages between kumo nodes, on top of msgpack-rpc ([`super::rpc`]). Each
+//! method name is a constant here, and each composite value has one encoder and one
+//! decoder, so every role speaks it the same way.
+//!
+//! | to       | method              | params                                   | result                  |
+//! |----------|---------------------|------------------------------------------|-------------------------|
+//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs]` (a server)       | `[whs, rhs]`            |
+//! | manager  | `HashSpaceRequest`  | `[whs_clock, rhs_clock, wait_ms]`        | `[whs, rhs]`            |
+//! | manager  | `HashSpaceSync`     | `[clk, whs, rhs]` (the partner)          | bool: adopted anything  |
+//! | manager  | `GetNodesInfo`      | `[]`                                     | map, see `NodesInfo`    |
+//! | manager  | `AttachNewServers`  | `[replace]`                              | bool: changed           |
+//! | manager  | `DetachFaultServers`| `[replace]`                              | bool: changed           |
+//! | manager  | `SetAutoReplace`    | `[enable]`                               | bool: the old setting   |
+//! | server   | `KeepAlive`         | `[clk]`                                  | nil                     |
+//! | server   | `HashSpaceSync`     | `[clk, whs, rhs]`                        | bool: adopted anything  |
+//! | server   | `Get`               | `[key]`                                  | record or nil           |
+//! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async]` | `[outcome, n, clock]` |
+//! | server   | `Replicate`         | `[clk, key, record]`                     | bool: applied           |
+//! | server   | `GetStatus`         | `[name]`                                 | the value               |
+//! | server   | `SetConfig`         | `[name, value]`                          | nil                     |
+//!
+//! `clk` is the sender's Lamport counter, merged by the receiver. A hash space is
+//! [`HashSpace::to_value`]. A record is `[kind, clock, flags, exptime, data]`.
+//! A server refusing a request because the sender's hash space is out of date answers
+//! the error `[OBSOLETE, whs, rhs]` with its own tables, so a gateway can catch up
+//! even while every manager is down.
+
+use crate::cluster::hash_space::{decode_addr, encode_addr, HashSpace};
+use crate::cluster::write::{Op, Outcome, Write};
+use crate::store::record::{Kind, Record};
+use rmpv::Value;
+use std::net::SocketAddr;
+
+pub const KEEP_ALIVE: &str = "KeepAlive";
+pub const HASH_SPACE_REQUEST: &str = "HashSpaceRequest";
+pub const HASH_SPACE_SYNC: &str = "HashSpaceSync";
+pub const GET_NODES_INFO: &str = "GetNodesInfo";
+pub const ATTACH: &str = "AttachNewServers";
+pub const DETACH: &str = "DetachFaultServers";
+pub const SET_AUTO_REPLACE: &str = "SetAutoReplace";
+pub const GET: &str = "Get";
+pub const WRITE: &str = "Write";
+pub const REPLICATE: &str = "Replicate";
+pub const GET_STATUS: &str = "GetStatus";
+pub const SET_CONFIG: &str = "SetConfig";
+
+/// The error a server answers when the caller routed by an out-of-date hash space.
+pub const OBSOLETE: &str = "obsolete hash space";
+/// The error of a server that has no hash space yet.
+pub const NOT_READY: &str = "server not ready";
+
+/// Why a message could not be decoded; it becomes the error reply.
+pub type Bad = String;
+
+fn bad(what: &str) -> Bad {
+    format!("bad parameters: {what}")
+}
+
+fn uint(v: Option<&Value>, what: &str) -> Result<u64, Bad> {
+    v.and_then(Value::as_u64).ok_or_else(|| bad(what))
+}
+
+fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
+    match v {
+        Some(Value::Binary(b)) => Ok(b),
+        Some(Value::String(s)) => Ok(s.as_bytes()),
+        _ => Err(bad(what)),
+    }
+}
+
+/// The counter every cluster message starts with.
+pub fn clk(params: &[Value]) -> Option<u32> {
+    params.first().and_then(Value::as_u64).map(|c| c as u32)
+}
+
+pub fn record_to_value(r: &Record) -> Value {
+    Value::Array(vec![
+        Value::from(r.kind as u8),
+        Value::from(r.clock),
+        Value::from(r.flags),
+        Value::from(r.exptime),
+        Value::Binary(r.data.clone()),
+    ])
+}
+
+pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
+    let a = v.as_array().ok_or_else(|| bad("record"))?;
+    let kind = match uint(a.first(), "record kind")? {
+        1 => Kind::Value,
+        2 => Kind::Tombstone,
+        _ => return Err(bad("record kind")),
+    };
+    let flags = uint(a.get(2), "flags")?;
+    let exptime = uint(a.get(3), "exptime")?;
+    Ok(Record {
+        kind,
+        clock: uint(a.get(1), "clock")?,
+        flags: u32::try_from(flags).map_err(|_| bad("flags"))?,
+        exptime: u32::try_from(exptime).map_err(|_| bad("exptime"))?,
+        data: bytes(a.get(4), "data")?.to_vec(),
+    })
+}
+
+/// A pair of hash spaces, `[whs, rhs]`.
+pub fn spaces_to_value(whs: &HashSpace, rhs: &HashSpace) -> Value {
+    Value::Array(vec![whs.to_value(), rhs.to_value()])
+}
+
+pub fn spaces_from_value(v: &Value) -> Result<(HashSpace, HashSpace), Bad> {
+    spaces_from(v.as_array().map(|a| a.as_slice()).unwrap_or(&[]))
+}
+
+/// `[whs, rhs, ...]` at the front of `a`.
+pub fn spaces_from(a: &[Value]) -> Result<(HashSpace, HashSpace), Bad> {
+    let w = a.first().and_then(HashSpace::from_value).ok_or_else(|| bad("whs"))?;
+    let r = a.get(1).and_then(HashSpace::from_value).ok_or_else(|| bad("rhs"))?;
+    Ok((w, r))
+}
+
+/// The `OBSOLETE` error with the refusing server's tables.
+pub fn obsolete_error(whs: &HashSpace, rhs: &HashSpace) -> Value {
+    Value::Array(vec![Value::from(OBSOLETE), whs.to_value(), rhs.to_value()])
+}
+
+/// The tables carried by an `OBSOLETE` error, if `err` is one.
+pub fn obsolete_tables(err: &Value) -> Option<(HashSpace, HashSpace)> {
+    let a = err.as_array()?;
+    if a.first()?.as_str()? != OBSOLETE {
+        return None;
+    }
+    spaces_from(&a[1..]).ok()
+}
+
+/// A coordinated write of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRequest {
+    pub key: Vec<u8>,
+    pub write: Write,
+    /// Answer once the coordinator has stored it, without waiting for replicas.
+    pub no_wait: bool,
+}
+
+impl WriteRequest {
+    pub fn to_params(&self) -> Vec<Value> {
+        let (code, arg) = self.write.op.encode();
+        vec![
+            Value::Binary(self.key.clone()),
+            Value::from(code),
+            Value::from(arg),
+            Value::from(self.write.flags),
+            Value::from(self.write.exptime),
+            Value::Binary(self.write.data.clone()),
+            Value::from(self.no_wait),
+        ]
+    }
+
+    pub fn from_params(p: &[Value]) -> Result<WriteRequest, Bad> {
+        let op = Op::decode(uint(p.get(1), "op")?, uint(p.get(2), "op argument")?)
+            .ok_or_else(|| bad("op"))?;
+        Ok(WriteRequest {
+            key: bytes(p.first(), "key")?.to_vec(),
+            write: Write {
+                op,
+                flags: u32::try_from(uint(p.get(3), "flags")?).map_err(|_| bad("flags"))?,
+                exptime: u32::try_from(uint(p.get(4), "exptime")?).map_err(|_| bad("exptime"))?,
+                data: bytes(p.get(5), "data")?.to_vec(),
+            },
+            no_wait: p.get(6).and_then(Value::as_bool).ok_or_else(|| bad("async"))?,
+        })
+    }
+}
+
+/// The reply to `Write`: the outcome and the version now stored (the CAS value).
+pub fn outcome_to_value(o: Outcome, clock: u64) -> Value {
+    let (code, n) = o.code();
+    Value::Array(vec![Value::from(code), Value::from(n), Value::from(clock)])
+}
+
+pub fn outcome_from_value(v: &Value) -> Result<(Outcome, u64), Bad> {
+    let a = v.as_array().ok_or_else(|| bad("outcome"))?;
+    let o = Outcome::from_code(uint(a.first(), "outcome")?, uint(a.get(1), "outcome")?)
+        .ok_or_else(|| bad("outcome"))?;
+    Ok((o, uint(a.get(2), "clock")?))
+}
+
+pub fn addr_to_value(a: &SocketAddr) -> Value {
+    Value::Binary(encode_addr(a))
+}
+
+pub fn addr_from_value(v: Option<&Value>) -> Result<SocketAddr, Bad> {
+    match v {
+        Some(Value::Binary(b)) => decode_addr(b).ok_or_else(|| bad("address")),
+        _ => Err(bad("address")),
+    }
+}
+
+/// What `GetNodesInfo` answers: the manager's view for kumoctl, kumostat -m and
+/// kumohash -m.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodesInfo {
+    pub whs: HashSpace,
+    pub rhs: HashSpace,
+    /// Servers that keep in touch with the manager but are not attached.
+    pub newcomers: Vec<SocketAddr>,
+    pub auto_replace: bool,
+}
+
+impl NodesInfo {
+    pub fn to_value(&self) -> Value {
+        Value::Map(vec![
+            (Value::from("whs"), self.whs.to_value()),
+            (Value::from("rhs"), self.rhs.to_value()),
+            (
+                Value::from("newcomers"),
+                Value::Array(self.newcomers.iter().map(addr_to_value).collect()),
+            ),
+            (Value::from("auto_replace"), Value::from(self.auto_replace)),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<NodesInfo, Bad> {
+        let map = v.as_map().ok_or_else(|| bad("nodes info"))?;
+        let field = |name: &str| map.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v);
+        let space = |name: &str| field(name).and_then(HashSpace::from_value).ok_or_else(|| bad(name));
+        let newcomers = field("newcomers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("newcomers"))?
+            .iter()
+            .map(|a| addr_from_value(Some(a)))
+            .collect::<Result<_, _>>()?;
+        Ok(NodesInfo {
+            whs: space("whs")?,
+            rhs: space("rhs")?,
+            newcomers,
+            auto_replace: field("auto_replace").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::clock::ClockTime;
+    use crate::cluster::hash_space::Node;
+
+    #[test]
+    fn writes_records_and_outcomes_round_trip() {
+        let req = WriteRequest {
+            key: b"k".to_vec(),
+            write: Write { op: Op::Cas(77), flags: u32::MAX, exptime: 5, data: b"\r\n".to_vec() },
+            no_wait: true,
+        };
+        assert_eq!(WriteRequest::from_params(&req.to_params()), Ok(req));
+        let r = Record::value(9, 1, 2, b"x".to_vec());
+        assert_eq!(record_from_value(&record_to_value(&r)), Ok(r));
+        let t = Record::tombstone(9);
+        assert_eq!(record_from_value(&record_to_value(&t)), Ok(t));
+        assert_eq!(
+            outcome_from_value(&outcome_to_value(Outcome::Number(3), 8)),
+            Ok((Outcome::Number(3), 8))
+        );
+        assert!(WriteRequest::from_params(&[Value::from(1)]).is_err());
+        assert!(record_from_value(&Value::Array(vec![Value::from(3)])).is_err());
+    }
+
+    #[test]
+    fn obsolete_errors_carry_the_tables() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let hs = HashSpace::new(vec![Node { addr: a, active: true }], ClockTime(5));
+        let e = obsolete_error(&hs, &HashSpace::empty());
+        assert_eq!(obsolete_tables(&e), Some((hs.clone(), HashSpace::empty())));
+        assert_eq!(obsolete_tables(&Value::from("other")), None);
+        let info = NodesInfo { whs: hs.clone(), rhs: hs, newcomers: vec![a], auto_replace: true };
+        assert_eq!(NodesInfo::from_value(&info.to_value()), Ok(info));
+    }
+}

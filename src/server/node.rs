@@ -1,0 +1,398 @@
+//! The server's request handlers: reads, coordinated writes with replication, the
+//! replica side, hash-space updates and status. Network I/O goes through
+//! [`crate::net`]; what a write does is decided by [`crate::cluster::write`].
+//!
+//! A write arrives at its coordinator, the first active owner of the key in whs. The
+//! coordinator applies it inside the store's per-key read-modify-write, so add, cas,
+//! incr and the rest are atomic, stamps it with a fresh ClockTime, and sends the
+//! resulting record to the other active owners. It answers once every one of them has
+//! stored it. A replica that cannot be reached is retried until it answers or the
+//! manager marks it fault (the coordinator then stops waiting for it, as a fault
+//! server is no longer an owner), within [`REPLICATION_DEADLINE`].
+
+use crate::cluster::clock::Clock;
+use crate::cluster::hash_space::{key_hash, Tables};
+use crate::cluster::write::{self, Outcome};
+use crate::net::{Net, Peer, Reply, RpcError, Service};
+use crate::proto::cluster::{self as msg, WriteRequest};
+use crate::store::{Modified, Store};
+use rmpv::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long one replicate call may take before it is retried.
+pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between attempts to reach a replica.
+pub const REPLICATE_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a coordinator keeps trying a replica before it fails the write. It
+/// covers the manager noticing a dead server (a few reconnects) and telling us.
+pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// The counters kumostat reads. They live here, in one place.
+#[derive(Default)]
+pub struct Counters {
+    pub cmd_get: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub cmd_delete: AtomicU64,
+    /// Writes that failed because a replica could not store them.
+    pub replicate_failures: AtomicU64,
+}
+
+pub struct Node {
+    pub me: SocketAddr,
+    pub store: Store,
+    pub clock: Clock,
+    pub net: Net,
+    tables: RwLock<Arc<Tables>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    pub counters: Counters,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(me: SocketAddr, store: Store, net: Net) -> Arc<Node> {
+        Arc::new(Node {
+            me,
+            store,
+            clock: Clock::default(),
+            net,
+            tables: RwLock::new(Arc::new(Tables::empty())),
+            peers: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes the newer of our tables and these. Returns whether anything changed.
+    pub fn adopt(&self, whs: crate::cluster::hash_space::HashSpace, rhs: crate::cluster::hash_space::HashSpace) -> bool {
+        let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**t).clone();
+        if !next.adopt(whs, rhs) {
+            return false;
+        }
+        log::info!(
+            "hash spaces now whs {} servers (clock {:#x}), rhs {} servers (clock {:#x})",
+            next.whs.nodes().len(),
+            next.whs.clocktime.0,
+            next.rhs.nodes().len(),
+            next.rhs.clocktime.0
+        );
+        *t = Arc::new(next);
+        true
+    }
+
+    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .entry(addr)
+            .or_insert_with(|| Peer::new(&self.net, addr))
+            .clone()
+    }
+
+    fn obsolete(&self, reply: Reply) {
+        let t = self.tables();
+        reply.err(msg::obsolete_error(&t.whs, &t.rhs));
+    }
+
+    fn get(&self, params: &[Value], reply: Reply) {
+        let key = match params.first() {
+            Some(Value::Binary(k)) => k,
+            _ => return reply.err("bad parameters: key"),
+        };
+        let t = self.tables();
+        if t.rhs.is_empty() && t.whs.is_empty() {
+            return reply.err(msg::NOT_READY);
+        }
+        let hash = key_hash(key);
+        if !t.rhs.is_active_owner(hash, &self.me) && !t.whs.is_active_owner(hash, &self.me) {
+            return self.obsolete(reply);
+        }
+        self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
+        match self.store.get(key) {
+            Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
+            Ok(_) => reply.ok(Value::Nil),
+            Err(e) => reply.err(format!("store: {e}")),
+        }
+    }
+
+    /// Coordinates one write: decide, store, replicate, answer.
+    fn write(self: &Arc<Self>, params: &[Value], reply: Reply) {
+        let req = match WriteRequest::from_params(params) {
+            Ok(r) => r,
+            Err(e) => return reply.err(e),
+        };
+        let t = self.tables();
+        if t.whs.is_empty() {
+            return reply.err(msg::NOT_READY);
+        }
+        let hash = key_hash(&req.key);
+        let owners = t.whs.active_owners(hash);
+        if owners.first() != Some(&self.me) {
+            return self.obsolete(reply);
+        }
+        let counter = match req.write.op {
+            write::Op::Delete => &self.counters.cmd_delete,
+            _ => &self.counters.cmd_set,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = unix_now();
+        let stamp = self.clock.stamp(now).0;
+        let mut outcome = Outcome::NotStored;
+        let result = self.store.modify(&req.key, |cur| {
+            let (o, rec) = write::apply(&req.write, cur, stamp, now);
+            outcome = o;
+            rec
+        });
+        let rec = match result {
+            Ok(Modified::Written(r)) => r,
+            Ok(Modified::Unchanged) => {
+                let clock = self.store.clock_of(&req.key).map(|(c, _)| c).unwrap_or(0);
+                return reply.ok(msg::outcome_to_value(outcome, clock));
+            }
+            Err(e) => return reply.err(format!("store: {e}")),
+        };
+        let answer = msg::outcome_to_value(outcome, rec.clock);
+        // While data moves, the old owners in rhs still serve reads: they get the
+        // write too. (kumofs compared only timestamps here and missed it; §14 item 7.)
+        let mut replicas: Vec<SocketAddr> = owners[1..].to_vec();
+        if !t.rhs.same_layout(&t.whs) {
+            for a in t.rhs.active_owners(hash) {
+                if a != self.me && !replicas.contains(&a) {
+                    replicas.push(a);
+                }
+            }
+        }
+        let pending = Arc::new(Pending {
+            remaining: AtomicUsize::new(replicas.len()),
+            reply: Mutex::new(None),
+            answer,
+            failure: Mutex::new(None),
+        });
+        if req.no_wait || replicas.is_empty() {
+            let answer = pending.answer.clone();
+            reply.ok(answer);
+        } else {
+            *pending.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(reply);
+        }
+        let key = Arc::new(req.key);
+        let rec = Arc::new(msg::record_to_value(&rec));
+        let deadline = Instant::now() + REPLICATION_DEADLINE;
+        for addr in replicas {
+            self.replicate(addr, hash, key.clone(), rec.clone(), deadline, pending.clone());
+        }
+    }
+
+    /// Sends one record to one replica, retrying as long as it is still an owner.
+    fn replicate(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        hash: u64,
+        key: Arc<Vec<u8>>,
+        rec: Arc<Value>,
+        deadline: Instant,
+        pending: Arc<Pending>,
+    ) {
+        let params = [
+            Value::from(self.clock.tick()),
+            Value::Binary((*key).clone()),
+            (*rec).clone(),
+        ];
+        let node = self.clone();
+        self.peer(addr).call(
+            msg::REPLICATE,
+            &params,
+            REPLICATE_TIMEOUT,
+            Box::new(move |r| {
+                let err = match r {
+                    Ok(_) => return pending.one_done(None),
+                    Err(e) => e,
+                };
+                if let RpcError::Remote(v) = &err {
+                    match msg::obsolete_tables(v) {
+                        Some((w, r)) => {
+                            node.adopt(w, r);
+                        }
+                        None => return pending.one_done(Some(format!("replica {addr}: {err}"))),
+                    }
+                }
+                let t = node.tables();
+                let still_owner =
+                    t.whs.is_active_owner(hash, &addr) || (!t.rhs.same_layout(&t.whs) && t.rhs.is_active_owner(hash, &addr));
+                if !still_owner {
+                    // The manager marked it fault or moved the key: it is not a
+                    // replica any more, and the write is complete without it.
+                    return pending.one_done(None);
+                }
+                if Instant::now() >= deadline {
+                    node.counters.replicate_failures.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("replication to {addr} failed: {err}");
+                    return pending.one_done(Some(format!("replication to {addr} failed: {err}")));
+                }
+                let n = node.clone();
+                node.net.timers().after(REPLICATE_RETRY_DELAY, move || {
+                    n.replicate(addr, hash, key, rec, deadline, pending)
+                });
+            }),
+        );
+    }
+
+    /// The replica side: newer wins.
+    fn apply_replica(&self, params: &[Value], reply: Reply) {
+        let (key, rec) = match (params.get(1), params.get(2).map(msg::record_from_value)) {
+            (Some(Value::Binary(k)), Some(Ok(r))) => (k, r),
+            (_, Some(Err(e))) => return reply.err(e),
+            _ => return reply.err("bad parameters: key or record"),
+        };
+        let t = self.tables();
+        let hash = key_hash(key);
+        let owner = |hs: &crate::cluster::hash_space::HashSpace| hs.owners(hash).iter().any(|n| n.addr == self.me);
+        if !owner(&t.whs) && !owner(&t.rhs) {
+            return self.obsolete(reply);
+        }
+        match self.store.update(key, &rec) {
+            Ok(applied) => reply.ok(applied),
+            Err(e) => reply.err(format!("store: {e}")),
+        }
+    }
+
+    fn sync(&self, params: &[Value], reply: Reply) {
+        match msg::spaces_from(params.get(1..).unwrap_or(&[])) {
+            Ok((w, r)) => reply.ok(self.adopt(w, r)),
+            Err(e) => reply.err(e),
+        }
+    }
+
+    pub fn status(&self, name: &str) -> Option<Value> {
+        let c = &self.counters;
+        Some(match name {
+            "pid" => Value::from(std::process::id()),
+            "uptime" => Value::from(self.started.elapsed().as_secs()),
+            "time" => Value::from(unix_now()),
+            "version" => Value::from(crate::cli::VERSION),
+            "cmd_get" => Value::from(c.cmd_get.load(Ordering::Relaxed)),
+            "cmd_set" => Value::from(c.cmd_set.load(Ordering::Relaxed)),
+            "cmd_delete" => Value::from(c.cmd_delete.load(Ordering::Relaxed)),
+            "items" => Value::from(self.store.items()),
+            "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
+            "whs" => self.tables().whs.to_value(),
+            "rhs" => self.tables().rhs.to_value(),
+            "hscheck" => {
+                let t = self.tables();
+                Value::from(t.whs.same_layout(&t.rhs))
+            }
+            "stats" => Value::Map(
+                STATS
+                    .iter()
+                    .filter_map(|n| Some((Value::from(*n), self.status(n)?)))
+                    .collect(),
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// What `GetStatus stats` gathers, in order.
+pub const STATS: &[&str] = &["pid", "uptime", "time", "version", "cmd_get", "cmd_set", "cmd_delete", "items"];
+
+/// A write waiting for its replicas.
+struct Pending {
+    remaining: AtomicUsize,
+    reply: Mutex<Option<Reply>>,
+    answer: Value,
+    failure: Mutex<Option<String>>,
+}
+
+impl Pending {
+    fn one_done(&self, failure: Option<String>) {
+        if let Some(f) = failure {
+            self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(f);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(reply) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        match self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(f) => reply.err(f),
+            None => reply.ok(self.answer.clone()),
+        }
+    }
+}
+
+/// Sets or clears TCP_NODELAY on every socket of this process (kumostat
+/// set_delay/unset_delay). Returns how many sockets took it.
+fn set_nodelay_everywhere(on: bool) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let flag: libc::c_int = on.into();
+    let mut n = 0;
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<libc::c_int>().ok()) else {
+            continue;
+        };
+        // SAFETY: setsockopt only reads `flag`; on an fd that is not a TCP socket it
+        // fails with ENOTSOCK or ENOPROTOOPT and changes nothing.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &flag as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The server's RPC service.
+pub struct ServerService(pub Arc<Node>);
+
+impl Service for ServerService {
+    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
+        let node = &self.0;
+        if let Some(c) = msg::clk(&params) {
+            if matches!(method, msg::KEEP_ALIVE | msg::HASH_SPACE_SYNC | msg::REPLICATE) {
+                node.clock.merge(c);
+            }
+        }
+        match method {
+            msg::GET => node.get(&params, reply),
+            msg::WRITE => node.write(&params, reply),
+            msg::REPLICATE => node.apply_replica(&params, reply),
+            msg::KEEP_ALIVE => reply.ok(Value::Nil),
+            msg::HASH_SPACE_SYNC => node.sync(&params, reply),
+            msg::GET_STATUS => {
+                let name = params.first().and_then(Value::as_str).unwrap_or("");
+                match node.status(name) {
+                    Some(v) => reply.ok(v),
+                    None => reply.err(format!("unknown status '{name}'")),
+                }
+            }
+            msg::SET_CONFIG => match (params.first().and_then(Value::as_str), params.get(1).and_then(Value::as_bool)) {
+                (Some("nodelay"), Some(on)) => reply.ok(set_nodelay_everywhere(on)),
+                _ => reply.err("unknown config; expected [\"nodelay\", bool]"),
+            },
+            _ => reply.unknown_method(method),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! kumoctl MANAGER[:PORT] COMMAND: shows the manager's view of the cluster and runs
+//! its control commands.
+
+use super::{call, failure, format_space, json_space, json_str, nodes_info, parse_addr, usage};
+use crate::cli::options::MANAGER_PORT;
+use crate::cli::{Args, EXIT_OK};
+use crate::proto::cluster as msg;
+use rmpv::Value;
+
+/// The commands, with their help, in the order `--help` lists them.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("status", "show the hash space, the attached servers and the servers not attached"),
+    ("attach", "attach every server that is not attached"),
+    ("attach-noreplace", "attach without moving data"),
+    ("detach", "detach every fault server"),
+    ("detach-noreplace", "detach without moving data"),
+    ("enable-auto-replace", "attach and detach by the manager itself from now on"),
+    ("disable-auto-replace", "stop attaching and detaching automatically"),
+];
+
+pub fn main(args: Args) -> i32 {
+    let [manager, command] = args.positional.as_slice() else {
+        return usage(&args, "expected a manager address and a command");
+    };
+    let manager = match parse_addr(manager, MANAGER_PORT) {
+        Ok(a) => a,
+        Err(e) => return usage(&args, &e),
+    };
+    let json = args.switch("json");
+    let result = match command.as_str() {
+        "status" | "stat" => status(&args, manager, json),
+        "attach" | "attach-noreplace" | "detach" | "detach-noreplace" => {
+            let method = if command.starts_with("attach") { msg::ATTACH } else { msg::DETACH };
+            let replace = !command.ends_with("-noreplace");
+            call(&args, manager, method, &[Value::from(replace)]).map(|v| {
+                let changed = v.as_bool().unwrap_or(false);
+                if json {
+                    format!("{{\"command\":{},\"changed\":{changed}}}\n", json_str(command))
+                } else if changed {
+                    format!("{command}: done\n")
+                } else {
+                    format!("{command}: nothing to do\n")
+                }
+            })
+        }
+        "enable-auto-replace" | "disable-auto-replace" => {
+            let on = command.starts_with("enable");
+            call(&args, manager, msg::SET_AUTO_REPLACE, &[Value::from(on)]).map(|v| {
+                let was = v.as_bool().unwrap_or(false);
+                if json {
+                    format!("{{\"auto_replace\":{on},\"was\":{was}}}\n")
+                } else {
+                    format!("auto replace {} (was {})\n", if on { "on" } else { "off" }, if was { "on" } else { "off" })
+                }
+            })
+        }
+        other => return usage(&args, &format!("unknown command '{other}'")),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Err(e) => failure(&args, &e),
+    }
+}
+
+fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<String, String> {
+    let info = nodes_info(args, manager)?;
+    if json {
+        let newcomers: Vec<String> = info.newcomers.iter().map(|a| json_str(&a.to_string())).collect();
+        return Ok(format!(
+            "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{}}}\n",
+            json_space(&info.whs),
+            json_space(&info.rhs),
+            newcomers.join(","),
+            info.auto_replace
+        ));
+    }
+    let mut s = format_space(&info.whs, "attached node");
+    s += "not attached node:\n";
+    for a in &info.newcomers {
+        s += &format!("  {a}\n");
+    }
+    Ok(s)
+}
