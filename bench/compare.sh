@@ -16,7 +16,7 @@
 #   READY_SECS     how long a target may take to answer (default 30)
 #   KUMO_BIN       a kumo binary to use instead of building target/release/kumo
 #
-# Run from anywhere: `bash bench/compare.sh` (or `make bench`). Every process it starts
+# Run from anywhere: `bash bench/compare.sh` (or `make bench`). Every target process it starts
 # runs in its own process group and is stopped when the script exits, however it exits.
 set -euo pipefail
 
@@ -114,7 +114,7 @@ EOF
 # between kumo's nodes) takes a port between the check and the listen.
 EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 if ((EPHEMERAL_LOW > 12000)); then
-    PORT_LOW=10000 PORT_SPAN=$((EPHEMERAL_LOW - 10000 - 16))
+    PORT_LOW=10000 PORT_SPAN=$((EPHEMERAL_LOW - 10000 - 128))
 else
     PORT_LOW=20000 PORT_SPAN=30000
 fi
@@ -268,9 +268,21 @@ setup_kumo() {
     gw=$PORT
     ports 1 || return 1
     mgr=$PORT
-    # Three servers on consecutive ports; keep a few neighbours free as well.
-    ports 8 || return 1
-    srv=$PORT
+    # Three servers on consecutive ports, whose stream ports (-L) are 100 above.
+    local try p ok
+    for try in $(seq 1 20); do
+        ports 3 || return 1
+        srv=$PORT
+        ok=1
+        for ((p = srv + 100; p < srv + 103; p++)); do
+            if [[ $USED_PORTS == *" $p "* ]] || ! port_free "$p"; then ok=0; fi
+        done
+        if ((ok)); then
+            for ((p = srv + 100; p < srv + 103; p++)); do USED_PORTS+="$p "; done
+            break
+        fi
+        [[ $try -lt 20 ]] || { WHY="no free server ports"; return 1; }
+    done
     mkdir -p "$WORK/kumo-data"
     start kumo "$bin" local -n 3 --dir "$WORK/kumo-data" \
         -t "127.0.0.1:$gw" -m "127.0.0.1:$mgr" -l "127.0.0.1:$srv"

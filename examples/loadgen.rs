@@ -136,7 +136,9 @@ fn parse_args() -> Opts {
                         None => die(&format!("--mix: expected get, set or R:W, got {m:?}")),
                     },
                 };
-                if o.read as u64 + o.write as u64 == 0 || o.read as u64 + o.write as u64 > u32::MAX as u64 {
+                if o.read as u64 + o.write as u64 == 0
+                    || o.read as u64 + o.write as u64 > u32::MAX as u64
+                {
                     die("--mix: R + W must be between 1 and 2^32-1");
                 }
             }
@@ -188,7 +190,12 @@ struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { counts: vec![0; BUCKETS], total: 0, sum: 0, max: 0 }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            sum: 0,
+            max: 0,
+        }
     }
 
     fn index(v: u64) -> usize {
@@ -290,7 +297,9 @@ enum Outcome {
     Stored,
     /// The server answered, but with an error or something unexpected. The connection
     /// is still in step when `resync` is false.
-    ServerError { resync: bool },
+    ServerError {
+        resync: bool,
+    },
 }
 
 /// One connection with one request in flight at a time.
@@ -355,9 +364,7 @@ impl Conn {
     }
 
     fn is_error_line(line: &[u8]) -> bool {
-        line == b"ERROR"
-            || line.starts_with(b"CLIENT_ERROR")
-            || line.starts_with(b"SERVER_ERROR")
+        line == b"ERROR" || line.starts_with(b"CLIENT_ERROR") || line.starts_with(b"SERVER_ERROR")
     }
 
     fn get(&mut self, key: u64) -> std::io::Result<Outcome> {
@@ -439,7 +446,12 @@ struct WorkerResult {
 
 /// One operation with error accounting: reconnects after I/O errors and garbage replies,
 /// pausing briefly so a dead target does not turn this into a spin.
-fn one_op(conn: &mut Conn, is_get: bool, key: u64, first_error: &mut Option<String>) -> (Option<Outcome>, u64) {
+fn one_op(
+    conn: &mut Conn,
+    is_get: bool,
+    key: u64,
+    first_error: &mut Option<String>,
+) -> (Option<Outcome>, u64) {
     let res = if is_get { conn.get(key) } else { conn.set(key) };
     let note = |first_error: &mut Option<String>, msg: String| {
         if first_error.is_none() {
@@ -448,7 +460,10 @@ fn one_op(conn: &mut Conn, is_get: bool, key: u64, first_error: &mut Option<Stri
     };
     match res {
         Ok(Outcome::ServerError { resync }) => {
-            note(first_error, format!("server replied {:?}", String::from_utf8_lossy(&conn.line)));
+            note(
+                first_error,
+                format!("server replied {:?}", String::from_utf8_lossy(&conn.line)),
+            );
             if resync {
                 if let Err(e) = conn.reconnect() {
                     note(first_error, format!("reconnect: {e}"));
@@ -459,7 +474,10 @@ fn one_op(conn: &mut Conn, is_get: bool, key: u64, first_error: &mut Option<Stri
         }
         Ok(o) => (Some(o), 0),
         Err(e) => {
-            note(first_error, format!("{}: {e}", if is_get { "get" } else { "set" }));
+            note(
+                first_error,
+                format!("{}: {e}", if is_get { "get" } else { "set" }),
+            );
             std::thread::sleep(Duration::from_millis(100));
             if let Err(e) = conn.reconnect() {
                 note(first_error, format!("reconnect: {e}"));
@@ -530,7 +548,13 @@ fn worker(
         }
         finished = t1;
     }
-    WorkerResult { hist, counts, prefill_errors, finished, first_error }
+    WorkerResult {
+        hist,
+        counts,
+        prefill_errors,
+        finished,
+        first_error,
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -585,7 +609,10 @@ fn main() {
         match Conn::connect(addr, o.timeout, o.value_size) {
             Ok(c) => conns.push(c),
             Err(e) => {
-                eprintln!("loadgen: {label}: connection {i} of {total_conns} to {}: {e}", o.addr);
+                eprintln!(
+                    "loadgen: {label}: connection {i} of {total_conns} to {}: {e}",
+                    o.addr
+                );
                 exit(1);
             }
         }
@@ -642,10 +669,17 @@ fn main() {
     }
     // The measured window: from the common start to the last reply, never less than asked
     // for (every connection keeps going until the deadline).
-    let secs = end.duration_since(begin).as_secs_f64().max(o.duration.as_secs_f64());
+    let secs = end
+        .duration_since(begin)
+        .as_secs_f64()
+        .max(o.duration.as_secs_f64());
     let ops = counts.gets + counts.sets;
     let ops_per_sec = ops as f64 / secs;
-    let (p50, p99, p999) = (hist.quantile(0.50), hist.quantile(0.99), hist.quantile(0.999));
+    let (p50, p99, p999) = (
+        hist.quantile(0.50),
+        hist.quantile(0.99),
+        hist.quantile(0.999),
+    );
     let mix = mix_name(&o);
 
     if o.json {

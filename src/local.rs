@@ -6,8 +6,8 @@
 
 use crate::cli::{Args, EXIT_FAILURE, EXIT_OK};
 use crate::daemon;
-use crate::proto::cluster::{self as msg, NodesInfo};
 use crate::net::rpc_client::BlockingClient;
+use crate::proto::cluster::{self as msg, NodesInfo};
 use rmpv::Value;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -34,15 +34,32 @@ fn with_port(a: SocketAddr, offset: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(a.ip(), a.port().checked_add(offset)?))
 }
 
-fn spawn(exe: &Path, name: &str, logs: &Path, verbose: bool, args: &[String]) -> Result<Kid, String> {
+fn spawn(
+    exe: &Path,
+    name: &str,
+    logs: &Path,
+    verbose: bool,
+    args: &[String],
+) -> Result<Kid, String> {
     let log = logs.join(format!("{name}.log"));
     let mut cmd = Command::new(exe);
-    cmd.args(args).arg("-o").arg(&log).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args)
+        .arg("-o")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if verbose {
         cmd.arg("-v");
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
-    Ok(Kid { name: name.to_string(), child, log })
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Kid {
+        name: name.to_string(),
+        child,
+        log,
+    })
 }
 
 /// A child that exited: its name, status and what it said on stderr.
@@ -85,19 +102,37 @@ fn stop(kids: &mut Vec<Kid>) {
 
 /// Polls until the manager knows every server and they are attached, and the
 /// gateway answers a memcached `version`.
-fn bring_up(kids: &mut [Kid], manager: SocketAddr, servers: &[SocketAddr], text: SocketAddr) -> Result<(), String> {
+fn bring_up(
+    kids: &mut [Kid],
+    manager: SocketAddr,
+    servers: &[SocketAddr],
+    text: SocketAddr,
+) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         check(kids)?;
         if Instant::now() > deadline {
-            return Err(format!("the cluster did not come up within {}s", START_TIMEOUT.as_secs()));
+            return Err(format!(
+                "the cluster did not come up within {}s",
+                START_TIMEOUT.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
-        let Ok(mut c) = BlockingClient::connect(manager, Duration::from_secs(2)) else { continue };
-        let Ok(info) = c.call(msg::GET_NODES_INFO, &[]).map(|v| NodesInfo::from_value(&v)) else { continue };
+        let Ok(mut c) = BlockingClient::connect(manager, Duration::from_secs(2)) else {
+            continue;
+        };
+        let Ok(info) = c
+            .call(msg::GET_NODES_INFO, &[])
+            .map(|v| NodesInfo::from_value(&v))
+        else {
+            continue;
+        };
         let Ok(info) = info else { continue };
         let active = |a: &SocketAddr| info.whs.nodes().iter().any(|n| n.addr == *a && n.active);
-        if !servers.iter().all(|a| active(a) || info.newcomers.contains(a)) {
+        if !servers
+            .iter()
+            .all(|a| active(a) || info.newcomers.contains(a))
+        {
             continue;
         }
         if !info.newcomers.is_empty() {
@@ -111,13 +146,18 @@ fn bring_up(kids: &mut [Kid], manager: SocketAddr, servers: &[SocketAddr], text:
 }
 
 fn gateway_answers(text: SocketAddr) -> bool {
-    let target = if text.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], text.port())) } else { text };
+    let target = if text.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], text.port()))
+    } else {
+        text
+    };
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 64];
-    s.write_all(b"version\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+    s.write_all(b"version\r\n").is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
 }
 
 pub fn main(args: Args) -> i32 {
@@ -130,7 +170,9 @@ pub fn main(args: Args) -> i32 {
     if !(1..=SERVERS_MAX).contains(&n) {
         return daemon::fatal(program, format!("-n must be from 1 to {SERVERS_MAX}"));
     }
-    let dir = args.opt_path("dir").unwrap_or_else(|| PathBuf::from("./kumo-data"));
+    let dir = args
+        .opt_path("dir")
+        .unwrap_or_else(|| PathBuf::from("./kumo-data"));
     let logs = dir.join("logs");
     if let Err(e) = std::fs::create_dir_all(&logs) {
         return daemon::fatal(program, format!("cannot create {}: {e}", logs.display()));
@@ -153,7 +195,13 @@ pub fn main(args: Args) -> i32 {
     let mut kids = Vec::new();
     let started = (|| -> Result<(), String> {
         let s = |x: &dyn ToString| x.to_string();
-        kids.push(spawn(&exe, "manager", &logs, verbose, &["manager".into(), "-l".into(), s(&manager)])?);
+        kids.push(spawn(
+            &exe,
+            "manager",
+            &logs,
+            verbose,
+            &["manager".into(), "-l".into(), s(&manager)],
+        )?);
         for (i, a) in servers.iter().enumerate() {
             let stream = with_port(*a, STREAM_PORT_OFFSET).ok_or("stream port past 65535")?;
             let store = dir.join(format!("server{}", i + 1));
@@ -163,19 +211,42 @@ pub fn main(args: Args) -> i32 {
                 &logs,
                 verbose,
                 &[
-                    "server".into(), "-l".into(), s(a), "-L".into(), stream.port().to_string(),
-                    "-m".into(), s(&manager), "-s".into(), store.display().to_string(),
+                    "server".into(),
+                    "-l".into(),
+                    s(a),
+                    "-L".into(),
+                    stream.port().to_string(),
+                    "-m".into(),
+                    s(&manager),
+                    "-s".into(),
+                    store.display().to_string(),
                 ],
             )?);
         }
-        kids.push(spawn(&exe, "gateway", &logs, verbose, &["gateway".into(), "-m".into(), s(&manager), "-t".into(), s(&text)])?);
+        kids.push(spawn(
+            &exe,
+            "gateway",
+            &logs,
+            verbose,
+            &[
+                "gateway".into(),
+                "-m".into(),
+                s(&manager),
+                "-t".into(),
+                s(&text),
+            ],
+        )?);
         bring_up(&mut kids, manager, &servers, text)
     })();
     if let Err(e) = started {
         stop(&mut kids);
         return daemon::fatal(program, e);
     }
-    println!("kumo local: ready. {n} servers, data in {}, logs in {}", dir.display(), logs.display());
+    println!(
+        "kumo local: ready. {n} servers, data in {}, logs in {}",
+        dir.display(),
+        logs.display()
+    );
     println!("  memcached clients connect to {text}   (try: printf 'set k 0 0 1\\r\\nv\\r\\nget k\\r\\n' | nc {} {})", text.ip(), text.port());
     println!("  kumoctl {manager} status      kumostat -m {manager} items");
     println!("  Ctrl-C stops the cluster; the data stays for the next start.");
@@ -202,7 +273,9 @@ pub fn main(args: Args) -> i32 {
         sig
     });
     println!("kumo local: {sig} received; stopping");
-    let failed = kids.iter_mut().any(|k| matches!(k.child.try_wait(), Ok(Some(_))));
+    let failed = kids
+        .iter_mut()
+        .any(|k| matches!(k.child.try_wait(), Ok(Some(_))));
     stop(&mut kids);
     if failed {
         EXIT_FAILURE

@@ -76,18 +76,33 @@ fn start_memcached() -> Memcached {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
     let mut proc = common::Proc { child, log };
-    common::wait_until(Duration::from_secs(10), &format!("memcached on {addr} to answer"), || {
-        if !proc.is_alive() {
-            panic!("memcached exited at start; its output:\n{}", proc.log_text());
-        }
-        answers(addr)
-    });
-    Memcached { proc, addr, _dir: dir }
+    common::wait_until(
+        Duration::from_secs(10),
+        &format!("memcached on {addr} to answer"),
+        || {
+            if !proc.is_alive() {
+                panic!(
+                    "memcached exited at start; its output:\n{}",
+                    proc.log_text()
+                );
+            }
+            answers(addr)
+        },
+    );
+    Memcached {
+        proc,
+        addr,
+        _dir: dir,
+    }
 }
 
 #[test]
 fn memcached_conformance() {
     let mut mc = start_memcached();
     conformance::run_all(mc.addr);
-    assert!(mc.proc.is_alive(), "memcached died during the run; its output:\n{}", mc.proc.log_text());
+    assert!(
+        mc.proc.is_alive(),
+        "memcached died during the run; its output:\n{}",
+        mc.proc.log_text()
+    );
 }

@@ -111,7 +111,10 @@ impl Role {
 
     /// Daemons ignore SIGPIPE; tools die of it quietly.
     pub fn is_daemon(self) -> bool {
-        matches!(self, Role::Manager | Role::Server | Role::Gateway | Role::Local)
+        matches!(
+            self,
+            Role::Manager | Role::Server | Role::Gateway | Role::Local
+        )
     }
 
     fn from_program(name: &str) -> Option<Role> {
@@ -654,6 +657,8 @@ mod tests {
             args(&[
                 "-s",
                 "x",
+                "-m",
+                "127.0.0.1",
                 "-l",
                 "127.0.0.1",
                 "-gS",
@@ -672,16 +677,35 @@ mod tests {
         assert_eq!(a.seconds("connect-timeout"), Duration::from_millis(2500));
         assert_eq!(a.count("garbage-mem-limit"), 100);
         assert_eq!(a.addr("listen"), "127.0.0.1:19800".parse().unwrap());
-        let a = parse(Role::Server, args(&["-s", "/tmp/x", "-l127.0.0.2:5"])).unwrap();
+        let a = parse(
+            Role::Server,
+            args(&["-m", "127.0.0.1", "-s", "/tmp/x", "-l127.0.0.2:5"]),
+        )
+        .unwrap();
         assert_eq!(a.addr("listen"), "127.0.0.2:5".parse().unwrap());
-        let a = parse(Role::Server, args(&["-s", "/tmp/x", "--listen=127.0.0.3"])).unwrap();
+        let a = parse(
+            Role::Server,
+            args(&["-mlocalhost", "-s", "/tmp/x", "--listen=127.0.0.3"]),
+        )
+        .unwrap();
         assert_eq!(a.addr("listen"), "127.0.0.3:19800".parse().unwrap());
     }
 
     #[test]
     fn defaults_fill_in() {
-        let a = parse(Role::Server, args(&["-s", "/tmp/x", "-l", "127.0.0.1"])).unwrap();
+        let a = parse(
+            Role::Server,
+            args(&["-s", "/tmp/x", "-l", "127.0.0.1", "-m", "127.0.0.1"]),
+        )
+        .unwrap();
         assert_eq!(a.count("connect-retry-limit"), 4);
+        assert_eq!(a.addr("manager1"), "127.0.0.1:19700".parse().unwrap());
+        assert_eq!(a.port("stream-listen"), 19900);
+        let g = parse(Role::Gateway, args(&["-m", "127.0.0.1"])).unwrap();
+        assert_eq!(g.addr("memcache-text"), "0.0.0.0:11211".parse().unwrap());
+        assert_eq!(g.size("max-item-size"), 1 << 20);
+        let h = parse(Role::Hash, args(&["a", "b", "--", "assign", "k"])).unwrap();
+        assert_eq!((h.positional.len(), h.before_dashdash), (4, Some(2)));
         assert_eq!(a.seconds("clock-interval"), Duration::from_secs(2));
         assert!(!a.switch("verbose"));
         assert_eq!(a.opt_path("log"), None);

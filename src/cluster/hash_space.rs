@@ -199,7 +199,9 @@ impl HashSpace {
 
     /// Whether `addr` is an active owner of `hash`.
     pub fn is_active_owner(&self, hash: u64, addr: &SocketAddr) -> bool {
-        self.owners(hash).iter().any(|n| n.active && n.addr == *addr)
+        self.owners(hash)
+            .iter()
+            .any(|n| n.active && n.addr == *addr)
     }
 
     /// Marks `addr` fault, keeping its ring points. Returns whether it changed.
@@ -324,16 +326,30 @@ mod tests {
     #[test]
     fn tables_take_newer_non_empty_spaces_only() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let one = |c| HashSpace::new(vec![Node { addr: a, active: true }], ClockTime(c));
+        let one = |c| {
+            HashSpace::new(
+                vec![Node {
+                    addr: a,
+                    active: true,
+                }],
+                ClockTime(c),
+            )
+        };
         let mut t = Tables::empty();
         assert!(!t.adopt(HashSpace::empty(), HashSpace::empty()));
         assert!(t.adopt(one(5), one(5)));
         assert!(!t.adopt(one(4), one(5)), "older or equal is ignored");
         let mut fault = one(9);
         fault.mark_fault(&a, ClockTime(9));
-        assert!(!t.adopt(fault.clone(), fault), "an all-fault table routes nothing");
+        assert!(
+            !t.adopt(fault.clone(), fault),
+            "an all-fault table routes nothing"
+        );
         assert!(t.adopt(one(6), one(5)));
-        assert_eq!((t.whs.clocktime, t.rhs.clocktime), (ClockTime(6), ClockTime(5)));
+        assert_eq!(
+            (t.whs.clocktime, t.rhs.clocktime),
+            (ClockTime(6), ClockTime(5))
+        );
     }
 
     #[test]

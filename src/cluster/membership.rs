@@ -30,7 +30,12 @@ impl Membership {
 
     /// A server keeps in touch. Returns true if it is new to the newcomer list.
     pub fn server_seen(&mut self, addr: SocketAddr) -> bool {
-        let active = self.tables.whs.nodes().iter().any(|n| n.addr == addr && n.active);
+        let active = self
+            .tables
+            .whs
+            .nodes()
+            .iter()
+            .any(|n| n.addr == addr && n.active);
         if active || self.newcomers.contains(&addr) {
             return false;
         }
@@ -114,7 +119,10 @@ mod tests {
         assert_eq!(m.tables.whs.clocktime, ClockTime(20));
         assert_eq!(m.tables.rhs.clocktime, ClockTime(20));
         assert!(!m.tables.whs.nodes()[1].active);
-        assert!(!m.server_lost(a(2), ClockTime(21)), "lost twice changes nothing");
+        assert!(
+            !m.server_lost(a(2), ClockTime(21)),
+            "lost twice changes nothing"
+        );
 
         // It comes back: a newcomer until attached again, then active.
         assert!(m.server_seen(a(2)));
@@ -134,12 +142,18 @@ mod tests {
         m.server_lost(a(4), ClockTime(11));
         assert!(m.detach(ClockTime(12)));
         assert_eq!(m.tables.whs.nodes().len(), 3);
-        assert_ne!(m.tables.whs, m.tables.rhs, "reads follow once data has moved");
+        assert_ne!(
+            m.tables.whs, m.tables.rhs,
+            "reads follow once data has moved"
+        );
 
         let mut fresh = Membership::default();
         fresh.server_seen(a(1));
         assert!(fresh.adopt(m.tables.whs.clone(), m.tables.rhs.clone()));
-        assert!(fresh.newcomers().is_empty(), "an active server is not a newcomer");
+        assert!(
+            fresh.newcomers().is_empty(),
+            "an active server is not a newcomer"
+        );
         assert!(!fresh.adopt(HashSpace::empty(), HashSpace::empty()));
     }
 }

@@ -121,7 +121,12 @@ pub fn is_live(rec: &Record, now: u32) -> bool {
 /// the coordinator's clock; the stored version is made strictly newer than the
 /// current record's even when that came from a host whose clock runs ahead, so
 /// replicas, which keep the newer version, always take this write.
-pub fn apply(w: &Write, current: Option<&Record>, stamp: u64, now: u32) -> (Outcome, Option<Record>) {
+pub fn apply(
+    w: &Write,
+    current: Option<&Record>,
+    stamp: u64,
+    now: u32,
+) -> (Outcome, Option<Record>) {
     let live = current.filter(|r| is_live(r, now));
     let clock = match current {
         Some(r) => stamp.max(r.clock.saturating_add(1)),
@@ -200,47 +205,93 @@ mod tests {
     #[test]
     fn conditional_stores_follow_memcached() {
         let cur = val(10, "a");
-        assert_eq!(apply(&w(Op::Add, "b"), Some(&cur), 20, NOW).0, Outcome::NotStored);
+        assert_eq!(
+            apply(&w(Op::Add, "b"), Some(&cur), 20, NOW).0,
+            Outcome::NotStored
+        );
         assert_eq!(apply(&w(Op::Add, "b"), None, 20, NOW).0, Outcome::Stored);
-        assert_eq!(apply(&w(Op::Replace, "b"), None, 20, NOW).0, Outcome::NotStored);
+        assert_eq!(
+            apply(&w(Op::Replace, "b"), None, 20, NOW).0,
+            Outcome::NotStored
+        );
         let (o, r) = apply(&w(Op::Replace, "b"), Some(&cur), 20, NOW);
         assert_eq!((o, r.unwrap().data), (Outcome::Stored, b"b".to_vec()));
         let (_, r) = apply(&w(Op::Append, "b"), Some(&cur), 20, NOW);
         let r = r.unwrap();
-        assert_eq!((r.data.as_slice(), r.flags), (&b"ab"[..], 3), "append keeps flags");
+        assert_eq!(
+            (r.data.as_slice(), r.flags),
+            (&b"ab"[..], 3),
+            "append keeps flags"
+        );
         let (_, r) = apply(&w(Op::Prepend, "b"), Some(&cur), 20, NOW);
         assert_eq!(r.unwrap().data, b"ba");
-        assert_eq!(apply(&w(Op::Append, "b"), None, 20, NOW).0, Outcome::NotStored);
+        assert_eq!(
+            apply(&w(Op::Append, "b"), None, 20, NOW).0,
+            Outcome::NotStored
+        );
     }
 
     #[test]
     fn cas_compares_the_version() {
         let cur = val(10, "a");
-        assert_eq!(apply(&w(Op::Cas(10), "b"), Some(&cur), 20, NOW).0, Outcome::Stored);
-        assert_eq!(apply(&w(Op::Cas(9), "b"), Some(&cur), 20, NOW), (Outcome::Exists, None));
-        assert_eq!(apply(&w(Op::Cas(10), "b"), None, 20, NOW), (Outcome::NotFound, None));
+        assert_eq!(
+            apply(&w(Op::Cas(10), "b"), Some(&cur), 20, NOW).0,
+            Outcome::Stored
+        );
+        assert_eq!(
+            apply(&w(Op::Cas(9), "b"), Some(&cur), 20, NOW),
+            (Outcome::Exists, None)
+        );
+        assert_eq!(
+            apply(&w(Op::Cas(10), "b"), None, 20, NOW),
+            (Outcome::NotFound, None)
+        );
         let tomb = Record::tombstone(10);
-        assert_eq!(apply(&w(Op::Cas(10), "b"), Some(&tomb), 20, NOW).0, Outcome::NotFound);
+        assert_eq!(
+            apply(&w(Op::Cas(10), "b"), Some(&tomb), 20, NOW).0,
+            Outcome::NotFound
+        );
     }
 
     #[test]
     fn counters_wrap_floor_and_refuse_text() {
         let max = val(10, "18446744073709551615");
-        assert_eq!(apply(&w(Op::Incr(1), ""), Some(&max), 20, NOW).0, Outcome::Number(0));
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&max), 20, NOW).0,
+            Outcome::Number(0)
+        );
         let (o, r) = apply(&w(Op::Decr(5), ""), Some(&val(10, "3")), 20, NOW);
         assert_eq!((o, r.unwrap().data), (Outcome::Number(0), b"0".to_vec()));
-        assert_eq!(apply(&w(Op::Incr(1), ""), Some(&val(10, "x1")), 20, NOW), (Outcome::NonNumeric, None));
-        assert_eq!(apply(&w(Op::Incr(1), ""), Some(&val(10, "")), 20, NOW).0, Outcome::NonNumeric);
-        assert_eq!(apply(&w(Op::Incr(1), ""), None, 20, NOW).0, Outcome::NotFound);
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "x1")), 20, NOW),
+            (Outcome::NonNumeric, None)
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "")), 20, NOW).0,
+            Outcome::NonNumeric
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), None, 20, NOW).0,
+            Outcome::NotFound
+        );
     }
 
     #[test]
     fn expired_and_deleted_keys_are_absent() {
         let mut old = val(10, "a");
         old.exptime = NOW;
-        assert_eq!(apply(&w(Op::Add, "b"), Some(&old), 20, NOW).0, Outcome::Stored);
-        assert_eq!(apply(&w(Op::Delete, ""), Some(&old), 20, NOW).0, Outcome::NotFound);
-        assert_eq!(apply(&w(Op::Touch, ""), Some(&old), 20, NOW).0, Outcome::NotFound);
+        assert_eq!(
+            apply(&w(Op::Add, "b"), Some(&old), 20, NOW).0,
+            Outcome::Stored
+        );
+        assert_eq!(
+            apply(&w(Op::Delete, ""), Some(&old), 20, NOW).0,
+            Outcome::NotFound
+        );
+        assert_eq!(
+            apply(&w(Op::Touch, ""), Some(&old), 20, NOW).0,
+            Outcome::NotFound
+        );
         let (o, r) = apply(&w(Op::Delete, ""), Some(&val(10, "a")), 20, NOW);
         assert_eq!(o, Outcome::Deleted);
         assert_eq!(r.unwrap().kind, Kind::Tombstone);
@@ -259,15 +310,29 @@ mod tests {
     #[test]
     fn wire_codes_round_trip() {
         for op in [
-            Op::Set, Op::Add, Op::Replace, Op::Append, Op::Prepend, Op::Cas(9),
-            Op::Incr(3), Op::Decr(4), Op::Touch, Op::Delete,
+            Op::Set,
+            Op::Add,
+            Op::Replace,
+            Op::Append,
+            Op::Prepend,
+            Op::Cas(9),
+            Op::Incr(3),
+            Op::Decr(4),
+            Op::Touch,
+            Op::Delete,
         ] {
             let (c, a) = op.encode();
             assert_eq!(Op::decode(c as u64, a), Some(op));
         }
         for o in [
-            Outcome::Stored, Outcome::NotStored, Outcome::Exists, Outcome::NotFound,
-            Outcome::Deleted, Outcome::Touched, Outcome::Number(5), Outcome::NonNumeric,
+            Outcome::Stored,
+            Outcome::NotStored,
+            Outcome::Exists,
+            Outcome::NotFound,
+            Outcome::Deleted,
+            Outcome::Touched,
+            Outcome::Number(5),
+            Outcome::NonNumeric,
         ] {
             let (c, n) = o.code();
             assert_eq!(Outcome::from_code(c as u64, n), Some(o));

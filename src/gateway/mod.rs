@@ -102,10 +102,17 @@ fn not_run(e: &RpcError) -> bool {
 
 impl Gateway {
     pub fn tables(&self) -> Arc<Tables> {
-        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn adopt(&self, whs: crate::cluster::hash_space::HashSpace, rhs: crate::cluster::hash_space::HashSpace) {
+    fn adopt(
+        &self,
+        whs: crate::cluster::hash_space::HashSpace,
+        rhs: crate::cluster::hash_space::HashSpace,
+    ) {
         let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**t).clone();
         if next.adopt(whs, rhs) {
@@ -121,7 +128,9 @@ impl Gateway {
 
     fn server(&self, addr: SocketAddr) -> Arc<Peer> {
         let mut s = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        s.entry(addr).or_insert_with(|| Peer::new(&self.net, addr)).clone()
+        s.entry(addr)
+            .or_insert_with(|| Peer::new(&self.net, addr))
+            .clone()
     }
 
     /// Takes the tables a refusing server sent, or asks the managers at once.
@@ -142,7 +151,12 @@ impl Gateway {
         }
     }
 
-    fn request_tables(self: &Arc<Self>, m: &Arc<Peer>, wait: Duration, then: Option<Box<dyn FnOnce(bool) + Send>>) {
+    fn request_tables(
+        self: &Arc<Self>,
+        m: &Arc<Peer>,
+        wait: Duration,
+        then: Option<Box<dyn FnOnce(bool) + Send>>,
+    ) {
         let t = self.tables();
         let params = [
             Value::from(t.whs.clocktime.0),
@@ -241,7 +255,9 @@ impl Gateway {
                     g.counters.retries.fetch_add(1, Ordering::Relaxed);
                     if next % 3 == 0 {
                         let g2 = g.clone();
-                        g.net.timers().after(RETRY_DELAY, move || g2.get(key, next, done));
+                        g.net
+                            .timers()
+                            .after(RETRY_DELAY, move || g2.get(key, next, done));
                     } else {
                         g.get(key, next, done);
                     }
@@ -278,7 +294,9 @@ impl Gateway {
                 }
                 g.counters.retries.fetch_add(1, Ordering::Relaxed);
                 let g2 = g.clone();
-                g.net.timers().after(RETRY_DELAY, move || g2.write(req, attempt + 1, done));
+                g.net
+                    .timers()
+                    .after(RETRY_DELAY, move || g2.write(req, attempt + 1, done));
             }),
         );
     }
@@ -286,7 +304,13 @@ impl Gateway {
     /// The item count of every active server, summed, and how many answered.
     pub fn cluster_items(self: &Arc<Self>, done: Box<dyn FnOnce(u64, usize, usize) + Send>) {
         let t = self.tables();
-        let servers: Vec<SocketAddr> = t.whs.nodes().iter().filter(|n| n.active).map(|n| n.addr).collect();
+        let servers: Vec<SocketAddr> = t
+            .whs
+            .nodes()
+            .iter()
+            .filter(|n| n.active)
+            .map(|n| n.addr)
+            .collect();
         if servers.is_empty() {
             return done(0, 0, 0);
         }
@@ -297,7 +321,12 @@ impl Gateway {
             done: Option<Box<dyn FnOnce(u64, usize, usize) + Send>>,
         }
         let n = servers.len();
-        let sum = Arc::new(Mutex::new(Sum { total: 0, answered: 0, left: n, done: Some(done) }));
+        let sum = Arc::new(Mutex::new(Sum {
+            total: 0,
+            answered: 0,
+            left: n,
+            done: Some(done),
+        }));
         for a in servers {
             let sum = sum.clone();
             self.server(a).call(
@@ -351,7 +380,10 @@ pub fn main(args: Args) -> i32 {
         Ok(n) => n,
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
-    let managers: Vec<Arc<Peer>> = std::iter::once(m1).chain(m2).map(|a| Peer::new(&net, a)).collect();
+    let managers: Vec<Arc<Peer>> = std::iter::once(m1)
+        .chain(m2)
+        .map(|a| Peer::new(&net, a))
+        .collect();
     let retries = |name| args.count(name).min(u32::MAX as u64 / 4) as u32;
     let gw = Arc::new(Gateway {
         net: net.clone(),
@@ -363,7 +395,9 @@ pub fn main(args: Args) -> i32 {
         delete_retry: retries("delete-retry"),
         async_set: args.switch("async-replicate-set"),
         async_delete: args.switch("async-replicate-delete"),
-        value_max: args.size("max-item-size").min(crate::store::record::DATA_SIZE_MAX as u64) as usize,
+        value_max: args
+            .size("max-item-size")
+            .min(crate::store::record::DATA_SIZE_MAX as u64) as usize,
         counters: Counters::default(),
         started: Instant::now(),
     });

@@ -2,10 +2,14 @@
 //! [`crate::proto::memtext`], run against the cluster through [`Gateway`], and
 //! answered in request order even though their answers arrive in any order: each
 //! command takes a slot in a [`Replies`] queue, and the queue sends the ready prefix.
+//!
+//! A connection sees its own writes, as with memcached: a [`Pipeline`] runs
+//! consecutive reads together, but a write starts only when everything before it
+//! has finished, and nothing after a write starts before it has.
 
 use super::{Gateway, GetDone, WriteDone};
 use crate::cluster::write::{self, Op, Outcome, Write};
-use crate::net::{SessionFactory, Session, Writer};
+use crate::net::{Session, SessionFactory, Writer};
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::{self, Command, Parsed, StoreOp};
 use std::collections::VecDeque;
@@ -14,6 +18,9 @@ use std::sync::{Arc, Mutex};
 
 /// memcached: an exptime above this many seconds is an absolute unix time.
 pub const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
+/// Commands one connection may have waiting behind a running write. A client that
+/// pipelines more is cut off rather than growing the gateway without bound.
+pub const PIPELINE_MAX: usize = 16 * 1024;
 
 enum Slot {
     Waiting,
@@ -75,55 +82,120 @@ impl Replies {
     }
 }
 
-pub struct TextSession {
+/// A command waiting for its turn, with its reply slot.
+enum Job {
+    Get {
+        keys: Vec<Vec<u8>>,
+        with_cas: bool,
+        seq: u64,
+    },
+    Write {
+        key: Vec<u8>,
+        w: Write,
+        seq: Option<u64>,
+    },
+    Stats {
+        seq: u64,
+    },
+}
+
+impl Job {
+    fn is_read(&self) -> bool {
+        !matches!(self, Job::Write { .. })
+    }
+}
+
+#[derive(Default)]
+struct Running {
+    reads: usize,
+    writes: usize,
+    waiting: VecDeque<Job>,
+}
+
+impl Running {
+    fn may_start(&self, job: &Job) -> bool {
+        self.writes == 0 && (job.is_read() || self.reads == 0)
+    }
+}
+
+/// Orders one connection's commands: reads together, writes alone.
+pub struct Pipeline {
     gw: Arc<Gateway>,
-    replies: Option<Arc<Replies>>,
-    /// Bytes of an oversized value still to be skipped.
-    swallow: usize,
+    replies: Arc<Replies>,
+    running: Mutex<Running>,
 }
 
-pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
-    Arc::new(move |_peer| {
-        gw.counters.curr_connections.fetch_add(1, Ordering::Relaxed);
-        gw.counters.total_connections.fetch_add(1, Ordering::Relaxed);
-        Box::new(TextSession {
-            gw: gw.clone(),
-            replies: None,
-            swallow: 0,
-        })
-    })
-}
-
-/// A memcached exptime as an absolute unix time (0 = never; in the past = gone).
-pub fn absolute_exptime(exptime: i64, now: u32) -> u32 {
-    match exptime {
-        0 => 0,
-        e if e < 0 => 1,
-        e if e <= RELATIVE_EXPTIME_MAX => now.saturating_add(e as u32),
-        e => e.min(u32::MAX as i64) as u32,
-    }
-}
-
-fn outcome_text(o: Outcome) -> Vec<u8> {
-    match o {
-        Outcome::Stored => b"STORED".to_vec(),
-        Outcome::NotStored => b"NOT_STORED".to_vec(),
-        Outcome::Exists => b"EXISTS".to_vec(),
-        Outcome::NotFound => b"NOT_FOUND".to_vec(),
-        Outcome::Deleted => b"DELETED".to_vec(),
-        Outcome::Touched => b"TOUCHED".to_vec(),
-        Outcome::Number(n) => n.to_string().into_bytes(),
-        Outcome::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec(),
-    }
-}
-
-impl TextSession {
-    fn replies(&mut self, out: &Arc<Writer>) -> Arc<Replies> {
-        self.replies.get_or_insert_with(|| Replies::new(out.clone())).clone()
+impl Pipeline {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs one write; `noreply` gets no slot and no answer.
-    fn write(&self, replies: &Arc<Replies>, key: &[u8], w: Write, noreply: bool) {
+    /// Starts `job` now or queues it. False if the queue is full.
+    fn submit(self: &Arc<Self>, job: Job) -> bool {
+        let start = {
+            let mut r = self.lock();
+            if r.waiting.is_empty() && r.may_start(&job) {
+                if job.is_read() {
+                    r.reads += 1
+                } else {
+                    r.writes += 1
+                }
+                Some(job)
+            } else if r.waiting.len() >= PIPELINE_MAX {
+                return false;
+            } else {
+                r.waiting.push_back(job);
+                None
+            }
+        };
+        // Started outside the lock: a job may finish before run() returns.
+        if let Some(j) = start {
+            self.run(j);
+        }
+        true
+    }
+
+    fn finished(self: &Arc<Self>, read: bool) {
+        let mut start = Vec::new();
+        {
+            let mut r = self.lock();
+            if read {
+                r.reads -= 1
+            } else {
+                r.writes -= 1
+            }
+            while let Some(front) = r.waiting.front() {
+                if !r.may_start(front) {
+                    break;
+                }
+                let job = r.waiting.pop_front().expect("front exists");
+                if job.is_read() {
+                    r.reads += 1
+                } else {
+                    r.writes += 1
+                }
+                start.push(job);
+            }
+        }
+        for j in start {
+            self.run(j);
+        }
+    }
+
+    fn run(self: &Arc<Self>, job: Job) {
+        match job {
+            Job::Get {
+                keys,
+                with_cas,
+                seq,
+            } => self.get(keys, with_cas, seq),
+            Job::Write { key, w, seq } => self.write(key, w, seq),
+            Job::Stats { seq } => self.stats(seq),
+        }
+    }
+
+    /// Runs one write; without a slot (`noreply`) nothing is answered.
+    fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, seq: Option<u64>) {
         let gw = &self.gw;
         let c = &gw.counters;
         match w.op {
@@ -131,17 +203,21 @@ impl TextSession {
             Op::Delete => 0,
             _ => c.cmd_set.fetch_add(1, Ordering::Relaxed),
         };
-        let async_ = noreply || if w.op == Op::Delete { gw.async_delete } else { gw.async_set };
+        let async_ = seq.is_none()
+            || if w.op == Op::Delete {
+                gw.async_delete
+            } else {
+                gw.async_set
+            };
         let op = w.op;
         let req = Arc::new(WriteRequest {
-            key: key.to_vec(),
+            key,
             write: w,
             no_wait: async_,
         });
-        let slot = (!noreply).then(|| (replies.clone(), replies.reserve()));
-        let g = gw.clone();
+        let me = self.clone();
         let done: WriteDone = Box::new(move |r| {
-            let c = &g.counters;
+            let c = &me.gw.counters;
             let text = match r {
                 Ok((o, _)) => {
                     let pair = match op {
@@ -165,33 +241,35 @@ impl TextSession {
                     format!("SERVER_ERROR {e}").into_bytes()
                 }
             };
-            if let Some((replies, seq)) = slot {
-                replies.answer(seq, &text);
+            if let Some(seq) = seq {
+                me.replies.answer(seq, &text);
             }
+            me.finished(false);
         });
         gw.write(req, 0, done);
     }
 
-    fn get(&self, replies: &Arc<Replies>, keys: &[&[u8]], with_cas: bool) {
+    fn get(self: &Arc<Self>, keys: Vec<Vec<u8>>, with_cas: bool, seq: u64) {
         struct Multi {
             parts: Vec<Option<Vec<u8>>>,
             left: usize,
             failed: Option<String>,
         }
-        let seq = replies.reserve();
         let n = keys.len();
         let multi = Arc::new(Mutex::new(Multi {
             parts: vec![None; n],
             left: n,
             failed: None,
         }));
-        self.gw.counters.cmd_get.fetch_add(n as u64, Ordering::Relaxed);
-        for (i, key) in keys.iter().enumerate() {
-            let key = Arc::new(key.to_vec());
-            let (multi, replies, g) = (multi.clone(), replies.clone(), self.gw.clone());
-            let k = key.clone();
+        self.gw
+            .counters
+            .cmd_get
+            .fetch_add(n as u64, Ordering::Relaxed);
+        for (i, key) in keys.into_iter().enumerate() {
+            let key = Arc::new(key);
+            let (multi, me, k) = (multi.clone(), self.clone(), key.clone());
             let done: GetDone = Box::new(move |r| {
-                let c = &g.counters;
+                let c = &me.gw.counters;
                 let mut m = multi.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
                     Ok(Some(rec)) if write::is_live(&rec, crate::server::node::unix_now()) => {
@@ -199,7 +277,9 @@ impl TextSession {
                         let mut b = Vec::with_capacity(rec.data.len() + k.len() + 48);
                         b.extend_from_slice(b"VALUE ");
                         b.extend_from_slice(&k);
-                        b.extend_from_slice(format!(" {} {}", rec.flags, rec.data.len()).as_bytes());
+                        b.extend_from_slice(
+                            format!(" {} {}", rec.flags, rec.data.len()).as_bytes(),
+                        );
                         if with_cas {
                             b.extend_from_slice(format!(" {}", rec.clock).as_bytes());
                         }
@@ -235,69 +315,137 @@ impl TextSession {
                     }
                 };
                 drop(m);
-                replies.fill(seq, Slot::Ready(out));
+                me.replies.fill(seq, Slot::Ready(out));
+                me.finished(true);
             });
             self.gw.get(key, 0, done);
         }
     }
 
-    fn stats(&self, replies: &Arc<Replies>) {
-        let seq = replies.reserve();
-        let (g, replies) = (self.gw.clone(), replies.clone());
-        self.gw.cluster_items(Box::new(move |copies, answered, servers| {
-            let c = &g.counters;
-            let now = crate::server::node::unix_now();
-            let mut lines: Vec<(&str, String)> = vec![
-                ("pid", std::process::id().to_string()),
-                ("uptime", g.uptime().to_string()),
-                ("time", now.to_string()),
-                ("version", crate::cli::VERSION.to_string()),
-                ("pointer_size", (8 * std::mem::size_of::<usize>()).to_string()),
-            ];
-            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
-            lines.extend([
-                ("curr_connections", load(&c.curr_connections)),
-                ("total_connections", load(&c.total_connections)),
-                ("cmd_get", load(&c.cmd_get)),
-                ("cmd_set", load(&c.cmd_set)),
-                ("cmd_touch", load(&c.cmd_touch)),
-                ("get_hits", load(&c.get_hits)),
-                ("get_misses", load(&c.get_misses)),
-                ("get_errors", load(&c.get_errors)),
-                ("delete_misses", load(&c.delete_misses)),
-                ("delete_hits", load(&c.delete_hits)),
-                ("incr_misses", load(&c.incr_misses)),
-                ("incr_hits", load(&c.incr_hits)),
-                ("decr_misses", load(&c.decr_misses)),
-                ("decr_hits", load(&c.decr_hits)),
-                ("cas_misses", load(&c.cas_misses)),
-                ("cas_hits", load(&c.cas_hits)),
-                ("cas_badval", load(&c.cas_badval)),
-                ("touch_hits", load(&c.touch_hits)),
-                ("touch_misses", load(&c.touch_misses)),
-                ("write_errors", load(&c.write_errors)),
-                ("retries", load(&c.retries)),
-            ]);
-            // Every key is on up to three servers; the copies divided by the
-            // replication factor is the number of keys.
-            let factor = servers.clamp(1, crate::cluster::hash_space::REPLICAS) as u64;
-            lines.push(("curr_items", (copies / factor).to_string()));
-            lines.push(("cluster_items", copies.to_string()));
-            lines.push(("cluster_servers", servers.to_string()));
-            lines.push(("cluster_servers_answered", answered.to_string()));
-            let mut out = String::new();
-            for (k, v) in lines {
-                out += &format!("STAT {k} {v}\r\n");
-            }
-            out += "END\r\n";
-            replies.fill(seq, Slot::Ready(out.into_bytes()));
-        }));
+    fn stats(self: &Arc<Self>, seq: u64) {
+        let me = self.clone();
+        self.gw
+            .cluster_items(Box::new(move |copies, answered, servers| {
+                let g = &me.gw;
+                let c = &g.counters;
+                let now = crate::server::node::unix_now();
+                let mut lines: Vec<(&str, String)> = vec![
+                    ("pid", std::process::id().to_string()),
+                    ("uptime", g.uptime().to_string()),
+                    ("time", now.to_string()),
+                    ("version", crate::cli::VERSION.to_string()),
+                    (
+                        "pointer_size",
+                        (8 * std::mem::size_of::<usize>()).to_string(),
+                    ),
+                ];
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+                lines.extend([
+                    ("curr_connections", load(&c.curr_connections)),
+                    ("total_connections", load(&c.total_connections)),
+                    ("cmd_get", load(&c.cmd_get)),
+                    ("cmd_set", load(&c.cmd_set)),
+                    ("cmd_touch", load(&c.cmd_touch)),
+                    ("get_hits", load(&c.get_hits)),
+                    ("get_misses", load(&c.get_misses)),
+                    ("get_errors", load(&c.get_errors)),
+                    ("delete_misses", load(&c.delete_misses)),
+                    ("delete_hits", load(&c.delete_hits)),
+                    ("incr_misses", load(&c.incr_misses)),
+                    ("incr_hits", load(&c.incr_hits)),
+                    ("decr_misses", load(&c.decr_misses)),
+                    ("decr_hits", load(&c.decr_hits)),
+                    ("cas_misses", load(&c.cas_misses)),
+                    ("cas_hits", load(&c.cas_hits)),
+                    ("cas_badval", load(&c.cas_badval)),
+                    ("touch_hits", load(&c.touch_hits)),
+                    ("touch_misses", load(&c.touch_misses)),
+                    ("write_errors", load(&c.write_errors)),
+                    ("retries", load(&c.retries)),
+                ]);
+                // Every key is on up to three servers; the copies divided by the
+                // replication factor is the number of keys.
+                let factor = servers.clamp(1, crate::cluster::hash_space::REPLICAS) as u64;
+                lines.push(("curr_items", (copies / factor).to_string()));
+                lines.push(("cluster_items", copies.to_string()));
+                lines.push(("cluster_servers", servers.to_string()));
+                lines.push(("cluster_servers_answered", answered.to_string()));
+                let mut out = String::new();
+                for (k, v) in lines {
+                    out += &format!("STAT {k} {v}\r\n");
+                }
+                out += "END\r\n";
+                me.replies.fill(seq, Slot::Ready(out.into_bytes()));
+                me.finished(true);
+            }));
+    }
+}
+
+pub struct TextSession {
+    gw: Arc<Gateway>,
+    pipeline: Option<Arc<Pipeline>>,
+    /// Bytes of an oversized value still to be skipped.
+    swallow: usize,
+}
+
+impl TextSession {
+    fn pipeline(&mut self, out: &Arc<Writer>) -> Arc<Pipeline> {
+        let gw = self.gw.clone();
+        self.pipeline
+            .get_or_insert_with(|| {
+                Arc::new(Pipeline {
+                    gw,
+                    replies: Replies::new(out.clone()),
+                    running: Mutex::new(Running::default()),
+                })
+            })
+            .clone()
+    }
+}
+
+pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
+    Arc::new(move |_peer| {
+        gw.counters.curr_connections.fetch_add(1, Ordering::Relaxed);
+        gw.counters
+            .total_connections
+            .fetch_add(1, Ordering::Relaxed);
+        Box::new(TextSession {
+            gw: gw.clone(),
+            pipeline: None,
+            swallow: 0,
+        })
+    })
+}
+
+/// A memcached exptime as an absolute unix time (0 = never; in the past = gone).
+pub fn absolute_exptime(exptime: i64, now: u32) -> u32 {
+    match exptime {
+        0 => 0,
+        e if e < 0 => 1,
+        e if e <= RELATIVE_EXPTIME_MAX => now.saturating_add(e as u32),
+        e => e.min(u32::MAX as i64) as u32,
+    }
+}
+
+fn outcome_text(o: Outcome) -> Vec<u8> {
+    match o {
+        Outcome::Stored => b"STORED".to_vec(),
+        Outcome::NotStored => b"NOT_STORED".to_vec(),
+        Outcome::Exists => b"EXISTS".to_vec(),
+        Outcome::NotFound => b"NOT_FOUND".to_vec(),
+        Outcome::Deleted => b"DELETED".to_vec(),
+        Outcome::Touched => b"TOUCHED".to_vec(),
+        Outcome::Number(n) => n.to_string().into_bytes(),
+        Outcome::NonNumeric => {
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec()
+        }
     }
 }
 
 impl Session for TextSession {
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
-        let replies = self.replies(out);
+        let pipe = self.pipeline(out);
+        let replies = &pipe.replies;
         let mut used = 0;
         loop {
             if self.swallow > 0 {
@@ -309,11 +457,34 @@ impl Session for TextSession {
                 }
             }
             let rest = &input[used..];
-            match memtext::parse(rest, self.gw.value_max) {
+            let (job, len) = match memtext::parse(rest, self.gw.value_max) {
                 Parsed::Incomplete => return Ok(used),
-                Parsed::Error { reply, len, swallow, close } => {
-                    let seq = replies.reserve();
-                    replies.answer(seq, reply.as_bytes());
+                Parsed::Error {
+                    reply,
+                    len,
+                    swallow,
+                    close,
+                    invalidate,
+                } => {
+                    if !reply.is_empty() {
+                        let seq = replies.reserve();
+                        replies.answer(seq, reply.as_bytes());
+                    }
+                    if let Some(key) = invalidate {
+                        let w = Write {
+                            op: Op::Delete,
+                            flags: 0,
+                            exptime: 0,
+                            data: Vec::new(),
+                        };
+                        if !pipe.submit(Job::Write {
+                            key: key.to_vec(),
+                            w,
+                            seq: None,
+                        }) {
+                            return Err(());
+                        }
+                    }
                     used += len;
                     self.swallow = swallow;
                     if close {
@@ -321,25 +492,50 @@ impl Session for TextSession {
                         replies.fill(seq, Slot::Close);
                         return Ok(input.len());
                     }
+                    continue;
                 }
                 Parsed::Command { command, len } => {
                     let now = crate::server::node::unix_now();
+                    let write = |op, exptime, data: &[u8]| Write {
+                        op,
+                        flags: 0,
+                        exptime,
+                        data: data.to_vec(),
+                    };
+                    let slot = |noreply: bool| (!noreply).then(|| replies.reserve());
                     match command {
-                        Command::Get { keys, with_cas } => self.get(&replies, &keys, with_cas),
-                        Command::Store { op, key, flags, exptime, bytes, cas, noreply } => {
+                        Command::Get { keys, with_cas } => {
+                            let keys = keys.iter().map(|k| k.to_vec()).collect();
+                            (
+                                Job::Get {
+                                    keys,
+                                    with_cas,
+                                    seq: replies.reserve(),
+                                },
+                                len,
+                            )
+                        }
+                        Command::Store {
+                            op,
+                            key,
+                            flags,
+                            exptime,
+                            bytes,
+                            cas,
+                            noreply,
+                        } => {
                             if rest.len() < len + bytes + 2 {
                                 return Ok(used);
                             }
                             let data = match memtext::value_of(&rest[len..], bytes) {
                                 Ok(d) => d,
                                 Err(e) => {
-                                    // The value does not end where announced: the
-                                    // stream cannot be trusted past this point.
+                                    // memcached reads exactly the announced bytes and
+                                    // goes on after them.
                                     let seq = replies.reserve();
                                     replies.answer(seq, e.as_bytes());
-                                    let seq = replies.reserve();
-                                    replies.fill(seq, Slot::Close);
-                                    return Ok(input.len());
+                                    used += len + bytes + 2;
+                                    continue;
                                 }
                             };
                             let op = match op {
@@ -350,32 +546,83 @@ impl Session for TextSession {
                                 StoreOp::Prepend => Op::Prepend,
                                 StoreOp::Cas => Op::Cas(cas),
                             };
-                            let w = Write { op, flags, exptime: absolute_exptime(exptime, now), data: data.to_vec() };
-                            self.write(&replies, key, w, noreply);
-                            used += bytes + 2;
+                            let w = Write {
+                                op,
+                                flags,
+                                exptime: absolute_exptime(exptime, now),
+                                data: data.to_vec(),
+                            };
+                            (
+                                Job::Write {
+                                    key: key.to_vec(),
+                                    w,
+                                    seq: slot(noreply),
+                                },
+                                len + bytes + 2,
+                            )
                         }
-                        Command::Delete { key, noreply } => {
-                            let w = Write { op: Op::Delete, flags: 0, exptime: 0, data: Vec::new() };
-                            self.write(&replies, key, w, noreply);
+                        Command::Delete { key, noreply } => (
+                            Job::Write {
+                                key: key.to_vec(),
+                                w: write(Op::Delete, 0, b""),
+                                seq: slot(noreply),
+                            },
+                            len,
+                        ),
+                        Command::Arith {
+                            incr,
+                            key,
+                            delta,
+                            noreply,
+                        } => {
+                            let op = if incr {
+                                Op::Incr(delta)
+                            } else {
+                                Op::Decr(delta)
+                            };
+                            (
+                                Job::Write {
+                                    key: key.to_vec(),
+                                    w: write(op, 0, b""),
+                                    seq: slot(noreply),
+                                },
+                                len,
+                            )
                         }
-                        Command::Arith { incr, key, delta, noreply } => {
-                            let op = if incr { Op::Incr(delta) } else { Op::Decr(delta) };
-                            self.write(&replies, key, Write { op, flags: 0, exptime: 0, data: Vec::new() }, noreply);
+                        Command::Touch {
+                            key,
+                            exptime,
+                            noreply,
+                        } => {
+                            let w = write(Op::Touch, absolute_exptime(exptime, now), b"");
+                            (
+                                Job::Write {
+                                    key: key.to_vec(),
+                                    w,
+                                    seq: slot(noreply),
+                                },
+                                len,
+                            )
                         }
-                        Command::Touch { key, exptime, noreply } => {
-                            let w = Write { op: Op::Touch, flags: 0, exptime: absolute_exptime(exptime, now), data: Vec::new() };
-                            self.write(&replies, key, w, noreply);
-                        }
-                        Command::Stats => self.stats(&replies),
+                        Command::Stats => (
+                            Job::Stats {
+                                seq: replies.reserve(),
+                            },
+                            len,
+                        ),
                         Command::Version => {
                             let seq = replies.reserve();
-                            replies.answer(seq, format!("VERSION {}", crate::cli::VERSION).as_bytes());
+                            replies
+                                .answer(seq, format!("VERSION {}", crate::cli::VERSION).as_bytes());
+                            used += len;
+                            continue;
                         }
                         Command::Verbosity { noreply } => {
-                            if !noreply {
-                                let seq = replies.reserve();
+                            if let Some(seq) = slot(noreply) {
                                 replies.answer(seq, b"OK");
                             }
+                            used += len;
+                            continue;
                         }
                         Command::Quit => {
                             let seq = replies.reserve();
@@ -383,14 +630,28 @@ impl Session for TextSession {
                             return Ok(input.len());
                         }
                     }
-                    used += len;
                 }
+            };
+            used += len;
+            if !pipe.submit(job) {
+                log::warn!(
+                    "{}: more than {PIPELINE_MAX} commands queued; closing",
+                    out.peer()
+                );
+                let seq = replies.reserve();
+                replies.answer(seq, b"SERVER_ERROR too many pipelined commands");
+                let seq = replies.reserve();
+                replies.fill(seq, Slot::Close);
+                return Ok(input.len());
             }
         }
     }
 
     fn on_close(&mut self) {
-        self.gw.counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        self.gw
+            .counters
+            .curr_connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -403,7 +664,10 @@ mod tests {
         assert_eq!(absolute_exptime(0, 1000), 0);
         assert_eq!(absolute_exptime(-1, 1000), 1);
         assert_eq!(absolute_exptime(10, 1000), 1010);
-        assert_eq!(absolute_exptime(RELATIVE_EXPTIME_MAX + 1, 1000), RELATIVE_EXPTIME_MAX as u32 + 1);
+        assert_eq!(
+            absolute_exptime(RELATIVE_EXPTIME_MAX + 1, 1000),
+            RELATIVE_EXPTIME_MAX as u32 + 1
+        );
         assert_eq!(absolute_exptime(i64::MAX, 1000), u32::MAX);
     }
 }

@@ -72,11 +72,20 @@ impl Manager {
     /// Sends the tables to every server, the partner and the waiting gateways.
     fn publish(&self, st: &mut State, to_partner: bool) {
         let t = &st.members.tables;
-        let params = [Value::from(self.clock.tick()), t.whs.to_value(), t.rhs.to_value()];
+        let params = [
+            Value::from(self.clock.tick()),
+            t.whs.to_value(),
+            t.rhs.to_value(),
+        ];
         let timeout = self.net.config().keepalive.max(Duration::from_secs(1));
         let mut targets: Vec<Arc<Peer>> = st.servers.values().cloned().collect();
         if to_partner {
-            targets.extend(self.partner.lock().unwrap_or_else(|p| p.into_inner()).clone());
+            targets.extend(
+                self.partner
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            );
         }
         for p in targets {
             let addr = p.addr();
@@ -204,10 +213,15 @@ impl Manager {
     fn watch(&self, params: &[Value], reply: Reply) {
         let known_w = params.first().and_then(Value::as_u64).unwrap_or(0);
         let known_r = params.get(1).and_then(Value::as_u64).unwrap_or(0);
-        let wait = Duration::from_millis(params.get(2).and_then(Value::as_u64).unwrap_or(0)).min(WATCH_WAIT_MAX);
+        let wait = Duration::from_millis(params.get(2).and_then(Value::as_u64).unwrap_or(0))
+            .min(WATCH_WAIT_MAX);
         let mut st = self.lock();
         let t = &st.members.tables;
-        if wait.is_zero() || known_w != t.whs.clocktime.0 || known_r != t.rhs.clocktime.0 || st.watchers.len() >= WATCHERS_MAX {
+        if wait.is_zero()
+            || known_w != t.whs.clocktime.0
+            || known_r != t.rhs.clocktime.0
+            || st.watchers.len() >= WATCHERS_MAX
+        {
             return reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
         }
         st.watchers.push(Watcher {
@@ -226,8 +240,9 @@ impl Manager {
         }
         let t = &st.members.tables;
         let answer = msg::spaces_to_value(&t.whs, &t.rhs);
-        let (due, keep): (Vec<Watcher>, Vec<Watcher>) =
-            std::mem::take(&mut st.watchers).into_iter().partition(|w| w.until <= now);
+        let (due, keep): (Vec<Watcher>, Vec<Watcher>) = std::mem::take(&mut st.watchers)
+            .into_iter()
+            .partition(|w| w.until <= now);
         st.watchers = keep;
         for w in due {
             w.reply.ok(answer.clone());
@@ -328,7 +343,10 @@ pub fn main(args: Args) -> i32 {
     };
     let partner = args.opt_addr("partner");
     if partner == Some(listen) {
-        return daemon::fatal(program, "-p names this manager itself; it must name the other one");
+        return daemon::fatal(
+            program,
+            "-p names this manager itself; it must name the other one",
+        );
     }
     if let Err(e) = daemon::daemonize_if_asked(&args) {
         return daemon::fatal(program, e);
@@ -366,7 +384,11 @@ pub fn main(args: Args) -> i32 {
                 let t = &st.members.tables;
                 (
                     msg::HASH_SPACE_SYNC.to_string(),
-                    vec![Value::from(m.clock.tick()), t.whs.to_value(), t.rhs.to_value()],
+                    vec![
+                        Value::from(m.clock.tick()),
+                        t.whs.to_value(),
+                        t.rhs.to_value(),
+                    ],
                 )
             }),
             Box::new(|a| log::warn!("partner manager {a} lost")),

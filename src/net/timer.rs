@@ -25,9 +25,10 @@ pub struct TimerId {
 impl Drop for TimerId {
     fn drop(&mut self) {
         if let Some(table) = self.table.upgrade() {
-            if let Ok(mut t) = table.lock() {
-                t[self.slot] = None;
-            }
+            // The function is dropped after the lock is released: it may own
+            // things (peers) whose own timers are freed as they drop.
+            let f = table.lock().ok().and_then(|mut t| t[self.slot].take());
+            drop(f);
         }
     }
 }
@@ -94,7 +95,9 @@ impl Timers {
     fn tick(&self, now: Instant) {
         let due: Vec<Deferred> = {
             let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
-            let (due, wait) = std::mem::take(&mut *d).into_iter().partition(|(t, _)| *t <= now);
+            let (due, wait) = std::mem::take(&mut *d)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
             *d = wait;
             due
         };

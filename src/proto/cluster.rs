@@ -112,8 +112,14 @@ pub fn spaces_from_value(v: &Value) -> Result<(HashSpace, HashSpace), Bad> {
 
 /// `[whs, rhs, ...]` at the front of `a`.
 pub fn spaces_from(a: &[Value]) -> Result<(HashSpace, HashSpace), Bad> {
-    let w = a.first().and_then(HashSpace::from_value).ok_or_else(|| bad("whs"))?;
-    let r = a.get(1).and_then(HashSpace::from_value).ok_or_else(|| bad("rhs"))?;
+    let w = a
+        .first()
+        .and_then(HashSpace::from_value)
+        .ok_or_else(|| bad("whs"))?;
+    let r = a
+        .get(1)
+        .and_then(HashSpace::from_value)
+        .ok_or_else(|| bad("rhs"))?;
     Ok((w, r))
 }
 
@@ -165,7 +171,10 @@ impl WriteRequest {
                 exptime: u32::try_from(uint(p.get(4), "exptime")?).map_err(|_| bad("exptime"))?,
                 data: bytes(p.get(5), "data")?.to_vec(),
             },
-            no_wait: p.get(6).and_then(Value::as_bool).ok_or_else(|| bad("async"))?,
+            no_wait: p
+                .get(6)
+                .and_then(Value::as_bool)
+                .ok_or_else(|| bad("async"))?,
         })
     }
 }
@@ -220,8 +229,16 @@ impl NodesInfo {
 
     pub fn from_value(v: &Value) -> Result<NodesInfo, Bad> {
         let map = v.as_map().ok_or_else(|| bad("nodes info"))?;
-        let field = |name: &str| map.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v);
-        let space = |name: &str| field(name).and_then(HashSpace::from_value).ok_or_else(|| bad(name));
+        let field = |name: &str| {
+            map.iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v)
+        };
+        let space = |name: &str| {
+            field(name)
+                .and_then(HashSpace::from_value)
+                .ok_or_else(|| bad(name))
+        };
         let newcomers = field("newcomers")
             .and_then(Value::as_array)
             .ok_or_else(|| bad("newcomers"))?
@@ -232,7 +249,9 @@ impl NodesInfo {
             whs: space("whs")?,
             rhs: space("rhs")?,
             newcomers,
-            auto_replace: field("auto_replace").and_then(Value::as_bool).unwrap_or(false),
+            auto_replace: field("auto_replace")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }
@@ -247,7 +266,12 @@ mod tests {
     fn writes_records_and_outcomes_round_trip() {
         let req = WriteRequest {
             key: b"k".to_vec(),
-            write: Write { op: Op::Cas(77), flags: u32::MAX, exptime: 5, data: b"\r\n".to_vec() },
+            write: Write {
+                op: Op::Cas(77),
+                flags: u32::MAX,
+                exptime: 5,
+                data: b"\r\n".to_vec(),
+            },
             no_wait: true,
         };
         assert_eq!(WriteRequest::from_params(&req.to_params()), Ok(req));
@@ -266,11 +290,22 @@ mod tests {
     #[test]
     fn obsolete_errors_carry_the_tables() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let hs = HashSpace::new(vec![Node { addr: a, active: true }], ClockTime(5));
+        let hs = HashSpace::new(
+            vec![Node {
+                addr: a,
+                active: true,
+            }],
+            ClockTime(5),
+        );
         let e = obsolete_error(&hs, &HashSpace::empty());
         assert_eq!(obsolete_tables(&e), Some((hs.clone(), HashSpace::empty())));
         assert_eq!(obsolete_tables(&Value::from("other")), None);
-        let info = NodesInfo { whs: hs.clone(), rhs: hs, newcomers: vec![a], auto_replace: true };
+        let info = NodesInfo {
+            whs: hs.clone(),
+            rhs: hs,
+            newcomers: vec![a],
+            auto_replace: true,
+        };
         assert_eq!(NodesInfo::from_value(&info.to_value()), Ok(info));
     }
 }

@@ -71,7 +71,7 @@ pub enum Parsed<'a> {
     Incomplete,
     /// A command whose line took `len` bytes (CRLF included).
     Command { command: Command<'a>, len: usize },
-    /// A line that gets `reply` (CRLF not included). Skip `len` bytes, then
+    /// A line that gets `reply` (CRLF not included; empty means no reply). Skip `len` bytes, then
     /// `swallow` more (an oversized value and its CRLF). `close` ends the connection
     /// after the reply, for input that cannot be resynchronised.
     Error {
@@ -79,12 +79,16 @@ pub enum Parsed<'a> {
         len: usize,
         swallow: usize,
         close: bool,
+        /// memcached drops the old value of a key whose `set` was refused as too
+        /// large, so a reader cannot mistake it for the new one.
+        invalidate: Option<&'a [u8]>,
     },
 }
 
 const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
 pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
 
 /// Parses the line at the front of `input`. `value_max` is the `-I` limit.
 pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
@@ -99,6 +103,7 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
                 len: input.len(),
                 swallow: 0,
                 close: true,
+                invalidate: None,
             };
         }
         return Parsed::Incomplete;
@@ -111,6 +116,7 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
         len,
         swallow: 0,
         close: false,
+        invalidate: None,
     };
     let Some(name) = words.next() else {
         return err("ERROR");
@@ -121,7 +127,10 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
     let key_ok = |k: &[u8]| k.len() <= KEY_SIZE_MAX && !k.iter().any(|&b| b < 0x21 || b == 0x7f);
     let command = match name {
         b"get" | b"gets" => {
-            if args.is_empty() || args.len() > GET_KEYS_MAX || !args.iter().all(|k| key_ok(k)) {
+            if args.is_empty() {
+                return err("ERROR");
+            }
+            if args.len() > GET_KEYS_MAX || !args.iter().all(|k| key_ok(k)) {
                 return err(BAD_FORMAT);
             }
             Command::Get {
@@ -139,20 +148,19 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
                 _ => StoreOp::Cas,
             };
             let want = if op == StoreOp::Cas { 5 } else { 4 };
-            if n != want || !key_ok(args[0]) {
+            if n < want || n > want + 1 {
+                return err("ERROR");
+            }
+            if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
             let (Some(flags), Some(exptime)) = (num::<u32>(args[1]), num::<i64>(args[2])) else {
                 return err(BAD_FORMAT);
             };
-            // A negative or absurd length cannot be swallowed; the stream is lost.
-            let Some(bytes) = num::<u64>(args[3]).filter(|b| *b <= u32::MAX as u64) else {
-                return Parsed::Error {
-                    reply: BAD_CHUNK,
-                    len,
-                    swallow: 0,
-                    close: true,
-                };
+            // memcached reads the length as a 32-bit signed number; anything else
+            // is a bad line, and what follows is read as commands.
+            let Some(bytes) = num::<u64>(args[3]).filter(|b| *b <= i32::MAX as u64) else {
+                return err(BAD_FORMAT);
             };
             let cas = if op == StoreOp::Cas {
                 match num::<u64>(args[4]) {
@@ -168,6 +176,7 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
                     len,
                     swallow: bytes as usize + 2,
                     close: false,
+                    invalidate: (op == StoreOp::Set).then_some(args[0]),
                 };
             }
             Command::Store {
@@ -183,7 +192,13 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
         b"delete" => {
             // memcached still accepts a legacy "0" time argument.
             let legacy_zero = n == 2 && args[1] == b"0";
-            if !(n == 1 || legacy_zero) || !key_ok(args[0]) {
+            if n == 0 {
+                return err("ERROR");
+            }
+            if !(n == 1 || legacy_zero) {
+                return err(DELETE_USAGE);
+            }
+            if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
             Command::Delete {
@@ -192,7 +207,10 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
             }
         }
         b"incr" | b"decr" => {
-            if n != 2 || !key_ok(args[0]) {
+            if n != 2 {
+                return err("ERROR");
+            }
+            if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
             let Some(delta) = num::<u64>(args[1]) else {
@@ -206,7 +224,10 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
             }
         }
         b"touch" => {
-            if n != 2 || !key_ok(args[0]) {
+            if n != 2 {
+                return err("ERROR");
+            }
+            if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
             let Some(exptime) = num::<i64>(args[1]) else {
@@ -223,6 +244,16 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
         b"verbosity" if (1..=2).contains(&args.len()) => Command::Verbosity { noreply },
         b"verbosity" => return err("ERROR"),
         b"quit" => Command::Quit,
+        // An HTTP request line: memcached closes without a word.
+        _ if args.last().is_some_and(|w| w.starts_with(b"HTTP/")) => {
+            return Parsed::Error {
+                reply: "",
+                len,
+                swallow: 0,
+                close: true,
+                invalidate: None,
+            }
+        }
         _ => return err("ERROR"),
     };
     Parsed::Command { command, len }
@@ -356,17 +387,24 @@ mod tests {
 
     #[test]
     fn errors_are_memcacheds_strings() {
-        assert_eq!(error("GET / HTTP/1.0\r\n"), ("ERROR", 0, false));
+        // memcached 1.6: an HTTP request line closes the connection silently.
+        assert_eq!(error("GET / HTTP/1.0\r\n"), ("", 0, true));
+        assert_eq!(error("GET /\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("get\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("incr k\r\n"), ("ERROR", 0, false));
+        assert_eq!(error("delete k 1\r\n"), (DELETE_USAGE, 0, false));
         assert_eq!(error("bogus\r\n"), ("ERROR", 0, false));
         assert_eq!(error("\r\n"), ("ERROR", 0, false));
-        assert_eq!(error("set k 0 0\r\n"), (BAD_FORMAT, 0, false));
+        assert_eq!(error("set k 0 0\r\n"), ("ERROR", 0, false));
         assert_eq!(error("set k x 0 1\r\n"), (BAD_FORMAT, 0, false));
-        assert_eq!(error("set k 0 0 -1\r\n"), (BAD_CHUNK, 0, true));
+        // Lengths memcached cannot read as a 32-bit signed number are bad lines.
+        assert_eq!(error("set k 0 0 -1\r\n"), (BAD_FORMAT, 0, false));
+        assert_eq!(error("set k 0 0 3000000000\r\n"), (BAD_FORMAT, 0, false));
+        assert_eq!(error("set k 0 0 99999999999\r\n"), (BAD_FORMAT, 0, false));
         assert_eq!(
-            error("set k 0 0 3000000000\r\n"),
-            (TOO_LARGE, 3000000002, false)
+            error("set k 0 0 2000000000\r\n"),
+            (TOO_LARGE, 2000000002, false)
         );
-        assert_eq!(error("set k 0 0 99999999999\r\n"), (BAD_CHUNK, 0, true));
         let long_key = format!("get {}\r\n", "k".repeat(251));
         assert_eq!(error(&long_key), (BAD_FORMAT, 0, false));
         assert!(matches!(

@@ -91,7 +91,10 @@ pub fn main(args: Args) -> i32 {
         .flatten()
         .map(|a| Peer::new(&net, a))
         .collect();
-    if let Err(e) = net.listen(listener, RpcSession::factory(Arc::new(ServerService(node.clone())))) {
+    if let Err(e) = net.listen(
+        listener,
+        RpcSession::factory(Arc::new(ServerService(node.clone()))),
+    ) {
         return daemon::fatal(program, format!("cannot serve {listen}: {e}"));
     }
     log::info!("listening on {listen}");

@@ -74,11 +74,18 @@ impl Node {
     }
 
     pub fn tables(&self) -> Arc<Tables> {
-        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Takes the newer of our tables and these. Returns whether anything changed.
-    pub fn adopt(&self, whs: crate::cluster::hash_space::HashSpace, rhs: crate::cluster::hash_space::HashSpace) -> bool {
+    pub fn adopt(
+        &self,
+        whs: crate::cluster::hash_space::HashSpace,
+        rhs: crate::cluster::hash_space::HashSpace,
+    ) -> bool {
         let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**t).clone();
         if !next.adopt(whs, rhs) {
@@ -192,7 +199,14 @@ impl Node {
         let rec = Arc::new(msg::record_to_value(&rec));
         let deadline = Instant::now() + REPLICATION_DEADLINE;
         for addr in replicas {
-            self.replicate(addr, hash, key.clone(), rec.clone(), deadline, pending.clone());
+            self.replicate(
+                addr,
+                hash,
+                key.clone(),
+                rec.clone(),
+                deadline,
+                pending.clone(),
+            );
         }
     }
 
@@ -230,15 +244,17 @@ impl Node {
                     }
                 }
                 let t = node.tables();
-                let still_owner =
-                    t.whs.is_active_owner(hash, &addr) || (!t.rhs.same_layout(&t.whs) && t.rhs.is_active_owner(hash, &addr));
+                let still_owner = t.whs.is_active_owner(hash, &addr)
+                    || (!t.rhs.same_layout(&t.whs) && t.rhs.is_active_owner(hash, &addr));
                 if !still_owner {
                     // The manager marked it fault or moved the key: it is not a
                     // replica any more, and the write is complete without it.
                     return pending.one_done(None);
                 }
                 if Instant::now() >= deadline {
-                    node.counters.replicate_failures.fetch_add(1, Ordering::Relaxed);
+                    node.counters
+                        .replicate_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     log::warn!("replication to {addr} failed: {err}");
                     return pending.one_done(Some(format!("replication to {addr} failed: {err}")));
                 }
@@ -259,7 +275,9 @@ impl Node {
         };
         let t = self.tables();
         let hash = key_hash(key);
-        let owner = |hs: &crate::cluster::hash_space::HashSpace| hs.owners(hash).iter().any(|n| n.addr == self.me);
+        let owner = |hs: &crate::cluster::hash_space::HashSpace| {
+            hs.owners(hash).iter().any(|n| n.addr == self.me)
+        };
         if !owner(&t.whs) && !owner(&t.rhs) {
             return self.obsolete(reply);
         }
@@ -306,7 +324,16 @@ impl Node {
 }
 
 /// What `GetStatus stats` gathers, in order.
-pub const STATS: &[&str] = &["pid", "uptime", "time", "version", "cmd_get", "cmd_set", "cmd_delete", "items"];
+pub const STATS: &[&str] = &[
+    "pid",
+    "uptime",
+    "time",
+    "version",
+    "cmd_get",
+    "cmd_set",
+    "cmd_delete",
+    "items",
+];
 
 /// A write waiting for its replicas.
 struct Pending {
@@ -319,7 +346,10 @@ struct Pending {
 impl Pending {
     fn one_done(&self, failure: Option<String>) {
         if let Some(f) = failure {
-            self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(f);
+            self.failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(f);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
@@ -327,7 +357,12 @@ impl Pending {
         let Some(reply) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        match self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             Some(f) => reply.err(f),
             None => reply.ok(self.answer.clone()),
         }
@@ -343,7 +378,11 @@ fn set_nodelay_everywhere(on: bool) -> u64 {
     let flag: libc::c_int = on.into();
     let mut n = 0;
     for e in dir.flatten() {
-        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<libc::c_int>().ok()) else {
+        let Some(fd) = e
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::c_int>().ok())
+        else {
             continue;
         };
         // SAFETY: setsockopt only reads `flag`; on an fd that is not a TCP socket it
@@ -371,7 +410,10 @@ impl Service for ServerService {
     fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
         let node = &self.0;
         if let Some(c) = msg::clk(&params) {
-            if matches!(method, msg::KEEP_ALIVE | msg::HASH_SPACE_SYNC | msg::REPLICATE) {
+            if matches!(
+                method,
+                msg::KEEP_ALIVE | msg::HASH_SPACE_SYNC | msg::REPLICATE
+            ) {
                 node.clock.merge(c);
             }
         }
@@ -388,7 +430,10 @@ impl Service for ServerService {
                     None => reply.err(format!("unknown status '{name}'")),
                 }
             }
-            msg::SET_CONFIG => match (params.first().and_then(Value::as_str), params.get(1).and_then(Value::as_bool)) {
+            msg::SET_CONFIG => match (
+                params.first().and_then(Value::as_str),
+                params.get(1).and_then(Value::as_bool),
+            ) {
                 (Some("nodelay"), Some(on)) => reply.ok(set_nodelay_everywhere(on)),
                 _ => reply.err("unknown config; expected [\"nodelay\", bool]"),
             },

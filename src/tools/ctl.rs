@@ -9,13 +9,22 @@ use rmpv::Value;
 
 /// The commands, with their help, in the order `--help` lists them.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("status", "show the hash space, the attached servers and the servers not attached"),
+    (
+        "status",
+        "show the hash space, the attached servers and the servers not attached",
+    ),
     ("attach", "attach every server that is not attached"),
     ("attach-noreplace", "attach without moving data"),
     ("detach", "detach every fault server"),
     ("detach-noreplace", "detach without moving data"),
-    ("enable-auto-replace", "attach and detach by the manager itself from now on"),
-    ("disable-auto-replace", "stop attaching and detaching automatically"),
+    (
+        "enable-auto-replace",
+        "attach and detach by the manager itself from now on",
+    ),
+    (
+        "disable-auto-replace",
+        "stop attaching and detaching automatically",
+    ),
 ];
 
 pub fn main(args: Args) -> i32 {
@@ -30,12 +39,19 @@ pub fn main(args: Args) -> i32 {
     let result = match command.as_str() {
         "status" | "stat" => status(&args, manager, json),
         "attach" | "attach-noreplace" | "detach" | "detach-noreplace" => {
-            let method = if command.starts_with("attach") { msg::ATTACH } else { msg::DETACH };
+            let method = if command.starts_with("attach") {
+                msg::ATTACH
+            } else {
+                msg::DETACH
+            };
             let replace = !command.ends_with("-noreplace");
             call(&args, manager, method, &[Value::from(replace)]).map(|v| {
                 let changed = v.as_bool().unwrap_or(false);
                 if json {
-                    format!("{{\"command\":{},\"changed\":{changed}}}\n", json_str(command))
+                    format!(
+                        "{{\"command\":{},\"changed\":{changed}}}\n",
+                        json_str(command)
+                    )
                 } else if changed {
                     format!("{command}: done\n")
                 } else {
@@ -50,7 +66,11 @@ pub fn main(args: Args) -> i32 {
                 if json {
                     format!("{{\"auto_replace\":{on},\"was\":{was}}}\n")
                 } else {
-                    format!("auto replace {} (was {})\n", if on { "on" } else { "off" }, if was { "on" } else { "off" })
+                    format!(
+                        "auto replace {} (was {})\n",
+                        if on { "on" } else { "off" },
+                        if was { "on" } else { "off" }
+                    )
                 }
             })
         }
@@ -68,7 +88,11 @@ pub fn main(args: Args) -> i32 {
 fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<String, String> {
     let info = nodes_info(args, manager)?;
     if json {
-        let newcomers: Vec<String> = info.newcomers.iter().map(|a| json_str(&a.to_string())).collect();
+        let newcomers: Vec<String> = info
+            .newcomers
+            .iter()
+            .map(|a| json_str(&a.to_string()))
+            .collect();
         return Ok(format!(
             "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{}}}\n",
             json_space(&info.whs),

@@ -11,7 +11,10 @@ use crate::cluster::hash_space::{key_hash, HashSpace, Node};
 /// The commands, with their help, in the order `--help` lists them.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("hash KEY...", "the 64-bit hash of each key"),
-    ("assign KEY...", "the hash and the three owners of each key (with -m, from the manager's write table)"),
+    (
+        "assign KEY...",
+        "the hash and the three owners of each key (with -m, from the manager's write table)",
+    ),
     ("dump", "every point of the hash ring and its server"),
 ];
 
@@ -23,7 +26,10 @@ pub fn main(args: Args) -> i32 {
         },
         None => {
             let Some(split) = args.before_dashdash else {
-                return usage(&args, "expected SERVER... -- COMMAND, or -m MANAGER COMMAND");
+                return usage(
+                    &args,
+                    "expected SERVER... -- COMMAND, or -m MANAGER COMMAND",
+                );
             };
             let mut nodes = Vec::new();
             for s in &args.positional[..split] {
@@ -32,7 +38,10 @@ pub fn main(args: Args) -> i32 {
                     Err(e) => return usage(&args, &e),
                 }
             }
-            (HashSpace::new(nodes, ClockTime(0)), &args.positional[split..])
+            (
+                HashSpace::new(nodes, ClockTime(0)),
+                &args.positional[split..],
+            )
         }
     };
     let Some((command, keys)) = rest.split_first() else {
@@ -57,7 +66,11 @@ pub fn main(args: Args) -> i32 {
                 for (i, n) in space.owners(h).iter().enumerate() {
                     let fault = if n.active { "" } else { "  (fault)" };
                     text += &format!("  {i}: {}{fault}\n", n.addr);
-                    owners.push(format!("{{\"address\":{},\"active\":{}}}", json_str(&n.addr.to_string()), n.active));
+                    owners.push(format!(
+                        "{{\"address\":{},\"active\":{}}}",
+                        json_str(&n.addr.to_string()),
+                        n.active
+                    ));
                 }
                 items.push(format!(
                     "{{\"key\":{},\"hash\":\"{h:016x}\",\"owners\":[{}]}}",
@@ -69,7 +82,10 @@ pub fn main(args: Args) -> i32 {
         "dump" => {
             for (p, addr) in space.points() {
                 text += &format!("{p:016x}  {addr}\n");
-                items.push(format!("{{\"point\":\"{p:016x}\",\"address\":{}}}", json_str(&addr.to_string())));
+                items.push(format!(
+                    "{{\"point\":\"{p:016x}\",\"address\":{}}}",
+                    json_str(&addr.to_string())
+                ));
             }
         }
         other => return usage(&args, &format!("unknown command '{other}'")),

@@ -21,9 +21,15 @@ use rmpv::Value;
 use std::net::SocketAddr;
 
 /// Calls one method on one node, with the tool's `--timeout`.
-pub fn call(args: &Args, addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, String> {
+pub fn call(
+    args: &Args,
+    addr: SocketAddr,
+    method: &str,
+    params: &[Value],
+) -> Result<Value, String> {
     let timeout = args.seconds("timeout");
-    let mut c = BlockingClient::connect(addr, timeout).map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let mut c =
+        BlockingClient::connect(addr, timeout).map_err(|e| format!("cannot reach {addr}: {e}"))?;
     c.call(method, params).map_err(|e| format!("{addr}: {e}"))
 }
 
@@ -35,7 +41,8 @@ pub fn nodes_info(args: &Args, manager: SocketAddr) -> Result<NodesInfo, String>
 
 /// Parses a node address given as an argument, with the role's default port.
 pub fn parse_addr(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    crate::cli::options::parse_address(text, default_port, false).map_err(|e| format!("'{text}': expected {e}"))
+    crate::cli::options::parse_address(text, default_port, false)
+        .map_err(|e| format!("'{text}': expected {e}"))
 }
 
 /// `Wed Dec 03 22:15:55 +0900 2008 clock 62`, as kumofs printed hash-space times.
@@ -50,9 +57,16 @@ pub fn format_clocktime(clocktime: u64) -> String {
 
 /// A hash space as kumoctl status prints it, under `heading`.
 pub fn format_space(hs: &HashSpace, heading: &str) -> String {
-    let mut s = format!("hash space timestamp:\n  {}\n{heading}:\n", format_clocktime(hs.clocktime.0));
+    let mut s = format!(
+        "hash space timestamp:\n  {}\n{heading}:\n",
+        format_clocktime(hs.clocktime.0)
+    );
     for n in hs.nodes() {
-        s += &format!("  {}  ({})\n", n.addr, if n.active { "active" } else { "fault" });
+        s += &format!(
+            "  {}  ({})\n",
+            n.addr,
+            if n.active { "active" } else { "fault" }
+        );
     }
     s
 }
@@ -62,7 +76,13 @@ pub fn json_space(hs: &HashSpace) -> String {
     let nodes: Vec<String> = hs
         .nodes()
         .iter()
-        .map(|n| format!("{{\"address\":{},\"active\":{}}}", json_str(&n.addr.to_string()), n.active))
+        .map(|n| {
+            format!(
+                "{{\"address\":{},\"active\":{}}}",
+                json_str(&n.addr.to_string()),
+                n.active
+            )
+        })
         .collect();
     format!(
         "{{\"clocktime\":{},\"time\":{},\"clock\":{},\"nodes\":[{}]}}",
@@ -102,11 +122,18 @@ pub fn json_value(v: &Value) -> String {
         Value::F64(f) => f.to_string(),
         Value::String(s) => json_str(s.as_str().unwrap_or("")),
         Value::Binary(b) => json_str(&String::from_utf8_lossy(b)),
-        Value::Array(a) => format!("[{}]", a.iter().map(json_value).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(json_value).collect::<Vec<_>>().join(",")
+        ),
         Value::Map(m) => format!(
             "{{{}}}",
             m.iter()
-                .map(|(k, v)| format!("{}:{}", json_str(&k.to_string().trim_matches('"').to_string()), json_value(v)))
+                .map(|(k, v)| format!(
+                    "{}:{}",
+                    json_str(&k.to_string().trim_matches('"').to_string()),
+                    json_value(v)
+                ))
                 .collect::<Vec<_>>()
                 .join(",")
         ),
@@ -118,7 +145,10 @@ pub fn json_value(v: &Value) -> String {
 pub fn usage(args: &Args, why: &str) -> i32 {
     let program = args.role.program();
     eprintln!("{program}: {why}");
-    eprintln!("Usage: {program} [options] {}", args.role.positional_usage());
+    eprintln!(
+        "Usage: {program} [options] {}",
+        args.role.positional_usage()
+    );
     eprintln!("Try '{program} --help' for more information.");
     crate::cli::EXIT_USAGE
 }
@@ -136,7 +166,10 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
-        let v = Value::Map(vec![(Value::from("k"), Value::Array(vec![Value::from(1), Value::Nil]))]);
+        let v = Value::Map(vec![(
+            Value::from("k"),
+            Value::Array(vec![Value::from(1), Value::Nil]),
+        )]);
         assert_eq!(json_value(&v), "{\"k\":[1,null]}");
     }
 }

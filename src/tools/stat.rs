@@ -24,22 +24,42 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("whs", "the hash space that routes writes"),
     ("rhs", "the hash space that routes reads"),
     ("hscheck", "true if whs and rhs hold the same servers"),
-    ("set_delay", "turn TCP_NODELAY off on the server's sockets (throughput over latency)"),
-    ("unset_delay", "turn TCP_NODELAY on (latency over throughput)"),
+    (
+        "set_delay",
+        "turn TCP_NODELAY off on the server's sockets (throughput over latency)",
+    ),
+    (
+        "unset_delay",
+        "turn TCP_NODELAY on (latency over throughput)",
+    ),
 ];
 
 pub fn main(args: Args) -> i32 {
-    let (servers, command): (Vec<SocketAddr>, &str) = match (args.opt_addr("manager"), args.positional.as_slice()) {
-        (Some(m), [command]) => match nodes_info(&args, m) {
-            Ok(info) => (info.whs.nodes().iter().filter(|n| n.active).map(|n| n.addr).collect(), command),
-            Err(e) => return failure(&args, &e),
-        },
-        (None, [server, command]) => match parse_addr(server, SERVER_PORT) {
-            Ok(a) => (vec![a], command),
-            Err(e) => return usage(&args, &e),
-        },
-        _ => return usage(&args, "expected a server and a command, or -m MANAGER and a command"),
-    };
+    let (servers, command): (Vec<SocketAddr>, &str) =
+        match (args.opt_addr("manager"), args.positional.as_slice()) {
+            (Some(m), [command]) => match nodes_info(&args, m) {
+                Ok(info) => (
+                    info.whs
+                        .nodes()
+                        .iter()
+                        .filter(|n| n.active)
+                        .map(|n| n.addr)
+                        .collect(),
+                    command,
+                ),
+                Err(e) => return failure(&args, &e),
+            },
+            (None, [server, command]) => match parse_addr(server, SERVER_PORT) {
+                Ok(a) => (vec![a], command),
+                Err(e) => return usage(&args, &e),
+            },
+            _ => {
+                return usage(
+                    &args,
+                    "expected a server and a command, or -m MANAGER and a command",
+                )
+            }
+        };
     if !COMMANDS.iter().any(|(c, _)| *c == command) {
         return usage(&args, &format!("unknown command '{command}'"));
     }
@@ -62,7 +82,11 @@ pub fn main(args: Args) -> i32 {
                 status = EXIT_FAILURE;
                 eprintln!("{}: {e}", args.role.program());
                 if json {
-                    json_items.push(format!("{}:{{\"error\":{}}}", json_str(&s.to_string()), json_str(&e)));
+                    json_items.push(format!(
+                        "{}:{{\"error\":{}}}",
+                        json_str(&s.to_string()),
+                        json_str(&e)
+                    ));
                 }
             }
         }
@@ -79,17 +103,25 @@ fn one(args: &Args, server: SocketAddr, command: &str) -> Result<(String, String
     match command {
         "set_delay" | "unset_delay" => {
             let on = command == "unset_delay";
-            let n = call(args, server, msg::SET_CONFIG, &[Value::from("nodelay"), Value::from(on)])?;
+            let n = call(
+                args,
+                server,
+                msg::SET_CONFIG,
+                &[Value::from("nodelay"), Value::from(on)],
+            )?;
             Ok((format!("{n} sockets\n"), json_value(&n)))
         }
         "whs" | "rhs" => {
             let v = status(command)?;
-            let hs = HashSpace::from_value(&v).ok_or_else(|| format!("{server}: malformed hash space"))?;
+            let hs = HashSpace::from_value(&v)
+                .ok_or_else(|| format!("{server}: malformed hash space"))?;
             Ok((format_space(&hs, "node"), super::json_space(&hs)))
         }
         "stats" => {
             let v = status("stats")?;
-            let map = v.as_map().ok_or_else(|| format!("{server}: malformed stats"))?;
+            let map = v
+                .as_map()
+                .ok_or_else(|| format!("{server}: malformed stats"))?;
             let mut text = String::new();
             for (k, v) in map {
                 let name = match k.as_str() {

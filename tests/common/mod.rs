@@ -96,3 +96,246 @@ pub fn wait_rpc_ready(addr: SocketAddr) {
         || rpc(addr, "GetStatus", &[Value::from("pid")]).is_ok(),
     );
 }
+
+/// Runs `kumo ARGS...` to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(kumo_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fast failure detection for tests: keepalives every 0.5 s, a lost node after 2
+/// failed reconnects of at most 1 s.
+pub const FAST: &[&str] = &["-Ci", "0.5", "-Ys", "1", "-Yn", "2", "-v"];
+
+/// One kumo-server of a test cluster.
+pub struct ServerNode {
+    pub proc: Option<Proc>,
+    pub addr: SocketAddr,
+    pub store: PathBuf,
+}
+
+/// A manager, servers and a gateway on 127.0.0.1, as the guide's tutorial builds
+/// them. Everything is killed when it is dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub manager: Option<Proc>,
+    pub manager_addr: SocketAddr,
+    pub servers: Vec<ServerNode>,
+    pub gateway: Proc,
+    pub gateway_addr: SocketAddr,
+}
+
+impl Cluster {
+    /// Starts the processes, attaches the servers and waits until a set works.
+    pub fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let manager_addr = local(free_port());
+        let manager = Some(start_manager(dir.path(), manager_addr));
+        wait_rpc_ready_method(manager_addr, "GetNodesInfo");
+        let gateway_addr = local(free_port());
+        let mut c = Cluster {
+            manager,
+            manager_addr,
+            servers: Vec::new(),
+            gateway: Proc {
+                child: Command::new("true").spawn().unwrap(),
+                log: PathBuf::new(),
+            },
+            gateway_addr,
+            dir,
+        };
+        for _ in 0..n {
+            c.add_server();
+        }
+        c.gateway = spawn(
+            c.dir.path(),
+            "gateway",
+            &[
+                &[
+                    "gateway",
+                    "-m",
+                    &manager_addr.to_string(),
+                    "-t",
+                    &gateway_addr.to_string(),
+                ],
+                FAST,
+            ]
+            .concat(),
+        );
+        let all: Vec<SocketAddr> = c.servers.iter().map(|s| s.addr).collect();
+        c.wait_newcomers(&all);
+        let (code, out, err) = c.ctl(&["attach"]);
+        assert_eq!(code, 0, "attach: {out} {err}");
+        c.wait_attached(&all);
+        c.wait_gateway_ready();
+        c
+    }
+
+    /// Starts one more server (not attached).
+    pub fn add_server(&mut self) -> usize {
+        let i = self.servers.len();
+        let addr = local(free_port());
+        let store = self.dir.path().join(format!("server{i}"));
+        let mut node = ServerNode {
+            proc: None,
+            addr,
+            store,
+        };
+        node.proc = Some(self.spawn_server(&node, i));
+        wait_rpc_ready(addr);
+        self.servers.push(node);
+        i
+    }
+
+    fn spawn_server(&self, node: &ServerNode, i: usize) -> Proc {
+        let stream = free_port().to_string();
+        spawn(
+            self.dir.path(),
+            &format!("server{i}-{}", rand_tag()),
+            &[
+                &[
+                    "server",
+                    "-l",
+                    &node.addr.to_string(),
+                    "-L",
+                    &stream,
+                    "-m",
+                    &self.manager_addr.to_string(),
+                    "-s",
+                    node.store.to_str().unwrap(),
+                ],
+                FAST,
+            ]
+            .concat(),
+        )
+    }
+
+    pub fn kill_server(&mut self, i: usize) {
+        if let Some(mut p) = self.servers[i].proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Restarts server `i` on its old address with its old store.
+    pub fn restart_server(&mut self, i: usize) {
+        self.kill_server(i);
+        let p = self.spawn_server(&self.servers[i], i);
+        self.servers[i].proc = Some(p);
+        wait_rpc_ready(self.servers[i].addr);
+    }
+
+    pub fn kill_manager(&mut self) {
+        if let Some(mut p) = self.manager.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn restart_manager(&mut self) {
+        self.kill_manager();
+        self.manager = Some(start_manager(self.dir.path(), self.manager_addr));
+        wait_rpc_ready_method(self.manager_addr, "GetNodesInfo");
+    }
+
+    /// Runs `kumoctl MANAGER ARGS...`.
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let m = self.manager_addr.to_string();
+        run(&[&["ctl", &m], args].concat())
+    }
+
+    pub fn nodes_info(&self) -> kumo::proto::cluster::NodesInfo {
+        let v = rpc(self.manager_addr, "GetNodesInfo", &[]).unwrap();
+        kumo::proto::cluster::NodesInfo::from_value(&v).unwrap()
+    }
+
+    pub fn wait_newcomers(&self, addrs: &[SocketAddr]) {
+        wait_until(
+            Duration::from_secs(20),
+            "servers to reach the manager",
+            || {
+                let info = self.nodes_info();
+                addrs.iter().all(|a| info.newcomers.contains(a))
+            },
+        );
+    }
+
+    pub fn wait_attached(&self, addrs: &[SocketAddr]) {
+        wait_until(
+            Duration::from_secs(20),
+            "servers to be attached everywhere",
+            || {
+                let info = self.nodes_info();
+                let active =
+                    |a: &SocketAddr| info.whs.nodes().iter().any(|n| n.addr == *a && n.active);
+                addrs.iter().all(active)
+                    && self.servers.iter().filter(|s| s.proc.is_some()).all(|s| {
+                        rpc(s.addr, "GetStatus", &[Value::from("whs")]).ok()
+                            == Some(info.whs.to_value())
+                    })
+            },
+        );
+    }
+
+    /// Waits until the gateway routes a write.
+    pub fn wait_gateway_ready(&self) {
+        let c = self.client();
+        wait_until(
+            Duration::from_secs(20),
+            "the gateway to route a set",
+            || c.set("kumo-test-ready", "1", 0).is_ok(),
+        );
+    }
+
+    /// A memcached client on the gateway, text protocol.
+    pub fn client(&self) -> memcache::Client {
+        client(self.gateway_addr)
+    }
+
+    /// `kumostat SERVER items`, summed over the live servers.
+    pub fn items_total(&self) -> u64 {
+        self.servers
+            .iter()
+            .filter(|s| s.proc.is_some())
+            .map(|s| {
+                rpc(s.addr, "GetStatus", &[Value::from("items")])
+                    .unwrap()
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum()
+    }
+}
+
+fn rand_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 100_000
+}
+
+fn start_manager(dir: &Path, addr: SocketAddr) -> Proc {
+    spawn(
+        dir,
+        &format!("manager-{}", rand_tag()),
+        &[&["manager", "-l", &addr.to_string()], FAST].concat(),
+    )
+}
+
+/// Waits until `method` answers on `addr`.
+pub fn wait_rpc_ready_method(addr: SocketAddr, method: &str) {
+    wait_until(
+        Duration::from_secs(15),
+        &format!("{addr} to answer {method}"),
+        || rpc(addr, method, &[]).is_ok(),
+    );
+}
+
+/// A memcached text-protocol client with generous timeouts.
+pub fn client(addr: SocketAddr) -> memcache::Client {
+    let url = format!("memcache://{addr}?protocol=ascii&timeout=30&connect_timeout=5");
+    memcache::Client::connect(url).unwrap()
+}

@@ -83,7 +83,11 @@ pub fn run_all(addr: SocketAddr) {
             }
         }
     }
-    eprintln!("conformance: {} checks against {addr} in {:?}", CHECKS.len(), start.elapsed());
+    eprintln!(
+        "conformance: {} checks against {addr} in {:?}",
+        CHECKS.len(),
+        start.elapsed()
+    );
     if !failed.is_empty() {
         panic!(
             "{} of {} memcached conformance checks failed against {addr}: {}",
@@ -116,7 +120,10 @@ pub fn key(tag: &str) -> String {
 
 /// Seconds since the Unix epoch, for absolute exptimes.
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Bytes as a readable string: printable ASCII kept, everything else escaped, long
@@ -173,9 +180,16 @@ impl Conn {
         let stream = TcpStream::connect_timeout(&addr, READ_TIMEOUT)
             .unwrap_or_else(|e| panic!("{what}: cannot connect to {addr}: {e}"));
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new(), last_sent: Vec::new(), what: what.to_string() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+            last_sent: Vec::new(),
+            what: what.to_string(),
+        }
     }
 
     pub fn send(&mut self, data: impl AsRef<[u8]>) {
@@ -204,7 +218,9 @@ impl Conn {
 
     /// After a mismatch: gathers a little more of the reply for the message.
     fn gather_context(&mut self) {
-        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(300)));
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)));
         while self.buf.len() < 4096 {
             if !matches!(self.fill(), Fill::Data) {
                 break;
@@ -214,7 +230,12 @@ impl Conn {
     }
 
     fn fail(&self, msg: &str, want: Option<&[u8]>) -> ! {
-        let mut m = format!("{}: {msg}\n  last sent: {}\n  received:  {}", self.what, esc(&self.last_sent), esc(&self.buf));
+        let mut m = format!(
+            "{}: {msg}\n  last sent: {}\n  received:  {}",
+            self.what,
+            esc(&self.last_sent),
+            esc(&self.buf)
+        );
         if let Some(w) = want {
             m.push_str(&format!("\n  expected:  {}", esc(w)));
         }
@@ -238,7 +259,9 @@ impl Conn {
             match self.fill() {
                 Fill::Data => {}
                 Fill::Eof => self.fail("connection closed before the whole reply came", Some(want)),
-                Fill::Timeout => self.fail("timed out waiting for the rest of the reply", Some(want)),
+                Fill::Timeout => {
+                    self.fail("timed out waiting for the rest of the reply", Some(want))
+                }
                 Fill::Error(e) => self.fail(&format!("read error {e}"), Some(want)),
             }
         }
@@ -286,7 +309,10 @@ impl Conn {
         if !line.starts_with(b"VERSION ") {
             self.buf.splice(0..0, line);
             self.gather_context();
-            self.fail("expected only a `VERSION ...` line (stream out of sync?)", None);
+            self.fail(
+                "expected only a `VERSION ...` line (stream out of sync?)",
+                None,
+            );
         }
     }
 
@@ -297,13 +323,30 @@ impl Conn {
             match self.fill() {
                 Fill::Data => {}
                 Fill::Eof => break,
-                Fill::Error(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => break,
-                Fill::Error(e) => self.fail(&format!("read error {e} instead of a clean close"), None),
-                Fill::Timeout => self.fail("connection still open: expected the server to close it", None),
+                Fill::Error(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    break
+                }
+                Fill::Error(e) => {
+                    self.fail(&format!("read error {e} instead of a clean close"), None)
+                }
+                Fill::Timeout => self.fail(
+                    "connection still open: expected the server to close it",
+                    None,
+                ),
             }
         }
         if !self.buf.is_empty() {
-            self.fail("expected the connection to close without any reply", Some(b""));
+            self.fail(
+                "expected the connection to close without any reply",
+                Some(b""),
+            );
         }
     }
 
@@ -315,11 +358,20 @@ impl Conn {
         let parts: Vec<&str> = text.split(' ').collect();
         if parts.len() != 5 || parts[0] != "VALUE" || parts[1] != key {
             self.buf.splice(0..0, header);
-            self.fail(&format!("expected `VALUE {key} <flags> <bytes> <cas unique>`"), None);
+            self.fail(
+                &format!("expected `VALUE {key} <flags> <bytes> <cas unique>`"),
+                None,
+            );
         }
-        let flags: u32 = parts[2].parse().unwrap_or_else(|_| self.fail("bad flags in VALUE line", None));
-        let len: usize = parts[3].parse().unwrap_or_else(|_| self.fail("bad length in VALUE line", None));
-        let cas: u64 = parts[4].parse().unwrap_or_else(|_| self.fail("bad cas unique in VALUE line", None));
+        let flags: u32 = parts[2]
+            .parse()
+            .unwrap_or_else(|_| self.fail("bad flags in VALUE line", None));
+        let len: usize = parts[3]
+            .parse()
+            .unwrap_or_else(|_| self.fail("bad length in VALUE line", None));
+        let cas: u64 = parts[4]
+            .parse()
+            .unwrap_or_else(|_| self.fail("bad cas unique in VALUE line", None));
         let data = self.read_n(len);
         self.expect(b"\r\nEND\r\n");
         (flags, data, cas)
@@ -329,7 +381,8 @@ impl Conn {
 /// The `memcache` crate client (text protocol) for `addr`.
 pub fn client(addr: SocketAddr) -> memcache::Client {
     let url = format!("memcache://{addr}?protocol=ascii&timeout=5&connect_timeout=5");
-    memcache::Client::connect(url.as_str()).unwrap_or_else(|e| panic!("memcache crate cannot connect to {addr}: {e}"))
+    memcache::Client::connect(url.as_str())
+        .unwrap_or_else(|e| panic!("memcache crate cannot connect to {addr}: {e}"))
 }
 
 fn get_reply(key: &str, flags: u32, data: &[u8]) -> Vec<u8> {
@@ -364,11 +417,21 @@ pub fn check_set_get(addr: SocketAddr) {
 
     let mc = client(addr);
     let got: Option<String> = mc.get(&k).expect("memcache crate get");
-    assert_eq!(got.as_deref(), Some("world!"), "check_set_get: crate get of a raw set");
+    assert_eq!(
+        got.as_deref(),
+        Some("world!"),
+        "check_set_get: crate get of a raw set"
+    );
     let k2 = key("sg2");
-    mc.set(&k2, "from the crate", 0).expect("memcache crate set");
-    c.roundtrip(format!("get {k2}\r\n"), get_reply(&k2, 0, b"from the crate"));
-    let miss: Option<String> = mc.get(&key("sgmiss")).expect("memcache crate get of a miss");
+    mc.set(&k2, "from the crate", 0)
+        .expect("memcache crate set");
+    c.roundtrip(
+        format!("get {k2}\r\n"),
+        get_reply(&k2, 0, b"from the crate"),
+    );
+    let miss: Option<String> = mc
+        .get(&key("sgmiss"))
+        .expect("memcache crate get of a miss");
     assert_eq!(miss, None, "check_set_get: crate get of a missing key");
 }
 
@@ -380,20 +443,37 @@ pub fn check_gets_cas_unique(addr: SocketAddr) {
     c.roundtrip(format!("gets {k}\r\n"), b"END\r\n");
     c.roundtrip(set_cmd("set", &k, 3, 0, b"abc", false), b"STORED\r\n");
     let (flags, data, cas1) = c.gets_one(&k);
-    assert_eq!((flags, data.as_slice()), (3, &b"abc"[..]), "check_gets_cas_unique: gets value");
+    assert_eq!(
+        (flags, data.as_slice()),
+        (3, &b"abc"[..]),
+        "check_gets_cas_unique: gets value"
+    );
     // `get` on the same item has no cas field.
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 3, b"abc"));
     let (_, _, again) = c.gets_one(&k);
-    assert_eq!(again, cas1, "check_gets_cas_unique: cas unique changed without a write");
+    assert_eq!(
+        again, cas1,
+        "check_gets_cas_unique: cas unique changed without a write"
+    );
     c.roundtrip(set_cmd("set", &k, 3, 0, b"abd", false), b"STORED\r\n");
     let (_, _, cas2) = c.gets_one(&k);
-    assert_ne!(cas2, cas1, "check_gets_cas_unique: a set must give a new cas unique");
+    assert_ne!(
+        cas2, cas1,
+        "check_gets_cas_unique: a set must give a new cas unique"
+    );
 
     let mc = client(addr);
     let m: std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)> =
         mc.gets(&[k.as_str()]).expect("memcache crate gets");
-    let (v, f, cas) = m.get(&k).expect("check_gets_cas_unique: crate gets misses the key").clone();
-    assert_eq!((v.as_slice(), f, cas), (&b"abd"[..], 3, Some(cas2)), "check_gets_cas_unique: crate gets");
+    let (v, f, cas) = m
+        .get(&k)
+        .expect("check_gets_cas_unique: crate gets misses the key")
+        .clone();
+    assert_eq!(
+        (v.as_slice(), f, cas),
+        (&b"abd"[..], 3, Some(cas2)),
+        "check_gets_cas_unique: crate gets"
+    );
 }
 
 /// A get of 100 keys (a command line over 2 KiB) where every third misses: VALUE
@@ -405,7 +485,10 @@ pub fn check_multi_get(addr: SocketAddr) {
     // Store in reverse order so that request order is not store order.
     for (i, k) in keys.iter().enumerate().rev() {
         if i % 3 != 1 {
-            c.roundtrip(set_cmd("set", k, i as u32, 0, format!("v{i}").as_bytes(), false), b"STORED\r\n");
+            c.roundtrip(
+                set_cmd("set", k, i as u32, 0, format!("v{i}").as_bytes(), false),
+                b"STORED\r\n",
+            );
         }
     }
     for verb in ["get", "gets"] {
@@ -423,10 +506,16 @@ pub fn check_multi_get(addr: SocketAddr) {
                 let header = c.read_line();
                 let prefix = format!("VALUE {k} {i} {} ", data.len());
                 if !header.starts_with(prefix.as_bytes())
-                    || !header[prefix.len()..header.len() - 2].iter().all(u8::is_ascii_digit)
+                    || !header[prefix.len()..header.len() - 2]
+                        .iter()
+                        .all(u8::is_ascii_digit)
                     || header.len() == prefix.len() + 2
                 {
-                    panic!("check_multi_get: gets line {} expected {}<cas>\\r\\n", esc(&header), esc(prefix.as_bytes()));
+                    panic!(
+                        "check_multi_get: gets line {} expected {}<cas>\\r\\n",
+                        esc(&header),
+                        esc(prefix.as_bytes())
+                    );
                 }
                 c.expect(format!("{data}\r\n"));
             }
@@ -443,9 +532,18 @@ pub fn check_multi_get(addr: SocketAddr) {
 
     let mc = client(addr);
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let m: std::collections::HashMap<String, String> = mc.gets(&refs).expect("memcache crate multi-get");
-    assert_eq!(m.len(), keys.iter().enumerate().filter(|(i, _)| i % 3 != 1).count(), "check_multi_get: crate hit count");
-    assert_eq!(m.get(&keys[3]).map(String::as_str), Some("v3"), "check_multi_get: crate value");
+    let m: std::collections::HashMap<String, String> =
+        mc.gets(&refs).expect("memcache crate multi-get");
+    assert_eq!(
+        m.len(),
+        keys.iter().enumerate().filter(|(i, _)| i % 3 != 1).count(),
+        "check_multi_get: crate hit count"
+    );
+    assert_eq!(
+        m.get(&keys[3]).map(String::as_str),
+        Some("v3"),
+        "check_multi_get: crate value"
+    );
 }
 
 /// Flags are an opaque 32-bit number: 0, 1 and 4294967295 round-trip.
@@ -457,7 +555,11 @@ pub fn check_flags(addr: SocketAddr) {
         c.roundtrip(set_cmd("set", &k, flags, 0, b"f", false), b"STORED\r\n");
         c.roundtrip(format!("get {k}\r\n"), get_reply(&k, flags, b"f"));
         let got: Option<(Vec<u8>, u32)> = mc.get(&k).expect("memcache crate get with flags");
-        assert_eq!(got, Some((b"f".to_vec(), flags)), "check_flags: crate sees flags {flags}");
+        assert_eq!(
+            got,
+            Some((b"f".to_vec(), flags)),
+            "check_flags: crate sees flags {flags}"
+        );
     }
     // Not asserted: memcached 1.6.18 accepts flags 4294967296 and stores them as 0
     // (wraps modulo 2^32); older versions answered CLIENT_ERROR bad command line format.
@@ -468,13 +570,20 @@ pub fn check_empty_value(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_empty_value");
     let k = key("empty");
     c.roundtrip(format!("set {k} 0 0 0\r\n\r\n"), b"STORED\r\n");
-    c.roundtrip(format!("get {k}\r\n"), format!("VALUE {k} 0 0\r\n\r\nEND\r\n"));
+    c.roundtrip(
+        format!("get {k}\r\n"),
+        format!("VALUE {k} 0 0\r\n\r\nEND\r\n"),
+    );
     let mc = client(addr);
     let got: Option<String> = mc.get(&k).expect("memcache crate get of an empty value");
     assert_eq!(got.as_deref(), Some(""), "check_empty_value: crate get");
     let k2 = key("empty2");
-    mc.set(&k2, "", 0).expect("memcache crate set of an empty value");
-    c.roundtrip(format!("get {k2}\r\n"), format!("VALUE {k2} 0 0\r\n\r\nEND\r\n"));
+    mc.set(&k2, "", 0)
+        .expect("memcache crate set of an empty value");
+    c.roundtrip(
+        format!("get {k2}\r\n"),
+        format!("VALUE {k2} 0 0\r\n\r\nEND\r\n"),
+    );
 }
 
 /// Values are binary-safe: CR, LF, CRLF, `END\r\n`, NUL and high bytes inside the data
@@ -489,9 +598,14 @@ pub fn check_binary_value(addr: SocketAddr) {
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, &data));
     let mc = client(addr);
     let got: Option<Vec<u8>> = mc.get(&k).expect("memcache crate get of binary data");
-    assert_eq!(got.as_deref(), Some(data.as_slice()), "check_binary_value: crate get");
+    assert_eq!(
+        got.as_deref(),
+        Some(data.as_slice()),
+        "check_binary_value: crate get"
+    );
     let k2 = key("bin2");
-    mc.set(&k2, data.as_slice(), 0).expect("memcache crate set of binary data");
+    mc.set(&k2, data.as_slice(), 0)
+        .expect("memcache crate set of binary data");
     c.roundtrip(format!("get {k2}\r\n"), get_reply(&k2, 0, &data));
     // A value that is exactly "\r\n".
     let k3 = key("crlf");
@@ -504,11 +618,15 @@ pub fn check_add(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_add");
     let k = key("add");
     c.roundtrip(set_cmd("add", &k, 1, 0, b"first", false), b"STORED\r\n");
-    c.roundtrip(set_cmd("add", &k, 2, 0, b"second", false), b"NOT_STORED\r\n");
+    c.roundtrip(
+        set_cmd("add", &k, 2, 0, b"second", false),
+        b"NOT_STORED\r\n",
+    );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 1, b"first"));
     let mc = client(addr);
     let k2 = key("add2");
-    mc.add(&k2, "crate", 0).expect("memcache crate add of a new key");
+    mc.add(&k2, "crate", 0)
+        .expect("memcache crate add of a new key");
     c.roundtrip(format!("get {k2}\r\n"), get_reply(&k2, 0, b"crate"));
     // Add after delete works again.
     c.roundtrip(format!("delete {k}\r\n"), b"DELETED\r\n");
@@ -541,19 +659,28 @@ pub fn check_append_prepend(addr: SocketAddr) {
     c.roundtrip(format!("get {k}\r\n"), b"END\r\n");
     c.roundtrip(set_cmd("set", &k, 5, 0, b"mid", false), b"STORED\r\n");
     c.roundtrip(set_cmd("append", &k, 9, 0, b"+end", false), b"STORED\r\n");
-    c.roundtrip(set_cmd("prepend", &k, 7, 0, b"start+", false), b"STORED\r\n");
+    c.roundtrip(
+        set_cmd("prepend", &k, 7, 0, b"start+", false),
+        b"STORED\r\n",
+    );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 5, b"start+mid+end"));
     c.roundtrip(set_cmd("append", &k, 0, 0, b"", false), b"STORED\r\n");
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 5, b"start+mid+end"));
     let mc = client(addr);
     mc.append(&k, "\r\n!").expect("memcache crate append");
     mc.prepend(&k, "<").expect("memcache crate prepend");
-    c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 5, b"<start+mid+end\r\n!"));
+    c.roundtrip(
+        format!("get {k}\r\n"),
+        get_reply(&k, 5, b"<start+mid+end\r\n!"),
+    );
     // append also changes the cas unique.
     let (_, _, cas1) = c.gets_one(&k);
     c.roundtrip(set_cmd("append", &k, 0, 0, b".", false), b"STORED\r\n");
     let (_, _, cas2) = c.gets_one(&k);
-    assert_ne!(cas1, cas2, "check_append_prepend: append must give a new cas unique");
+    assert_ne!(
+        cas1, cas2,
+        "check_append_prepend: append must give a new cas unique"
+    );
 }
 
 /// cas: STORED with the current unique, EXISTS once another write changed it,
@@ -581,10 +708,17 @@ pub fn check_cas(addr: SocketAddr) {
     let mc = client(addr);
     let k2 = key("cas2");
     mc.set(&k2, "a", 0).unwrap();
-    let m: std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)> = mc.gets(&[k2.as_str()]).unwrap();
+    let m: std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)> =
+        mc.gets(&[k2.as_str()]).unwrap();
     let u = m[&k2].2.expect("check_cas: crate gets gave no cas unique");
-    assert!(mc.cas(&k2, "b", 0, u).expect("crate cas"), "check_cas: crate cas with a fresh unique");
-    assert!(!mc.cas(&k2, "c", 0, u).expect("crate cas"), "check_cas: crate cas with a stale unique");
+    assert!(
+        mc.cas(&k2, "b", 0, u).expect("crate cas"),
+        "check_cas: crate cas with a fresh unique"
+    );
+    assert!(
+        !mc.cas(&k2, "c", 0, u).expect("crate cas"),
+        "check_cas: crate cas with a stale unique"
+    );
     c.roundtrip(format!("get {k2}\r\n"), get_reply(&k2, 0, b"b"));
 }
 
@@ -597,7 +731,10 @@ pub fn check_cas_race(addr: SocketAddr) {
     a.roundtrip(set_cmd("set", &k, 0, 0, b"start", false), b"STORED\r\n");
     let (_, _, ua) = a.gets_one(&k);
     let (_, _, ub) = b.gets_one(&k);
-    assert_eq!(ua, ub, "check_cas_race: both clients must see the same cas unique");
+    assert_eq!(
+        ua, ub,
+        "check_cas_race: both clients must see the same cas unique"
+    );
     a.roundtrip(format!("cas {k} 0 0 5 {ua}\r\nwinnr\r\n"), b"STORED\r\n");
     b.roundtrip(format!("cas {k} 0 0 5 {ub}\r\nloser\r\n"), b"EXISTS\r\n");
     b.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"winnr"));
@@ -611,10 +748,20 @@ pub fn check_cas_race(addr: SocketAddr) {
     let g2: G = c2.gets(&[k2.as_str()]).unwrap();
     let (u1, u2) = (g1[&k2].2.unwrap(), g2[&k2].2.unwrap());
     assert_eq!(u1, u2, "check_cas_race: crate clients see the same unique");
-    assert!(c1.cas(&k2, "one", 0, u1).unwrap(), "check_cas_race: first crate cas must store");
-    assert!(!c2.cas(&k2, "two", 0, u2).unwrap(), "check_cas_race: second crate cas must fail");
+    assert!(
+        c1.cas(&k2, "one", 0, u1).unwrap(),
+        "check_cas_race: first crate cas must store"
+    );
+    assert!(
+        !c2.cas(&k2, "two", 0, u2).unwrap(),
+        "check_cas_race: second crate cas must fail"
+    );
     let v: Option<String> = c2.get(&k2).unwrap();
-    assert_eq!(v.as_deref(), Some("one"), "check_cas_race: crate value after the race");
+    assert_eq!(
+        v.as_deref(),
+        Some("one"),
+        "check_cas_race: crate value after the race"
+    );
 }
 
 /// delete: DELETED, then NOT_FOUND. `delete k 0` is still accepted (legacy time 0),
@@ -638,8 +785,14 @@ pub fn check_delete(addr: SocketAddr) {
     );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"x"));
     let mc = client(addr);
-    assert!(mc.delete(&k).expect("crate delete"), "check_delete: crate delete of an existing key");
-    assert!(!mc.delete(&k).expect("crate delete"), "check_delete: crate delete of a missing key");
+    assert!(
+        mc.delete(&k).expect("crate delete"),
+        "check_delete: crate delete of an existing key"
+    );
+    assert!(
+        !mc.delete(&k).expect("crate delete"),
+        "check_delete: crate delete of a missing key"
+    );
 }
 
 /// incr/decr on decimal values: the reply is the new value; decr floors at 0; a miss
@@ -666,26 +819,47 @@ pub fn check_incr_decr(addr: SocketAddr) {
     let header = c.read_line();
     let text = String::from_utf8_lossy(&header).into_owned();
     let prefix = format!("VALUE {k} 7 ");
-    assert!(text.starts_with(&prefix), "check_incr_decr: get after decr gave {}", esc(&header));
+    assert!(
+        text.starts_with(&prefix),
+        "check_incr_decr: get after decr gave {}",
+        esc(&header)
+    );
     let len: usize = text[prefix.len()..text.len() - 2].parse().expect("length");
     let data = c.read_n(len);
     c.expect(b"\r\nEND\r\n");
-    assert_eq!(String::from_utf8_lossy(&data).trim_end_matches(' '), "0", "check_incr_decr: value after decr");
+    assert_eq!(
+        String::from_utf8_lossy(&data).trim_end_matches(' '),
+        "0",
+        "check_incr_decr: value after decr"
+    );
     c.roundtrip(format!("incr {} 1\r\n", key("nokey")), b"NOT_FOUND\r\n");
     c.roundtrip(format!("decr {} 1\r\n", key("nokey")), b"NOT_FOUND\r\n");
     // A large delta.
     let k2 = key("num2");
     c.roundtrip(set_cmd("set", &k2, 0, 0, b"1", false), b"STORED\r\n");
-    c.roundtrip(format!("incr {k2} 18446744073709551614\r\n"), b"18446744073709551615\r\n");
+    c.roundtrip(
+        format!("incr {k2} 18446744073709551614\r\n"),
+        b"18446744073709551615\r\n",
+    );
 
     let mc = client(addr);
     let k3 = key("num3");
     mc.set(&k3, 41u64, 0).unwrap();
-    assert_eq!(mc.increment(&k3, 1).expect("crate incr"), 42, "check_incr_decr: crate incr");
-    assert_eq!(mc.decrement(&k3, 100).expect("crate decr"), 0, "check_incr_decr: crate decr floors at 0");
+    assert_eq!(
+        mc.increment(&k3, 1).expect("crate incr"),
+        42,
+        "check_incr_decr: crate incr"
+    );
+    assert_eq!(
+        mc.decrement(&k3, 100).expect("crate decr"),
+        0,
+        "check_incr_decr: crate decr floors at 0"
+    );
     match mc.increment(&key("nokey"), 1) {
         Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {}
-        other => panic!("check_incr_decr: crate incr of a missing key gave {other:?}, expected KeyNotFound"),
+        other => panic!(
+            "check_incr_decr: crate incr of a missing key gave {other:?}, expected KeyNotFound"
+        ),
     }
 }
 
@@ -693,10 +867,16 @@ pub fn check_incr_decr(addr: SocketAddr) {
 pub fn check_incr_wraps(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_incr_wraps");
     let k = key("wrap");
-    c.roundtrip(set_cmd("set", &k, 0, 0, b"18446744073709551615", false), b"STORED\r\n");
+    c.roundtrip(
+        set_cmd("set", &k, 0, 0, b"18446744073709551615", false),
+        b"STORED\r\n",
+    );
     c.roundtrip(format!("incr {k} 1\r\n"), b"0\r\n");
     c.roundtrip(format!("incr {k} 1\r\n"), b"1\r\n");
-    c.roundtrip(set_cmd("set", &k, 0, 0, b"18446744073709551610", false), b"STORED\r\n");
+    c.roundtrip(
+        set_cmd("set", &k, 0, 0, b"18446744073709551610", false),
+        b"STORED\r\n",
+    );
     c.roundtrip(format!("incr {k} 10\r\n"), b"4\r\n");
     c.roundtrip(format!("decr {k} 5\r\n"), b"0\r\n");
 }
@@ -710,16 +890,31 @@ pub fn check_incr_errors(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_incr_errors");
     let k = key("nan");
     c.roundtrip(set_cmd("set", &k, 0, 0, b"abc", false), b"STORED\r\n");
-    c.roundtrip(format!("incr {k} 1\r\n"), b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
-    c.roundtrip(format!("decr {k} 1\r\n"), b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+    c.roundtrip(
+        format!("incr {k} 1\r\n"),
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    );
+    c.roundtrip(
+        format!("decr {k} 1\r\n"),
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"abc"));
     let n = key("num");
     c.roundtrip(set_cmd("set", &n, 0, 0, b"5", false), b"STORED\r\n");
     for bad in ["abc", "-1", "18446744073709551616", "1x"] {
-        c.roundtrip(format!("incr {n} {bad}\r\n"), b"CLIENT_ERROR invalid numeric delta argument\r\n");
-        c.roundtrip(format!("decr {n} {bad}\r\n"), b"CLIENT_ERROR invalid numeric delta argument\r\n");
+        c.roundtrip(
+            format!("incr {n} {bad}\r\n"),
+            b"CLIENT_ERROR invalid numeric delta argument\r\n",
+        );
+        c.roundtrip(
+            format!("decr {n} {bad}\r\n"),
+            b"CLIENT_ERROR invalid numeric delta argument\r\n",
+        );
     }
-    c.roundtrip(format!("incr {} abc\r\n", key("nokey")), b"CLIENT_ERROR invalid numeric delta argument\r\n");
+    c.roundtrip(
+        format!("incr {} abc\r\n", key("nokey")),
+        b"CLIENT_ERROR invalid numeric delta argument\r\n",
+    );
     c.roundtrip(format!("incr {n}\r\n"), b"ERROR\r\n");
     c.roundtrip(format!("get {n}\r\n"), get_reply(&n, 0, b"5"));
 
@@ -740,8 +935,14 @@ pub fn check_touch(addr: SocketAddr) {
     c.roundtrip(format!("touch {k} 100\r\n"), b"TOUCHED\r\n");
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 3, b"t"));
     let mc = client(addr);
-    assert!(mc.touch(&k, 200).expect("crate touch"), "check_touch: crate touch of an existing key");
-    assert!(!mc.touch(&key("nokey"), 200).expect("crate touch"), "check_touch: crate touch of a missing key");
+    assert!(
+        mc.touch(&k, 200).expect("crate touch"),
+        "check_touch: crate touch of an existing key"
+    );
+    assert!(
+        !mc.touch(&key("nokey"), 200).expect("crate touch"),
+        "check_touch: crate touch of a missing key"
+    );
 }
 
 /// exptime: up to 30 days (2592000) is relative, above is an absolute Unix time,
@@ -760,11 +961,18 @@ pub fn check_exptime(addr: SocketAddr) {
     c.roundtrip(set_cmd("set", &touched, 0, 100, b"z", false), b"STORED\r\n");
     c.roundtrip(format!("touch {touched} 1\r\n"), b"TOUCHED\r\n");
     let abs = unix_now() + 100;
-    c.roundtrip(set_cmd("set", &future_abs, 0, abs as i64, b"w", false), b"STORED\r\n");
+    c.roundtrip(
+        set_cmd("set", &future_abs, 0, abs as i64, b"w", false),
+        b"STORED\r\n",
+    );
 
     // Immediately expired: negative exptime; an absolute time in the past (2001, and
     // just over the 30-day boundary, which is 1970 + 30 days); both answer STORED.
-    for (tag, exp) in [("neg", -1i64), ("past", 1_000_000_000), ("past30d", 2_592_001)] {
+    for (tag, exp) in [
+        ("neg", -1i64),
+        ("past", 1_000_000_000),
+        ("past30d", 2_592_001),
+    ] {
         let k = key(tag);
         c.roundtrip(set_cmd("set", &k, 0, exp, b"gone", false), b"STORED\r\n");
         c.roundtrip(format!("get {k}\r\n"), b"END\r\n");
@@ -772,7 +980,10 @@ pub fn check_exptime(addr: SocketAddr) {
     }
     // Exactly 30 days is still relative: present.
     let k30 = key("exp30d");
-    c.roundtrip(set_cmd("set", &k30, 0, 2_592_000, b"r", false), b"STORED\r\n");
+    c.roundtrip(
+        set_cmd("set", &k30, 0, 2_592_000, b"r", false),
+        b"STORED\r\n",
+    );
     c.roundtrip(format!("get {k30}\r\n"), get_reply(&k30, 0, b"r"));
     // A touch with a negative time expires the item too.
     let kt = key("touchneg");
@@ -784,7 +995,10 @@ pub fn check_exptime(addr: SocketAddr) {
     c.roundtrip(format!("get {short}\r\n"), b"END\r\n");
     c.roundtrip(format!("get {touched}\r\n"), b"END\r\n");
     c.roundtrip(format!("get {long}\r\n"), get_reply(&long, 0, b"y"));
-    c.roundtrip(format!("get {future_abs}\r\n"), get_reply(&future_abs, 0, b"w"));
+    c.roundtrip(
+        format!("get {future_abs}\r\n"),
+        get_reply(&future_abs, 0, b"w"),
+    );
     c.roundtrip(format!("touch {short} 100\r\n"), b"NOT_FOUND\r\n");
     c.roundtrip(set_cmd("add", &short, 0, 0, b"again", false), b"STORED\r\n");
 }
@@ -814,16 +1028,28 @@ pub fn check_noreply(addr: SocketAddr) {
     batch.extend(format!("touch {} 100 noreply\r\n", key("nokey")).into_bytes()); // would be NOT_FOUND
     batch.extend(format!("get {k} {n}\r\n").into_bytes());
     c.send(&batch);
-    c.expect(format!("VALUE {k} 1 3\r\n_ab\r\nVALUE {n} 0 1\r\n7\r\nEND\r\n"));
+    c.expect(format!(
+        "VALUE {k} 1 3\r\n_ab\r\nVALUE {n} 0 1\r\n7\r\nEND\r\n"
+    ));
 
     let (_, _, u) = c.gets_one(&k);
-    c.send(format!("cas {k} 0 0 1 {u} noreply\r\nc\r\ncas {k} 0 0 1 {u} noreply\r\nd\r\nget {k}\r\n"));
+    c.send(format!(
+        "cas {k} 0 0 1 {u} noreply\r\nc\r\ncas {k} 0 0 1 {u} noreply\r\nd\r\nget {k}\r\n"
+    ));
     c.expect(get_reply(&k, 0, b"c"));
-    c.send(format!("delete {k} noreply\r\ndelete {k} noreply\r\nget {k}\r\n"));
+    c.send(format!(
+        "delete {k} noreply\r\ndelete {k} noreply\r\nget {k}\r\n"
+    ));
     c.expect(b"END\r\n");
-    c.send(format!("delete {n} noreply\r\nverbosity 1 noreply\r\nversion\r\n"));
+    c.send(format!(
+        "delete {n} noreply\r\nverbosity 1 noreply\r\nversion\r\n"
+    ));
     let line = c.read_line();
-    assert!(line.starts_with(b"VERSION "), "check_noreply: expected VERSION after noreply commands, got {}", esc(&line));
+    assert!(
+        line.starts_with(b"VERSION "),
+        "check_noreply: expected VERSION after noreply commands, got {}",
+        esc(&line)
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -843,7 +1069,10 @@ pub fn check_version(addr: SocketAddr) {
     let mc = client(addr);
     let v = mc.version().expect("memcache crate version");
     assert_eq!(v.len(), 1, "check_version: crate version");
-    assert!(!v[0].1.is_empty(), "check_version: crate version string is empty");
+    assert!(
+        !v[0].1.is_empty(),
+        "check_version: crate version string is empty"
+    );
 }
 
 /// `verbosity 1` → OK (also `verbosity 0`); `verbosity` without an argument → ERROR.
@@ -883,7 +1112,10 @@ pub fn read_stats(c: &mut Conn) -> std::collections::HashMap<String, String> {
             (Some("STAT"), Some(name), Some(value)) if !name.is_empty() && !value.is_empty() => {
                 m.insert(name.to_string(), value.to_string());
             }
-            _ => panic!("stats: expected `STAT <name> <value>` or END, got {}", esc(&line)),
+            _ => panic!(
+                "stats: expected `STAT <name> <value>` or END, got {}",
+                esc(&line)
+            ),
         }
     }
 }
@@ -900,26 +1132,53 @@ pub fn read_stats(c: &mut Conn) -> std::collections::HashMap<String, String> {
 pub fn check_stats(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_stats");
     let before = read_stats(&mut c);
-    let numeric = ["pid", "uptime", "time", "curr_connections", "cmd_get", "cmd_set", "get_hits", "get_misses", "curr_items"];
+    let numeric = [
+        "pid",
+        "uptime",
+        "time",
+        "curr_connections",
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "curr_items",
+    ];
     let num = |m: &std::collections::HashMap<String, String>, name: &str| -> u64 {
-        let v = m.get(name).unwrap_or_else(|| panic!("check_stats: no `STAT {name}` line"));
-        v.parse().unwrap_or_else(|_| panic!("check_stats: `STAT {name} {v}` is not a decimal number"))
+        let v = m
+            .get(name)
+            .unwrap_or_else(|| panic!("check_stats: no `STAT {name}` line"));
+        v.parse()
+            .unwrap_or_else(|_| panic!("check_stats: `STAT {name} {v}` is not a decimal number"))
     };
     for name in numeric {
         num(&before, name);
     }
     assert!(num(&before, "pid") > 0, "check_stats: pid 0");
-    assert!(before.contains_key("version"), "check_stats: no `STAT version` line");
-    assert!(num(&before, "curr_connections") >= 1, "check_stats: curr_connections counts this connection");
+    assert!(
+        before.contains_key("version"),
+        "check_stats: no `STAT version` line"
+    );
+    assert!(
+        num(&before, "curr_connections") >= 1,
+        "check_stats: curr_connections counts this connection"
+    );
     let now = unix_now();
-    assert!(num(&before, "time").abs_diff(now) < 60, "check_stats: `time` is not the current Unix time");
+    assert!(
+        num(&before, "time").abs_diff(now) < 60,
+        "check_stats: `time` is not the current Unix time"
+    );
 
     let k = key("stats");
     c.roundtrip(set_cmd("set", &k, 0, 0, b"s", false), b"STORED\r\n");
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"s"));
     c.roundtrip(format!("get {}\r\n", key("statsmiss")), b"END\r\n");
     let after = read_stats(&mut c);
-    for (name, grew) in [("cmd_set", 1), ("cmd_get", 2), ("get_hits", 1), ("get_misses", 1)] {
+    for (name, grew) in [
+        ("cmd_set", 1),
+        ("cmd_get", 2),
+        ("get_hits", 1),
+        ("get_misses", 1),
+    ] {
         assert!(
             num(&after, name) >= num(&before, name) + grew,
             "check_stats: {name} went from {} to {}, expected it to grow by at least {grew}",
@@ -927,8 +1186,15 @@ pub fn check_stats(addr: SocketAddr) {
             num(&after, name)
         );
     }
-    assert!(num(&after, "uptime") >= num(&before, "uptime"), "check_stats: uptime went back");
-    assert_eq!(num(&after, "pid"), num(&before, "pid"), "check_stats: pid changed");
+    assert!(
+        num(&after, "uptime") >= num(&before, "uptime"),
+        "check_stats: uptime went back"
+    );
+    assert_eq!(
+        num(&after, "pid"),
+        num(&before, "pid"),
+        "check_stats: pid changed"
+    );
     c.expect_in_sync();
 }
 
@@ -952,9 +1218,18 @@ pub fn check_unknown_command(addr: SocketAddr) {
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"still"));
     // Bad numbers in a storage command: CLIENT_ERROR, and the data line that follows
     // is NOT swallowed: it is read as the next command, here `ERROR`.
-    c.roundtrip(format!("set {k} abc 0 1\r\nx\r\n"), b"CLIENT_ERROR bad command line format\r\nERROR\r\n");
-    c.roundtrip(format!("set {k} 0 0 -1\r\n"), b"CLIENT_ERROR bad command line format\r\n");
-    c.roundtrip(format!("set {k} 0 0 abc\r\n"), b"CLIENT_ERROR bad command line format\r\n");
+    c.roundtrip(
+        format!("set {k} abc 0 1\r\nx\r\n"),
+        b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
+    c.roundtrip(
+        format!("set {k} 0 0 -1\r\n"),
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
+    c.roundtrip(
+        format!("set {k} 0 0 abc\r\n"),
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"still"));
     c.expect_in_sync();
 }
@@ -1028,7 +1303,10 @@ pub fn check_key_too_long(addr: SocketAddr) {
     c.roundtrip(format!("delete {k251}\r\n"), BAD);
     c.roundtrip(format!("incr {k251} 1\r\n"), BAD);
     c.roundtrip(format!("touch {k251} 1\r\n"), BAD);
-    c.roundtrip(set_cmd("set", &k251, 0, 0, b"hello", false), b"CLIENT_ERROR bad command line format\r\nERROR\r\n");
+    c.roundtrip(
+        set_cmd("set", &k251, 0, 0, b"hello", false),
+        b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
     c.expect_in_sync();
     c.roundtrip(format!("get {k250}\r\n"), get_reply(&k250, 0, b"max"));
 }
@@ -1069,7 +1347,10 @@ pub fn check_too_large_value(addr: SocketAddr) {
 pub fn check_huge_length(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_huge_length");
     let k = key("huge");
-    c.roundtrip(format!("set {k} 0 0 3000000000\r\n"), b"CLIENT_ERROR bad command line format\r\n");
+    c.roundtrip(
+        format!("set {k} 0 0 3000000000\r\n"),
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
     c.expect_in_sync();
     c.roundtrip(format!("get {k}\r\n"), b"END\r\n");
 }
@@ -1083,10 +1364,16 @@ pub fn check_bad_data_chunk(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_bad_data_chunk");
     let k = key("chunk");
     c.roundtrip(set_cmd("set", &k, 0, 0, b"old", false), b"STORED\r\n");
-    c.roundtrip(format!("set {k} 0 0 3\r\nabcde\r\n"), b"CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+    c.roundtrip(
+        format!("set {k} 0 0 3\r\nabcde\r\n"),
+        b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    );
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"old"));
     // Longer overrun: `abc` + `de` consumed, `fgh` is the unknown command.
-    c.roundtrip(format!("set {k} 0 0 3\r\nabcdefgh\r\n"), b"CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+    c.roundtrip(
+        format!("set {k} 0 0 3\r\nabcdefgh\r\n"),
+        b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    );
     c.expect_in_sync();
     c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"old"));
 }
@@ -1123,10 +1410,19 @@ pub fn check_slow_client(addr: SocketAddr) {
     // `\n`, so that the check below that it got nothing yet cannot race.
     while started.elapsed() < Duration::from_millis(200 * (n as u64 - 3)) {
         let t = Instant::now();
-        fast.roundtrip(set_cmd("set", &fk, 0, 0, format!("{rounds}").as_bytes(), false), b"STORED\r\n");
-        fast.roundtrip(format!("get {fk}\r\n"), get_reply(&fk, 0, format!("{rounds}").as_bytes()));
+        fast.roundtrip(
+            set_cmd("set", &fk, 0, 0, format!("{rounds}").as_bytes(), false),
+            b"STORED\r\n",
+        );
+        fast.roundtrip(
+            format!("get {fk}\r\n"),
+            get_reply(&fk, 0, format!("{rounds}").as_bytes()),
+        );
         let took = t.elapsed();
-        assert!(took < Duration::from_secs(1), "check_slow_client: the fast client waited {took:?} behind the slow one");
+        assert!(
+            took < Duration::from_secs(1),
+            "check_slow_client: the fast client waited {took:?} behind the slow one"
+        );
         rounds += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1136,7 +1432,10 @@ pub fn check_slow_client(addr: SocketAddr) {
     let mut tmp = [0u8; 64];
     match slow.stream.read(&mut tmp) {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-        Ok(got) => panic!("check_slow_client: slow client got {} before its line was complete", esc(&tmp[..got])),
+        Ok(got) => panic!(
+            "check_slow_client: slow client got {} before its line was complete",
+            esc(&tmp[..got])
+        ),
         Err(e) => panic!("check_slow_client: slow client read error {e}"),
     }
     slow.stream.set_nonblocking(false).unwrap();

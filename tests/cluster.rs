@@ -1,0 +1,464 @@
+//! The cluster end to end, as separate processes on 127.0.0.1: the user guide's
+//! tutorial, memcached conformance through the gateway, killed servers, a lost
+//! manager, and `kumo local`. Every client is the `memcache` crate or raw TCP.
+
+mod common;
+mod conformance;
+
+use common::{rpc, run, wait_until, Cluster};
+use rmpv::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn value_of(i: usize) -> String {
+    format!("value-{i}-{}", "x".repeat(i % 50))
+}
+
+/// The guide's localhost tutorial: 1 manager, 3 servers, attach, then 10,000 keys.
+#[test]
+fn tutorial_ten_thousand_keys_on_three_servers() {
+    let c = Cluster::start(3);
+    let (code, status, _) = c.ctl(&["status"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines[0], "hash space timestamp:");
+    assert!(
+        lines[1].starts_with("  ") && lines[1].contains(" clock "),
+        "{status}"
+    );
+    assert_eq!(lines[2], "attached node:");
+    for s in &c.servers {
+        assert!(
+            status.contains(&format!("  {}  (active)\n", s.addr)),
+            "{status}"
+        );
+    }
+    assert_eq!(lines.last(), Some(&"not attached node:"), "{status}");
+
+    let client = c.client();
+    for i in 0..10_000 {
+        client
+            .set(&format!("tutorial-{i}"), value_of(i).as_str(), 0)
+            .unwrap();
+    }
+    for i in 0..10_000 {
+        let v: Option<String> = client.get(&format!("tutorial-{i}")).unwrap();
+        assert_eq!(v.as_deref(), Some(value_of(i).as_str()), "key {i}");
+    }
+    // Every key on three servers; the readiness probe key is one more.
+    assert_eq!(c.items_total(), 3 * 10_001);
+    let (code, out, _) = run(&["stat", "-m", &c.manager_addr.to_string(), "items"]);
+    assert_eq!(code, 0);
+    let total: u64 = out
+        .lines()
+        .map(|l| {
+            let (addr, n) = l.split_once(":  ").expect("ADDRESS:  VALUE");
+            assert!(c.servers.iter().any(|s| s.addr.to_string() == addr), "{l}");
+            n.parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(total, 3 * 10_001);
+
+    // kumohash assign names where the data is: read each store after the servers
+    // are gone, and find the key on exactly the servers named.
+    let samples = ["tutorial-0", "tutorial-4242", "tutorial-9999"];
+    let mut assigned: HashMap<&str, Vec<SocketAddr>> = HashMap::new();
+    for k in samples {
+        let (code, out, err) = run(&["hash", "-m", &c.manager_addr.to_string(), "assign", k]);
+        assert_eq!(code, 0, "{err}");
+        let mut lines = out.lines();
+        let first = lines.next().unwrap();
+        assert!(
+            first.ends_with(&format!("  {k}")) && first.len() == 16 + 2 + k.len(),
+            "{out}"
+        );
+        let owners: Vec<SocketAddr> = lines
+            .map(|l| l.trim().split_once(": ").unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(owners.len(), 3, "{out}");
+        // The server-list form with the servers in attach order agrees.
+        let mut args: Vec<String> = vec!["hash".into()];
+        args.extend(
+            c.nodes_info()
+                .whs
+                .nodes()
+                .iter()
+                .map(|n| n.addr.to_string()),
+        );
+        args.extend(["--".into(), "assign".into(), k.into()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(run(&argv).1, out);
+        assigned.insert(k, owners);
+    }
+    let mut c = c;
+    let stores: Vec<(SocketAddr, std::path::PathBuf)> = c
+        .servers
+        .iter()
+        .map(|s| (s.addr, s.store.clone()))
+        .collect();
+    for i in 0..c.servers.len() {
+        c.kill_server(i);
+    }
+    for (addr, path) in stores {
+        let store = kumo::store::Store::open(&path, kumo::store::Options::default()).unwrap();
+        for k in samples {
+            let here = store.get(k.as_bytes()).unwrap().is_some();
+            assert_eq!(here, assigned[k].contains(&addr), "{k} on {addr}");
+        }
+    }
+}
+
+/// Every memcached conformance check, through the gateway of a 3-server cluster.
+#[test]
+fn the_gateway_answers_like_memcached() {
+    let c = Cluster::start(3);
+    conformance::run_all(c.gateway_addr);
+}
+
+/// A client loop that sets and reads back its own keys, checking every reply.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<HashMap<String, String>>>,
+    get_errors: Arc<AtomicU64>,
+    set_errors: Arc<AtomicU64>,
+    wrong: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, threads: usize, keys: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let (get_errors, set_errors, wrong, ops) = Default::default();
+        let mut l = Load {
+            stop,
+            threads: Vec::new(),
+            acked,
+            get_errors,
+            set_errors,
+            wrong,
+            ops,
+        };
+        for t in 0..threads {
+            let (stop, acked) = (l.stop.clone(), l.acked.clone());
+            let (ge, se, wrong, ops) = (
+                l.get_errors.clone(),
+                l.set_errors.clone(),
+                l.wrong.clone(),
+                l.ops.clone(),
+            );
+            l.threads.push(std::thread::spawn(move || {
+                let client = common::client(addr);
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    for i in 0..keys {
+                        let k = format!("load-{t}-{i}");
+                        let v = format!("{t}-{i}-{round}");
+                        match client.set(&k, v.as_str(), 0) {
+                            Ok(()) => {
+                                acked.lock().unwrap().insert(k.clone(), v.clone());
+                            }
+                            Err(e) => {
+                                eprintln!("set {k}: {e}");
+                                se.fetch_add(1, Ordering::Relaxed);
+                                // A failed set leaves the key undefined.
+                                acked.lock().unwrap().remove(&k);
+                                continue;
+                            }
+                        }
+                        match client.get::<String>(&k) {
+                            Ok(Some(got)) if got == v => {}
+                            Ok(other) => {
+                                eprintln!("get {k}: {other:?}, expected {v}");
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                eprintln!("get {k}: {e}");
+                                ge.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        ops.fetch_add(2, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        l
+    }
+
+    /// Lets the load run until it has done `n` more operations.
+    fn run_for_ops(&self, n: u64) {
+        let target = self.ops.load(Ordering::Relaxed) + n;
+        wait_until(Duration::from_secs(60), "the load to make progress", || {
+            self.ops.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        (
+            acked,
+            self.get_errors.load(Ordering::Relaxed),
+            self.set_errors.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn status_of(c: &Cluster, addr: SocketAddr) -> Option<String> {
+    let (_, out, _) = c.ctl(&["status"]);
+    out.lines()
+        .find(|l| l.starts_with(&format!("  {addr}  (")))
+        .map(|l| l.trim().to_string())
+}
+
+/// kill -9 one server under load, then a second: no get fails or is wrong, the
+/// manager shows the server as fault within the detection time, and every
+/// acknowledged key is still readable from the last server.
+#[test]
+fn killed_servers_cost_no_read_and_lose_no_write() {
+    let mut c = Cluster::start(3);
+    let load = Load::start(c.gateway_addr, 2, 200);
+    load.run_for_ops(400);
+
+    let victim = c.servers[1].addr;
+    c.kill_server(1);
+    let killed_at = Instant::now();
+    // -Ci 0.5 -Ys 1 -Yn 2: a refused reconnect is instant, so 3 attempts 0.3 s apart.
+    wait_until(
+        Duration::from_secs(10),
+        "the killed server to show as fault",
+        || status_of(&c, victim).as_deref() == Some(&format!("{victim}  (fault)")),
+    );
+    eprintln!("fault detected after {:?}", killed_at.elapsed());
+    load.run_for_ops(400);
+
+    c.kill_server(2);
+    let second = c.servers[2].addr;
+    wait_until(
+        Duration::from_secs(10),
+        "the second server to show as fault",
+        || status_of(&c, second).as_deref() == Some(&format!("{second}  (fault)")),
+    );
+    load.run_for_ops(400);
+    let (acked, get_errors, set_errors, wrong) = load.stop();
+    assert_eq!((get_errors, wrong), (0, 0), "reads failed or were wrong");
+    assert_eq!(set_errors, 0, "writes failed");
+    let client = c.client();
+    for (k, v) in &acked {
+        let got: Option<String> = client.get(k).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "acknowledged {k} lost");
+    }
+    assert!(acked.len() >= 400);
+}
+
+/// With the manager gone, the last hash spaces keep routing; a restarted manager
+/// relearns the cluster from its servers without an attach.
+#[test]
+fn a_lost_manager_does_not_stop_traffic() {
+    let mut c = Cluster::start(3);
+    let client = c.client();
+    client.set("before", "1", 0).unwrap();
+    c.kill_manager();
+    let load = Load::start(c.gateway_addr, 2, 100);
+    load.run_for_ops(1000);
+    assert_eq!(
+        client.get::<String>("before").unwrap().as_deref(),
+        Some("1")
+    );
+    c.restart_manager();
+    let addrs: Vec<SocketAddr> = c.servers.iter().map(|s| s.addr).collect();
+    wait_until(
+        Duration::from_secs(10),
+        "the manager to relearn the servers",
+        || {
+            let info = c.nodes_info();
+            info.newcomers.is_empty()
+                && addrs
+                    .iter()
+                    .all(|a| info.whs.nodes().iter().any(|n| n.addr == *a && n.active))
+        },
+    );
+    load.run_for_ops(400);
+    let (acked, get_errors, set_errors, wrong) = load.stop();
+    assert_eq!((get_errors, set_errors, wrong), (0, 0, 0));
+    for (k, v) in &acked {
+        assert_eq!(
+            client.get::<String>(k).unwrap().as_deref(),
+            Some(v.as_str())
+        );
+    }
+}
+
+/// Server status through kumostat, in each output form.
+#[test]
+fn kumostat_reports_counters_and_tables() {
+    let c = Cluster::start(3);
+    let client = c.client();
+    for i in 0..30 {
+        client.set(&format!("s{i}"), "v", 0).unwrap();
+        let _: Option<String> = client.get(&format!("s{i}")).unwrap();
+    }
+    client.delete("s0").unwrap();
+    let s = c.servers[0].addr.to_string();
+    let stat = |cmd: &str| {
+        let (code, out, err) = run(&["stat", &s, cmd]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        out
+    };
+    assert_eq!(stat("pid").trim().parse::<u32>().is_ok(), true);
+    assert_eq!(stat("version").trim(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(stat("hscheck").trim(), "true");
+    let total = |name: &str| -> u64 {
+        c.servers
+            .iter()
+            .map(|x| {
+                rpc(x.addr, "GetStatus", &[Value::from(name)])
+                    .unwrap()
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum()
+    };
+    // Each write and delete is coordinated once, by one server.
+    assert_eq!(total("cmd_set"), 31, "30 sets and the readiness probe");
+    assert_eq!(total("cmd_delete"), 1);
+    assert_eq!(total("cmd_get"), 30);
+    let stats = stat("stats");
+    assert!(
+        stats.starts_with("STAT pid ") && stats.ends_with("END\n"),
+        "{stats}"
+    );
+    assert!(stats.contains("STAT curr_items "), "{stats}");
+    let whs = stat("whs");
+    assert!(
+        whs.contains("node:\n") && whs.matches("(active)").count() == 3,
+        "{whs}"
+    );
+    let (code, json, _) = run(&["stat", "--json", "-m", &c.manager_addr.to_string(), "items"]);
+    assert_eq!(code, 0);
+    assert!(
+        json.starts_with('{') && json.matches("\"127.0.0.1:").count() == 3,
+        "{json}"
+    );
+    let (code, _, err) = run(&["stat", "127.0.0.1:1", "items"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach 127.0.0.1:1"), "{err}");
+    let (code, _, err) = run(&["stat", &s, "nonsense"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = run(&["stat", &s, "set_delay"]);
+    assert_eq!(code, 0);
+    assert!(out.trim().ends_with("sockets"), "{out}");
+}
+
+/// kumoctl's commands, errors and JSON output.
+#[test]
+fn kumoctl_attaches_detaches_and_explains_errors() {
+    let mut c = Cluster::start(3);
+    let extra = c.add_server();
+    let extra_addr = c.servers[extra].addr;
+    c.wait_newcomers(&[extra_addr]);
+    let (_, json, _) = c.ctl(&["status", "--json"]);
+    assert!(
+        json.contains(&format!("\"not_attached\":[\"{extra_addr}\"]")),
+        "{json}"
+    );
+    let (code, out, _) = c.ctl(&["attach-noreplace"]);
+    assert_eq!((code, out.as_str()), (0, "attach-noreplace: done\n"));
+    let (_, out, _) = c.ctl(&["attach"]);
+    assert_eq!(out, "attach: nothing to do\n");
+    c.kill_server(extra);
+    wait_until(Duration::from_secs(10), "the fault", || {
+        status_of(&c, extra_addr).as_deref() == Some(&format!("{extra_addr}  (fault)"))
+    });
+    let (_, out, _) = c.ctl(&["detach", "--json"]);
+    assert_eq!(out, "{\"command\":\"detach\",\"changed\":true}\n");
+    assert_eq!(status_of(&c, extra_addr), None);
+    let (_, out, _) = c.ctl(&["enable-auto-replace"]);
+    assert_eq!(out, "auto replace on (was off)\n");
+    let (_, out, _) = c.ctl(&["disable-auto-replace"]);
+    assert_eq!(out, "auto replace off (was on)\n");
+    let (code, _, err) = run(&["ctl", "127.0.0.1:1", "status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach 127.0.0.1:1"), "{err}");
+    let (code, _, err) = c.ctl(&["explode"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown command 'explode'"), "{err}");
+    // Data still flows after all that.
+    c.client().set("after", "ok", 0).unwrap();
+}
+
+/// `kumo local` starts a working cluster, stops on SIGINT, and keeps its data.
+#[test]
+fn kumo_local_serves_and_keeps_its_data() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    // Servers take consecutive ports from -l; find a free run of four.
+    let base = loop {
+        let p = common::free_port();
+        if p < 60000
+            && (0..4).all(|i| {
+                std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", p + i + 100)).is_ok()
+            })
+        {
+            break p;
+        }
+    };
+    let text = common::local(ports[0]);
+    let args = [
+        "local".to_string(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+        "-t".into(),
+        text.to_string(),
+        "-m".into(),
+        common::local(ports[1]).to_string(),
+        "-l".into(),
+        common::local(base).to_string(),
+    ];
+    let start = || {
+        let mut child = std::process::Command::new(common::kumo_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("kumo local: ready. 3 servers"), "{first}");
+        child
+    };
+    let stop = |mut child: std::process::Child| {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    };
+    let child = start();
+    let client = common::client(text);
+    client.set("local-key", "kept", 0).unwrap();
+    stop(child);
+    let child = start();
+    let client = common::client(text);
+    assert_eq!(
+        client.get::<String>("local-key").unwrap().as_deref(),
+        Some("kept")
+    );
+    stop(child);
+    assert!(dir.path().join("server1").is_dir() && dir.path().join("logs/gateway.log").is_file());
+}
