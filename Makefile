@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 BINDIR  = $(PREFIX)/bin
 MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
-ROLES   = kumo-server kumomergedb
+ROLES   = kumo-manager kumo-server kumo-gateway kumoctl kumostat kumohash kumomergedb
 
 .PHONY: all test install bench man clean
 

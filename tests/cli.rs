@@ -60,6 +60,8 @@ fn a_symlink_named_kumo_server_behaves_as_kumo_server() {
     let out = std::fs::File::create(dir.path().join("srv.log")).unwrap();
     let child = Command::new(&link)
         .args([
+            "-m",
+            "127.0.0.1:9",
             "-s",
             dir.path().join("db").to_str().unwrap(),
             "-l",
@@ -127,6 +129,8 @@ fn a_port_in_use_is_a_runtime_failure_with_exit_1() {
     let port = taken.local_addr().unwrap().port();
     let (code, _, err) = run(Command::new(kumo_bin()).args([
         "server",
+        "-m",
+        "127.0.0.1:9",
         "-s",
         std::env::temp_dir()
             .join(format!("kumo-inuse-{port}"))
@@ -155,6 +159,8 @@ fn log_file_lines_carry_time_level_module_and_message() {
             "-v",
             "-o",
             log.to_str().unwrap(),
+            "-m",
+            "127.0.0.1:9",
             "-s",
             dir.path().join("db").to_str().unwrap(),
             "-l",
@@ -193,6 +199,8 @@ fn daemon_mode_detaches_and_writes_its_pid() {
         pidfile.to_str().unwrap(),
         "-o",
         dir.path().join("d.log").to_str().unwrap(),
+        "-m",
+        "127.0.0.1:9",
         "-s",
         dir.path().join("db").to_str().unwrap(),
         "-l",
