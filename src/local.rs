@@ -135,8 +135,13 @@ fn bring_up(
         {
             continue;
         }
-        if !info.newcomers.is_empty() {
+        if !info.newcomers.is_empty()
+            || (info.replace.is_none() && !info.whs.same_layout(&info.rhs))
+        {
             c.call(msg::ATTACH, &[Value::from(true)])?;
+            continue;
+        }
+        if info.replace.is_some() {
             continue;
         }
         if gateway_answers(text) {

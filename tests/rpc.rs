@@ -263,7 +263,13 @@ fn pending_calls_fail_with_node_lost_within_the_reconnect_budget_after_kill_9() 
     let pid = server.pid();
     common::wait_until(Duration::from_secs(5), "the server to stop", || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
             .unwrap_or(false)
     });
     let (tx, rx) = mpsc::channel();

@@ -197,6 +197,11 @@ impl HashSpace {
         !incoming.is_empty() && (self.is_empty() || incoming.clocktime > self.clocktime)
     }
 
+    /// Whether `addr` is an active server of this table.
+    pub fn is_active(&self, addr: &SocketAddr) -> bool {
+        self.nodes.iter().any(|n| n.addr == *addr && n.active)
+    }
+
     /// Whether `addr` is an active owner of `hash`.
     pub fn is_active_owner(&self, hash: u64, addr: &SocketAddr) -> bool {
         self.owners(hash)

@@ -5,8 +5,10 @@
 //! - [`hash_space`]: consistent hashing, which servers own a key.
 //! - [`write`]: what each memcached write does to a key's record.
 //! - [`membership`]: the manager's view: attach, detach, lost servers.
+//! - [`replace`]: who sends which record where when servers join or leave.
 
 pub mod clock;
 pub mod hash_space;
 pub mod membership;
+pub mod replace;
 pub mod write;

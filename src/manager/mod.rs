@@ -18,9 +18,9 @@ use crate::cluster::clock::{Clock, ClockTime};
 use crate::cluster::membership::Membership;
 use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer, Reply, Service};
-use crate::proto::cluster::{self as msg, NodesInfo};
+use crate::proto::cluster::{self as msg, NodesInfo, ReplaceProgress};
 use rmpv::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -37,8 +37,34 @@ struct Watcher {
     until: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunPhase {
+    Copy,
+    Delete,
+}
+
+/// A replace this manager runs. Its id is the whs ClockTime it moves to.
+struct Run {
+    id: u64,
+    full: bool,
+    phase: RunPhase,
+    targets: Vec<SocketAddr>,
+    pending: BTreeSet<SocketAddr>,
+    records: u64,
+    bytes: u64,
+}
+
+/// Pause before a replace message that got no acknowledgement is sent again.
+pub const REPLACE_RESEND: Duration = Duration::from_secs(1);
+/// How long a server may take to acknowledge a replace phase or write a backup.
+pub const REPLACE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
+
 struct State {
     members: Membership,
+    /// Each watched server's stream port (`-L`), from its keepalives.
+    streams: HashMap<SocketAddr, u16>,
+    run: Option<Run>,
     /// Servers being watched, by address.
     servers: HashMap<SocketAddr, Arc<Peer>>,
     watchers: Vec<Watcher>,
@@ -135,6 +161,13 @@ impl Manager {
                 self.publish(&mut st, true);
             }
         }
+        if let Some(port) = params
+            .get(4)
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+        {
+            st.streams.insert(addr, port);
+        }
         if !st.servers.contains_key(&addr) {
             log::warn!("new node {addr}");
             let weak = Arc::downgrade(self);
@@ -169,8 +202,214 @@ impl Manager {
         if st.members.server_lost(addr, self.stamp()) {
             self.log_tables(&st, &format!("server {addr} marked fault"));
             self.publish(&mut st, true);
+            // What the lost server was to send must come from the next owner: the
+            // running replace starts over on the new tables rather than stall.
+            if let Some(full) = st.run.as_ref().map(|r| r.full) {
+                log::warn!("server {addr} lost during a replace; restarting it");
+                self.start_replace(&mut st, full);
+            }
         }
         self.schedule_auto_replace(&mut st);
+    }
+
+    /// Only one manager of a pair runs automatic replaces: the smaller address,
+    /// or this one while the partner is unreachable.
+    fn leads(&self) -> bool {
+        match &*self.partner.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(p) => self.me < p.addr() || !p.is_connected(),
+            None => true,
+        }
+    }
+
+    /// Starts (or restarts) a replace to the current whs.
+    fn start_replace(self: &Arc<Self>, st: &mut State, full: bool) {
+        let t = &st.members.tables;
+        let targets: Vec<SocketAddr> = st
+            .servers
+            .keys()
+            .filter(|a| t.whs.is_active(a) || t.rhs.is_active(a))
+            .copied()
+            .collect();
+        let id = t.whs.clocktime.0;
+        if targets.is_empty() {
+            st.run = None;
+            if st.members.settle() {
+                self.publish(st, true);
+            }
+            return;
+        }
+        log::info!(
+            "start replace copy {id:#x} ({} servers{})",
+            targets.len(),
+            if full { ", full" } else { "" }
+        );
+        st.run = Some(Run {
+            id,
+            full,
+            phase: RunPhase::Copy,
+            pending: targets.iter().copied().collect(),
+            targets: targets.clone(),
+            records: 0,
+            bytes: 0,
+        });
+        for a in targets {
+            self.send_phase(st, a, id, RunPhase::Copy);
+        }
+    }
+
+    /// Sends `phase` of replace `id` to `addr`, again until it is acknowledged.
+    fn send_phase(self: &Arc<Self>, st: &State, addr: SocketAddr, id: u64, phase: RunPhase) {
+        let Some(peer) = st.servers.get(&addr).cloned() else {
+            return;
+        };
+        let Some(run) = &st.run else { return };
+        let t = &st.members.tables;
+        let (method, params) = match phase {
+            RunPhase::Copy => {
+                let streams = st
+                    .streams
+                    .iter()
+                    .map(|(a, p)| Value::Array(vec![msg::addr_to_value(a), Value::from(*p)]))
+                    .collect();
+                (
+                    msg::REPLACE_COPY_START,
+                    vec![
+                        Value::from(self.clock.tick()),
+                        Value::from(id),
+                        msg::addr_to_value(&self.me),
+                        t.whs.to_value(),
+                        t.rhs.to_value(),
+                        Value::from(run.full),
+                        Value::Array(streams),
+                    ],
+                )
+            }
+            RunPhase::Delete => (
+                msg::REPLACE_DELETE_START,
+                vec![
+                    Value::from(self.clock.tick()),
+                    Value::from(id),
+                    msg::addr_to_value(&self.me),
+                    t.whs.to_value(),
+                ],
+            ),
+        };
+        let weak = Arc::downgrade(self);
+        peer.call(
+            method,
+            &params,
+            REPLACE_CALL_TIMEOUT,
+            Box::new(move |r| {
+                let Err(e) = r else { return };
+                let Some(m) = weak.upgrade() else { return };
+                log::warn!("replace {id:#x}: {addr} did not take {method}: {e}");
+                if e.to_string().contains(msg::SUPERSEDED) {
+                    // The other manager runs a newer replace; it will finish the job.
+                    let mut st = m.lock();
+                    if st.run.as_ref().is_some_and(|r| r.id == id) {
+                        log::warn!("replace {id:#x}: superseded by a newer one; abandoned");
+                        st.run = None;
+                    }
+                    return;
+                }
+                let w = Arc::downgrade(&m);
+                m.net.timers().after(REPLACE_RESEND, move || {
+                    let Some(m) = w.upgrade() else { return };
+                    let st = m.lock();
+                    let waiting = st.run.as_ref().is_some_and(|r| {
+                        r.id == id && r.phase == phase && r.pending.contains(&addr)
+                    });
+                    if waiting {
+                        m.send_phase(&st, addr, id, phase);
+                    }
+                });
+            }),
+        );
+    }
+
+    /// A server finished a phase of replace `id`.
+    fn phase_done(
+        self: &Arc<Self>,
+        phase: RunPhase,
+        id: u64,
+        addr: SocketAddr,
+        records: u64,
+        bytes: u64,
+    ) {
+        let mut st = self.lock();
+        let Some(run) = st.run.as_mut() else { return };
+        if run.id != id || run.phase != phase || !run.pending.remove(&addr) {
+            return;
+        }
+        run.records += records;
+        run.bytes += bytes;
+        if !run.pending.is_empty() {
+            return;
+        }
+        match phase {
+            RunPhase::Copy => {
+                log::info!(
+                    "replace {id:#x}: copy finished ({} records, {} bytes); reads follow writes",
+                    run.records,
+                    run.bytes
+                );
+                let alive: Vec<SocketAddr> = run.targets.clone();
+                st.members.settle();
+                self.publish(&mut st, true);
+                let live: Vec<SocketAddr> = alive
+                    .into_iter()
+                    .filter(|a| st.servers.contains_key(a))
+                    .collect();
+                if let Some(run) = st.run.as_mut() {
+                    run.phase = RunPhase::Delete;
+                    run.pending = live.iter().copied().collect();
+                }
+                for a in live {
+                    self.send_phase(&st, a, id, RunPhase::Delete);
+                }
+            }
+            RunPhase::Delete => {
+                log::info!("replace finished {id:#x}");
+                st.run = None;
+            }
+        }
+    }
+
+    /// Asks every server for a backup; answers `[[addr, path or error]...]`.
+    fn backup(&self, suffix: String, reply: Reply) {
+        let st = self.lock();
+        let servers: Vec<Arc<Peer>> = st.servers.values().cloned().collect();
+        drop(st);
+        if servers.is_empty() {
+            return reply.ok(Value::Array(Vec::new()));
+        }
+        let results = Arc::new(Mutex::new((Vec::new(), servers.len(), Some(reply))));
+        for p in servers {
+            let results = results.clone();
+            let addr = p.addr();
+            p.call(
+                msg::CREATE_BACKUP,
+                &[Value::from(suffix.as_str())],
+                BACKUP_TIMEOUT,
+                Box::new(move |r| {
+                    let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
+                    let outcome = match r {
+                        Ok(v) => v,
+                        Err(e) => {
+                            Value::Map(vec![(Value::from("error"), Value::from(e.to_string()))])
+                        }
+                    };
+                    g.0.push(Value::Array(vec![Value::from(addr.to_string()), outcome]));
+                    g.1 -= 1;
+                    if g.1 == 0 {
+                        let list = std::mem::take(&mut g.0);
+                        if let Some(reply) = g.2.take() {
+                            reply.ok(Value::Array(list));
+                        }
+                    }
+                }),
+            );
+        }
     }
 
     /// With auto replace on, attach and detach once changes settle for `-Rs`.
@@ -184,15 +423,18 @@ impl Manager {
         self.net.timers().after(self.replace_delay, move || {
             let Some(m) = weak.upgrade() else { return };
             let mut st = m.lock();
-            if st.auto_token == token && st.auto_replace {
-                log::info!("auto replace: attaching and detaching");
-                m.change(&mut st, true, true);
+            if st.auto_token == token && st.auto_replace && m.leads() {
+                log::info!("auto replace: attaching new servers, detaching lost ones");
+                m.change(&mut st, true, true, true);
             }
         });
     }
 
-    /// Attach and/or detach, then publish. Returns whether the tables changed.
-    fn change(&self, st: &mut State, attach: bool, detach: bool) -> bool {
+    /// Attach and/or detach, publish, and with `replace` move the data. A replace
+    /// also runs when nothing changed but reads and writes still use different
+    /// tables, so the next attach finishes what an interrupted replace left.
+    /// Returns whether the tables changed.
+    fn change(self: &Arc<Self>, st: &mut State, attach: bool, detach: bool, replace: bool) -> bool {
         let mut changed = false;
         if attach {
             changed |= st.members.attach(self.stamp());
@@ -201,11 +443,12 @@ impl Manager {
             changed |= st.members.detach(self.stamp());
         }
         if changed {
-            // Data movement between servers is not built yet: reads follow writes
-            // at once.
-            st.members.settle();
             self.log_tables(st, "servers attached or detached");
             self.publish(st, true);
+        }
+        let unsettled = st.members.tables.whs != st.members.tables.rhs && st.run.is_none();
+        if replace && (changed || unsettled) {
+            self.start_replace(st, false);
         }
         changed
     }
@@ -256,6 +499,17 @@ impl Manager {
             rhs: st.members.tables.rhs.clone(),
             newcomers: st.members.newcomers().to_vec(),
             auto_replace: st.auto_replace,
+            replace: st.run.as_ref().map(|r| ReplaceProgress {
+                phase: match r.phase {
+                    RunPhase::Copy => "copying".into(),
+                    RunPhase::Delete => "deleting".into(),
+                },
+                full: r.full,
+                servers: r.targets.len() as u64,
+                done: (r.targets.len() - r.pending.len()) as u64,
+                records: r.records,
+                bytes: r.bytes,
+            }),
         }
         .to_value()
     }
@@ -298,12 +552,48 @@ impl Service for ManagerService {
             }
             msg::GET_NODES_INFO => reply.ok(m.nodes_info()),
             msg::ATTACH | msg::DETACH => match flag(0) {
-                Some(_replace) => {
+                Some(replace) => {
                     let mut st = m.lock();
-                    let changed = m.change(&mut st, method == msg::ATTACH, method == msg::DETACH);
+                    let changed = m.change(
+                        &mut st,
+                        method == msg::ATTACH,
+                        method == msg::DETACH,
+                        replace,
+                    );
                     reply.ok(changed)
                 }
                 None => reply.err("bad parameters: expected [replace: bool]"),
+            },
+            msg::START_REPLACE => {
+                let full = flag(0).unwrap_or(false);
+                let mut st = m.lock();
+                m.start_replace(&mut st, full);
+                reply.ok(st.run.is_some())
+            }
+            msg::REPLACE_COPY_END | msg::REPLACE_DELETE_END => {
+                if let Some(c) = msg::clk(&params) {
+                    m.clock.merge(c);
+                }
+                let id = params.get(1).and_then(Value::as_u64);
+                let addr = msg::addr_from_value(params.get(2));
+                let n = |i: usize| params.get(i).and_then(Value::as_u64).unwrap_or(0);
+                match (id, addr) {
+                    (Some(id), Ok(addr)) => {
+                        // Acknowledged whatever it is, so the server stops repeating it.
+                        reply.ok(true);
+                        let phase = if method == msg::REPLACE_COPY_END {
+                            RunPhase::Copy
+                        } else {
+                            RunPhase::Delete
+                        };
+                        m.phase_done(phase, id, addr, n(3), n(4));
+                    }
+                    _ => reply.err("bad parameters: expected [clock, id, address, ...]"),
+                }
+            }
+            msg::CREATE_BACKUP => match params.first().and_then(Value::as_str) {
+                Some(s) if !s.is_empty() && !s.contains('/') => m.backup(s.to_string(), reply),
+                _ => reply.err("empty suffix or a suffix with '/'"),
             },
             msg::SET_AUTO_REPLACE => match flag(0) {
                 Some(on) => {
@@ -311,7 +601,7 @@ impl Service for ManagerService {
                     let old = st.auto_replace;
                     st.auto_replace = on;
                     if on {
-                        m.change(&mut st, true, true);
+                        m.change(&mut st, true, true, true);
                     }
                     log::info!("auto replace {}", if on { "enabled" } else { "disabled" });
                     reply.ok(old)
@@ -364,6 +654,8 @@ pub fn main(args: Args) -> i32 {
         state: Mutex::new(State {
             members: Membership::default(),
             servers: HashMap::new(),
+            streams: HashMap::new(),
+            run: None,
             watchers: Vec::new(),
             auto_replace: args.switch("auto-replace"),
             auto_token: 0,

@@ -274,16 +274,14 @@ fn read_and_dispatch(conn: &mut Conn) -> ReadResult {
         let read = read_into_spare(&conn.stream, &mut conn.input);
         let n = match read {
             Ok(n) => n,
-            Err(e) => {
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return ReadResult::Drained,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => {
-                        log::debug!("{}: read failed: {e}", conn.writer.peer());
-                        return ReadResult::Closed;
-                    }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => return ReadResult::Drained,
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    log::debug!("{}: read failed: {e}", conn.writer.peer());
+                    return ReadResult::Closed;
                 }
-            }
+            },
         };
         debug_assert_eq!(conn.input.len(), start + n);
         if n == 0 {

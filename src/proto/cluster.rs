@@ -4,14 +4,22 @@
 //!
 //! | to       | method              | params                                   | result                  |
 //! |----------|---------------------|------------------------------------------|-------------------------|
-//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs]` (a server)       | `[whs, rhs]`            |
+//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port]` (a server) | `[whs, rhs]`     |
 //! | manager  | `HashSpaceRequest`  | `[whs_clock, rhs_clock, wait_ms]`        | `[whs, rhs]`            |
 //! | manager  | `HashSpaceSync`     | `[clk, whs, rhs]` (the partner)          | bool: adopted anything  |
 //! | manager  | `GetNodesInfo`      | `[]`                                     | map, see `NodesInfo`    |
 //! | manager  | `AttachNewServers`  | `[replace]`                              | bool: changed           |
 //! | manager  | `DetachFaultServers`| `[replace]`                              | bool: changed           |
 //! | manager  | `SetAutoReplace`    | `[enable]`                               | bool: the old setting   |
+//! | manager  | `StartReplace`      | `[full]`                                 | bool: started           |
+//! | manager  | `ReplaceCopyEnd`    | `[clk, id, addr, records, bytes]`        | true                    |
+//! | manager  | `ReplaceDeleteEnd`  | `[clk, id, addr, erased]`                | true                    |
+//! | manager  | `CreateBackup`      | `[suffix]`                               | `[[addr, path or error]...]` |
 //! | server   | `KeepAlive`         | `[clk]`                                  | nil                     |
+//! | server   | `ReplaceCopyStart`  | `[clk, id, manager, whs, rhs, full, [[addr, stream_port]...]]` | true |
+//! | server   | `ReplaceDeleteStart`| `[clk, id, manager, whs]`                | true                    |
+//! | server   | `CreateBackup`      | `[suffix]`                               | the backup's path       |
+//! | stream   | `ReplacePush`       | `[clk, id, [[key, record]...]]`          | records applied         |
 //! | server   | `HashSpaceSync`     | `[clk, whs, rhs]`                        | bool: adopted anything  |
 //! | server   | `Get`               | `[key]`                                  | record or nil           |
 //! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async]` | `[outcome, n, clock]` |
@@ -43,9 +51,18 @@ pub const WRITE: &str = "Write";
 pub const REPLICATE: &str = "Replicate";
 pub const GET_STATUS: &str = "GetStatus";
 pub const SET_CONFIG: &str = "SetConfig";
+pub const START_REPLACE: &str = "StartReplace";
+pub const REPLACE_COPY_START: &str = "ReplaceCopyStart";
+pub const REPLACE_COPY_END: &str = "ReplaceCopyEnd";
+pub const REPLACE_DELETE_START: &str = "ReplaceDeleteStart";
+pub const REPLACE_DELETE_END: &str = "ReplaceDeleteEnd";
+pub const REPLACE_PUSH: &str = "ReplacePush";
+pub const CREATE_BACKUP: &str = "CreateBackup";
 
 /// The error a server answers when the caller routed by an out-of-date hash space.
 pub const OBSOLETE: &str = "obsolete hash space";
+/// The error of a server asked to run a replace older than the one it runs.
+pub const SUPERSEDED: &str = "superseded by a newer replace";
 /// The error of a server that has no hash space yet.
 pub const NOT_READY: &str = "server not ready";
 
@@ -212,6 +229,45 @@ pub struct NodesInfo {
     /// Servers that keep in touch with the manager but are not attached.
     pub newcomers: Vec<SocketAddr>,
     pub auto_replace: bool,
+    /// The replace this manager runs, if any.
+    pub replace: Option<ReplaceProgress>,
+}
+
+/// How far a running replace has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceProgress {
+    /// "copying" or "deleting".
+    pub phase: String,
+    pub full: bool,
+    pub servers: u64,
+    pub done: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl ReplaceProgress {
+    pub fn to_value(&self) -> Value {
+        Value::Array(vec![
+            Value::from(self.phase.as_str()),
+            Value::from(self.full),
+            Value::from(self.servers),
+            Value::from(self.done),
+            Value::from(self.records),
+            Value::from(self.bytes),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Option<ReplaceProgress> {
+        let a = v.as_array()?;
+        Some(ReplaceProgress {
+            phase: a.first()?.as_str()?.to_string(),
+            full: a.get(1)?.as_bool()?,
+            servers: a.get(2)?.as_u64()?,
+            done: a.get(3)?.as_u64()?,
+            records: a.get(4)?.as_u64()?,
+            bytes: a.get(5)?.as_u64()?,
+        })
+    }
 }
 
 impl NodesInfo {
@@ -224,6 +280,13 @@ impl NodesInfo {
                 Value::Array(self.newcomers.iter().map(addr_to_value).collect()),
             ),
             (Value::from("auto_replace"), Value::from(self.auto_replace)),
+            (
+                Value::from("replace"),
+                self.replace
+                    .as_ref()
+                    .map(ReplaceProgress::to_value)
+                    .unwrap_or(Value::Nil),
+            ),
         ])
     }
 
@@ -252,6 +315,7 @@ impl NodesInfo {
             auto_replace: field("auto_replace")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            replace: field("replace").and_then(ReplaceProgress::from_value),
         })
     }
 }

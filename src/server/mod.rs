@@ -4,13 +4,14 @@
 //! The handlers are in [`node`].
 
 pub mod node;
+pub mod replace;
 
 use crate::cli::Args;
 use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer};
 use crate::proto::cluster as msg;
 use crate::store::{self, Store};
-use node::{Node, ServerService};
+use node::{Node, ServerService, StreamService};
 use rmpv::Value;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,7 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             msg::addr_to_value(&node.me),
             t.whs.to_value(),
             t.rhs.to_value(),
+            Value::from(node.stream_port),
         ];
         for m in &managers {
             let n = node.clone();
@@ -72,6 +74,17 @@ pub fn main(args: Args) -> i32 {
         Ok(l) => l,
         Err(e) => return daemon::fatal(program, format!("cannot listen on {listen}: {e}")),
     };
+    let stream_port = args.port("stream-listen");
+    let stream_addr = std::net::SocketAddr::new(listen.ip(), stream_port);
+    let stream_listener = match std::net::TcpListener::bind(stream_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            return daemon::fatal(program, format!("cannot listen on {stream_addr} (-L): {e}"))
+        }
+    };
+    if args.opt_addr("manager2") == Some(args.addr("manager1")) {
+        return daemon::fatal(program, "-p names the same manager as -m");
+    }
     let store = match open_store(&args) {
         Ok(s) => s,
         Err(e) => return daemon::fatal(program, e),
@@ -85,7 +98,13 @@ pub fn main(args: Args) -> i32 {
     };
     store.claim_lock();
     let _compactor = start_compactor(&net, &store, &args);
-    let node = Node::new(listen, store.clone(), net.clone());
+    let node = Node::new(
+        listen,
+        store.clone(),
+        net.clone(),
+        stream_port,
+        args.size("replace-memory-limit"),
+    );
     let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
         .into_iter()
         .flatten()
@@ -97,7 +116,13 @@ pub fn main(args: Args) -> i32 {
     ) {
         return daemon::fatal(program, format!("cannot serve {listen}: {e}"));
     }
-    log::info!("listening on {listen}");
+    if let Err(e) = net.listen(
+        stream_listener,
+        RpcSession::factory(Arc::new(StreamService(node.clone()))),
+    ) {
+        return daemon::fatal(program, format!("cannot serve {stream_addr}: {e}"));
+    }
+    log::info!("listening on {listen}, replace stream on {stream_addr}");
     let _keepalive = start_keepalive(&node, managers);
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");

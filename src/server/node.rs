@@ -57,11 +57,26 @@ pub struct Node {
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     pub counters: Counters,
     started: Instant,
+    /// Replace progress and the id of the newest replace.
+    pub replace: super::replace::ReplaceState,
+    /// `-M`: bytes a replace copy may buffer for sending.
+    pub replace_memory_limit: u64,
+    /// `-L`: where other servers push replace data.
+    pub stream_port: u16,
 }
 
 impl Node {
-    pub fn new(me: SocketAddr, store: Store, net: Net) -> Arc<Node> {
+    pub fn new(
+        me: SocketAddr,
+        store: Store,
+        net: Net,
+        stream_port: u16,
+        replace_memory_limit: u64,
+    ) -> Arc<Node> {
         Arc::new(Node {
+            replace: Default::default(),
+            replace_memory_limit,
+            stream_port,
             me,
             store,
             clock: Clock::default(),
@@ -308,6 +323,33 @@ impl Node {
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),
             "rhs" => self.tables().rhs.to_value(),
+            "replstat" => Value::from(super::replace::replstat(self)),
+            "replace" => {
+                let r = &self.replace;
+                Value::Map(vec![
+                    (Value::from("id"), Value::from(r.id.load(Ordering::Relaxed))),
+                    (
+                        Value::from("state"),
+                        Value::from(super::replace::replstat(self)),
+                    ),
+                    (
+                        Value::from("records_sent"),
+                        Value::from(r.records_sent.load(Ordering::Relaxed)),
+                    ),
+                    (
+                        Value::from("bytes_sent"),
+                        Value::from(r.bytes_sent.load(Ordering::Relaxed)),
+                    ),
+                    (
+                        Value::from("records_received"),
+                        Value::from(r.records_received.load(Ordering::Relaxed)),
+                    ),
+                    (
+                        Value::from("erased"),
+                        Value::from(r.erased.load(Ordering::Relaxed)),
+                    ),
+                ])
+            }
             "hscheck" => {
                 let t = self.tables();
                 Value::from(t.whs.same_layout(&t.rhs))
@@ -423,6 +465,9 @@ impl Service for ServerService {
             msg::REPLICATE => node.apply_replica(&params, reply),
             msg::KEEP_ALIVE => reply.ok(Value::Nil),
             msg::HASH_SPACE_SYNC => node.sync(&params, reply),
+            msg::REPLACE_COPY_START => super::replace::copy_start(node, &params, reply),
+            msg::REPLACE_DELETE_START => super::replace::delete_start(node, &params, reply),
+            msg::CREATE_BACKUP => super::replace::backup(node, &params, reply),
             msg::GET_STATUS => {
                 let name = params.first().and_then(Value::as_str).unwrap_or("");
                 match node.status(name) {
@@ -437,6 +482,22 @@ impl Service for ServerService {
                 (Some("nodelay"), Some(on)) => reply.ok(set_nodelay_everywhere(on)),
                 _ => reply.err("unknown config; expected [\"nodelay\", bool]"),
             },
+            _ => reply.unknown_method(method),
+        }
+    }
+}
+
+/// The stream port's service: replace data from other servers, and nothing else.
+pub struct StreamService(pub Arc<Node>);
+
+impl Service for StreamService {
+    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
+        if let Some(c) = msg::clk(&params) {
+            self.0.clock.merge(c);
+        }
+        match method {
+            msg::REPLACE_PUSH => super::replace::push(&self.0, &params, reply),
+            msg::KEEP_ALIVE => reply.ok(Value::Nil),
             _ => reply.unknown_method(method),
         }
     }

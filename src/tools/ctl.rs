@@ -5,6 +5,7 @@ use super::{call, failure, format_space, json_space, json_str, nodes_info, parse
 use crate::cli::options::MANAGER_PORT;
 use crate::cli::{Args, EXIT_OK};
 use crate::proto::cluster as msg;
+use crate::server::node::unix_now;
 use rmpv::Value;
 
 /// The commands, with their help, in the order `--help` lists them.
@@ -28,8 +29,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
 ];
 
 pub fn main(args: Args) -> i32 {
-    let [manager, command] = args.positional.as_slice() else {
-        return usage(&args, "expected a manager address and a command");
+    let (manager, command) = match args.positional.as_slice() {
+        [m, c] => (m, c),
+        [m, c, _suffix] if c == "backup" => (m, c),
+        _ => return usage(&args, "expected a manager address and a command"),
     };
     let manager = match parse_addr(manager, MANAGER_PORT) {
         Ok(a) => a,
@@ -56,6 +59,61 @@ pub fn main(args: Args) -> i32 {
                     format!("{command}: done\n")
                 } else {
                     format!("{command}: nothing to do\n")
+                }
+            })
+        }
+        "replace" | "full-replace" => {
+            let full = command == "full-replace";
+            call(&args, manager, msg::START_REPLACE, &[Value::from(full)]).map(|v| {
+                let started = v.as_bool().unwrap_or(false);
+                if json {
+                    format!(
+                        "{{\"command\":{},\"started\":{started}}}\n",
+                        json_str(command)
+                    )
+                } else if started {
+                    format!("{command}: started\n")
+                } else {
+                    format!("{command}: no server to move data between\n")
+                }
+            })
+        }
+        "backup" => {
+            let suffix = args.positional.get(2).cloned().unwrap_or_else(|| {
+                crate::daemon::format_local(unix_now() as libc::time_t, "%Y%m%d")
+            });
+            call(
+                &args,
+                manager,
+                msg::CREATE_BACKUP,
+                &[Value::from(suffix.as_str())],
+            )
+            .map(|v| {
+                let mut text = format!("suffix={suffix}\n");
+                let mut items = Vec::new();
+                for e in v.as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
+                    let pair = e.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+                    let addr = pair.first().and_then(Value::as_str).unwrap_or("?");
+                    let what = match pair.get(1) {
+                        Some(Value::String(p)) => p.as_str().unwrap_or("").to_string(),
+                        Some(other) => format!("failed: {}", super::json_value(other)),
+                        None => "failed".into(),
+                    };
+                    text += &format!("  {addr}  {what}\n");
+                    items.push(format!(
+                        "{{\"server\":{},\"result\":{}}}",
+                        json_str(addr),
+                        json_str(&what)
+                    ));
+                }
+                if json {
+                    format!(
+                        "{{\"suffix\":{},\"servers\":[{}]}}\n",
+                        json_str(&suffix),
+                        items.join(",")
+                    )
+                } else {
+                    text
                 }
             })
         }
@@ -93,8 +151,20 @@ fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<Stri
             .iter()
             .map(|a| json_str(&a.to_string()))
             .collect();
+        let replace = match &info.replace {
+            Some(r) => format!(
+                "{{\"phase\":{},\"full\":{},\"servers\":{},\"done\":{},\"records\":{},\"bytes\":{}}}",
+                json_str(&r.phase),
+                r.full,
+                r.servers,
+                r.done,
+                r.records,
+                r.bytes
+            ),
+            None => "null".into(),
+        };
         return Ok(format!(
-            "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{}}}\n",
+            "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{},\"replace\":{replace}}}\n",
             json_space(&info.whs),
             json_space(&info.rhs),
             newcomers.join(","),
@@ -105,6 +175,19 @@ fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<Stri
     s += "not attached node:\n";
     for a in &info.newcomers {
         s += &format!("  {a}\n");
+    }
+    if let Some(r) = &info.replace {
+        s += &format!(
+            "replace:\n  {}{} ({} of {} servers done), {} records, {} bytes copied\n",
+            r.phase,
+            if r.full { " (full)" } else { "" },
+            r.done,
+            r.servers,
+            r.records,
+            r.bytes
+        );
+    } else if !info.whs.same_layout(&info.rhs) {
+        s += "replace:\n  needed: reads still use the old table (run 'replace')\n";
     }
     Ok(s)
 }

@@ -25,6 +25,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("rhs", "the hash space that routes reads"),
     ("hscheck", "true if whs and rhs hold the same servers"),
     (
+        "replstat",
+        "inactive, copying, deleting, waiting (whs and rhs differ) or ready",
+    ),
+    (
         "set_delay",
         "turn TCP_NODELAY off on the server's sockets (throughput over latency)",
     ),

@@ -271,9 +271,14 @@ impl Cluster {
                 let active =
                     |a: &SocketAddr| info.whs.nodes().iter().any(|n| n.addr == *a && n.active);
                 addrs.iter().all(active)
+                    && info.replace.is_none()
+                    && info.whs == info.rhs
                     && self.servers.iter().filter(|s| s.proc.is_some()).all(|s| {
-                        rpc(s.addr, "GetStatus", &[Value::from("whs")]).ok()
-                            == Some(info.whs.to_value())
+                        let status =
+                            |name: &str| rpc(s.addr, "GetStatus", &[Value::from(name)]).ok();
+                        status("whs") == Some(info.whs.to_value())
+                            && status("rhs") == Some(info.rhs.to_value())
+                            && status("replstat").as_ref().and_then(Value::as_str) == Some("ready")
                     })
             },
         );
@@ -338,4 +343,28 @@ pub fn wait_rpc_ready_method(addr: SocketAddr, method: &str) {
 pub fn client(addr: SocketAddr) -> memcache::Client {
     let url = format!("memcache://{addr}?protocol=ascii&timeout=30&connect_timeout=5");
     memcache::Client::connect(url).unwrap()
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what the manager saw, and keeps every log on disk.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = self.dir.path().to_path_buf();
+            eprintln!("--- cluster logs kept in {} ---", dir.display());
+            if let Some(m) = &self.manager {
+                let text = m.log_text();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("manager: {l}");
+                }
+            }
+            let keep = std::env::temp_dir().join(format!("kumo-failed-{}", rand_tag()));
+            let _ = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(&dir)
+                .arg(&keep)
+                .status();
+            eprintln!("--- copied to {} ---", keep.display());
+        }
+    }
 }

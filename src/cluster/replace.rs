@@ -1,0 +1,167 @@
+//! Replace planning: which server sends which record where when the write table
+//! (whs) changes, and which records a server drops afterwards. Pure; the server's
+//! copy and delete loops ask these two questions for every record they hold.
+//!
+//! Copy phase: for each key, the first old owner (in rhs) that is still active in the
+//! new whs sends the record to every new owner that was not an active old owner. So
+//! exactly one live server sends each key, a lost first owner is replaced by the next
+//! one, and a server that returns after a failure (fault in rhs, active in whs) is
+//! sent everything it should hold, including tombstones, which newer-wins applies.
+//! A full replace sends every record to every active owner in whs.
+//!
+//! Delete phase: once every server has copied, rhs := whs and each server drops the
+//! keys it does not own in whs.
+
+use super::hash_space::HashSpace;
+use std::net::SocketAddr;
+
+/// Where server `me` sends the record with `hash` in a replace from `rhs` to `whs`.
+pub fn copy_targets(
+    me: SocketAddr,
+    hash: u64,
+    rhs: &HashSpace,
+    whs: &HashSpace,
+    full: bool,
+) -> Vec<SocketAddr> {
+    let new_owners = whs.active_owners(hash);
+    if full {
+        return new_owners.into_iter().filter(|a| *a != me).collect();
+    }
+    let old_owners = rhs.active_owners(hash);
+    let sender = old_owners.iter().find(|a| whs.is_active(a));
+    if sender != Some(&me) {
+        return Vec::new();
+    }
+    new_owners
+        .into_iter()
+        .filter(|a| !old_owners.contains(a))
+        .collect()
+}
+
+/// Whether server `me` keeps the record with `hash` once `whs` is the only table.
+pub fn keeps(me: SocketAddr, hash: u64, whs: &HashSpace) -> bool {
+    whs.owners(hash).iter().any(|n| n.addr == me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::clock::ClockTime;
+    use crate::cluster::hash_space::{key_hash, Node};
+    use std::collections::BTreeSet;
+
+    fn a(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    fn space(nodes: &[(u16, bool)], t: u64) -> HashSpace {
+        HashSpace::new(
+            nodes
+                .iter()
+                .map(|&(p, active)| Node { addr: a(p), active })
+                .collect(),
+            ClockTime(t),
+        )
+    }
+
+    /// Simulates a replace: every live server holding a key sends it; afterwards
+    /// every new owner holds it, and after the delete phase only they do.
+    fn check(rhs: &HashSpace, whs: &HashSpace, live: &[u16]) {
+        for k in 0..2000u32 {
+            let h = key_hash(&k.to_le_bytes());
+            let mut holders: BTreeSet<SocketAddr> = rhs
+                .active_owners(h)
+                .into_iter()
+                .filter(|x| live.contains(&x.port()))
+                .collect();
+            if holders.is_empty() {
+                continue; // every copy was lost before the replace
+            }
+            let mut senders = 0;
+            for me in holders.clone() {
+                let t = copy_targets(me, h, rhs, whs, false);
+                if !t.is_empty() {
+                    senders += 1;
+                }
+                holders.extend(t);
+            }
+            assert!(senders <= 1, "key {k} sent by {senders} servers");
+            for o in whs.active_owners(h) {
+                assert!(holders.contains(&o), "key {k} missing on new owner {o}");
+            }
+            let kept: BTreeSet<_> = holders.iter().filter(|x| keeps(**x, h, whs)).collect();
+            assert!(
+                kept.len() <= 3
+                    && kept
+                        .iter()
+                        .all(|x| whs.owners(h).iter().any(|n| n.addr == **x))
+            );
+        }
+    }
+
+    #[test]
+    fn attaching_a_server_moves_only_to_it() {
+        let old = space(&[(1, true), (2, true), (3, true)], 1);
+        let new = space(&[(1, true), (2, true), (3, true), (4, true)], 2);
+        check(&old, &new, &[1, 2, 3, 4]);
+        // Nothing goes anywhere but the newcomer.
+        for k in 0..500u32 {
+            let h = key_hash(&k.to_le_bytes());
+            for me in [a(1), a(2), a(3)] {
+                assert!(copy_targets(me, h, &old, &new, false)
+                    .iter()
+                    .all(|t| *t == a(4)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_first_owner_is_replaced_by_the_next() {
+        let old = space(&[(1, false), (2, true), (3, true), (4, true)], 1);
+        let new = space(&[(2, true), (3, true), (4, true)], 2);
+        check(&old, &new, &[2, 3, 4]);
+    }
+
+    #[test]
+    fn a_returning_server_gets_everything_it_owns() {
+        let old = space(&[(1, true), (2, false), (3, true), (4, true)], 1);
+        let new = space(&[(1, true), (2, true), (3, true), (4, true)], 2);
+        check(&old, &new, &[1, 2, 3, 4]);
+        let mut sent_to_2 = 0;
+        for k in 0..500u32 {
+            let h = key_hash(&k.to_le_bytes());
+            if new.is_active_owner(h, &a(2)) {
+                let all: Vec<_> = [1, 3, 4]
+                    .iter()
+                    .flat_map(|p| copy_targets(a(*p), h, &old, &new, false))
+                    .collect();
+                assert!(all.contains(&a(2)), "key {k}");
+                sent_to_2 += 1;
+            }
+        }
+        assert!(sent_to_2 > 0);
+    }
+
+    #[test]
+    fn growing_by_two_and_full_replace() {
+        let old = space(&[(1, true), (2, true), (3, true), (4, true)], 1);
+        let new = space(
+            &[
+                (1, true),
+                (2, true),
+                (3, true),
+                (4, true),
+                (5, true),
+                (6, true),
+            ],
+            2,
+        );
+        check(&old, &new, &[1, 2, 3, 4, 5, 6]);
+        let h = key_hash(b"k");
+        let full = copy_targets(a(1), h, &new, &new, true);
+        assert_eq!(
+            full.len(),
+            new.active_owners(h).iter().filter(|x| **x != a(1)).count()
+        );
+    }
+}

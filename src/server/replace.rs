@@ -1,0 +1,423 @@
+//! The server's part of a replace (DESIGN §9). The manager starts each phase; the
+//! work runs on a thread of its own, reading a snapshot of the store while the
+//! server keeps serving.
+//!
+//! - Copy: every record this server must send ([`crate::cluster::replace`]) goes,
+//!   tombstones included, in batches to the new owners' stream ports (`-L`), which
+//!   apply newer-wins. Buffered output is bounded by `-M` in all.
+//! - Delete: rhs := whs, then every record this server no longer owns is erased.
+//!
+//! Each replace has an id (the whs ClockTime it moves to). A newer replace stops an
+//! older one at its next record. Each phase's end is reported to the manager that
+//! started it, again and again until it acknowledges or a newer replace begins.
+
+use super::node::Node;
+use crate::cluster::hash_space::{key_hash, HashSpace};
+use crate::cluster::replace::{copy_targets, keeps};
+use crate::net::rpc_client::BlockingClient;
+use crate::net::Reply;
+use crate::proto::cluster::{self as msg, record_to_value};
+use rmpv::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A batch to one new owner is sent once it holds this many bytes.
+pub const BATCH_BYTES: usize = 256 << 10;
+/// How long one push or report may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts to push one batch before the target is given up for this replace.
+pub const PUSH_ATTEMPTS: u32 = 3;
+/// Pause between reports the manager did not acknowledge.
+pub const REPORT_RETRY: Duration = Duration::from_secs(1);
+/// Wait between taking the new whs and reading the snapshot, so that writes other
+/// coordinators sent under the old table have landed and are in it.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// What a server is doing about replaces, for kumostat replstat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Idle = 0,
+    Copying = 1,
+    Deleting = 2,
+}
+
+/// The replace state of one server.
+#[derive(Default)]
+pub struct ReplaceState {
+    /// The newest replace id seen; older work stops when it changes.
+    pub id: AtomicU64,
+    phase: AtomicU8,
+    pub records_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub records_received: AtomicU64,
+    pub erased: AtomicU64,
+}
+
+impl ReplaceState {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            1 => Phase::Copying,
+            2 => Phase::Deleting,
+            _ => Phase::Idle,
+        }
+    }
+}
+
+/// kumostat replstat: `inactive` (not active in whs), `copying`, `deleting`,
+/// `waiting` (rhs and whs differ: a replace is due or running elsewhere) or `ready`.
+pub fn replstat(node: &Node) -> &'static str {
+    let t = node.tables();
+    if !t.whs.is_active(&node.me) {
+        return "inactive";
+    }
+    match node.replace.phase() {
+        Phase::Copying => "copying",
+        Phase::Deleting => "deleting",
+        Phase::Idle if !t.whs.same_layout(&t.rhs) => "waiting",
+        Phase::Idle => "ready",
+    }
+}
+
+fn is_current(node: &Node, id: u64) -> bool {
+    node.replace.id.load(Ordering::Acquire) == id
+}
+
+/// Claims `id` as the current replace unless a newer one is already running.
+fn claim(node: &Node, id: u64) -> bool {
+    let mut cur = node.replace.id.load(Ordering::Acquire);
+    loop {
+        if cur > id {
+            return false;
+        }
+        match node
+            .replace
+            .id
+            .compare_exchange(cur, id, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return true,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// `ReplaceCopyStart`: acknowledge, then copy on a thread.
+pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
+    let parsed = (|| -> Result<_, String> {
+        let id = params
+            .get(1)
+            .and_then(Value::as_u64)
+            .ok_or("bad parameters: id")?;
+        let manager = msg::addr_from_value(params.get(2))?;
+        let (whs, rhs) = msg::spaces_from(params.get(3..).unwrap_or(&[]))?;
+        let full = params
+            .get(5)
+            .and_then(Value::as_bool)
+            .ok_or("bad parameters: full")?;
+        let mut streams = HashMap::new();
+        for s in params
+            .get(6)
+            .and_then(Value::as_array)
+            .ok_or("bad parameters: streams")?
+        {
+            let pair = s.as_array().ok_or("bad parameters: stream")?;
+            let addr = msg::addr_from_value(pair.first())?;
+            let port = pair
+                .get(1)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or("bad port")?;
+            streams.insert(addr, SocketAddr::new(addr.ip(), port));
+        }
+        Ok((id, manager, whs, rhs, full, streams))
+    })();
+    let (id, manager, whs, rhs, full, streams) = match parsed {
+        Ok(p) => p,
+        Err(e) => return reply.err(e),
+    };
+    if !claim(node, id) {
+        return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
+    }
+    // Writes follow the new table from now on; reads stay on the old one.
+    node.adopt(whs.clone(), HashSpace::empty());
+    reply.ok(true);
+    let node = node.clone();
+    let spawned = std::thread::Builder::new()
+        .name("replace-copy".into())
+        .spawn(move || {
+            node.replace
+                .phase
+                .store(Phase::Copying as u8, Ordering::Release);
+            log::info!(
+                "replace {id:#x}: copy started ({} servers in whs)",
+                whs.nodes().len()
+            );
+            std::thread::sleep(SETTLE);
+            let (records, bytes) = copy(&node, id, &rhs, &whs, full, &streams);
+            if is_current(&node, id) {
+                node.replace
+                    .phase
+                    .store(Phase::Idle as u8, Ordering::Release);
+                log::info!("replace {id:#x}: copy done, {records} records, {bytes} bytes sent");
+                let params = [
+                    Value::from(node.clock.tick()),
+                    Value::from(id),
+                    msg::addr_to_value(&node.me),
+                    Value::from(records),
+                    Value::from(bytes),
+                ];
+                report(&node, id, manager, msg::REPLACE_COPY_END, &params);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the replace copy: {e}");
+    }
+}
+
+/// Sends every record this server must send; returns (records, bytes) sent.
+fn copy(
+    node: &Arc<Node>,
+    id: u64,
+    rhs: &HashSpace,
+    whs: &HashSpace,
+    full: bool,
+    streams: &HashMap<SocketAddr, SocketAddr>,
+) -> (u64, u64) {
+    let limit = node.replace_memory_limit.max(BATCH_BYTES as u64) as usize;
+    let mut out = Outbox::default();
+    for item in node.store.snapshot() {
+        if !is_current(node, id) {
+            log::info!("replace {id:#x}: superseded; copy stopped");
+            return (out.records, out.bytes);
+        }
+        let (key, rec) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!("replace {id:#x}: a record cannot be read and is not sent: {e}");
+                continue;
+            }
+        };
+        let targets = copy_targets(node.me, key_hash(&key), rhs, whs, full);
+        if targets.is_empty() {
+            continue;
+        }
+        let entry = Value::Array(vec![Value::Binary(key.clone()), record_to_value(&rec)]);
+        let size = key.len() + rec.data.len() + 32;
+        for t in targets {
+            let full_batch = out.add(t, entry.clone(), size);
+            if full_batch >= BATCH_BYTES || out.buffered >= limit {
+                out.send(node, id, t, streams);
+            }
+        }
+    }
+    let pending: Vec<SocketAddr> = out.batches.keys().copied().collect();
+    for t in pending {
+        out.send(node, id, t, streams);
+    }
+    (out.records, out.bytes)
+}
+
+/// Per-target batches and the connections to send them over.
+#[derive(Default)]
+struct Outbox {
+    batches: HashMap<SocketAddr, (Vec<Value>, usize)>,
+    buffered: usize,
+    clients: HashMap<SocketAddr, BlockingClient>,
+    given_up: Vec<SocketAddr>,
+    records: u64,
+    bytes: u64,
+}
+
+impl Outbox {
+    /// Queues one record for `to`; returns the bytes now queued for it.
+    fn add(&mut self, to: SocketAddr, entry: Value, size: usize) -> usize {
+        if self.given_up.contains(&to) {
+            return 0;
+        }
+        let b = self.batches.entry(to).or_default();
+        b.0.push(entry);
+        b.1 += size;
+        self.buffered += size;
+        b.1
+    }
+
+    fn send(
+        &mut self,
+        node: &Node,
+        id: u64,
+        to: SocketAddr,
+        streams: &HashMap<SocketAddr, SocketAddr>,
+    ) {
+        let Some((entries, size)) = self.batches.remove(&to) else {
+            return;
+        };
+        self.buffered -= size;
+        let n = entries.len() as u64;
+        let Some(&stream) = streams.get(&to) else {
+            log::warn!("replace {id:#x}: no stream port known for {to}; {n} records not sent");
+            self.given_up.push(to);
+            return;
+        };
+        let params = [
+            Value::from(node.clock.tick()),
+            Value::from(id),
+            Value::Array(entries),
+        ];
+        for attempt in 1..=PUSH_ATTEMPTS {
+            let client = match self.clients.entry(to) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match BlockingClient::connect(stream, CALL_TIMEOUT) {
+                        Ok(c) => v.insert(c),
+                        Err(e) => {
+                            log::warn!("replace {id:#x}: cannot reach {to} at {stream}: {e} (attempt {attempt})");
+                            std::thread::sleep(REPORT_RETRY);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match client.call(msg::REPLACE_PUSH, &params) {
+                Ok(_) => {
+                    self.records += n;
+                    self.bytes += size as u64;
+                    node.replace.records_sent.fetch_add(n, Ordering::Relaxed);
+                    node.replace
+                        .bytes_sent
+                        .fetch_add(size as u64, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("replace {id:#x}: push to {to} failed: {e} (attempt {attempt})");
+                    self.clients.remove(&to);
+                }
+            }
+        }
+        // The manager restarts the replace when it loses a server, so a target that
+        // is really gone gets its data from the next replace.
+        log::warn!("replace {id:#x}: giving up on {to} for this replace");
+        self.given_up.push(to);
+    }
+}
+
+/// `ReplacePush` on the stream port: apply each record, newer wins.
+pub fn push(node: &Node, params: &[Value], reply: Reply) {
+    let Some(entries) = params.get(2).and_then(Value::as_array) else {
+        return reply.err("bad parameters: entries");
+    };
+    let mut applied = 0u64;
+    for e in entries {
+        let pair = e.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+        let (Some(Value::Binary(key)), Some(Ok(rec))) =
+            (pair.first(), pair.get(1).map(msg::record_from_value))
+        else {
+            return reply.err("bad parameters: entry");
+        };
+        match node.store.update(key, &rec) {
+            Ok(true) => applied += 1,
+            Ok(false) => {}
+            Err(e) => return reply.err(format!("store: {e}")),
+        }
+    }
+    node.replace
+        .records_received
+        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+    reply.ok(applied);
+}
+
+/// `ReplaceDeleteStart`: rhs := whs, then erase what this server does not own.
+pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
+    let parsed = (|| -> Result<_, String> {
+        let id = params
+            .get(1)
+            .and_then(Value::as_u64)
+            .ok_or("bad parameters: id")?;
+        let manager = msg::addr_from_value(params.get(2))?;
+        let whs = params
+            .get(3)
+            .and_then(HashSpace::from_value)
+            .ok_or("bad parameters: whs")?;
+        Ok((id, manager, whs))
+    })();
+    let (id, manager, whs) = match parsed {
+        Ok(p) => p,
+        Err(e) => return reply.err(e),
+    };
+    if !claim(node, id) {
+        return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
+    }
+    node.adopt(whs.clone(), whs.clone());
+    reply.ok(true);
+    let node = node.clone();
+    let spawned = std::thread::Builder::new()
+        .name("replace-delete".into())
+        .spawn(move || {
+            node.replace
+                .phase
+                .store(Phase::Deleting as u8, Ordering::Release);
+            let mut erased = 0u64;
+            for item in node.store.snapshot() {
+                if !is_current(&node, id) {
+                    return;
+                }
+                let Ok((key, rec)) = item else { continue };
+                if !keeps(node.me, key_hash(&key), &whs) {
+                    match node.store.erase(&key, rec.clock) {
+                        Ok(true) => erased += 1,
+                        Ok(false) => {}
+                        Err(e) => log::error!("replace {id:#x}: cannot erase a key: {e}"),
+                    }
+                }
+            }
+            node.replace.erased.fetch_add(erased, Ordering::Relaxed);
+            node.replace
+                .phase
+                .store(Phase::Idle as u8, Ordering::Release);
+            log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
+            let params = [
+                Value::from(node.clock.tick()),
+                Value::from(id),
+                msg::addr_to_value(&node.me),
+                Value::from(erased),
+            ];
+            report(&node, id, manager, msg::REPLACE_DELETE_END, &params);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the replace delete phase: {e}");
+    }
+}
+
+/// Tells `manager` a phase ended, until it acknowledges or a newer replace starts.
+fn report(node: &Node, id: u64, manager: SocketAddr, method: &str, params: &[Value]) {
+    while is_current(node, id) {
+        let result = BlockingClient::connect(manager, CALL_TIMEOUT)
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| c.call(method, params));
+        match result {
+            Ok(_) => return,
+            Err(e) => log::warn!("replace {id:#x}: {method} to {manager} failed: {e}; retrying"),
+        }
+        std::thread::sleep(REPORT_RETRY);
+    }
+}
+
+/// `CreateBackup`: writes `PATH-suffix` on a thread and answers its path.
+pub fn backup(node: &Arc<Node>, params: &[Value], reply: Reply) {
+    let suffix = match params.first().and_then(Value::as_str) {
+        Some(s) if !s.is_empty() && !s.contains('/') => s.to_string(),
+        _ => return reply.err("bad parameters: expected a non-empty suffix without '/'"),
+    };
+    let store = node.store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || match store.backup(&suffix) {
+            Ok(path) => reply.ok(path.display().to_string()),
+            Err(e) => reply.err(format!("backup failed: {e}")),
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the backup: {e}");
+    }
+}
