@@ -5,12 +5,11 @@
 mod common;
 mod conformance;
 
+use common::load::Load;
 use common::{rpc, run, wait_until, Cluster};
 use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn value_of(i: usize) -> String {
@@ -118,104 +117,6 @@ fn the_gateway_answers_like_memcached() {
     conformance::run_all(c.gateway_addr);
 }
 
-/// A client loop that sets and reads back its own keys, checking every reply.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    acked: Arc<Mutex<HashMap<String, String>>>,
-    get_errors: Arc<AtomicU64>,
-    set_errors: Arc<AtomicU64>,
-    wrong: Arc<AtomicU64>,
-    ops: Arc<AtomicU64>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, threads: usize, keys: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(HashMap::new()));
-        let (get_errors, set_errors, wrong, ops) = Default::default();
-        let mut l = Load {
-            stop,
-            threads: Vec::new(),
-            acked,
-            get_errors,
-            set_errors,
-            wrong,
-            ops,
-        };
-        for t in 0..threads {
-            let (stop, acked) = (l.stop.clone(), l.acked.clone());
-            let (ge, se, wrong, ops) = (
-                l.get_errors.clone(),
-                l.set_errors.clone(),
-                l.wrong.clone(),
-                l.ops.clone(),
-            );
-            l.threads.push(std::thread::spawn(move || {
-                let client = common::client(addr);
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    round += 1;
-                    for i in 0..keys {
-                        let k = format!("load-{t}-{i}");
-                        let v = format!("{t}-{i}-{round}");
-                        match client.set(&k, v.as_str(), 0) {
-                            Ok(()) => {
-                                acked.lock().unwrap().insert(k.clone(), v.clone());
-                            }
-                            Err(e) => {
-                                eprintln!("set {k}: {e}");
-                                se.fetch_add(1, Ordering::Relaxed);
-                                // A failed set leaves the key undefined.
-                                acked.lock().unwrap().remove(&k);
-                                continue;
-                            }
-                        }
-                        match client.get::<String>(&k) {
-                            Ok(Some(got)) if got == v => {}
-                            Ok(other) => {
-                                eprintln!("get {k}: {other:?}, expected {v}");
-                                wrong.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                eprintln!("get {k}: {e}");
-                                ge.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        ops.fetch_add(2, Ordering::Relaxed);
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                    }
-                }
-            }));
-        }
-        l
-    }
-
-    /// Lets the load run until it has done `n` more operations.
-    fn run_for_ops(&self, n: u64) {
-        let target = self.ops.load(Ordering::Relaxed) + n;
-        wait_until(Duration::from_secs(60), "the load to make progress", || {
-            self.ops.load(Ordering::Relaxed) >= target
-        });
-    }
-
-    fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        let acked = self.acked.lock().unwrap().clone();
-        (
-            acked,
-            self.get_errors.load(Ordering::Relaxed),
-            self.set_errors.load(Ordering::Relaxed),
-            self.wrong.load(Ordering::Relaxed),
-        )
-    }
-}
-
 fn status_of(c: &Cluster, addr: SocketAddr) -> Option<String> {
     let (_, out, _) = c.ctl(&["status"]);
     out.lines()
@@ -255,11 +156,7 @@ fn killed_servers_cost_no_read_and_lose_no_write() {
     let (acked, get_errors, set_errors, wrong) = load.stop();
     assert_eq!((get_errors, wrong), (0, 0), "reads failed or were wrong");
     assert_eq!(set_errors, 0, "writes failed");
-    let client = c.client();
-    for (k, v) in &acked {
-        let got: Option<String> = client.get(k).unwrap();
-        assert_eq!(got.as_deref(), Some(v.as_str()), "acknowledged {k} lost");
-    }
+    common::load::check_acked(c.gateway_addr, &acked);
     assert!(acked.len() >= 400);
 }
 
@@ -293,12 +190,7 @@ fn a_lost_manager_does_not_stop_traffic() {
     load.run_for_ops(400);
     let (acked, get_errors, set_errors, wrong) = load.stop();
     assert_eq!((get_errors, set_errors, wrong), (0, 0, 0));
-    for (k, v) in &acked {
-        assert_eq!(
-            client.get::<String>(k).unwrap().as_deref(),
-            Some(v.as_str())
-        );
-    }
+    common::load::check_acked(c.gateway_addr, &acked);
 }
 
 /// Server status through kumostat, in each output form.

@@ -3,6 +3,8 @@
 //! everything it started when the test ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod load;
+
 use kumo::net::rpc_client::BlockingClient;
 use rmpv::Value;
 use std::net::SocketAddr;
@@ -132,9 +134,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the processes, attaches the servers and waits until a set works.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[], |_, _| {})
+    }
+
+    /// Like `start`, with extra manager options, and `prepare(i, store)` run before
+    /// server `i` starts (to put a store in place).
+    pub fn start_with(n: usize, manager_args: &[&str], prepare: impl Fn(usize, &Path)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let manager_addr = local(free_port());
-        let manager = Some(start_manager(dir.path(), manager_addr));
+        let manager = Some(start_manager_with(dir.path(), manager_addr, manager_args));
         wait_rpc_ready_method(manager_addr, "GetNodesInfo");
         let gateway_addr = local(free_port());
         let mut c = Cluster {
@@ -148,7 +156,8 @@ impl Cluster {
             gateway_addr,
             dir,
         };
-        for _ in 0..n {
+        for i in 0..n {
+            prepare(i, &c.dir.path().join(format!("server{i}")));
             c.add_server();
         }
         c.gateway = spawn(
@@ -299,6 +308,28 @@ impl Cluster {
         client(self.gateway_addr)
     }
 
+    /// Waits until no replace runs and every live server reads and writes by the
+    /// same, current tables (hscheck true everywhere).
+    pub fn wait_settled(&self) {
+        let live: Vec<SocketAddr> = self
+            .servers
+            .iter()
+            .filter(|s| s.proc.is_some())
+            .map(|s| s.addr)
+            .collect();
+        wait_until(Duration::from_secs(60), "the replace to finish", || {
+            let info = self.nodes_info();
+            info.replace.is_none()
+                && info.whs == info.rhs
+                && live.iter().all(|a| {
+                    let status = |name: &str| rpc(*a, "GetStatus", &[Value::from(name)]).ok();
+                    status("whs") == Some(info.whs.to_value())
+                        && status("hscheck") == Some(Value::from(true))
+                        && status("replstat").as_ref().and_then(Value::as_str) == Some("ready")
+                })
+        });
+    }
+
     /// `kumostat SERVER items`, summed over the live servers.
     pub fn items_total(&self) -> u64 {
         self.servers
@@ -320,6 +351,14 @@ fn rand_tag() -> u128 {
         .unwrap()
         .as_nanos()
         % 100_000
+}
+
+fn start_manager_with(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Proc {
+    spawn(
+        dir,
+        &format!("manager-{}", rand_tag()),
+        &[&["manager", "-l", &addr.to_string()], FAST, extra].concat(),
+    )
 }
 
 fn start_manager(dir: &Path, addr: SocketAddr) -> Proc {

@@ -1,0 +1,152 @@
+//! The background load of the fault tests: client threads that set, read back and
+//! delete their own keys through the gateway and check every reply against what
+//! they last wrote.
+
+use super::wait_until;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A client loop that sets and reads back its own keys, checking every reply.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<HashMap<String, String>>>,
+    get_errors: Arc<AtomicU64>,
+    set_errors: Arc<AtomicU64>,
+    wrong: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, threads: usize, keys: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let (get_errors, set_errors, wrong, ops) = Default::default();
+        let mut l = Load {
+            stop,
+            threads: Vec::new(),
+            acked,
+            get_errors,
+            set_errors,
+            wrong,
+            ops,
+        };
+        for t in 0..threads {
+            let (stop, acked) = (l.stop.clone(), l.acked.clone());
+            let (ge, se, wrong, ops) = (
+                l.get_errors.clone(),
+                l.set_errors.clone(),
+                l.wrong.clone(),
+                l.ops.clone(),
+            );
+            l.threads.push(std::thread::spawn(move || {
+                let client = super::client(addr);
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    for i in 0..keys {
+                        let k = format!("load-{t}-{i}");
+                        let v = format!("{t}-{i}-{round}");
+                        match client.set(&k, v.as_str(), 0) {
+                            Ok(()) => {
+                                acked.lock().unwrap().insert(k.clone(), v.clone());
+                            }
+                            Err(e) => {
+                                eprintln!("set {k}: {e}");
+                                se.fetch_add(1, Ordering::Relaxed);
+                                // A failed set leaves the key undefined.
+                                acked.lock().unwrap().remove(&k);
+                                continue;
+                            }
+                        }
+                        match client.get::<String>(&k) {
+                            Ok(Some(got)) if got == v => {}
+                            Ok(other) => {
+                                eprintln!("get {k}: {other:?}, expected {v}");
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                eprintln!("get {k}: {e}");
+                                ge.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        ops.fetch_add(2, Ordering::Relaxed);
+                        // Every seventh key is deleted again and must then be gone.
+                        if (i as u64 + round) % 7 == 0 {
+                            match client.delete(&k) {
+                                Ok(_) => {
+                                    acked.lock().unwrap().insert(k.clone(), String::new());
+                                }
+                                Err(e) => {
+                                    eprintln!("delete {k}: {e}");
+                                    se.fetch_add(1, Ordering::Relaxed);
+                                    acked.lock().unwrap().remove(&k);
+                                    continue;
+                                }
+                            }
+                            match client.get::<String>(&k) {
+                                Ok(None) => {}
+                                Ok(Some(v)) => {
+                                    eprintln!("get {k} after delete: {v}");
+                                    wrong.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    eprintln!("get {k} after delete: {e}");
+                                    ge.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            ops.fetch_add(2, Ordering::Relaxed);
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        l
+    }
+
+    /// Lets the load run until it has done `n` more operations.
+    pub fn run_for_ops(&self, n: u64) {
+        let target = self.ops.load(Ordering::Relaxed) + n;
+        wait_until(Duration::from_secs(60), "the load to make progress", || {
+            self.ops.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    pub fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        (
+            acked,
+            self.get_errors.load(Ordering::Relaxed),
+            self.set_errors.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Reads every acknowledged key back: a value must be the last one written, a
+/// deleted key must be absent.
+pub fn check_acked(addr: SocketAddr, acked: &HashMap<String, String>) {
+    let client = super::client(addr);
+    for (k, v) in acked {
+        let got: Option<String> = client.get(k).unwrap();
+        if v.is_empty() {
+            assert_eq!(got, None, "deleted {k} came back");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(v.as_str()),
+                "acknowledged {k} lost or wrong"
+            );
+        }
+    }
+}
