@@ -62,6 +62,8 @@ fn a_symlink_named_kumo_server_behaves_as_kumo_server() {
         .args([
             "-m",
             "127.0.0.1:9",
+            "-L",
+            &free_port().to_string(),
             "-s",
             dir.path().join("db").to_str().unwrap(),
             "-l",
@@ -131,6 +133,8 @@ fn a_port_in_use_is_a_runtime_failure_with_exit_1() {
         "server",
         "-m",
         "127.0.0.1:9",
+        "-L",
+        &free_port().to_string(),
         "-s",
         std::env::temp_dir()
             .join(format!("kumo-inuse-{port}"))
@@ -161,6 +165,8 @@ fn log_file_lines_carry_time_level_module_and_message() {
             log.to_str().unwrap(),
             "-m",
             "127.0.0.1:9",
+            "-L",
+            &free_port().to_string(),
             "-s",
             dir.path().join("db").to_str().unwrap(),
             "-l",
@@ -201,6 +207,8 @@ fn daemon_mode_detaches_and_writes_its_pid() {
         dir.path().join("d.log").to_str().unwrap(),
         "-m",
         "127.0.0.1:9",
+        "-L",
+        &free_port().to_string(),
         "-s",
         dir.path().join("db").to_str().unwrap(),
         "-l",

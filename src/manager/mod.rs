@@ -64,6 +64,8 @@ struct State {
     members: Membership,
     /// Each watched server's stream port (`-L`), from its keepalives.
     streams: HashMap<SocketAddr, u16>,
+    /// Each server's incarnation (its start time), from its keepalives.
+    incarnations: HashMap<SocketAddr, u64>,
     run: Option<Run>,
     /// Servers being watched, by address.
     servers: HashMap<SocketAddr, Arc<Peer>>,
@@ -154,6 +156,16 @@ impl Manager {
             Ok(a) => a,
             Err(e) => return reply.err(e),
         };
+        // A server restarted faster than a keepalive could miss it comes back with
+        // a new incarnation: it may have lost data, so it is treated as lost and
+        // returned, and the next replace brings it up to date.
+        if let Some(inc) = params.get(5).and_then(Value::as_u64) {
+            let previous = self.lock().incarnations.insert(addr, inc);
+            if previous.is_some_and(|p| p != inc) {
+                log::warn!("server {addr} restarted");
+                self.server_lost(addr);
+            }
+        }
         let mut st = self.lock();
         if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
             if st.members.adopt(w, r) {
@@ -655,6 +667,7 @@ pub fn main(args: Args) -> i32 {
             members: Membership::default(),
             servers: HashMap::new(),
             streams: HashMap::new(),
+            incarnations: HashMap::new(),
             run: None,
             watchers: Vec::new(),
             auto_replace: args.switch("auto-replace"),

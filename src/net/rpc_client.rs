@@ -417,14 +417,21 @@ impl Peer {
                     st.link = Link::Idle;
                 }
             }
-            if let (Some(ka), Link::Up { .. }) = (&self.keepalive, &st.link) {
+            if let (Some(_), Link::Up { .. }) = (&self.keepalive, &st.link) {
                 if now.duration_since(st.last_sent) >= config.keepalive && !st.keepalive_outstanding
                 {
                     st.keepalive_outstanding = true;
-                    keepalive = Some((ka(), config.connect_timeout.max(config.keepalive)));
+                    keepalive = Some(config.connect_timeout.max(config.keepalive));
                 }
             }
         }
+        // The keepalive's parameters come from the role, which may take its own
+        // locks (a manager's tables): never under this peer's lock, which the role
+        // takes while holding them.
+        let keepalive = match (keepalive, &self.keepalive) {
+            (Some(timeout), Some(ka)) => Some((ka(), timeout)),
+            _ => None,
+        };
         if let Some(((method, params), timeout)) = keepalive {
             let me = Arc::downgrade(self);
             self.call(

@@ -4,7 +4,7 @@
 //!
 //! | to       | method              | params                                   | result                  |
 //! |----------|---------------------|------------------------------------------|-------------------------|
-//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port]` (a server) | `[whs, rhs]`     |
+//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port, incarnation]` (a server) | `[whs, rhs]` |
 //! | manager  | `HashSpaceRequest`  | `[whs_clock, rhs_clock, wait_ms]`        | `[whs, rhs]`            |
 //! | manager  | `HashSpaceSync`     | `[clk, whs, rhs]` (the partner)          | bool: adopted anything  |
 //! | manager  | `GetNodesInfo`      | `[]`                                     | map, see `NodesInfo`    |
@@ -364,12 +364,23 @@ mod tests {
         let e = obsolete_error(&hs, &HashSpace::empty());
         assert_eq!(obsolete_tables(&e), Some((hs.clone(), HashSpace::empty())));
         assert_eq!(obsolete_tables(&Value::from("other")), None);
-        let info = NodesInfo {
+        let replace = Some(ReplaceProgress {
+            phase: "copying".into(),
+            full: false,
+            servers: 3,
+            done: 1,
+            records: 9,
+            bytes: 99,
+        });
+        let mut info = NodesInfo {
             whs: hs.clone(),
             rhs: hs,
             newcomers: vec![a],
             auto_replace: true,
+            replace,
         };
+        assert_eq!(NodesInfo::from_value(&info.to_value()), Ok(info.clone()));
+        info.replace = None;
         assert_eq!(NodesInfo::from_value(&info.to_value()), Ok(info));
     }
 }

@@ -35,6 +35,7 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             t.whs.to_value(),
             t.rhs.to_value(),
             Value::from(node.stream_port),
+            Value::from(node.incarnation),
         ];
         for m in &managers {
             let n = node.clone();

@@ -63,6 +63,9 @@ pub struct Node {
     pub replace_memory_limit: u64,
     /// `-L`: where other servers push replace data.
     pub stream_port: u16,
+    /// This process's start time in nanoseconds: tells the manager a restart apart
+    /// from a server that merely kept running.
+    pub incarnation: u64,
 }
 
 impl Node {
@@ -77,6 +80,10 @@ impl Node {
             replace: Default::default(),
             replace_memory_limit,
             stream_port,
+            incarnation: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
             me,
             store,
             clock: Clock::default(),
@@ -143,6 +150,15 @@ impl Node {
         if !t.rhs.is_active_owner(hash, &self.me) && !t.whs.is_active_owner(hash, &self.me) {
             return self.obsolete(reply);
         }
+        // A coordinator that is new to the key asks for its record as stored,
+        // tombstones and all (see `write`).
+        if params.get(1).and_then(Value::as_bool) == Some(true) {
+            return match self.store.get(key) {
+                Ok(Some(r)) => reply.ok(msg::record_to_value(&r)),
+                Ok(None) => reply.ok(Value::Nil),
+                Err(e) => reply.err(format!("store: {e}")),
+            };
+        }
         self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
         match self.store.get(key) {
             Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
@@ -152,11 +168,66 @@ impl Node {
     }
 
     /// Coordinates one write: decide, store, replicate, answer.
+    ///
+    /// While data moves, a server may coordinate a key it has not been sent yet.
+    /// It first takes the key's record from an old owner (newer wins), so that add,
+    /// cas, incr, delete and the rest decide on what the cluster holds, not on an
+    /// empty or stale local copy.
     fn write(self: &Arc<Self>, params: &[Value], reply: Reply) {
         let req = match WriteRequest::from_params(params) {
             Ok(r) => r,
             Err(e) => return reply.err(e),
         };
+        let t = self.tables();
+        let hash = key_hash(&req.key);
+        let moving = !t.rhs.is_empty() && !t.rhs.same_layout(&t.whs);
+        if moving
+            && !t.rhs.is_active_owner(hash, &self.me)
+            && t.whs.active_owners(hash).first() == Some(&self.me)
+        {
+            let sources: Vec<SocketAddr> = t.rhs.active_owners(hash);
+            if !sources.is_empty() {
+                return self.pull_then_decide(req, sources, reply);
+            }
+        }
+        self.decide(req, reply)
+    }
+
+    /// Takes the key's record from the first old owner that answers, then decides.
+    fn pull_then_decide(
+        self: &Arc<Self>,
+        req: WriteRequest,
+        mut sources: Vec<SocketAddr>,
+        reply: Reply,
+    ) {
+        if sources.is_empty() {
+            return reply.err(msg::NOT_READY);
+        }
+        let from = sources.remove(0);
+        let node = self.clone();
+        let key = Value::Binary(req.key.clone());
+        self.peer(from).call(
+            msg::GET,
+            &[key, Value::from(true)],
+            REPLICATE_TIMEOUT,
+            Box::new(move |r| match r {
+                Ok(Value::Nil) => node.decide(req, reply),
+                Ok(v) => {
+                    match msg::record_from_value(&v).map(|rec| node.store.update(&req.key, &rec)) {
+                        Ok(Ok(_)) => node.decide(req, reply),
+                        Ok(Err(e)) => reply.err(format!("store: {e}")),
+                        Err(e) => reply.err(format!("old owner {from}: {e}")),
+                    }
+                }
+                Err(e) => {
+                    log::debug!("old owner {from} did not give its record: {e}");
+                    node.pull_then_decide(req, sources, reply)
+                }
+            }),
+        );
+    }
+
+    fn decide(self: &Arc<Self>, req: WriteRequest, reply: Reply) {
         let t = self.tables();
         if t.whs.is_empty() {
             return reply.err(msg::NOT_READY);

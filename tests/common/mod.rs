@@ -126,6 +126,10 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub manager: Option<Proc>,
     pub manager_addr: SocketAddr,
+    /// The second manager of a pair (`-p`), if the cluster has one.
+    pub partner: Option<Proc>,
+    pub partner_addr: Option<SocketAddr>,
+    manager_args: Vec<String>,
     pub servers: Vec<ServerNode>,
     pub gateway: Proc,
     pub gateway_addr: SocketAddr,
@@ -140,14 +144,30 @@ impl Cluster {
     /// Like `start`, with extra manager options, and `prepare(i, store)` run before
     /// server `i` starts (to put a store in place).
     pub fn start_with(n: usize, manager_args: &[&str], prepare: impl Fn(usize, &Path)) -> Cluster {
+        Self::start_full(n, false, manager_args, prepare)
+    }
+
+    /// Two managers, each naming the other with -p; servers and the gateway know both.
+    pub fn start_pair(n: usize) -> Cluster {
+        Self::start_full(n, true, &[], |_, _| {})
+    }
+
+    fn start_full(
+        n: usize,
+        pair: bool,
+        manager_args: &[&str],
+        prepare: impl Fn(usize, &Path),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let manager_addr = local(free_port());
-        let manager = Some(start_manager_with(dir.path(), manager_addr, manager_args));
-        wait_rpc_ready_method(manager_addr, "GetNodesInfo");
+        let partner_addr = pair.then(|| local(free_port()));
         let gateway_addr = local(free_port());
         let mut c = Cluster {
-            manager,
+            manager: None,
             manager_addr,
+            partner: None,
+            partner_addr,
+            manager_args: manager_args.iter().map(|a| a.to_string()).collect(),
             servers: Vec::new(),
             gateway: Proc {
                 child: Command::new("true").spawn().unwrap(),
@@ -156,6 +176,10 @@ impl Cluster {
             gateway_addr,
             dir,
         };
+        c.start_manager(0);
+        if pair {
+            c.start_manager(1);
+        }
         for i in 0..n {
             prepare(i, &c.dir.path().join(format!("server{i}")));
             c.add_server();
@@ -164,13 +188,11 @@ impl Cluster {
             c.dir.path(),
             "gateway",
             &[
-                &[
-                    "gateway",
-                    "-m",
-                    &manager_addr.to_string(),
-                    "-t",
-                    &gateway_addr.to_string(),
-                ],
+                &["gateway", "-t", &gateway_addr.to_string()],
+                &c.manager_flags()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()[..],
                 FAST,
             ]
             .concat(),
@@ -212,11 +234,14 @@ impl Cluster {
                     &node.addr.to_string(),
                     "-L",
                     &stream,
-                    "-m",
-                    &self.manager_addr.to_string(),
                     "-s",
                     node.store.to_str().unwrap(),
                 ],
+                &self
+                    .manager_flags()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()[..],
                 FAST,
             ]
             .concat(),
@@ -229,6 +254,32 @@ impl Cluster {
         }
     }
 
+    /// Kills server `i` and starts it again on its address with an empty store, as
+    /// kumofs's regression tests do.
+    pub fn restart_server_fresh(&mut self, i: usize) {
+        self.kill_server(i);
+        let _ = std::fs::remove_dir_all(&self.servers[i].store);
+        let p = self.spawn_server(&self.servers[i], i);
+        self.servers[i].proc = Some(p);
+        wait_rpc_ready(self.servers[i].addr);
+    }
+
+    /// Waits until the live manager shows server `i` as fault.
+    pub fn wait_fault(&self, i: usize) {
+        let a = self.servers[i].addr;
+        wait_until(
+            Duration::from_secs(15),
+            &format!("{a} to be marked fault"),
+            || {
+                self.nodes_info()
+                    .whs
+                    .nodes()
+                    .iter()
+                    .any(|n| n.addr == a && !n.active)
+            },
+        );
+    }
+
     /// Restarts server `i` on its old address with its old store.
     pub fn restart_server(&mut self, i: usize) {
         self.kill_server(i);
@@ -237,26 +288,90 @@ impl Cluster {
         wait_rpc_ready(self.servers[i].addr);
     }
 
+    /// `-m M1 [-p M2]` for servers and gateways.
+    fn manager_flags(&self) -> Vec<String> {
+        let mut f = vec!["-m".to_string(), self.manager_addr.to_string()];
+        if let Some(p) = self.partner_addr {
+            f.extend(["-p".to_string(), p.to_string()]);
+        }
+        f
+    }
+
+    /// The address of manager `i` (0, or 1 for the partner).
+    pub fn manager_at(&self, i: usize) -> SocketAddr {
+        if i == 0 {
+            self.manager_addr
+        } else {
+            self.partner_addr.expect("no second manager")
+        }
+    }
+
+    fn start_manager(&mut self, i: usize) {
+        let me = self.manager_at(i);
+        let mut extra: Vec<String> = self.manager_args.clone();
+        if self.partner_addr.is_some() {
+            extra.extend(["-p".to_string(), self.manager_at(1 - i).to_string()]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let p = start_manager_with(self.dir.path(), me, &extra);
+        wait_rpc_ready_method(me, "GetNodesInfo");
+        if i == 0 {
+            self.manager = Some(p);
+        } else {
+            self.partner = Some(p);
+        }
+    }
+
     pub fn kill_manager(&mut self) {
-        if let Some(mut p) = self.manager.take() {
+        self.kill_manager_at(0);
+    }
+
+    pub fn kill_manager_at(&mut self, i: usize) {
+        let p = if i == 0 {
+            self.manager.take()
+        } else {
+            self.partner.take()
+        };
+        if let Some(mut p) = p {
             p.kill9();
         }
     }
 
     pub fn restart_manager(&mut self) {
-        self.kill_manager();
-        self.manager = Some(start_manager(self.dir.path(), self.manager_addr));
-        wait_rpc_ready_method(self.manager_addr, "GetNodesInfo");
+        self.restart_manager_at(0);
     }
 
-    /// Runs `kumoctl MANAGER ARGS...`.
+    /// Restarts manager `i` on its old address and waits until it has relearnt the
+    /// tables (from its partner or the servers).
+    pub fn restart_manager_at(&mut self, i: usize) {
+        self.kill_manager_at(i);
+        self.start_manager(i);
+    }
+
+    fn manager_alive(&self, i: usize) -> bool {
+        if i == 0 {
+            self.manager.is_some()
+        } else {
+            self.partner.is_some()
+        }
+    }
+
+    /// A live manager's address, the first one by preference.
+    pub fn live_manager(&self) -> SocketAddr {
+        (0..if self.partner_addr.is_some() { 2 } else { 1 })
+            .find(|i| self.manager_alive(*i))
+            .map(|i| self.manager_at(i))
+            .expect("no manager alive")
+    }
+
+    /// Runs `kumoctl MANAGER ARGS...` on a live manager.
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        let m = self.manager_addr.to_string();
+        let m = self.live_manager().to_string();
         run(&[&["ctl", &m], args].concat())
     }
 
     pub fn nodes_info(&self) -> kumo::proto::cluster::NodesInfo {
-        let v = rpc(self.manager_addr, "GetNodesInfo", &[]).unwrap();
+        let v = rpc(self.live_manager(), "GetNodesInfo", &[]).unwrap();
         kumo::proto::cluster::NodesInfo::from_value(&v).unwrap()
     }
 
@@ -358,14 +473,6 @@ fn start_manager_with(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Proc {
         dir,
         &format!("manager-{}", rand_tag()),
         &[&["manager", "-l", &addr.to_string()], FAST, extra].concat(),
-    )
-}
-
-fn start_manager(dir: &Path, addr: SocketAddr) -> Proc {
-    spawn(
-        dir,
-        &format!("manager-{}", rand_tag()),
-        &[&["manager", "-l", &addr.to_string()], FAST].concat(),
     )
 }
 

@@ -1,0 +1,250 @@
+//! kumofs's nine regression scenarios (rt/01..09, design notes §12.2), ported: the
+//! same cluster shapes and kill sequences, with servers restarted on empty stores,
+//! under a background load that sets, reads back and deletes its own keys. Every
+//! scenario must end with no failed request and no wrong or lost value.
+//!
+//! KUMO_RT_LOOPS sets the number of kill rounds (kumofs's LOOP_RESTART; default 3).
+
+mod common;
+
+use common::load::{check_acked, Load};
+use common::{wait_until, Cluster};
+use std::time::Duration;
+
+fn loops() -> usize {
+    std::env::var("KUMO_RT_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A small deterministic generator, so a failing run can be repeated.
+struct Dice(u64);
+
+impl Dice {
+    fn new(seed: u64) -> Dice {
+        Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    /// Two distinct indexes below `n`.
+    fn two(&mut self, n: usize) -> (usize, usize) {
+        let a = self.pick(n);
+        let b = (a + 1 + self.pick(n - 1)) % n;
+        (a, b)
+    }
+}
+
+fn attach(c: &Cluster) {
+    let (code, out, err) = c.ctl(&["attach"]);
+    assert_eq!(code, 0, "attach: {out}{err}");
+}
+
+/// kumofs's start_srv: server `k` (already dead) starts on an empty store, then
+/// attach, and wait until the replace has finished.
+fn start_srv(c: &mut Cluster, k: usize) {
+    c.restart_server_fresh(k);
+    c.wait_newcomers(&[c.servers[k].addr]);
+    attach(c);
+    c.wait_settled();
+}
+
+/// kumofs's restart_srv: SIGKILL, wait until the manager has noticed, start_srv.
+fn restart_srv(c: &mut Cluster, k: usize) {
+    c.kill_server(k);
+    c.wait_fault(k);
+    start_srv(c, k);
+}
+
+/// Both managers answer with the same tables ("partner connected").
+fn wait_partners_agree(c: &Cluster) {
+    let info = |i: usize| {
+        common::rpc(c.manager_at(i), "GetNodesInfo", &[])
+            .ok()
+            .and_then(|v| kumo::proto::cluster::NodesInfo::from_value(&v).ok())
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the two managers to agree",
+        || match (info(0), info(1)) {
+            (Some(a), Some(b)) => a.whs == b.whs && a.rhs == b.rhs && !a.whs.is_empty(),
+            _ => false,
+        },
+    );
+}
+
+/// Stops the load and requires a clean result.
+fn finish(c: &Cluster, load: Load) {
+    let (acked, get_errors, set_errors, wrong) = load.stop();
+    assert_eq!(
+        (get_errors, set_errors, wrong),
+        (0, 0, 0),
+        "requests failed or values were wrong"
+    );
+    check_acked(c.gateway_addr, &acked);
+}
+
+fn run_scenario(
+    two_managers: bool,
+    servers: usize,
+    seed: u64,
+    round: impl Fn(&mut Cluster, &mut Dice),
+) {
+    let mut c = if two_managers {
+        Cluster::start_pair(servers)
+    } else {
+        Cluster::start(servers)
+    };
+    if two_managers {
+        wait_partners_agree(&c);
+    }
+    let load = Load::start(c.gateway_addr, 2, 100);
+    load.run_for_ops(200);
+    let mut dice = Dice::new(seed);
+    for _ in 0..loops() {
+        round(&mut c, &mut dice);
+        load.run_for_ops(100);
+    }
+    finish(&c, load);
+}
+
+#[test]
+fn rt01_one_manager_restart_one_server() {
+    run_scenario(false, 3, 1, |c, d| {
+        let k = d.pick(3);
+        restart_srv(c, k);
+    });
+}
+
+#[test]
+fn rt02_two_managers_restart_one_manager() {
+    run_scenario(true, 3, 2, |c, d| {
+        let m = d.pick(2);
+        c.restart_manager_at(m);
+        wait_partners_agree(c);
+    });
+}
+
+/// Two of three servers die at once; one copy of everything survives.
+fn kill_two_servers(c: &mut Cluster, d: &mut Dice) {
+    let (k1, k2) = d.two(3);
+    c.kill_server(k1);
+    c.kill_server(k2);
+    c.wait_fault(k1);
+    c.wait_fault(k2);
+    start_srv(c, k1);
+    start_srv(c, k2);
+}
+
+#[test]
+fn rt03_one_manager_kill_two_servers() {
+    run_scenario(false, 3, 3, kill_two_servers);
+}
+
+#[test]
+fn rt04_two_managers_kill_two_servers() {
+    run_scenario(true, 3, 4, kill_two_servers);
+}
+
+#[test]
+fn rt05_two_managers_kill_one_server_and_one_manager() {
+    run_scenario(true, 3, 5, |c, d| {
+        let m = d.pick(2);
+        let k = d.pick(3);
+        c.kill_manager_at(m);
+        c.kill_server(k);
+        c.restart_manager_at(m);
+        wait_partners_agree(c);
+        c.wait_fault(k);
+        start_srv(c, k);
+        wait_partners_agree(c);
+    });
+}
+
+#[test]
+fn rt06_two_managers_kill_one_manager_and_one_server() {
+    run_scenario(true, 3, 6, |c, d| {
+        let m = d.pick(2);
+        let k = d.pick(3);
+        c.kill_server(k);
+        c.wait_fault(k);
+        c.kill_manager_at(m);
+        // The server comes back while one manager is still down.
+        start_srv(c, k);
+        c.restart_manager_at(m);
+        wait_partners_agree(c);
+    });
+}
+
+/// kumofs rt 07/08: a second server dies while the replace for the first runs.
+fn kill_two_while_replacing(c: &mut Cluster, d: &mut Dice) {
+    let n = c.servers.len();
+    let (k1, k2) = d.two(n);
+    c.kill_server(k1);
+    c.wait_fault(k1);
+    c.restart_server_fresh(k1);
+    c.wait_newcomers(&[c.servers[k1].addr]);
+    attach(c);
+    // Kill the second one without waiting for the replace to finish.
+    c.kill_server(k2);
+    c.wait_fault(k2);
+    c.restart_server_fresh(k2);
+    c.wait_newcomers(&[c.servers[k2].addr]);
+    attach(c);
+    c.wait_settled();
+}
+
+#[test]
+fn rt07_two_managers_kill_two_servers_while_replacing() {
+    run_scenario(true, 3, 7, kill_two_while_replacing);
+}
+
+#[test]
+fn rt08_two_managers_kill_two_of_six_servers_while_replacing() {
+    run_scenario(true, 6, 8, kill_two_while_replacing);
+}
+
+/// rt 09: a cas inside another client's gets/cas wins; the outer one gets EXISTS,
+/// through server restarts.
+#[test]
+fn rt09_cas() {
+    type Gets = std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)>;
+    let mut c = Cluster::start(3);
+    let (outer, inner) = (c.client(), c.client());
+    let keys: Vec<String> = (0..200).map(|i| format!("cas-key{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        outer.set(k, format!("val{i}").as_str(), 0).unwrap();
+    }
+    let mut dice = Dice::new(9);
+    for round in 0..loops() {
+        for k in &keys {
+            let g: Gets = outer.gets(&[k.as_str()]).unwrap();
+            let unique = g[k].2.expect("gets gives a cas unique");
+            let g2: Gets = inner.gets(&[k.as_str()]).unwrap();
+            assert!(
+                inner
+                    .cas(k, format!("inner{round}").as_str(), 0, g2[k].2.unwrap())
+                    .unwrap(),
+                "inner cas of {k}"
+            );
+            assert!(
+                !outer.cas(k, "outer", 0, unique).unwrap(),
+                "outer cas of {k} must get EXISTS"
+            );
+        }
+        let k = dice.pick(3);
+        restart_srv(&mut c, k);
+    }
+    let last = format!("inner{}", loops() - 1);
+    for k in &keys {
+        assert_eq!(
+            outer.get::<String>(k).unwrap().as_deref(),
+            Some(last.as_str()),
+            "{k}"
+        );
+    }
+}
