@@ -24,8 +24,10 @@ install: all
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/
 
 bench:
+	cargo build --release
 	cargo run --release --example rpc_bench
 	cargo run --release --example store_bench
+	cargo run --release --example replace_bench
 	bash bench/compare.sh
 
 clean:

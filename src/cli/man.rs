@@ -58,10 +58,43 @@ in touch (the newer table wins). With every manager down, servers and gateways g
 on serving with the last tables they have.
 .PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
+.SH REPLACE
+Attaching or detaching servers changes whs; a \fIreplace\fR then moves the data, in
+two phases. In the copy phase every server sends each record (tombstones included)
+that it is the first live old owner of to the key's new owners, over their stream
+ports (\fB\-L\fR); the receiver keeps the newer version. Writes already follow the new
+whs, reads still follow rhs. When every server has reported the copy done, rhs :=
+whs and each server drops the records it no longer owns (the delete phase). Each
+replace has an id (the whs timestamp); start messages and the servers' reports are
+repeated until acknowledged. If a server is lost during a replace, the replace
+starts over on the new tables; if the manager is lost, the next \fBattach\fR or
+\fBreplace\fR finishes the job. \fBkumoctl status\fR shows a running replace.
+\fBfull\-replace\fR sends every record to every owner (a repair after three or more
+servers were lost at once).
+.PP
+A server that comes back with its old store is safe: while it was away it was
+fault, so the replace that attaches it again sends it every newer value and every
+tombstone it missed. A server restarted so fast that no keepalive missed it is
+recognised by its new start time and treated the same way. Deleted keys are safe
+for \fB\-gX\fR seconds (the tombstones' lifetime); a server away for longer must
+start with an empty store.
+.SH BACKUP AND RESTORE
+\fBkumoctl backup\fR [\fIsuffix\fR] makes every server write a consistent copy of its
+store at \fIPATH\fR\fB\-\fR\fIsuffix\fR while it keeps serving. To restore, merge
+the copies with \fBkumomergedb\fR, put the merged store in place as every server's
+\fB\-s\fR store, start the servers and run \fBkumoctl attach\fR: the replace's delete
+phase trims what each server does not own.
 .SH TWO MANAGERS
 Start each with \fB\-p\fR naming the other. They keep each other's hash spaces in
-step (newer wins) over a link with keepalives; servers and gateways are given both
-(\fB\-m\fR and \fB\-p\fR) and take whichever table is newer.
+step (newer wins) over a link whose keepalives carry the tables, so a lost update is
+repeated until the partner has it. Servers and gateways are given both (\fB\-m\fR and
+\fB\-p\fR) and take whichever table is newer. A replace runs on the manager that was
+asked (or, for auto replace, on the one with the smaller address while both are
+up); servers report to the manager that started it. A restarted manager catches up
+from its partner and from the servers by itself; \fBkumoctl replace\fR on the
+surviving manager also brings both in line. With every manager down, data keeps
+flowing on the last tables; restarted managers learn the tables back from the
+servers, and \fBkumoctl attach\fR attaches any server that is new.
 .SH RPC METHODS
 msgpack\-rpc over TCP; any msgpack\-rpc client can call them.
 .TP
@@ -81,7 +114,17 @@ detaches at once.
 \fB[whs, rhs]\fR, after waiting up to \fIwait_ms\fR for them to differ from the
 given versions (gateways keep one such request open).
 .TP
-\fBKeepAlive\fR [\fIclock\fR, \fIaddress\fR, \fIwhs\fR, \fIrhs\fR]
+\fBStartReplace\fR [\fIfull\fR]
+Starts a replace to the current whs.
+.TP
+\fBCreateBackup\fR [\fIsuffix\fR]
+Every server backs up its store; the answer lists each server with its backup's
+path or the error.
+.TP
+\fBReplaceCopyEnd\fR, \fBReplaceDeleteEnd\fR [\fIclock\fR, \fIid\fR, \fIaddress\fR, ...]
+A server's report that it finished a phase of replace \fIid\fR.
+.TP
+\fBKeepAlive\fR [\fIclock\fR, \fIaddress\fR, \fIwhs\fR, \fIrhs\fR, \fIstream_port\fR, \fIincarnation\fR]
 A server keeping in touch; answered with \fB[whs, rhs]\fR.
 .TP
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR]
@@ -127,6 +170,14 @@ The data path used by gateways and other servers.
 .TP
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR], \fBKeepAlive\fR [\fIclock\fR]
 From the manager.
+.TP
+\fBReplaceCopyStart\fR, \fBReplaceDeleteStart\fR, \fBCreateBackup\fR [\fIsuffix\fR]
+From the manager: the phases of a replace (see \fBkumo\-manager\fR(1)), and a backup
+of the store to \fIPATH\fR\fB\-\fR\fIsuffix\fR.
+.TP
+\fBReplacePush\fR [\fIclock\fR, \fIid\fR, [[\fIkey\fR, \fIrecord\fR]...]]
+On the stream port (\fB\-L\fR) only: records sent by other servers during a replace,
+applied newer\-wins. The copy sends at most \fB\-M\fR bytes ahead.
 .TP
 \fBSetConfig\fR [\fB"nodelay"\fR, \fIbool\fR]
 Sets TCP_NODELAY on every socket of the process; returns how many took it.
@@ -199,8 +250,19 @@ not attached node:
   127.0.0.1:19801
 .fi
 .PP
-The other commands print \fIcommand\fR\fB: done\fR, or \fB: nothing to do\fR when
-there was nothing to attach or detach. With \fB\-\-json\fR every command prints one
+While a replace runs, \fBstatus\fR adds its phase, how many servers have finished
+it, and the records and bytes copied:
+.PP
+.nf
+replace:
+  copying (1 of 3 servers done), 12040 records, 1405311 bytes copied
+.fi
+.PP
+\fBattach\fR and \fBdetach\fR start a replace (see \fBkumo\-manager\fR(1)); the
+\fB\-noreplace\fR forms only change the tables, and a later \fBreplace\fR or
+\fBattach\fR moves the data. \fBbackup\fR prints \fBsuffix=\fR\fIsuffix\fR and a line
+per server with its backup's path. The other commands print \fIcommand\fR\fB: done\fR,
+or \fB: nothing to do\fR when there was nothing to attach or detach. With \fB\-\-json\fR every command prints one
 JSON object instead. A manager that cannot be reached is an error (exit status 1).
 "#
         }
