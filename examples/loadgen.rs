@@ -557,20 +557,7 @@ fn worker(
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use kumo::tools::json_str;
 
 fn resolve(addr: &str) -> SocketAddr {
     match addr.to_socket_addrs().map(|mut a| a.next()) {

@@ -157,7 +157,11 @@ fn killed_servers_cost_no_read_and_lose_no_write() {
     assert_eq!((get_errors, wrong), (0, 0), "reads failed or were wrong");
     assert_eq!(set_errors, 0, "writes failed");
     common::load::check_acked(c.gateway_addr, &acked);
-    assert!(acked.len() >= 200, "the load touched only {} keys", acked.len());
+    assert!(
+        acked.len() >= 200,
+        "the load touched only {} keys",
+        acked.len()
+    );
 }
 
 /// With the manager gone, the last hash spaces keep routing; a restarted manager

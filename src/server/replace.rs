@@ -162,14 +162,7 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                     .phase
                     .store(Phase::Idle as u8, Ordering::Release);
                 log::info!("replace {id:#x}: copy done, {records} records, {bytes} bytes sent");
-                let params = [
-                    Value::from(node.clock.tick()),
-                    Value::from(id),
-                    msg::addr_to_value(&node.me),
-                    Value::from(records),
-                    Value::from(bytes),
-                ];
-                report(&node, id, manager, msg::REPLACE_COPY_END, &params);
+                report(&node, id, manager, msg::REPLACE_COPY_END, &[records, bytes]);
             }
         });
     if let Err(e) = spawned {
@@ -377,21 +370,23 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 .phase
                 .store(Phase::Idle as u8, Ordering::Release);
             log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
-            let params = [
-                Value::from(node.clock.tick()),
-                Value::from(id),
-                msg::addr_to_value(&node.me),
-                Value::from(erased),
-            ];
-            report(&node, id, manager, msg::REPLACE_DELETE_END, &params);
+            report(&node, id, manager, msg::REPLACE_DELETE_END, &[erased]);
         });
     if let Err(e) = spawned {
         log::error!("cannot start the replace delete phase: {e}");
     }
 }
 
-/// Tells `manager` a phase ended, until it acknowledges or a newer replace starts.
-fn report(node: &Node, id: u64, manager: SocketAddr, method: &str, params: &[Value]) {
+/// Tells `manager` a phase ended, with its counts, until it acknowledges or a newer
+/// replace starts.
+fn report(node: &Node, id: u64, manager: SocketAddr, method: &str, counts: &[u64]) {
+    let mut params = vec![
+        Value::from(node.clock.tick()),
+        Value::from(id),
+        msg::addr_to_value(&node.me),
+    ];
+    params.extend(counts.iter().map(|c| Value::from(*c)));
+    let params = params.as_slice();
     while is_current(node, id) {
         let result = BlockingClient::connect(manager, CALL_TIMEOUT)
             .map_err(|e| e.to_string())
