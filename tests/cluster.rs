@@ -261,7 +261,12 @@ fn kumostat_reports_counters_and_tables() {
 /// kumoctl's commands, errors and JSON output.
 #[test]
 fn kumoctl_attaches_detaches_and_explains_errors() {
-    let mut c = Cluster::start(3);
+    // -c opens a second port for kumoctl.
+    let control = common::local(common::free_port());
+    let mut c = Cluster::start_with(3, &["-c", &control.to_string()], |_, _| {});
+    let (code, via_control, _) = run(&["ctl", &control.to_string(), "status"]);
+    assert_eq!(code, 0);
+    assert_eq!(via_control, c.ctl(&["status"]).1);
     let extra = c.add_server();
     let extra_addr = c.servers[extra].addr;
     c.wait_newcomers(&[extra_addr]);
