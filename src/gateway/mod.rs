@@ -41,6 +41,8 @@ pub const WRITE_TIMEOUT: Duration =
 pub const RETRY_DELAY: Duration = Duration::from_millis(300);
 /// How long a long poll for new hash spaces waits at the manager.
 pub const WATCH_WAIT: Duration = Duration::from_secs(10);
+/// The shortest time between two refreshes of the tables after errors.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a `stats` command waits for the servers' item counts.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -86,6 +88,8 @@ pub struct Gateway {
     pub value_max: usize,
     pub counters: Counters,
     started: Instant,
+    /// When the tables were last asked for after an error (ms since start).
+    last_refresh_ms: AtomicU64,
 }
 
 /// Whether an error means the server did not run the write, so it is safe to retry
@@ -108,14 +112,16 @@ impl Gateway {
             .clone()
     }
 
+    /// Takes the newer of our tables and these; returns whether anything changed.
     fn adopt(
         &self,
         whs: crate::cluster::hash_space::HashSpace,
         rhs: crate::cluster::hash_space::HashSpace,
-    ) {
+    ) -> bool {
         let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**t).clone();
-        if next.adopt(whs, rhs) {
+        let changed = next.adopt(whs, rhs);
+        if changed {
             log::info!(
                 "hash spaces now whs {} servers, rhs {} servers (clock {:#x})",
                 next.whs.nodes().len(),
@@ -124,6 +130,7 @@ impl Gateway {
             );
             *t = Arc::new(next);
         }
+        changed
     }
 
     fn server(&self, addr: SocketAddr) -> Arc<Peer> {
@@ -144,8 +151,20 @@ impl Gateway {
         self.refresh();
     }
 
-    /// Asks every manager for the tables now.
+    /// Asks every manager for the tables now, at most once per REFRESH_INTERVAL:
+    /// a failing server must not turn every failed request into a request to
+    /// every manager.
     pub fn refresh(self: &Arc<Self>) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_refresh_ms.load(Ordering::Relaxed);
+        if now < last + REFRESH_INTERVAL.as_millis() as u64
+            || self
+                .last_refresh_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
         for m in &self.managers {
             self.request_tables(m, Duration::ZERO, None);
         }
@@ -170,13 +189,16 @@ impl Gateway {
             &params,
             wait + self.net.config().connect_timeout + Duration::from_secs(1),
             Box::new(move |r| {
+                // `ok` means: something new came, ask again at once.
                 let ok = match r.map(|v| msg::spaces_from_value(&v)) {
-                    Ok(Ok((w, r))) => {
-                        if let Some(g) = me.upgrade() {
-                            g.adopt(w, r);
-                        }
-                        true
-                    }
+                    // Ask again at once after news or after a quiet wait; wait a
+                    // little when the manager is behind us (restarted, lagging).
+                    Ok(Ok((w, r))) => me.upgrade().is_some_and(|g| {
+                        let (wc, rc) = (w.clocktime, r.clocktime);
+                        let adopted = g.adopt(w, r);
+                        let t = g.tables();
+                        adopted || (t.whs.clocktime == wc && t.rhs.clocktime == rc)
+                    }),
                     Ok(Err(e)) => {
                         log::warn!("manager {addr}: {e}");
                         false
@@ -222,7 +244,10 @@ impl Gateway {
         let t = self.tables();
         let owners = t.rhs.active_owners(key_hash(&key));
         if owners.is_empty() {
-            return done(Err("no server holds this key".into()));
+            // Never answered inside the call: callers may hold a queue of work.
+            return self.net.timers().after(Duration::ZERO, move || {
+                done(Err("no server holds this key".into()))
+            });
         }
         // Primary, replica 1, replica 2, and around again; a server whose
         // connection is failing is passed over while another owner is up.
@@ -274,7 +299,9 @@ impl Gateway {
             _ => self.set_retry,
         };
         let Some(&coordinator) = t.whs.active_owners(key_hash(&req.key)).first() else {
-            return done(Err("no server holds this key".into()));
+            return self.net.timers().after(Duration::ZERO, move || {
+                done(Err("no server holds this key".into()))
+            });
         };
         let g = self.clone();
         self.server(coordinator).call(
@@ -400,6 +427,7 @@ pub fn main(args: Args) -> i32 {
             .min(crate::store::record::DATA_SIZE_MAX as u64) as usize,
         counters: Counters::default(),
         started: Instant::now(),
+        last_refresh_ms: AtomicU64::new(0),
     });
     for m in managers {
         gw.watch(m);

@@ -131,7 +131,7 @@ impl Pipeline {
     }
 
     /// Starts `job` now or queues it. False if the queue is full.
-    fn submit(self: &Arc<Self>, job: Job) -> bool {
+    fn submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
         let start = {
             let mut r = self.lock();
             if r.waiting.is_empty() && r.may_start(&job) {
@@ -142,7 +142,7 @@ impl Pipeline {
                 }
                 Some(job)
             } else if r.waiting.len() >= PIPELINE_MAX {
-                return false;
+                return Err(job);
             } else {
                 r.waiting.push_back(job);
                 None
@@ -152,7 +152,7 @@ impl Pipeline {
         if let Some(j) = start {
             self.run(j);
         }
-        true
+        Ok(())
     }
 
     fn finished(self: &Arc<Self>, read: bool) {
@@ -365,7 +365,7 @@ impl Pipeline {
                 ]);
                 // Every key is on up to three servers; the copies divided by the
                 // replication factor is the number of keys.
-                let factor = servers.clamp(1, crate::cluster::hash_space::REPLICAS) as u64;
+                let factor = answered.clamp(1, crate::cluster::hash_space::REPLICAS) as u64;
                 lines.push(("curr_items", (copies / factor).to_string()));
                 lines.push(("cluster_items", copies.to_string()));
                 lines.push(("cluster_servers", servers.to_string()));
@@ -386,6 +386,8 @@ pub struct TextSession {
     pipeline: Option<Arc<Pipeline>>,
     /// Bytes of an oversized value still to be skipped.
     swallow: usize,
+    /// After `quit` (or a refusal) input is ignored until the connection closes.
+    closing: bool,
 }
 
 impl TextSession {
@@ -413,6 +415,7 @@ pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
             gw: gw.clone(),
             pipeline: None,
             swallow: 0,
+            closing: false,
         })
     })
 }
@@ -444,6 +447,9 @@ fn outcome_text(o: Outcome) -> Vec<u8> {
 
 impl Session for TextSession {
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
+        if self.closing {
+            return Ok(input.len());
+        }
         let pipe = self.pipeline(out);
         let replies = &pipe.replies;
         let mut used = 0;
@@ -477,11 +483,14 @@ impl Session for TextSession {
                             exptime: 0,
                             data: Vec::new(),
                         };
-                        if !pipe.submit(Job::Write {
-                            key: key.to_vec(),
-                            w,
-                            seq: None,
-                        }) {
+                        if pipe
+                            .submit(Job::Write {
+                                key: key.to_vec(),
+                                w,
+                                seq: None,
+                            })
+                            .is_err()
+                        {
                             return Err(());
                         }
                     }
@@ -490,6 +499,7 @@ impl Session for TextSession {
                     if close {
                         let seq = replies.reserve();
                         replies.fill(seq, Slot::Close);
+                        self.closing = true;
                         return Ok(input.len());
                     }
                     continue;
@@ -627,21 +637,33 @@ impl Session for TextSession {
                         Command::Quit => {
                             let seq = replies.reserve();
                             replies.fill(seq, Slot::Close);
+                            self.closing = true;
                             return Ok(input.len());
                         }
                     }
                 }
             };
             used += len;
-            if !pipe.submit(job) {
+            if let Err(job) = pipe.submit(job) {
                 log::warn!(
                     "{}: more than {PIPELINE_MAX} commands queued; closing",
                     out.peer()
                 );
-                let seq = replies.reserve();
-                replies.answer(seq, b"SERVER_ERROR too many pipelined commands");
+                // The refused command's own slot carries the error, then the close;
+                // nothing after it runs.
+                let refused = b"SERVER_ERROR too many pipelined commands";
+                match job {
+                    Job::Get { seq, .. }
+                    | Job::Stats { seq }
+                    | Job::Write { seq: Some(seq), .. } => replies.answer(seq, refused),
+                    Job::Write { seq: None, .. } => {
+                        let seq = replies.reserve();
+                        replies.answer(seq, refused);
+                    }
+                }
                 let seq = replies.reserve();
                 replies.fill(seq, Slot::Close);
+                self.closing = true;
                 return Ok(input.len());
             }
         }

@@ -472,11 +472,10 @@ impl Manager {
             .min(WATCH_WAIT_MAX);
         let mut st = self.lock();
         let t = &st.members.tables;
-        if wait.is_zero()
-            || known_w != t.whs.clocktime.0
-            || known_r != t.rhs.clocktime.0
-            || st.watchers.len() >= WATCHERS_MAX
-        {
+        // Answer at once only with news: tables this manager has that are newer
+        // than the caller's. A caller ahead of us (we restarted) waits for a change.
+        let news = t.whs.clocktime.0 > known_w || t.rhs.clocktime.0 > known_r;
+        if wait.is_zero() || news || st.watchers.len() >= WATCHERS_MAX {
             return reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
         }
         st.watchers.push(Watcher {

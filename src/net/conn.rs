@@ -22,6 +22,13 @@ pub trait Session: Send {
     /// An outgoing connect finished; `Err` means it failed and `on_close` follows.
     fn on_connect(&mut self, _result: &io::Result<()>, _out: &Arc<Writer>) {}
 
+    /// The worker is done with the connection (the peer half-closed, or an error):
+    /// close it once what is owed has been sent. A session whose answers come
+    /// later (from other threads) closes after its last one instead.
+    fn close_when_done(&mut self, out: &Arc<Writer>) {
+        out.close_after_flush();
+    }
+
     /// The connection is gone, for whatever reason. Called exactly once.
     fn on_close(&mut self) {}
 }
@@ -57,6 +64,16 @@ pub(super) fn cork() {
             *c = Some(Vec::new());
         }
     });
+}
+
+/// Uncorks when dropped, so a panic in a session cannot leave output gathered and
+/// never written.
+pub(super) struct Corked;
+
+impl Drop for Corked {
+    fn drop(&mut self) {
+        uncork();
+    }
 }
 
 /// Writes what this thread gathered since [`cork`] and stops gathering.

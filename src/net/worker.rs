@@ -105,6 +105,7 @@ impl Worker {
                 continue;
             }
             super::conn::cork();
+            let corked = super::conn::Corked;
             let again = std::mem::take(&mut self.again);
             for slot in again {
                 self.service(slot, true, false);
@@ -120,7 +121,7 @@ impl Worker {
                     event.is_writable(),
                 );
             }
-            super::conn::uncork();
+            drop(corked);
             loop {
                 match self.rx.try_recv() {
                     Ok(a) => self.add(a),
@@ -227,7 +228,7 @@ impl Worker {
             .poll
             .registry()
             .deregister(&mut mio::unix::SourceFd(&fd));
-        conn.writer.close_after_flush();
+        conn.session.close_when_done(&conn.writer);
         conn.session.on_close();
         if let Some(c) = conn.counted {
             c.fetch_sub(1, Ordering::Relaxed);
