@@ -363,3 +363,30 @@ fn kumo_local_serves_and_keeps_its_data() {
     stop(child);
     assert!(dir.path().join("server1").is_dir() && dir.path().join("logs/gateway.log").is_file());
 }
+
+/// A stopped server (SIGSTOP: the kernel still accepts connections for it) is
+/// declared lost by its silence, and reads and writes go on without it.
+#[test]
+fn a_stopped_server_is_detected_by_its_silence() {
+    let c = Cluster::start(3);
+    let client = c.client();
+    client.set("before-stop", "1", 0).unwrap();
+    let pid = c.servers[0].proc.as_ref().unwrap().pid();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    c.wait_fault(0);
+    for i in 0..50 {
+        client.set(&format!("stopped-{i}"), "v", 0).unwrap();
+        assert_eq!(
+            client
+                .get::<String>(&format!("stopped-{i}"))
+                .unwrap()
+                .as_deref(),
+            Some("v")
+        );
+    }
+    assert_eq!(
+        client.get::<String>("before-stop").unwrap().as_deref(),
+        Some("1")
+    );
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}

@@ -43,19 +43,24 @@ impl Membership {
         true
     }
 
-    /// A server stopped answering: it becomes fault in both tables (one stamp), and
-    /// leaves the newcomer list. Returns whether the tables changed.
+    /// A server stopped answering: it becomes fault in both tables, and leaves the
+    /// newcomer list. Returns whether the tables changed. whs is stamped after rhs
+    /// (`stamp` and one more), so whs stays strictly newer than rhs whenever their
+    /// layouts differ, and rhs := whs later is a change every node takes.
     pub fn server_lost(&mut self, addr: SocketAddr, stamp: ClockTime) -> bool {
         self.newcomers.retain(|a| *a != addr);
-        let w = self.tables.whs.mark_fault(&addr, stamp);
+        let later = ClockTime(stamp.0 + 1);
         let r = self.tables.rhs.mark_fault(&addr, stamp);
-        if w && !r {
-            self.tables.rhs.clocktime = stamp;
-        }
+        let w = self.tables.whs.mark_fault(&addr, later);
         if r && !w {
-            self.tables.whs.clocktime = stamp;
+            self.tables.whs.clocktime = later;
         }
         w || r
+    }
+
+    /// The ClockTime a new table must be stamped after: newer than both tables.
+    pub fn floor(&self) -> ClockTime {
+        ClockTime(self.tables.whs.clocktime.0.max(self.tables.rhs.clocktime.0) + 1)
     }
 
     /// Attaches every newcomer to whs (a returning fault server becomes active).
@@ -116,8 +121,8 @@ mod tests {
         assert!(!m.server_seen(a(2)), "an attached server is not a newcomer");
 
         assert!(m.server_lost(a(2), ClockTime(20)));
-        assert_eq!(m.tables.whs.clocktime, ClockTime(20));
         assert_eq!(m.tables.rhs.clocktime, ClockTime(20));
+        assert_eq!(m.tables.whs.clocktime, ClockTime(21), "whs newer than rhs");
         assert!(!m.tables.whs.nodes()[1].active);
         assert!(
             !m.server_lost(a(2), ClockTime(21)),
@@ -126,9 +131,31 @@ mod tests {
 
         // It comes back: a newcomer until attached again, then active.
         assert!(m.server_seen(a(2)));
-        assert!(m.attach(ClockTime(30)));
+        assert!(m.attach(m.floor().max(ClockTime(30))));
         assert!(m.tables.whs.nodes().iter().all(|n| n.active));
         assert!(!m.detach(ClockTime(31)), "nothing to detach");
+    }
+
+    /// A loss while data moves: after the replace, rhs := whs must be a table
+    /// every node takes, that is newer than the rhs they hold.
+    #[test]
+    fn settling_after_a_loss_gives_a_newer_rhs() {
+        let mut m = Membership::default();
+        for p in 1..=4 {
+            m.server_seen(a(p));
+        }
+        m.attach(ClockTime(10));
+        m.settle();
+        m.server_seen(a(5));
+        m.attach(ClockTime(20));
+        m.server_lost(a(3), ClockTime(30));
+        let old_rhs = m.tables.rhs.clone();
+        assert!(!m.tables.whs.same_layout(&old_rhs));
+        assert!(m.settle());
+        assert!(
+            old_rhs.should_adopt(&m.tables.rhs),
+            "servers take the settled rhs"
+        );
     }
 
     #[test]

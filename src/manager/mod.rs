@@ -46,6 +46,9 @@ enum RunPhase {
 /// A replace this manager runs. Its id is the whs ClockTime it moves to.
 struct Run {
     id: u64,
+    /// The tables the replace moves between, fixed at its start.
+    whs: crate::cluster::hash_space::HashSpace,
+    rhs: crate::cluster::hash_space::HashSpace,
     full: bool,
     phase: RunPhase,
     targets: Vec<SocketAddr>,
@@ -67,6 +70,8 @@ struct State {
     /// Each server's incarnation (its start time), from its keepalives.
     incarnations: HashMap<SocketAddr, u64>,
     run: Option<Run>,
+    /// Bumped by every start of a replace; a deferred start runs only if latest.
+    start_token: u64,
     /// Servers being watched, by address.
     servers: HashMap<SocketAddr, Arc<Peer>>,
     watchers: Vec<Watcher>,
@@ -93,8 +98,10 @@ impl Manager {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stamp(&self) -> ClockTime {
-        self.clock.stamp(unix_now())
+    /// A fresh ClockTime for a table change, never older than the tables held: a
+    /// clock behind the partner's must not produce a change nobody takes.
+    fn stamp(&self, st: &State) -> ClockTime {
+        self.clock.stamp(unix_now()).max(st.members.floor())
     }
 
     /// Sends the tables to every server, the partner and the waiting gateways.
@@ -170,6 +177,7 @@ impl Manager {
         if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
             if st.members.adopt(w, r) {
                 self.log_tables(&st, &format!("tables learnt from server {addr}"));
+                self.drop_superseded_run(&mut st);
                 self.publish(&mut st, true);
             }
         }
@@ -211,17 +219,37 @@ impl Manager {
         let mut st = self.lock();
         st.servers.remove(&addr);
         log::warn!("lost node {addr}");
-        if st.members.server_lost(addr, self.stamp()) {
+        let stamp = self.stamp(&st);
+        let changed = st.members.server_lost(addr, stamp);
+        if changed {
             self.log_tables(&st, &format!("server {addr} marked fault"));
             self.publish(&mut st, true);
-            // What the lost server was to send must come from the next owner: the
-            // running replace starts over on the new tables rather than stall.
-            if let Some(full) = st.run.as_ref().map(|r| r.full) {
-                log::warn!("server {addr} lost during a replace; restarting it");
-                self.start_replace(&mut st, full);
-            }
+        }
+        // What the lost server was to send or receive must come from the next
+        // owner: the running replace starts over on the new tables rather than
+        // wait for a report that will never come.
+        let involved = st
+            .run
+            .as_ref()
+            .is_some_and(|r| r.pending.contains(&addr) || r.targets.contains(&addr));
+        if let (true, Some(full)) = (changed || involved, st.run.as_ref().map(|r| r.full)) {
+            log::warn!("server {addr} lost during a replace; restarting it");
+            self.start_replace(&mut st, full);
         }
         self.schedule_auto_replace(&mut st);
+    }
+
+    /// Tables newer than the running replace came from elsewhere (the partner's
+    /// change, with its own replace): servers now run that one and will not
+    /// report on ours, which is dropped. The next attach or replace here starts
+    /// afresh if anything is left to move.
+    fn drop_superseded_run(&self, st: &mut State) {
+        if let Some(r) = &st.run {
+            if st.members.tables.whs.clocktime.0 > r.id {
+                log::info!("replace {:#x}: superseded by newer tables; dropped", r.id);
+                st.run = None;
+            }
+        }
     }
 
     /// Only one manager of a pair runs automatic replaces: the smaller address,
@@ -233,15 +261,44 @@ impl Manager {
         }
     }
 
-    /// Starts (or restarts) a replace to the current whs.
+    /// Starts (or restarts) a replace to the current whs. Every server active in
+    /// either table takes part, so the replace waits until each of them keeps in
+    /// touch with this manager (a restarted manager, or a server a keepalive away);
+    /// a server that never does is lost, which changes the tables.
     fn start_replace(self: &Arc<Self>, st: &mut State, full: bool) {
         let t = &st.members.tables;
-        let targets: Vec<SocketAddr> = st
-            .servers
-            .keys()
-            .filter(|a| t.whs.is_active(a) || t.rhs.is_active(a))
+        let members: Vec<SocketAddr> = t
+            .whs
+            .nodes()
+            .iter()
+            .chain(t.rhs.nodes())
+            .filter(|n| n.active)
+            .map(|n| n.addr)
+            .collect();
+        let missing: Vec<SocketAddr> = members
+            .iter()
+            .filter(|a| !st.servers.contains_key(a) || !st.streams.contains_key(a))
             .copied()
             .collect();
+        if !missing.is_empty() {
+            st.run = None;
+            st.start_token += 1;
+            let token = st.start_token;
+            log::info!("replace waits for {missing:?} to keep in touch");
+            let weak = Arc::downgrade(self);
+            self.net.timers().after(REPLACE_RESEND, move || {
+                let Some(m) = weak.upgrade() else { return };
+                let mut st = m.lock();
+                if st.start_token == token && st.run.is_none() {
+                    m.start_replace(&mut st, full);
+                }
+            });
+            return;
+        }
+        st.start_token += 1;
+        let mut targets = members;
+        targets.sort();
+        targets.dedup();
         let id = t.whs.clocktime.0;
         if targets.is_empty() {
             st.run = None;
@@ -257,6 +314,8 @@ impl Manager {
         );
         st.run = Some(Run {
             id,
+            whs: t.whs.clone(),
+            rhs: t.rhs.clone(),
             full,
             phase: RunPhase::Copy,
             pending: targets.iter().copied().collect(),
@@ -275,7 +334,6 @@ impl Manager {
             return;
         };
         let Some(run) = &st.run else { return };
-        let t = &st.members.tables;
         let (method, params) = match phase {
             RunPhase::Copy => {
                 let streams = st
@@ -289,8 +347,8 @@ impl Manager {
                         Value::from(self.clock.tick()),
                         Value::from(id),
                         msg::addr_to_value(&self.me),
-                        t.whs.to_value(),
-                        t.rhs.to_value(),
+                        run.whs.to_value(),
+                        run.rhs.to_value(),
                         Value::from(run.full),
                         Value::Array(streams),
                     ],
@@ -302,7 +360,7 @@ impl Manager {
                     Value::from(self.clock.tick()),
                     Value::from(id),
                     msg::addr_to_value(&self.me),
-                    t.whs.to_value(),
+                    run.whs.to_value(),
                 ],
             ),
         };
@@ -347,25 +405,51 @@ impl Manager {
         addr: SocketAddr,
         records: u64,
         bytes: u64,
+        failed: bool,
     ) {
         let mut st = self.lock();
         let Some(run) = st.run.as_mut() else { return };
-        if run.id != id || run.phase != phase || !run.pending.remove(&addr) {
+        if run.id != id || run.phase != phase || !run.pending.contains(&addr) {
             return;
         }
-        run.records += records;
-        run.bytes += bytes;
+        if failed {
+            // Records that did not reach their new owners must not be trimmed
+            // from the old ones: copy again instead of moving on.
+            log::warn!("replace {id:#x}: {addr} could not send everything; copying again shortly");
+            let full = run.full;
+            st.run = None;
+            let weak = Arc::downgrade(self);
+            self.net.timers().after(REPLACE_RESEND * 2, move || {
+                let Some(m) = weak.upgrade() else { return };
+                let mut st = m.lock();
+                if st.run.is_none() {
+                    m.start_replace(&mut st, full);
+                }
+            });
+            return;
+        }
+        run.pending.remove(&addr);
+        run.records = run.records.saturating_add(records);
+        run.bytes = run.bytes.saturating_add(bytes);
         if !run.pending.is_empty() {
+            return;
+        }
+        let (records_total, bytes_total, alive) = (run.records, run.bytes, run.targets.clone());
+        if st.members.tables.whs.clocktime.0 != id {
+            // whs changed while the data moved (attach-noreplace, a partner's
+            // change): settling now would send reads where nothing was copied.
+            log::info!(
+                "replace {id:#x}: the tables changed meanwhile; copying again for the new ones"
+            );
+            let full = st.run.as_ref().is_some_and(|r| r.full);
+            self.start_replace(&mut st, full);
             return;
         }
         match phase {
             RunPhase::Copy => {
                 log::info!(
-                    "replace {id:#x}: copy finished ({} records, {} bytes); reads follow writes",
-                    run.records,
-                    run.bytes
+                    "replace {id:#x}: copy finished ({records_total} records, {bytes_total} bytes); reads follow writes"
                 );
-                let alive: Vec<SocketAddr> = run.targets.clone();
                 st.members.settle();
                 self.publish(&mut st, true);
                 let live: Vec<SocketAddr> = alive
@@ -449,16 +533,18 @@ impl Manager {
     fn change(self: &Arc<Self>, st: &mut State, attach: bool, detach: bool, replace: bool) -> bool {
         let mut changed = false;
         if attach {
-            changed |= st.members.attach(self.stamp());
+            changed |= st.members.attach(self.stamp(st));
         }
         if detach {
-            changed |= st.members.detach(self.stamp());
+            changed |= st.members.detach(self.stamp(st));
         }
         if changed {
             self.log_tables(st, "servers attached or detached");
             self.publish(st, true);
         }
-        let unsettled = st.members.tables.whs != st.members.tables.rhs && st.run.is_none();
+        let t = &st.members.tables;
+        let stale_run = st.run.as_ref().is_some_and(|r| r.id != t.whs.clocktime.0);
+        let unsettled = t.whs != t.rhs && (st.run.is_none() || stale_run);
         if replace && (changed || unsettled) {
             self.start_replace(st, false);
         }
@@ -554,6 +640,7 @@ impl Service for ManagerService {
                         let adopted = st.members.adopt(w, r);
                         if adopted {
                             m.log_tables(&st, "tables learnt from the partner");
+                            m.drop_superseded_run(&mut st);
                             m.publish(&mut st, false);
                         }
                         reply.ok(adopted)
@@ -592,12 +679,15 @@ impl Service for ManagerService {
                     (Some(id), Ok(addr)) => {
                         // Acknowledged whatever it is, so the server stops repeating it.
                         reply.ok(true);
-                        let phase = if method == msg::REPLACE_COPY_END {
-                            RunPhase::Copy
+                        let (phase, failed) = if method == msg::REPLACE_COPY_END {
+                            (
+                                RunPhase::Copy,
+                                params.get(5).and_then(Value::as_bool).unwrap_or(false),
+                            )
                         } else {
-                            RunPhase::Delete
+                            (RunPhase::Delete, false)
                         };
-                        m.phase_done(phase, id, addr, n(3), n(4));
+                        m.phase_done(phase, id, addr, n(3), n(4), failed);
                     }
                     _ => reply.err("bad parameters: expected [clock, id, address, ...]"),
                 }
@@ -668,6 +758,7 @@ pub fn main(args: Args) -> i32 {
             streams: HashMap::new(),
             incarnations: HashMap::new(),
             run: None,
+            start_token: 0,
             watchers: Vec::new(),
             auto_replace: args.switch("auto-replace"),
             auto_token: 0,

@@ -293,8 +293,9 @@ impl Peer {
             return;
         }
         let writer = writer.clone();
+        // `failures` is cleared by the first response, not here: a stopped process
+        // still completes handshakes (the kernel does), and must still be lost.
         log::debug!("{}: connected", self.addr);
-        st.failures = 0;
         let queued = std::mem::take(&mut st.queued);
         st.link = Link::Up {
             writer: writer.clone(),
@@ -352,7 +353,11 @@ impl Peer {
     }
 
     fn on_response(&self, msgid: u32, error: Value, result: Value) {
-        let pending = self.lock().pending.remove(&msgid);
+        let pending = {
+            let mut st = self.lock();
+            st.failures = 0;
+            st.pending.remove(&msgid)
+        };
         match pending {
             Some(p) => (p.callback)(if error.is_nil() {
                 Ok(result)
@@ -443,8 +448,10 @@ impl Peer {
                     let mut st = p.lock();
                     st.keepalive_outstanding = false;
                     if r == Err(RpcError::Timeout) {
-                        // A silent peer: drop the link so reconnects decide whether it is lost.
+                        // A silent peer: drop the link so reconnects decide whether it
+                        // is lost; the silence counts as a failed attempt.
                         log::debug!("{}: keepalive timed out", p.addr);
+                        st.failures += 1;
                         if let Link::Up { writer, .. } = &st.link {
                             writer.close();
                         }

@@ -101,8 +101,12 @@ impl Timers {
             *d = wait;
             due
         };
+        // One failing task must not stop every timeout, keepalive and reconnect
+        // of the process: a panic is logged and the tick goes on.
         for (_, f) in due {
-            f();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                log::error!("a deferred task panicked");
+            }
         }
         // Copy the live slots out so a tick function may add or drop timers.
         let live: Vec<TickFn> = {
@@ -110,7 +114,9 @@ impl Timers {
             slots.iter().flatten().cloned().collect()
         };
         for f in live {
-            f(now);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(now))).is_err() {
+                log::error!("a timer task panicked");
+            }
         }
     }
 }

@@ -51,6 +51,11 @@ pub struct ReplaceState {
     /// The newest replace id seen; older work stops when it changes.
     pub id: AtomicU64,
     phase: AtomicU8,
+    /// The phase running now, so a repeated start message does not start it twice.
+    running: std::sync::Mutex<Option<(u64, u8)>>,
+    /// The manager that last asked: reports go there (it may have restarted or
+    /// been replaced by its partner since the phase began).
+    manager: std::sync::Mutex<Option<SocketAddr>>,
     pub records_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub records_received: AtomicU64,
@@ -84,6 +89,50 @@ pub fn replstat(node: &Node) -> &'static str {
 
 fn is_current(node: &Node, id: u64) -> bool {
     node.replace.id.load(Ordering::Acquire) == id
+}
+
+enum Begin {
+    Start,
+    AlreadyRunning,
+    Superseded,
+}
+
+/// Claims phase `phase` of replace `id` for this server.
+fn begin(node: &Node, id: u64, phase: Phase, manager: SocketAddr) -> Begin {
+    let mut running = node
+        .replace
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    *node
+        .replace
+        .manager
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(manager);
+    if !claim(node, id) {
+        return Begin::Superseded;
+    }
+    if *running == Some((id, phase as u8)) {
+        return Begin::AlreadyRunning;
+    }
+    *running = Some((id, phase as u8));
+    node.replace.phase.store(phase as u8, Ordering::Release);
+    Begin::Start
+}
+
+/// Marks phase `phase` of replace `id` finished (if it is still the one running).
+fn end(node: &Node, id: u64, phase: Phase) {
+    let mut running = node
+        .replace
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if *running == Some((id, phase as u8)) {
+        *running = None;
+        node.replace
+            .phase
+            .store(Phase::Idle as u8, Ordering::Release);
+    }
 }
 
 /// Claims `id` as the current replace unless a newer one is already running.
@@ -138,39 +187,47 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply.err(e),
     };
-    if !claim(node, id) {
-        return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
+    match begin(node, id, Phase::Copying, manager) {
+        Begin::Superseded => return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED)),
+        Begin::AlreadyRunning => return reply.ok(true),
+        Begin::Start => {}
     }
     // Writes follow the new table from now on; reads stay on the old one.
     node.adopt(whs.clone(), HashSpace::empty());
-    reply.ok(true);
-    let node = node.clone();
+    let worker = node.clone();
     let spawned = std::thread::Builder::new()
         .name("replace-copy".into())
         .spawn(move || {
-            node.replace
-                .phase
-                .store(Phase::Copying as u8, Ordering::Release);
+            let node = worker;
             log::info!(
                 "replace {id:#x}: copy started ({} servers in whs)",
                 whs.nodes().len()
             );
             std::thread::sleep(SETTLE);
-            let (records, bytes) = copy(&node, id, &rhs, &whs, full, &streams);
+            let (records, bytes, failed) = copy(&node, id, &rhs, &whs, full, &streams);
+            end(&node, id, Phase::Copying);
             if is_current(&node, id) {
-                node.replace
-                    .phase
-                    .store(Phase::Idle as u8, Ordering::Release);
                 log::info!("replace {id:#x}: copy done, {records} records, {bytes} bytes sent");
-                report(&node, id, manager, msg::REPLACE_COPY_END, &[records, bytes]);
+                let tail = vec![
+                    Value::from(records),
+                    Value::from(bytes),
+                    Value::from(failed),
+                ];
+                report(&node, id, msg::REPLACE_COPY_END, tail);
             }
         });
-    if let Err(e) = spawned {
-        log::error!("cannot start the replace copy: {e}");
+    match spawned {
+        Ok(_) => reply.ok(true),
+        Err(e) => {
+            end(node, id, Phase::Copying);
+            reply.err(format!("cannot start the replace copy: {e}"))
+        }
     }
 }
 
-/// Sends every record this server must send; returns (records, bytes) sent.
+/// Sends every record this server must send; returns (records, bytes) sent and
+/// whether anything that should have gone could not (a target given up, a record
+/// unreadable): the manager must then not move on to trimming.
 fn copy(
     node: &Arc<Node>,
     id: u64,
@@ -178,18 +235,20 @@ fn copy(
     whs: &HashSpace,
     full: bool,
     streams: &HashMap<SocketAddr, SocketAddr>,
-) -> (u64, u64) {
+) -> (u64, u64, bool) {
     let limit = node.replace_memory_limit.max(BATCH_BYTES as u64) as usize;
     let mut out = Outbox::default();
+    let mut unreadable = false;
     for item in node.store.snapshot() {
         if !is_current(node, id) {
             log::info!("replace {id:#x}: superseded; copy stopped");
-            return (out.records, out.bytes);
+            return (out.records, out.bytes, true);
         }
         let (key, rec) = match item {
             Ok(x) => x,
             Err(e) => {
                 log::error!("replace {id:#x}: a record cannot be read and is not sent: {e}");
+                unreadable = true;
                 continue;
             }
         };
@@ -210,7 +269,11 @@ fn copy(
     for t in pending {
         out.send(node, id, t, streams);
     }
-    (out.records, out.bytes)
+    (
+        out.records,
+        out.bytes,
+        unreadable || !out.given_up.is_empty(),
+    )
 }
 
 /// Per-target batches and the connections to send them over.
@@ -339,21 +402,21 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply.err(e),
     };
-    if !claim(node, id) {
-        return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
+    match begin(node, id, Phase::Deleting, manager) {
+        Begin::Superseded => return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED)),
+        Begin::AlreadyRunning => return reply.ok(true),
+        Begin::Start => {}
     }
     node.adopt(whs.clone(), whs.clone());
-    reply.ok(true);
-    let node = node.clone();
+    let worker = node.clone();
     let spawned = std::thread::Builder::new()
         .name("replace-delete".into())
         .spawn(move || {
-            node.replace
-                .phase
-                .store(Phase::Deleting as u8, Ordering::Release);
+            let node = worker;
             let mut erased = 0u64;
             for item in node.store.snapshot() {
                 if !is_current(&node, id) {
+                    end(&node, id, Phase::Deleting);
                     return;
                 }
                 let Ok((key, rec)) = item else { continue };
@@ -366,28 +429,43 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 }
             }
             node.replace.erased.fetch_add(erased, Ordering::Relaxed);
-            node.replace
-                .phase
-                .store(Phase::Idle as u8, Ordering::Release);
+            end(&node, id, Phase::Deleting);
             log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
-            report(&node, id, manager, msg::REPLACE_DELETE_END, &[erased]);
+            report(
+                &node,
+                id,
+                msg::REPLACE_DELETE_END,
+                vec![Value::from(erased)],
+            );
         });
-    if let Err(e) = spawned {
-        log::error!("cannot start the replace delete phase: {e}");
+    match spawned {
+        Ok(_) => reply.ok(true),
+        Err(e) => {
+            end(node, id, Phase::Deleting);
+            reply.err(format!("cannot start the replace delete phase: {e}"))
+        }
     }
 }
 
-/// Tells `manager` a phase ended, with its counts, until it acknowledges or a newer
-/// replace starts.
-fn report(node: &Node, id: u64, manager: SocketAddr, method: &str, counts: &[u64]) {
+/// Tells the manager a phase ended, with its counts (`tail`), until it
+/// acknowledges or a newer replace starts.
+fn report(node: &Node, id: u64, method: &str, tail: Vec<Value>) {
     let mut params = vec![
         Value::from(node.clock.tick()),
         Value::from(id),
         msg::addr_to_value(&node.me),
     ];
-    params.extend(counts.iter().map(|c| Value::from(*c)));
+    params.extend(tail);
     let params = params.as_slice();
     while is_current(node, id) {
+        let Some(manager) = *node
+            .replace
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        else {
+            return;
+        };
         let result = BlockingClient::connect(manager, CALL_TIMEOUT)
             .map_err(|e| e.to_string())
             .and_then(|mut c| c.call(method, params));
