@@ -206,7 +206,7 @@ running it twice is harmless (set, touch, delete), otherwise the client gets
 \fBSERVER_ERROR\fR. The gateway follows the managers' hash spaces by a long poll,
 and takes a refusing server's newer tables too.
 .SH COMMANDS
-\fBget\fR and \fBgets\fR \fIkey...\fR (up to 256 keys),
+\fBget\fR and \fBgets\fR \fIkey...\fR (up to 8192 keys on a line of at most 64 KiB),
 \fBset\fR, \fBadd\fR, \fBreplace\fR, \fBappend\fR, \fBprepend\fR \fIkey flags exptime bytes\fR [\fBnoreply\fR],
 \fBcas\fR \fIkey flags exptime bytes cas\fR [\fBnoreply\fR],
 \fBdelete\fR \fIkey\fR [\fBnoreply\fR],

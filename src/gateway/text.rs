@@ -200,7 +200,8 @@ impl Pipeline {
         let c = &gw.counters;
         match w.op {
             Op::Touch => c.cmd_touch.fetch_add(1, Ordering::Relaxed),
-            Op::Delete => 0,
+            // memcached counts incr, decr and delete in their own hits and misses.
+            Op::Delete | Op::Incr(_) | Op::Decr(_) => 0,
             _ => c.cmd_set.fetch_add(1, Ordering::Relaxed),
         };
         let async_ = seq.is_none()

@@ -12,8 +12,9 @@ pub const KEY_SIZE_MAX: usize = 250;
 /// The longest command line. A multi-get of many 250-byte keys fits; a client that
 /// sends more without a newline is not speaking memcached.
 pub const LINE_SIZE_MAX: usize = 64 << 10;
-/// Keys in one get, as memcached bounds it.
-pub const GET_KEYS_MAX: usize = 256;
+/// Keys in one get or gets. memcached takes any number; the line limit bounds
+/// them here, and this bounds the work one line can start.
+pub const GET_KEYS_MAX: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOp {
