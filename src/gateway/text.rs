@@ -542,9 +542,11 @@ impl Session for TextSession {
                                 Ok(d) => d,
                                 Err(e) => {
                                     // memcached reads exactly the announced bytes and
-                                    // goes on after them.
-                                    let seq = replies.reserve();
-                                    replies.answer(seq, e.as_bytes());
+                                    // goes on after them (silently under noreply).
+                                    if !noreply {
+                                        let seq = replies.reserve();
+                                        replies.answer(seq, e.as_bytes());
+                                    }
                                     used += len + bytes + 2;
                                     continue;
                                 }

@@ -330,12 +330,27 @@ fn dispatch(conn: &mut Conn) -> bool {
     if conn.input.is_empty() {
         return true;
     }
-    match conn.session.on_input(&conn.input, &conn.writer) {
-        Ok(used) => {
-            assert!(
-                used <= conn.input.len(),
-                "session consumed more than it was given"
+    // A bug in one session must cost that connection, not the worker and every
+    // connection it serves.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conn.session.on_input(&conn.input, &conn.writer)
+    }));
+    let outcome = outcome.unwrap_or_else(|_| {
+        log::error!(
+            "{}: a request handler panicked; closing the connection",
+            conn.writer.peer()
+        );
+        Err(())
+    });
+    match outcome {
+        Ok(used) if used > conn.input.len() => {
+            log::error!(
+                "{}: session consumed more than it was given; closing",
+                conn.writer.peer()
             );
+            false
+        }
+        Ok(used) => {
             conn.input.drain(..used);
             if conn.input.capacity() > 4 * READ_CHUNK_BYTES && conn.input.len() < READ_CHUNK_BYTES {
                 conn.input.shrink_to(READ_CHUNK_BYTES);

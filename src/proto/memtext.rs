@@ -93,6 +93,56 @@ const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete
 
 /// Parses the line at the front of `input`. `value_max` is the `-I` limit.
 pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
+    match parse_line(input, value_max) {
+        // memcached keeps quiet about a bad update, delete, incr or touch line that
+        // asked for noreply (the oversized value is still skipped); a client that
+        // asked for silence would read the error as the next command's reply.
+        Parsed::Error {
+            reply,
+            len,
+            swallow,
+            close,
+            invalidate,
+        } if (reply.starts_with("CLIENT_ERROR") || reply.starts_with("SERVER_ERROR"))
+            && asks_noreply(&input[..len.min(input.len())]) =>
+        {
+            Parsed::Error {
+                reply: "",
+                len,
+                swallow,
+                close,
+                invalidate,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Whether a complete line is an update, delete, incr, decr or touch ending in
+/// `noreply`.
+fn asks_noreply(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let quiet = matches!(
+        words.next(),
+        Some(
+            b"set"
+                | b"add"
+                | b"replace"
+                | b"append"
+                | b"prepend"
+                | b"cas"
+                | b"delete"
+                | b"incr"
+                | b"decr"
+                | b"touch"
+        )
+    );
+    quiet && words.last() == Some(&b"noreply"[..])
+}
+
+fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
     let Some(nl) = input
         .iter()
         .take(LINE_SIZE_MAX + 2)
@@ -425,6 +475,17 @@ mod tests {
             parse(&flood, MAX),
             Parsed::Error { close: true, .. }
         ));
+    }
+
+    #[test]
+    fn noreply_silences_errors_of_quiet_commands_only() {
+        assert_eq!(error("set k x 0 1 noreply\r\n"), ("", 0, false));
+        assert_eq!(
+            error("set k 0 0 2000000000 noreply\r\n"),
+            ("", 2000000002, false)
+        );
+        assert_eq!(error("incr k x noreply\r\n"), ("", 0, false));
+        assert_eq!(error("foo noreply\r\n"), ("ERROR", 0, false));
     }
 
     #[test]
