@@ -75,8 +75,9 @@ servers were lost at once).
 A server that comes back with its old store is safe: while it was away it was
 fault, so the replace that attaches it again sends it every newer value and every
 tombstone it missed. A server restarted so fast that no keepalive missed it is
-recognised by its new start time and treated the same way. Deleted keys are safe
-for \fB\-gX\fR seconds (the tombstones' lifetime); a server away for longer must
+recognised by its new start time and treated the same way. Tombstones are not
+collected while any server is fault, so this holds however long it was away, as
+long as it was not detached meanwhile; a detached server that returns later should
 start with an empty store.
 .SH BACKUP AND RESTORE
 \fBkumoctl backup\fR [\fIsuffix\fR] makes every server write a consistent copy of its
@@ -190,7 +191,9 @@ when it is also flushed to the disk. On open, a torn record at the end is cut of
 and logged with its size; a damaged record elsewhere is reported and never served.
 Segments with many overwritten or deleted records are compacted while the server
 runs. Deleted keys leave tombstones, collected after \fB\-gX\fR seconds (or \fB\-gN\fR
-once their bookkeeping passes \fB\-gS\fR KiB).
+once their bookkeeping passes \fB\-gS\fR KiB), but never while a server of the cluster
+is fault: the tombstones are what keep that server's stale values from coming back
+when it returns with its old store.
 "#
         }
         Role::Gateway => {

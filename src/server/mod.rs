@@ -98,7 +98,6 @@ pub fn main(args: Args) -> i32 {
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
     store.claim_lock();
-    let _compactor = start_compactor(&net, &store, &args);
     let node = Node::new(
         listen,
         store.clone(),
@@ -106,6 +105,7 @@ pub fn main(args: Args) -> i32 {
         stream_port,
         args.size("replace-memory-limit"),
     );
+    let _compactor = start_compactor(&node, &args);
     let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
         .into_iter()
         .flatten()
@@ -164,8 +164,14 @@ fn open_store(args: &Args) -> Result<Store, String> {
 
 /// Compacts on a timer; tombstones are collected on the `-gN` cadence, which keeps
 /// the rewrite of live data that collection needs rare.
-fn start_compactor(net: &net::Net, store: &Store, args: &Args) -> Option<net::timer::TimerId> {
-    let store = store.clone();
+///
+/// Tombstones are not collected while a server of whs is fault: it may come back
+/// with its old store, and the tombstones are what stop its stale values from
+/// returning when the replace brings it up to date.
+fn start_compactor(node: &Arc<Node>, args: &Args) -> Option<net::timer::TimerId> {
+    let net = node.net.clone();
+    let store = node.store.clone();
+    let weak = Arc::downgrade(node);
     let gc_every = args.seconds("garbage-min-time").as_secs().max(1);
     let last_gc = std::sync::Mutex::new(unix_now());
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -177,7 +183,10 @@ fn start_compactor(net: &net::Net, store: &Store, args: &Args) -> Option<net::ti
         let now = unix_now();
         let gc = {
             let mut l = last_gc.lock().unwrap_or_else(|p| p.into_inner());
-            let due = now >= *l + gc_every;
+            let someone_away = weak
+                .upgrade()
+                .is_some_and(|n| n.tables().whs.nodes().iter().any(|x| !x.active));
+            let due = now >= *l + gc_every && !someone_away;
             if due {
                 *l = now;
             }
