@@ -248,3 +248,26 @@ fn rt09_cas() {
         );
     }
 }
+
+/// Both managers down: data keeps flowing on the last tables; restarted managers
+/// learn the cluster back and can attach a new server.
+#[test]
+fn both_managers_down_and_back() {
+    let mut c = Cluster::start_pair(3);
+    wait_partners_agree(&c);
+    let load = Load::start(c.gateway_addr, 2, 100);
+    load.run_for_ops(200);
+    c.kill_manager_at(0);
+    c.kill_manager_at(1);
+    load.run_for_ops(400);
+    c.restart_manager_at(1);
+    c.restart_manager_at(0);
+    wait_partners_agree(&c);
+    let extra = c.add_server();
+    c.wait_newcomers(&[c.servers[extra].addr]);
+    attach(&c);
+    c.wait_settled();
+    load.run_for_ops(200);
+    finish(&c, load);
+    assert!(c.nodes_info().whs.is_active(&c.servers[extra].addr));
+}
