@@ -213,7 +213,7 @@ fn kumostat_reports_counters_and_tables() {
         assert_eq!(code, 0, "{cmd}: {err}");
         out
     };
-    assert_eq!(stat("pid").trim().parse::<u32>().is_ok(), true);
+    assert!(stat("pid").trim().parse::<u32>().is_ok());
     assert_eq!(stat("version").trim(), env!("CARGO_PKG_VERSION"));
     assert_eq!(stat("hscheck").trim(), "true");
     let total = |name: &str| -> u64 {

@@ -220,7 +220,7 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Value, String> {
             .ok_or_else(fail),
         Kind::Seconds => {
             let secs: f64 = text.parse().map_err(|_| fail())?;
-            if !secs.is_finite() || secs < 0.0 || secs > 1e9 || text.starts_with(['+', '-']) {
+            if !secs.is_finite() || !(0.0..=1e9).contains(&secs) || text.starts_with(['+', '-']) {
                 return Err(fail());
             }
             Ok(Value::Seconds(Duration::from_secs_f64(secs)))

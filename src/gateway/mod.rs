@@ -278,7 +278,7 @@ impl Gateway {
                         return done(Err(format!("server {}: {e}", pick.0)));
                     }
                     g.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    if next % 3 == 0 {
+                    if next.is_multiple_of(3) {
                         let g2 = g.clone();
                         g.net
                             .timers()

@@ -188,11 +188,12 @@ impl Manager {
         {
             st.streams.insert(addr, port);
         }
-        if !st.servers.contains_key(&addr) {
+        st.servers.entry(addr).or_insert_with(|| {
             log::warn!("new node {addr}");
             let weak = Arc::downgrade(self);
             let clock_src = Arc::downgrade(self);
-            let peer = Peer::with_keepalive(
+
+            Peer::with_keepalive(
                 &self.net,
                 addr,
                 Box::new(move || {
@@ -204,9 +205,8 @@ impl Manager {
                         m.server_lost(a);
                     }
                 }),
-            );
-            st.servers.insert(addr, peer);
-        }
+            )
+        });
         if st.members.server_seen(addr) {
             log::info!("server connected {addr} (not attached)");
             self.schedule_auto_replace(&mut st);

@@ -139,7 +139,7 @@ fn asks_noreply(line: &[u8]) -> bool {
                 | b"touch"
         )
     );
-    quiet && words.last() == Some(&b"noreply"[..])
+    quiet && words.next_back() == Some(&b"noreply"[..])
 }
 
 fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {

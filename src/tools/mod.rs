@@ -131,7 +131,7 @@ pub fn json_value(v: &Value) -> String {
             m.iter()
                 .map(|(k, v)| format!(
                     "{}:{}",
-                    json_str(&k.to_string().trim_matches('"').to_string()),
+                    json_str(k.to_string().trim_matches('"')),
                     json_value(v)
                 ))
                 .collect::<Vec<_>>()

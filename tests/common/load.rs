@@ -75,7 +75,7 @@ impl Load {
                         }
                         ops.fetch_add(2, Ordering::Relaxed);
                         // Every seventh key is deleted again and must then be gone.
-                        if (i as u64 + round) % 7 == 0 {
+                        if (i as u64 + round).is_multiple_of(7) {
                             match client.delete(&k) {
                                 Ok(_) => {
                                     acked.lock().unwrap().insert(k.clone(), String::new());
