@@ -390,3 +390,41 @@ fn a_stopped_server_is_detected_by_its_silence() {
     );
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
+
+/// A client that pipelines many commands sees them run as if one by one: each get
+/// returns the value the command just before it set, even with commands on other
+/// keys running at the same time.
+#[test]
+fn a_pipelining_client_sees_its_own_writes() {
+    use std::io::{BufRead, BufReader, Write};
+    let c = Cluster::start(3);
+    let mut s = std::net::TcpStream::connect(c.gateway_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..2000 {
+        let k = format!("pipe-{}", i % 7);
+        let v = format!("v{i}");
+        batch.extend_from_slice(format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+        want.push("STORED".to_string());
+        if i % 3 == 0 {
+            batch.extend_from_slice(format!("append {k} 0 0 1\r\nx\r\n").as_bytes());
+            want.push("STORED".to_string());
+            batch.extend_from_slice(format!("get {k}\r\n").as_bytes());
+            want.push(format!("VALUE {k} 0 {}", v.len() + 1));
+            want.push(format!("{v}x"));
+            want.push("END".to_string());
+        }
+        if i % 11 == 0 {
+            batch.extend_from_slice(format!("delete {k} noreply\r\nget {k}\r\n").as_bytes());
+            want.push("END".to_string());
+        }
+    }
+    s.write_all(&batch).unwrap();
+    let mut r = BufReader::new(s);
+    for (n, w) in want.iter().enumerate() {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), w, "reply {n}");
+    }
+}

@@ -208,6 +208,12 @@ delete) times, 0.3 s apart; a write that may have run already is retried only wh
 running it twice is harmless (set, touch, delete), otherwise the client gets
 \fBSERVER_ERROR\fR. The gateway follows the managers' hash spaces by a long poll,
 and takes a refusing server's newer tables too.
+.PP
+A client may pipeline: the commands of one connection take effect as if run one by
+one, in order (a get sees the set sent before it), while commands on different keys
+run at the same time. Up to 1024 commands of a connection run at once and 16384 more
+may wait; a client that queues more is answered \fBSERVER_ERROR too many pipelined
+commands\fR and disconnected.
 .SH COMMANDS
 \fBget\fR and \fBgets\fR \fIkey...\fR (up to 8192 keys on a line of at most 64 KiB),
 \fBset\fR, \fBadd\fR, \fBreplace\fR, \fBappend\fR, \fBprepend\fR \fIkey flags exptime bytes\fR [\fBnoreply\fR],

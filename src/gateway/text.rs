@@ -12,12 +12,16 @@ use crate::cluster::write::{self, Op, Outcome, Write};
 use crate::net::{Session, SessionFactory, Writer};
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::{self, Command, Parsed, StoreOp};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// memcached: an exptime above this many seconds is an absolute unix time.
 pub const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
+/// Commands one connection may run at once.
+pub const INFLIGHT_MAX: usize = 1024;
+/// Waiting commands looked at when one ends (the rest wait for the next).
+pub const PIPELINE_SCAN: usize = 512;
 /// Commands one connection may have waiting behind a running write. A client that
 /// pipelines more is cut off rather than growing the gateway without bound.
 pub const PIPELINE_MAX: usize = 16 * 1024;
@@ -99,26 +103,88 @@ enum Job {
     },
 }
 
+/// What a job reads or writes: the keys it must not overtake, or be overtaken on.
+struct Footprint {
+    keys: Vec<Vec<u8>>,
+    write: bool,
+}
+
 impl Job {
-    fn is_read(&self) -> bool {
-        !matches!(self, Job::Write { .. })
+    fn footprint(&self) -> Footprint {
+        match self {
+            Job::Get { keys, .. } => Footprint {
+                keys: keys.clone(),
+                write: false,
+            },
+            Job::Write { key, .. } => Footprint {
+                keys: vec![key.clone()],
+                write: true,
+            },
+            Job::Stats { .. } => Footprint {
+                keys: Vec::new(),
+                write: false,
+            },
+        }
+    }
+}
+
+/// Reads and writes per key.
+type KeyUse = HashMap<Vec<u8>, (u32, u32)>;
+
+/// Whether `f` must wait for the accesses in `uses`: a read waits for writes of
+/// its keys, a write for any access of its key.
+fn clashes(uses: &KeyUse, f: &Footprint) -> bool {
+    f.keys.iter().any(|k| {
+        uses.get(k)
+            .is_some_and(|&(r, w)| w > 0 || (f.write && r > 0))
+    })
+}
+
+fn add_use(uses: &mut KeyUse, f: &Footprint) {
+    for k in &f.keys {
+        let e = uses.entry(k.clone()).or_default();
+        if f.write {
+            e.1 += 1
+        } else {
+            e.0 += 1
+        }
     }
 }
 
 #[derive(Default)]
 struct Running {
-    reads: usize,
-    writes: usize,
+    jobs: usize,
+    keys: KeyUse,
     waiting: VecDeque<Job>,
 }
 
 impl Running {
-    fn may_start(&self, job: &Job) -> bool {
-        self.writes == 0 && (job.is_read() || self.reads == 0)
+    fn take(&mut self, f: &Footprint) {
+        self.jobs += 1;
+        add_use(&mut self.keys, f);
+    }
+
+    fn release(&mut self, f: &Footprint) {
+        self.jobs -= 1;
+        for k in &f.keys {
+            if let Some(e) = self.keys.get_mut(k) {
+                if f.write {
+                    e.1 -= 1
+                } else {
+                    e.0 -= 1
+                }
+                if *e == (0, 0) {
+                    self.keys.remove(k);
+                }
+            }
+        }
     }
 }
 
-/// Orders one connection's commands: reads together, writes alone.
+/// Orders one connection's commands as memcached would run them one by one, while
+/// running at once those that cannot tell the difference: a command waits only for
+/// earlier commands on the same keys (a read for writes, a write for anything), so
+/// a client sees its own writes and a bulk load of different keys flows.
 pub struct Pipeline {
     gw: Arc<Gateway>,
     replies: Arc<Replies>,
@@ -130,16 +196,13 @@ impl Pipeline {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `job` now or queues it. False if the queue is full.
+    /// Starts `job` now or queues it; gives it back if the queue is full.
     fn submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+        let f = job.footprint();
         let start = {
             let mut r = self.lock();
-            if r.waiting.is_empty() && r.may_start(&job) {
-                if job.is_read() {
-                    r.reads += 1
-                } else {
-                    r.writes += 1
-                }
+            if r.waiting.is_empty() && r.jobs < INFLIGHT_MAX && !clashes(&r.keys, &f) {
+                r.take(&f);
                 Some(job)
             } else if r.waiting.len() >= PIPELINE_MAX {
                 return Err(job);
@@ -155,26 +218,31 @@ impl Pipeline {
         Ok(())
     }
 
-    fn finished(self: &Arc<Self>, read: bool) {
+    /// A job ended: start the waiting jobs it held back, in order, each one only
+    /// if no running job and no earlier waiting job holds it back.
+    fn finished(self: &Arc<Self>, f: Footprint) {
         let mut start = Vec::new();
         {
             let mut r = self.lock();
-            if read {
-                r.reads -= 1
-            } else {
-                r.writes -= 1
-            }
-            while let Some(front) = r.waiting.front() {
-                if !r.may_start(front) {
+            r.release(&f);
+            let mut blocked = KeyUse::new();
+            let mut keep = VecDeque::new();
+            let scan = r.waiting.len().min(PIPELINE_SCAN);
+            for _ in 0..scan {
+                let Some(job) = r.waiting.pop_front() else {
                     break;
-                }
-                let job = r.waiting.pop_front().expect("front exists");
-                if job.is_read() {
-                    r.reads += 1
+                };
+                let jf = job.footprint();
+                if r.jobs < INFLIGHT_MAX && !clashes(&r.keys, &jf) && !clashes(&blocked, &jf) {
+                    r.take(&jf);
+                    start.push(job);
                 } else {
-                    r.writes += 1
+                    add_use(&mut blocked, &jf);
+                    keep.push_back(job);
                 }
-                start.push(job);
+            }
+            while let Some(job) = keep.pop_back() {
+                r.waiting.push_front(job);
             }
         }
         for j in start {
@@ -196,6 +264,7 @@ impl Pipeline {
 
     /// Runs one write; without a slot (`noreply`) nothing is answered.
     fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, seq: Option<u64>) {
+        let done_key = key.clone();
         let gw = &self.gw;
         let c = &gw.counters;
         match w.op {
@@ -245,7 +314,10 @@ impl Pipeline {
             if let Some(seq) = seq {
                 me.replies.answer(seq, &text);
             }
-            me.finished(false);
+            me.finished(Footprint {
+                keys: vec![done_key],
+                write: true,
+            });
         });
         gw.write(req, 0, done);
     }
@@ -255,12 +327,15 @@ impl Pipeline {
             parts: Vec<Option<Vec<u8>>>,
             left: usize,
             failed: Option<String>,
+            /// The keys, handed back to the pipeline when the last one is done.
+            keys: Vec<Vec<u8>>,
         }
         let n = keys.len();
         let multi = Arc::new(Mutex::new(Multi {
             parts: vec![None; n],
             left: n,
             failed: None,
+            keys: keys.clone(),
         }));
         self.gw
             .counters
@@ -315,9 +390,10 @@ impl Pipeline {
                         out
                     }
                 };
+                let keys = std::mem::take(&mut m.keys);
                 drop(m);
                 me.replies.fill(seq, Slot::Ready(out));
-                me.finished(true);
+                me.finished(Footprint { keys, write: false });
             });
             self.gw.get(key, 0, done);
         }
@@ -377,7 +453,10 @@ impl Pipeline {
                 }
                 out += "END\r\n";
                 me.replies.fill(seq, Slot::Ready(out.into_bytes()));
-                me.finished(true);
+                me.finished(Footprint {
+                    keys: Vec::new(),
+                    write: false,
+                });
             }));
     }
 }
