@@ -165,10 +165,16 @@ impl Manager {
         };
         // A server restarted faster than a keepalive could miss it comes back with
         // a new incarnation: it may have lost data, so it is treated as lost and
-        // returned, and the next replace brings it up to date.
+        // returned, and the next replace brings it up to date. Only its first
+        // keepalives count, while it holds no tables: both managers hear those at
+        // once, and neither may mark it fault again after it has been re-attached.
+        let fresh = params
+            .get(2)
+            .and_then(crate::cluster::hash_space::HashSpace::from_value)
+            .is_some_and(|w| w.nodes().is_empty());
         if let Some(inc) = params.get(5).and_then(Value::as_u64) {
             let previous = self.lock().incarnations.insert(addr, inc);
-            if previous.is_some_and(|p| p != inc) {
+            if fresh && previous.is_some_and(|p| p != inc) {
                 log::warn!("server {addr} restarted");
                 self.server_lost(addr);
             }
