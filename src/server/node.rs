@@ -271,6 +271,7 @@ impl Node {
         }
         let pending = Arc::new(Pending {
             remaining: AtomicUsize::new(replicas.len()),
+            targets: Mutex::new(replicas.clone()),
             reply: Mutex::new(None),
             answer,
             failure: Mutex::new(None),
@@ -310,6 +311,7 @@ impl Node {
             Value::from(self.clock.tick()),
             Value::Binary((*key).clone()),
             (*rec).clone(),
+            Value::from(self.tables().whs.clocktime.0),
         ];
         let node = self.clone();
         self.peer(addr).call(
@@ -325,6 +327,9 @@ impl Node {
                     match msg::obsolete_tables(v) {
                         Some((w, r)) => {
                             node.adopt(w, r);
+                            // Owners the old table did not name get the write too,
+                            // before this one can complete it.
+                            node.widen(hash, &key, &rec, deadline, &pending);
                         }
                         None => return pending.one_done(Some(format!("replica {addr}: {err}"))),
                     }
@@ -352,7 +357,41 @@ impl Node {
         );
     }
 
-    /// The replica side: newer wins.
+    /// Sends a write to the owners of `hash` under the current tables that it has
+    /// not been sent to yet (the tables changed while it was being replicated).
+    fn widen(
+        self: &Arc<Self>,
+        hash: u64,
+        key: &Arc<Vec<u8>>,
+        rec: &Arc<Value>,
+        deadline: Instant,
+        pending: &Arc<Pending>,
+    ) {
+        let t = self.tables();
+        let mut owners = t.whs.active_owners(hash);
+        if !t.rhs.same_layout(&t.whs) {
+            owners.extend(t.rhs.active_owners(hash));
+        }
+        let fresh: Vec<SocketAddr> = {
+            let mut sent = pending.targets.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh: Vec<SocketAddr> = owners
+                .into_iter()
+                .filter(|a| *a != self.me && !sent.contains(a))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            sent.extend(&fresh);
+            fresh
+        };
+        pending.remaining.fetch_add(fresh.len(), Ordering::AcqRel);
+        for a in fresh {
+            self.replicate(a, hash, key.clone(), rec.clone(), deadline, pending.clone());
+        }
+    }
+
+    /// The replica side: newer wins. A coordinator that routed by an older whs
+    /// than ours is told so (after the write is applied), so that it also sends the
+    /// write to owners it did not know of: this fences writes across a change.
     fn apply_replica(&self, params: &[Value], reply: Reply) {
         let (key, rec) = match (params.get(1), params.get(2).map(msg::record_from_value)) {
             (Some(Value::Binary(k)), Some(Ok(r))) => (k, r),
@@ -367,10 +406,15 @@ impl Node {
         if !owner(&t.whs) && !owner(&t.rhs) {
             return self.obsolete(reply);
         }
-        match self.store.update(key, &rec) {
-            Ok(applied) => reply.ok(applied),
-            Err(e) => reply.err(format!("store: {e}")),
+        let applied = match self.store.update(key, &rec) {
+            Ok(a) => a,
+            Err(e) => return reply.err(format!("store: {e}")),
+        };
+        let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if theirs < t.whs.clocktime.0 {
+            return self.obsolete(reply);
         }
+        reply.ok(applied)
     }
 
     fn sync(&self, params: &[Value], reply: Reply) {
@@ -451,6 +495,8 @@ pub const STATS: &[&str] = &[
 /// A write waiting for its replicas.
 struct Pending {
     remaining: AtomicUsize,
+    /// Every server the write has been sent to.
+    targets: Mutex<Vec<SocketAddr>>,
     reply: Mutex<Option<Reply>>,
     answer: Value,
     failure: Mutex<Option<String>>,
