@@ -40,6 +40,8 @@ struct Watcher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunPhase {
     Copy,
+    /// Copied: gateways read by the new table, servers still write to both.
+    Settling,
     Delete,
 }
 
@@ -62,6 +64,10 @@ pub const REPLACE_RESEND: Duration = Duration::from_secs(1);
 /// How long a server may take to acknowledge a replace phase or write a backup.
 pub const REPLACE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long gateways read by the settled table before servers are told: until
+/// then servers keep writing to the old readers too, so a gateway that learns
+/// late still reads the latest value.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(1);
 
 struct State {
     members: Membership,
@@ -70,6 +76,8 @@ struct State {
     /// Each server's incarnation (its start time), from its keepalives.
     incarnations: HashMap<SocketAddr, u64>,
     run: Option<Run>,
+    /// The settled tables, given to gateways for SETTLE_GRACE before servers.
+    gateway_tables: Option<crate::cluster::hash_space::Tables>,
     /// Bumped by every start of a replace; a deferred start runs only if latest.
     start_token: u64,
     /// Servers being watched, by address.
@@ -135,6 +143,18 @@ impl Manager {
                 }),
             );
         }
+        self.answer_watchers(st);
+    }
+
+    /// The tables gateways route by: the servers' tables, except while a settled
+    /// rhs is being handed to gateways before servers (see `phase_done`).
+    fn gateway_tables(st: &State) -> &crate::cluster::hash_space::Tables {
+        st.gateway_tables.as_ref().unwrap_or(&st.members.tables)
+    }
+
+    /// Answers the gateways waiting for tables newer than theirs.
+    fn answer_watchers(&self, st: &mut State) {
+        let t = Self::gateway_tables(st);
         let answer = msg::spaces_to_value(&t.whs, &t.rhs);
         let (w, r) = (t.whs.clocktime.0, t.rhs.clocktime.0);
         let (stale, keep): (Vec<Watcher>, Vec<Watcher>) = std::mem::take(&mut st.watchers)
@@ -254,6 +274,7 @@ impl Manager {
             if st.members.tables.whs.clocktime.0 > r.id {
                 log::info!("replace {:#x}: superseded by newer tables; dropped", r.id);
                 st.run = None;
+                st.gateway_tables = None;
             }
         }
     }
@@ -272,6 +293,9 @@ impl Manager {
     /// touch with this manager (a restarted manager, or a server a keepalive away);
     /// a server that never does is lost, which changes the tables.
     fn start_replace(self: &Arc<Self>, st: &mut State, full: bool) {
+        // A settle in progress is abandoned: gateways keep the tables they have
+        // (newer ones come with this replace's own settle).
+        st.gateway_tables = None;
         let t = &st.members.tables;
         let members: Vec<SocketAddr> = t
             .whs
@@ -341,6 +365,8 @@ impl Manager {
         };
         let Some(run) = &st.run else { return };
         let (method, params) = match phase {
+            // Nothing is sent while settling; the grace timer moves on.
+            RunPhase::Settling => return,
             RunPhase::Copy => {
                 let streams = st
                     .streams
@@ -456,20 +482,50 @@ impl Manager {
                 log::info!(
                     "replace {id:#x}: copy finished ({records_total} records, {bytes_total} bytes); reads follow writes"
                 );
-                st.members.settle();
-                self.publish(&mut st, true);
-                let live: Vec<SocketAddr> = alive
-                    .into_iter()
-                    .filter(|a| st.servers.contains_key(a))
-                    .collect();
+                // Gateways first: they read by the new table at once, while servers
+                // still replicate to the old readers too; servers follow after the
+                // grace, and only then start dropping what they no longer own.
+                let mut settled = st.members.tables.clone();
+                settled.rhs = settled.whs.clone();
+                st.gateway_tables = Some(settled);
+                self.answer_watchers(&mut st);
                 if let Some(run) = st.run.as_mut() {
-                    run.phase = RunPhase::Delete;
-                    run.pending = live.iter().copied().collect();
+                    run.phase = RunPhase::Settling;
                 }
-                for a in live {
-                    self.send_phase(&st, a, id, RunPhase::Delete);
-                }
+                let weak = Arc::downgrade(self);
+                self.net.timers().after(SETTLE_GRACE, move || {
+                    let Some(m) = weak.upgrade() else { return };
+                    let mut st = m.lock();
+                    st.gateway_tables = None;
+                    let settling = st
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| r.id == id && r.phase == RunPhase::Settling);
+                    if !settling {
+                        return;
+                    }
+                    if st.members.tables.whs.clocktime.0 != id {
+                        let full = st.run.as_ref().is_some_and(|r| r.full);
+                        m.start_replace(&mut st, full);
+                        return;
+                    }
+                    st.members.settle();
+                    m.publish(&mut st, true);
+                    let live: Vec<SocketAddr> = alive
+                        .iter()
+                        .copied()
+                        .filter(|a| st.servers.contains_key(a))
+                        .collect();
+                    if let Some(run) = st.run.as_mut() {
+                        run.phase = RunPhase::Delete;
+                        run.pending = live.iter().copied().collect();
+                    }
+                    for a in live {
+                        m.send_phase(&st, a, id, RunPhase::Delete);
+                    }
+                });
             }
+            RunPhase::Settling => {}
             RunPhase::Delete => {
                 log::info!("replace finished {id:#x}");
                 st.run = None;
@@ -563,12 +619,13 @@ impl Manager {
         let wait = Duration::from_millis(params.get(2).and_then(Value::as_u64).unwrap_or(0))
             .min(WATCH_WAIT_MAX);
         let mut st = self.lock();
-        let t = &st.members.tables;
+        let t = Self::gateway_tables(&st);
         // Answer at once only with news: tables this manager has that are newer
         // than the caller's. A caller ahead of us (we restarted) waits for a change.
         let news = t.whs.clocktime.0 > known_w || t.rhs.clocktime.0 > known_r;
         if wait.is_zero() || news || st.watchers.len() >= WATCHERS_MAX {
-            return reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+            let answer = msg::spaces_to_value(&t.whs, &t.rhs);
+            return reply.ok(answer);
         }
         st.watchers.push(Watcher {
             reply,
@@ -584,7 +641,7 @@ impl Manager {
         if st.watchers.iter().all(|w| w.until > now) {
             return;
         }
-        let t = &st.members.tables;
+        let t = Self::gateway_tables(&st);
         let answer = msg::spaces_to_value(&t.whs, &t.rhs);
         let (due, keep): (Vec<Watcher>, Vec<Watcher>) = std::mem::take(&mut st.watchers)
             .into_iter()
@@ -605,6 +662,7 @@ impl Manager {
             replace: st.run.as_ref().map(|r| ReplaceProgress {
                 phase: match r.phase {
                     RunPhase::Copy => "copying".into(),
+                    RunPhase::Settling => "settling".into(),
                     RunPhase::Delete => "deleting".into(),
                 },
                 full: r.full,
@@ -764,6 +822,7 @@ pub fn main(args: Args) -> i32 {
             streams: HashMap::new(),
             incarnations: HashMap::new(),
             run: None,
+            gateway_tables: None,
             start_token: 0,
             watchers: Vec::new(),
             auto_replace: args.switch("auto-replace"),
