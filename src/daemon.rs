@@ -7,7 +7,10 @@ use std::path::Path;
 
 /// Sets up the log as `-v` and `-o` ask. Must run before any thread starts.
 pub fn init_logging(args: &Args) -> Result<(), String> {
-    let level = if args.switch("verbose") {
+    // KUMO_TRACE=1 adds a line per request on servers, for chasing a bug.
+    let level = if args.switch("verbose") && std::env::var_os("KUMO_TRACE").is_some() {
+        log::LevelFilter::Trace
+    } else if args.switch("verbose") {
         log::LevelFilter::Debug
     } else {
         log::LevelFilter::Warn

@@ -47,6 +47,8 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
                 Box::new(move |r| match r.map(|v| msg::spaces_from_value(&v)) {
                     Ok(Ok((w, r))) => {
                         n.adopt(w, r);
+                        n.registered
+                            .store(true, std::sync::atomic::Ordering::Release);
                     }
                     Ok(Err(e)) => log::warn!("manager {addr}: {e}"),
                     Err(e) => log::debug!("manager {addr}: keepalive failed: {e}"),

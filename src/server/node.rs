@@ -66,6 +66,11 @@ pub struct Node {
     /// This process's start time in nanoseconds: tells the manager a restart apart
     /// from a server that merely kept running.
     pub incarnation: u64,
+    /// A manager has answered this incarnation's keepalive. Until then the server
+    /// serves no reads and coordinates no writes, and takes no pushed tables: a
+    /// server restarted before anyone noticed would otherwise answer from a store
+    /// that lost data, under tables that still call it active.
+    pub registered: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -80,6 +85,7 @@ impl Node {
             replace: Default::default(),
             replace_memory_limit,
             stream_port,
+            registered: std::sync::atomic::AtomicBool::new(false),
             incarnation: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
@@ -143,7 +149,7 @@ impl Node {
             _ => return reply.err("bad parameters: key"),
         };
         let t = self.tables();
-        if t.rhs.is_empty() && t.whs.is_empty() {
+        if (t.rhs.is_empty() && t.whs.is_empty()) || !self.registered.load(Ordering::Acquire) {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(key);
@@ -160,6 +166,20 @@ impl Node {
             };
         }
         self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
+        if log::log_enabled!(log::Level::Trace) {
+            let got = self
+                .store
+                .get(key)
+                .ok()
+                .flatten()
+                .map(|r| (r.kind, r.clock));
+            log::trace!(
+                "get {} -> {got:?} whs {:#x} rhs {:#x}",
+                String::from_utf8_lossy(key),
+                t.whs.clocktime.0,
+                t.rhs.clocktime.0
+            );
+        }
         match self.store.get(key) {
             Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
             Ok(_) => reply.ok(Value::Nil),
@@ -229,7 +249,7 @@ impl Node {
 
     fn decide(self: &Arc<Self>, req: WriteRequest, reply: Reply) {
         let t = self.tables();
-        if t.whs.is_empty() {
+        if t.whs.is_empty() || !self.registered.load(Ordering::Acquire) {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(&req.key);
@@ -269,6 +289,16 @@ impl Node {
                 }
             }
         }
+        log::trace!(
+            "write {} {:?} -> {:?} clock {:#x} whs {:#x} rhs {:#x} replicas {:?}",
+            String::from_utf8_lossy(&req.key),
+            req.write.op,
+            outcome,
+            rec.clock,
+            t.whs.clocktime.0,
+            t.rhs.clocktime.0,
+            replicas
+        );
         let pending = Arc::new(Pending {
             remaining: AtomicUsize::new(replicas.len()),
             targets: Mutex::new(replicas.clone()),
@@ -410,6 +440,12 @@ impl Node {
             Ok(a) => a,
             Err(e) => return reply.err(format!("store: {e}")),
         };
+        log::trace!(
+            "replica {} {:?} clock {:#x} applied {applied}",
+            String::from_utf8_lossy(key),
+            rec.kind,
+            rec.clock
+        );
         let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
         if theirs < t.whs.clocktime.0 {
             return self.obsolete(reply);
@@ -418,6 +454,9 @@ impl Node {
     }
 
     fn sync(&self, params: &[Value], reply: Reply) {
+        if !self.registered.load(Ordering::Acquire) {
+            return reply.ok(false);
+        }
         match msg::spaces_from(params.get(1..).unwrap_or(&[])) {
             Ok((w, r)) => reply.ok(self.adopt(w, r)),
             Err(e) => reply.err(e),
