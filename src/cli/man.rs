@@ -34,6 +34,8 @@ SIGPIPE is ignored.
 .SH LOGGING
 Each log line carries the local time, the level, the module and the message.
 Without \fB\-v\fR only warnings and errors are shown; with it, debug messages too.
+With \fB\-v\fR and the environment variable \fBKUMO_TRACE\fR set, a server also logs a
+line per request (reads, coordinated writes, replica writes), for chasing a bug.
 Colours are used only when the log goes to a terminal.
 "#;
 
