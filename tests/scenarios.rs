@@ -4,11 +4,6 @@
 //! scenario must end with no failed request and no wrong or lost value.
 //!
 //! KUMO_RT_LOOPS sets the number of kill rounds (kumofs's LOOP_RESTART; default 3).
-//!
-//! rt07 and rt08 (a second server killed while the replace for the first runs, two
-//! managers) are marked ignored: about one run in three a get right after an
-//! acknowledged delete still returns the old value. `cargo test --release --test
-//! scenarios -- --ignored` runs them. Fixing that is the open part of issue #5.
 
 mod common;
 
@@ -204,13 +199,11 @@ fn kill_two_while_replacing(c: &mut Cluster, d: &mut Dice) {
 }
 
 #[test]
-#[ignore = "a rare stale read (about one run in three) after a delete is still open; see the closing note of session 2; run with --ignored"]
 fn rt07_two_managers_kill_two_servers_while_replacing() {
     run_scenario(true, 3, 7, kill_two_while_replacing);
 }
 
 #[test]
-#[ignore = "a rare stale read (about one run in three) after a delete is still open; see the closing note of session 2; run with --ignored"]
 fn rt08_two_managers_kill_two_of_six_servers_while_replacing() {
     run_scenario(true, 6, 8, kill_two_while_replacing);
 }

@@ -170,7 +170,10 @@ pub fn apply(
         }
         (Op::Touch, None) => (Outcome::NotFound, None),
         (Op::Touch, Some(r)) => (Outcome::Touched, value(r.flags, w.exptime, r.data.clone())),
-        (Op::Delete, None) => (Outcome::NotFound, None),
+        // The answer is NOT_FOUND, but a tombstone is written and replicated all
+        // the same: a coordinator that lacks the key (just restarted, or new to it
+        // while data moves) must not leave the other owners' copies alive.
+        (Op::Delete, None) => (Outcome::NotFound, Some(Record::tombstone(clock))),
         (Op::Delete, Some(_)) => (Outcome::Deleted, Some(Record::tombstone(clock))),
     }
 }
