@@ -101,6 +101,41 @@ impl Tables {
     }
 }
 
+/// The tables a node routes by now, shared by its threads: readers take a cheap
+/// snapshot, and newer tables replace it whole. Servers and gateways both keep one.
+#[derive(Debug)]
+pub struct CurrentTables(std::sync::RwLock<std::sync::Arc<Tables>>);
+
+impl Default for CurrentTables {
+    fn default() -> Self {
+        CurrentTables(std::sync::RwLock::new(std::sync::Arc::new(Tables::empty())))
+    }
+}
+
+impl CurrentTables {
+    pub fn get(&self) -> std::sync::Arc<Tables> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes whichever of `whs` and `rhs` is newer. Returns whether anything changed.
+    pub fn adopt(&self, whs: HashSpace, rhs: HashSpace) -> bool {
+        let mut t = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**t).clone();
+        if !next.adopt(whs, rhs) {
+            return false;
+        }
+        log::info!(
+            "hash spaces now whs {} servers (clock {:#x}), rhs {} servers (clock {:#x})",
+            next.whs.nodes().len(),
+            next.whs.clocktime.0,
+            next.rhs.nodes().len(),
+            next.rhs.clocktime.0
+        );
+        *t = std::sync::Arc::new(next);
+        true
+    }
+}
+
 /// A routing table: servers in attach order, their ring, and the table's version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSpace {

@@ -18,7 +18,7 @@
 pub mod text;
 
 use crate::cli::Args;
-use crate::cluster::hash_space::{key_hash, Tables};
+use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::write::{Op, Outcome};
 use crate::daemon;
 use crate::net::{self, Peer, RpcError};
@@ -28,7 +28,7 @@ use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a server may take to answer a get.
@@ -78,7 +78,7 @@ pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
 pub struct Gateway {
     net: net::Net,
     managers: Vec<Arc<Peer>>,
-    tables: RwLock<Arc<Tables>>,
+    tables: CurrentTables,
     servers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     get_attempts: u32,
     set_retry: u32,
@@ -106,10 +106,7 @@ fn not_run(e: &RpcError) -> bool {
 
 impl Gateway {
     pub fn tables(&self) -> Arc<Tables> {
-        self.tables
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.tables.get()
     }
 
     /// Takes the newer of our tables and these; returns whether anything changed.
@@ -118,19 +115,7 @@ impl Gateway {
         whs: crate::cluster::hash_space::HashSpace,
         rhs: crate::cluster::hash_space::HashSpace,
     ) -> bool {
-        let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**t).clone();
-        let changed = next.adopt(whs, rhs);
-        if changed {
-            log::info!(
-                "hash spaces now whs {} servers, rhs {} servers (clock {:#x})",
-                next.whs.nodes().len(),
-                next.rhs.nodes().len(),
-                next.whs.clocktime.0
-            );
-            *t = Arc::new(next);
-        }
-        changed
+        self.tables.adopt(whs, rhs)
     }
 
     fn server(&self, addr: SocketAddr) -> Arc<Peer> {
@@ -415,7 +400,7 @@ pub fn main(args: Args) -> i32 {
     let gw = Arc::new(Gateway {
         net: net.clone(),
         managers: managers.clone(),
-        tables: RwLock::new(Arc::new(Tables::empty())),
+        tables: CurrentTables::default(),
         servers: Mutex::new(HashMap::new()),
         get_attempts: (3 * retries("get-retry")).max(1),
         set_retry: retries("set-retry"),

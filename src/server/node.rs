@@ -11,7 +11,7 @@
 //! server is no longer an owner), within [`REPLICATION_DEADLINE`].
 
 use crate::cluster::clock::Clock;
-use crate::cluster::hash_space::{key_hash, Tables};
+use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::write::{self, Outcome};
 use crate::net::{Net, Peer, Reply, RpcError, Service};
 use crate::proto::cluster::{self as msg, WriteRequest};
@@ -20,7 +20,7 @@ use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long one replicate call may take before it is retried.
@@ -53,7 +53,7 @@ pub struct Node {
     pub store: Store,
     pub clock: Clock,
     pub net: Net,
-    tables: RwLock<Arc<Tables>>,
+    tables: CurrentTables,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     pub counters: Counters,
     started: Instant,
@@ -94,7 +94,7 @@ impl Node {
             store,
             clock: Clock::default(),
             net,
-            tables: RwLock::new(Arc::new(Tables::empty())),
+            tables: CurrentTables::default(),
             peers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             started: Instant::now(),
@@ -102,10 +102,7 @@ impl Node {
     }
 
     pub fn tables(&self) -> Arc<Tables> {
-        self.tables
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.tables.get()
     }
 
     /// Takes the newer of our tables and these. Returns whether anything changed.
@@ -114,20 +111,7 @@ impl Node {
         whs: crate::cluster::hash_space::HashSpace,
         rhs: crate::cluster::hash_space::HashSpace,
     ) -> bool {
-        let mut t = self.tables.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**t).clone();
-        if !next.adopt(whs, rhs) {
-            return false;
-        }
-        log::info!(
-            "hash spaces now whs {} servers (clock {:#x}), rhs {} servers (clock {:#x})",
-            next.whs.nodes().len(),
-            next.whs.clocktime.0,
-            next.rhs.nodes().len(),
-            next.rhs.clocktime.0
-        );
-        *t = Arc::new(next);
-        true
+        self.tables.adopt(whs, rhs)
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Peer> {

@@ -187,18 +187,16 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply.err(e),
     };
-    match begin(node, id, Phase::Copying, manager) {
-        Begin::Superseded => return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED)),
-        Begin::AlreadyRunning => return reply.ok(true),
-        Begin::Start => {}
-    }
     // Writes follow the new table from now on; reads stay on the old one.
-    node.adopt(whs.clone(), HashSpace::empty());
-    let worker = node.clone();
-    let spawned = std::thread::Builder::new()
-        .name("replace-copy".into())
-        .spawn(move || {
-            let node = worker;
+    let tables = (whs.clone(), HashSpace::empty());
+    run_phase(
+        node,
+        id,
+        Phase::Copying,
+        manager,
+        tables,
+        reply,
+        move |node| {
             log::info!(
                 "replace {id:#x}: copy started ({} servers in whs)",
                 whs.nodes().len()
@@ -215,12 +213,42 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 ];
                 report(&node, id, msg::REPLACE_COPY_END, tail);
             }
-        });
-    match spawned {
+        },
+    );
+}
+
+/// Starts `phase` of replace `id` on a thread of its own, after taking `tables`,
+/// and answers the manager: at once if that phase already runs, with an error if
+/// a newer replace runs or no thread can be started.
+fn run_phase(
+    node: &Arc<Node>,
+    id: u64,
+    phase: Phase,
+    manager: SocketAddr,
+    tables: (HashSpace, HashSpace),
+    reply: Reply,
+    work: impl FnOnce(Arc<Node>) + Send + 'static,
+) {
+    match begin(node, id, phase, manager) {
+        Begin::Superseded => return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED)),
+        Begin::AlreadyRunning => return reply.ok(true),
+        Begin::Start => {}
+    }
+    node.adopt(tables.0, tables.1);
+    let worker = node.clone();
+    let name = if phase == Phase::Copying {
+        "replace-copy"
+    } else {
+        "replace-delete"
+    };
+    match std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || work(worker))
+    {
         Ok(_) => reply.ok(true),
         Err(e) => {
-            end(node, id, Phase::Copying);
-            reply.err(format!("cannot start the replace copy: {e}"))
+            end(node, id, phase);
+            reply.err(format!("cannot start {name}: {e}"))
         }
     }
 }
@@ -402,17 +430,15 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply.err(e),
     };
-    match begin(node, id, Phase::Deleting, manager) {
-        Begin::Superseded => return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED)),
-        Begin::AlreadyRunning => return reply.ok(true),
-        Begin::Start => {}
-    }
-    node.adopt(whs.clone(), whs.clone());
-    let worker = node.clone();
-    let spawned = std::thread::Builder::new()
-        .name("replace-delete".into())
-        .spawn(move || {
-            let node = worker;
+    let tables = (whs.clone(), whs.clone());
+    run_phase(
+        node,
+        id,
+        Phase::Deleting,
+        manager,
+        tables,
+        reply,
+        move |node| {
             let mut erased = 0u64;
             for item in node.store.snapshot() {
                 if !is_current(&node, id) {
@@ -437,14 +463,8 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 msg::REPLACE_DELETE_END,
                 vec![Value::from(erased)],
             );
-        });
-    match spawned {
-        Ok(_) => reply.ok(true),
-        Err(e) => {
-            end(node, id, Phase::Deleting);
-            reply.err(format!("cannot start the replace delete phase: {e}"))
-        }
-    }
+        },
+    );
 }
 
 /// Tells the manager a phase ended, with its counts (`tail`), until it
