@@ -234,3 +234,60 @@ fn daemon_mode_detaches_and_writes_its_pid() {
         || unsafe { libc::kill(pid, 0) } != 0,
     );
 }
+
+/// Every command kumoctl, kumostat and kumohash accept is in their --help.
+#[test]
+fn tool_commands_are_all_in_help() {
+    let help = |tool: &str| run(Command::new(kumo_bin()).args([tool, "--help"])).1;
+    let ctl = help("ctl");
+    for c in [
+        "status",
+        "attach",
+        "attach-noreplace",
+        "detach",
+        "detach-noreplace",
+        "replace",
+        "full-replace",
+        "backup",
+        "enable-auto-replace",
+        "disable-auto-replace",
+    ] {
+        assert!(
+            ctl.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{c} "))),
+            "kumoctl --help lacks {c}"
+        );
+    }
+    let stat = help("stat");
+    for c in [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "cmd_get",
+        "cmd_set",
+        "cmd_delete",
+        "items",
+        "stats",
+        "whs",
+        "rhs",
+        "hscheck",
+        "replstat",
+        "set_delay",
+        "unset_delay",
+    ] {
+        assert!(
+            stat.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{c} "))),
+            "kumostat --help lacks {c}"
+        );
+    }
+    let hash = help("hash");
+    for c in ["hash", "assign", "dump"] {
+        assert!(
+            hash.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{c} "))),
+            "kumohash --help lacks {c}"
+        );
+    }
+}

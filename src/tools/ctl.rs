@@ -19,6 +19,18 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("detach", "detach every fault server"),
     ("detach-noreplace", "detach without moving data"),
     (
+        "replace",
+        "move data to match the current servers (finishes an interrupted replace)",
+    ),
+    (
+        "full-replace",
+        "send every record to every owner: repairs after three or more servers were lost",
+    ),
+    (
+        "backup [SUFFIX]",
+        "every server copies its store to PATH-SUFFIX (default today, YYYYMMDD)",
+    ),
+    (
         "enable-auto-replace",
         "attach and detach by the manager itself from now on",
     ),
