@@ -10,7 +10,10 @@ ROLES   = kumo-manager kumo-server kumo-gateway kumoctl kumostat kumohash kumome
 all:
 	cargo build --release
 
+# tests/peers.sh installs the test peers of tests/peers.list first, or says what to
+# install by hand and stops before the build.
 test:
+	bash tests/peers.sh test
 	cargo test --release -- --test-threads=2
 
 # Regenerates man/ from the option table; the test suite fails while man/ is stale.
@@ -23,7 +26,9 @@ install: all
 	for r in $(ROLES); do ln -sf kumo $(DESTDIR)$(BINDIR)/$$r; done
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/
 
+# The bench peers are optional: a benchmark whose peer is missing says so and goes on.
 bench:
+	-bash tests/peers.sh bench
 	cargo build --release
 	cargo run --release --example rpc_bench
 	cargo run --release --example store_bench

@@ -195,14 +195,10 @@ if [[ -z ${KUMO_BIN:-} && " $BENCH_TARGETS " == *" kumo "* ]]; then
     fi
 fi
 
-need() { # need CMD PACKAGE: installs the Debian package when CMD is missing
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "$1 not found; installing Debian package $2"
-    local sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    $sudo apt-get install -y "$2" >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y "$2" >&2; } || true
-    command -v "$1" >/dev/null 2>&1
-}
+# The bench peers (memcached, nutcracker) come from tests/peers.list; a target whose
+# peer is still missing afterwards is reported and skipped.
+bash tests/peers.sh bench >&2 || log "some bench peers are missing; their targets are skipped"
+need() { command -v "$1" >/dev/null 2>&1; } # need CMD
 
 # memcached refuses to run as root without -u.
 MC_USER=()
@@ -221,7 +217,7 @@ start_memcached() {
 ports() { PORT=$(free_ports "$1") || { WHY="no run of $1 free ports"; return 1; }; }
 
 setup_memcached() {
-    need memcached memcached || { WHY="memcached is not installed"; return 1; }
+    need memcached || { WHY="memcached is not installed"; return 1; }
     ports 1 || return 1
     start_memcached memcached "$PORT"
     wait_ready "$PORT" "$STARTED" || return 1
@@ -229,8 +225,8 @@ setup_memcached() {
 }
 
 setup_twemproxy() {
-    need memcached memcached || { WHY="memcached is not installed"; return 1; }
-    need nutcracker nutcracker || { WHY="nutcracker (twemproxy) is not installed"; return 1; }
+    need memcached || { WHY="memcached is not installed"; return 1; }
+    need nutcracker || { WHY="nutcracker (twemproxy) is not installed"; return 1; }
     local mc listen stats i
     ports 3 || return 1
     mc=$PORT

@@ -54,7 +54,7 @@ fn start_memcached() -> Memcached {
         panic!(
             "the `memcached` binary is not installed, and the memcached conformance test needs \
              the real server: install it with `apt-get install -y memcached` \
-             (run `apt-get update` first if needed; CI installs it), or set MEMCACHED_BIN"
+             (`make test` installs it through tests/peers.sh), or set MEMCACHED_BIN"
         )
     });
     let dir = tempfile::tempdir().unwrap();

@@ -16,14 +16,24 @@ pub fn kumo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kumo"))
 }
 
-/// A port nobody listens on right now. The kernel picks it, so parallel tests do not
-/// collide; the small window until the daemon binds it is accepted.
+/// A port nobody listens on right now, and never handed out before in this test
+/// process. The kernel picks it, so parallel tests do not collide; the kernel may pick
+/// a port it just gave, so two calls in a row (a server's `-l` and `-L`) could
+/// otherwise collide. The small window until the daemon binds it is accepted.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn local(port: u16) -> SocketAddr {
