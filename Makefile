@@ -5,7 +5,7 @@ MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
 ROLES   = kumo-manager kumo-server kumo-gateway kumoctl kumostat kumohash kumomergedb
 
-.PHONY: all test install bench man clean
+.PHONY: all test chaos install bench man clean
 
 all:
 	cargo build --release
@@ -15,6 +15,13 @@ all:
 test:
 	bash tests/peers.sh test
 	cargo test --release -- --test-threads=2
+
+# Long seeded fault schedules (tests/chaos.rs; `make test` runs two short ones).
+# KUMO_CHAOS_SEED=N replays the schedule a failure printed.
+chaos:
+	bash tests/peers.sh test
+	KUMO_CHAOS_SCHEDULES=$${KUMO_CHAOS_SCHEDULES:-10} KUMO_CHAOS_ROUNDS=$${KUMO_CHAOS_ROUNDS:-30} \
+		cargo test --release --test chaos -- --nocapture
 
 # Regenerates man/ from the option table; the test suite fails while man/ is stale.
 man:

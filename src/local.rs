@@ -138,7 +138,11 @@ fn bring_up(
         if !info.newcomers.is_empty()
             || (info.replace.is_none() && !info.whs.same_layout(&info.rhs))
         {
-            c.call(msg::ATTACH, &[Value::from(true)])?;
+            // A manager that has just started holds an attach until it has heard
+            // from the servers, which may outlast this call: ask again next round.
+            if let Err(e) = c.call(msg::ATTACH, &[Value::from(true)]) {
+                log::debug!("attach: {e}");
+            }
             continue;
         }
         if info.replace.is_some() {

@@ -43,6 +43,34 @@ fn attach(c: &Cluster) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A new user's first cluster (issue #10, items 1 and 2): keys set at once after
+/// the first attach read back at once, and a 4th server attached right after them
+/// loses none of them.
+#[test]
+fn the_first_attach_serves_reads_at_once_and_an_attach_right_after_loses_nothing() {
+    let mut c = Cluster::start_pair_unsettled(3);
+    let client = c.client();
+    for i in 0..2000 {
+        let (k, v) = (format!("first-{i}"), format!("first:{i}"));
+        client.set(&k, v.as_str(), 0).unwrap();
+        let got: Option<String> = client.get(&k).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k} right after its set");
+    }
+    // A multi-get leaves nothing out either.
+    let keys: Vec<String> = (0..100).map(|i| format!("first-{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got: std::collections::HashMap<String, String> = client.gets(&refs).unwrap();
+    assert_eq!(got.len(), 100);
+    fill(&c, "first", 10_000);
+    let four = c.add_server();
+    c.wait_newcomers(&[c.servers[four].addr]);
+    attach(&c);
+    check_filled(&c, "first", 10_000);
+    c.wait_settled();
+    check_filled(&c, "first", 10_000);
+    assert_eq!(c.items_total(), 3 * 10_000);
+}
+
 /// 3 servers with 20,000 keys; attach a 4th, then a 5th and 6th together. Every
 /// key ends on exactly three servers and no client notices.
 #[test]

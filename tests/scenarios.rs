@@ -8,7 +8,7 @@
 mod common;
 
 use common::load::{check_acked, Load};
-use common::{wait_until, Cluster};
+use common::{wait_until, Cluster, Dice};
 use std::time::Duration;
 
 fn loops() -> usize {
@@ -16,27 +16,6 @@ fn loops() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-/// A small deterministic generator, so a failing run can be repeated.
-struct Dice(u64);
-
-impl Dice {
-    fn new(seed: u64) -> Dice {
-        Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn pick(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    /// Two distinct indexes below `n`.
-    fn two(&mut self, n: usize) -> (usize, usize) {
-        let a = self.pick(n);
-        let b = (a + 1 + self.pick(n - 1)) % n;
-        (a, b)
-    }
 }
 
 fn attach(c: &Cluster) {

@@ -55,9 +55,13 @@ one copy fewer until it comes back and is attached again, or is detached.
 .PP
 Every change is pushed at once to every server and gateway; keepalives carry the
 tables too, so a lost push is repaired within one interval. Nothing is stored on
-disk: a restarted manager learns the tables back from the first server that keeps
-in touch (the newer table wins). With every manager down, servers and gateways go
-on serving with the last tables they have.
+disk: a restarted manager learns the tables back from the servers as they keep in
+touch (the newer table wins). Until it has heard a full keepalive interval
+(\fB\-Ci\fR, plus a second), or has heard its partner, it holds requests that
+change the tables (\fBattach\fR, \fBdetach\fR, \fBreplace\fR, auto replace) and
+carries them out then: an attach before that would build a table from only the
+servers heard so far. With every manager down, servers and gateways go on serving
+with the last tables they have.
 .PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
 .SH REPLACE
@@ -69,8 +73,17 @@ whs, reads still follow rhs. When every server has reported the copy done, rhs :
 whs and each server drops the records it no longer owns (the delete phase). Each
 replace has an id (the whs timestamp); start messages and the servers' reports are
 repeated until acknowledged. If a server is lost during a replace, the replace
-starts over on the new tables; if the manager is lost, the next \fBattach\fR or
-\fBreplace\fR finishes the job. \fBkumoctl status\fR shows a running replace.
+starts over on the new tables. A replace that was started finishes without an
+operator while any manager lives: each server tells the managers in its keepalives
+which replace it was last asked to run, and the leading manager (the smaller
+address, or the only one reachable) starts again any replace whose reads still use
+the old table, its own or one whose manager restarted or was lost. A manager
+restarted after a \fB\-noreplace\fR change has forgotten that the move was put off,
+and finishes it. \fBkumoctl status\fR shows a running replace.
+.PP
+The first attach of a new cluster moves nothing: there is no data yet, so reads
+follow the new table at once. In general reads always have a table to follow
+whenever writes do: a read table with no active server becomes the write table.
 \fBfull\-replace\fR sends every record to every owner (a repair after three or more
 servers were lost at once).
 .PP
@@ -93,7 +106,7 @@ step (newer wins) over a link whose keepalives carry the tables, so a lost updat
 repeated until the partner has it. Servers and gateways are given both (\fB\-m\fR and
 \fB\-p\fR) and take whichever table is newer. A replace runs on the manager that was
 asked (or, for auto replace, on the one with the smaller address while both are
-up); servers report to the manager that started it. A restarted manager catches up
+up); servers report to every manager that asked for it. A restarted manager catches up
 from its partner and from the servers by itself; \fBkumoctl replace\fR on the
 surviving manager also brings both in line. With every manager down, data keeps
 flowing on the last tables; restarted managers learn the tables back from the
@@ -209,7 +222,10 @@ coordinator refused or could not receive is retried up to \fB\-S\fR (\fB\-D\fR f
 delete) times, 0.3 s apart; a write that may have run already is retried only when
 running it twice is harmless (set, touch, delete), otherwise the client gets
 \fBSERVER_ERROR\fR. The gateway follows the managers' hash spaces by a long poll,
-and takes a refusing server's newer tables too.
+and takes a refusing server's newer tables too. A request that arrives before the
+gateway knows any server (it started before the first attach, or before a manager
+answered) waits for the tables within those same attempts, 0.3 s apart, and gets
+\fBSERVER_ERROR no server holds this key\fR only when they run out.
 .PP
 A client may pipeline: the commands of one connection take effect as if run one by
 one, in order (a get sees the set sent before it), while commands on different keys

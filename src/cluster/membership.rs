@@ -2,6 +2,14 @@
 //! keep in touch without being attached (newcomers), and how attach, detach and a
 //! lost server change the tables. Pure: each change takes the ClockTime to stamp the
 //! new table with, and says whether anything changed so the caller knows to publish.
+//!
+//! The invariant every change keeps: **rhs routes reads whenever whs routes writes.**
+//! A write is acknowledged by the active owners in whs; a read asks the active owners
+//! in rhs. If rhs had no active server while whs had one (a new cluster's first
+//! attach, or every old reader lost), acknowledged writes would be unreadable until a
+//! replace finished, and a replace plans its copies from rhs, so it would copy
+//! nothing and then trim the only copies. An rhs with no active server holds no
+//! readable data, so nothing needs to move from it: it becomes whs at once.
 
 use super::clock::ClockTime;
 use super::hash_space::{HashSpace, Tables};
@@ -55,7 +63,16 @@ impl Membership {
         if r && !w {
             self.tables.whs.clocktime = later;
         }
+        self.keep_reads_routable();
         w || r
+    }
+
+    /// Keeps the invariant of the module documentation: an rhs that routes nothing
+    /// is replaced by a routing whs.
+    fn keep_reads_routable(&mut self) {
+        if self.tables.rhs.is_empty() && !self.tables.whs.is_empty() {
+            self.tables.rhs = self.tables.whs.clone();
+        }
     }
 
     /// The ClockTime a new table must be stamped after: newer than both tables.
@@ -67,12 +84,16 @@ impl Membership {
     /// Returns whether whs changed.
     pub fn attach(&mut self, stamp: ClockTime) -> bool {
         let add = std::mem::take(&mut self.newcomers);
-        self.tables.whs.attach(&add, stamp)
+        let changed = self.tables.whs.attach(&add, stamp);
+        self.keep_reads_routable();
+        changed
     }
 
     /// Removes every fault server from whs. Returns whether whs changed.
     pub fn detach(&mut self, stamp: ClockTime) -> bool {
-        self.tables.whs.detach_faults(stamp)
+        let changed = self.tables.whs.detach_faults(stamp);
+        self.keep_reads_routable();
+        changed
     }
 
     /// Reads follow writes: rhs := whs. Done when data movement has finished, or
@@ -116,7 +137,8 @@ mod tests {
         assert_eq!(m.newcomers().len(), 3);
         assert!(m.attach(ClockTime(10)));
         assert!(m.newcomers().is_empty());
-        assert!(m.settle());
+        assert_eq!(m.tables.rhs, m.tables.whs, "the first attach routes reads at once");
+        assert!(!m.settle(), "nothing to move on the first attach");
         assert_eq!(m.tables.whs.nodes().len(), 3);
         assert!(!m.server_seen(a(2)), "an attached server is not a newcomer");
 
@@ -134,6 +156,43 @@ mod tests {
         assert!(m.attach(m.floor().max(ClockTime(30))));
         assert!(m.tables.whs.nodes().iter().all(|n| n.active));
         assert!(!m.detach(ClockTime(31)), "nothing to detach");
+    }
+
+    /// Whatever the order of attach, detach and losses, rhs routes reads whenever
+    /// whs routes writes.
+    #[test]
+    fn reads_are_routable_whenever_writes_are() {
+        let mut dice = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200 {
+            let mut m = Membership::default();
+            let mut t = 1;
+            for _ in 0..30 {
+                dice ^= dice << 13;
+                dice ^= dice >> 7;
+                dice ^= dice << 17;
+                let p = (dice % 6) as u16 + 1;
+                t += 2;
+                match (dice >> 8) % 5 {
+                    0 | 1 => {
+                        m.server_seen(a(p));
+                    }
+                    2 => {
+                        m.attach(ClockTime(t));
+                    }
+                    3 => {
+                        m.server_lost(a(p), ClockTime(t));
+                    }
+                    _ => {
+                        m.detach(ClockTime(t));
+                    }
+                }
+                assert!(
+                    m.tables.whs.is_empty() || !m.tables.rhs.is_empty(),
+                    "whs routes writes but rhs routes no reads: {:?}",
+                    m.tables
+                );
+            }
+        }
     }
 
     /// A loss while data moves: after the replace, rhs := whs must be a table

@@ -9,6 +9,8 @@
 //!   replicates. It is retried up to `-S`/`-D` times when the coordinator refuses it
 //!   (an out-of-date hash space) or is unreachable; a write that may have run is
 //!   retried only if running it twice is harmless (set, touch, delete).
+//! - A request for which no owner is known yet (no tables so far) asks the managers
+//!   and waits for the tables, within the same attempts.
 //! - The hash spaces come from the managers by long poll, and from a server's
 //!   refusal, which carries its own tables (so routing catches up with every
 //!   manager down).
@@ -227,8 +229,16 @@ impl Gateway {
     /// Reads `key`, falling back across its owners.
     pub fn get(self: &Arc<Self>, key: Arc<Vec<u8>>, attempt: u32, done: GetDone) {
         let t = self.tables();
-        let owners = t.rhs.active_owners(key_hash(&key));
+        // Reads follow rhs; an rhs that routes nothing (the managers never publish
+        // one while whs routes, but a gateway may hold older tables) means the
+        // write owners are the ones holding the data.
+        let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
+        let owners = reads.active_owners(key_hash(&key));
         if owners.is_empty() {
+            let next = attempt + 1;
+            if next < self.get_attempts {
+                return self.wait_for_tables(move |g| g.get(key, next, done));
+            }
             // Never answered inside the call: callers may hold a queue of work.
             return self.net.timers().after(Duration::ZERO, move || {
                 done(Err("no server holds this key".into()))
@@ -246,9 +256,15 @@ impl Gateway {
                 (a, self.server(a))
             });
         let g = self.clone();
+        // The rhs stamp tells the server which table we read by (see the server's
+        // `serves_read`).
         pick.1.call(
             msg::GET,
-            &[Value::Binary((*key).clone())],
+            &[
+                Value::Binary((*key).clone()),
+                Value::from(false),
+                Value::from(reads.clocktime.0),
+            ],
             GET_TIMEOUT,
             Box::new(move |r| match r {
                 Ok(Value::Nil) => done(Ok(None)),
@@ -276,6 +292,16 @@ impl Gateway {
         );
     }
 
+    /// No owner of a key is known (a gateway started before the first attach, or
+    /// before its first answer from a manager): ask the managers and try again
+    /// after RETRY_DELAY, within the request's attempts.
+    fn wait_for_tables(self: &Arc<Self>, then: impl FnOnce(Arc<Self>) + Send + 'static) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        self.refresh();
+        let g = self.clone();
+        self.net.timers().after(RETRY_DELAY, move || then(g));
+    }
+
     /// Sends a write to its coordinator, retrying as the module documentation says.
     pub fn write(self: &Arc<Self>, req: Arc<WriteRequest>, attempt: u32, done: WriteDone) {
         let t = self.tables();
@@ -284,6 +310,9 @@ impl Gateway {
             _ => self.set_retry,
         };
         let Some(&coordinator) = t.whs.active_owners(key_hash(&req.key)).first() else {
+            if attempt < retries {
+                return self.wait_for_tables(move |g| g.write(req, attempt + 1, done));
+            }
             return self.net.timers().after(Duration::ZERO, move || {
                 done(Err("no server holds this key".into()))
             });

@@ -80,16 +80,32 @@ struct State {
     gateway_tables: Option<crate::cluster::hash_space::Tables>,
     /// Bumped by every start of a replace; a deferred start runs only if latest.
     start_token: u64,
+    /// A start waits for members to keep in touch (and will retry by itself).
+    start_waiting: bool,
     /// Servers being watched, by address.
     servers: HashMap<SocketAddr, Arc<Peer>>,
     watchers: Vec<Watcher>,
     auto_replace: bool,
     /// Bumped by every change auto replace reacts to; only the latest fires.
     auto_token: u64,
+    /// The newest replace known to have been started, by this manager or (as its
+    /// servers say) by any other (see `supervise`).
+    started: u64,
+    /// The whs stamp of the latest `-noreplace` change: the operator moves that
+    /// data later, so no replace is owed until one is started after it.
+    deferred: u64,
 }
+
+/// How long a (re)started manager listens before it changes the tables: one
+/// keepalive interval (`-Ci`), in which every running server keeps in touch and
+/// brings its tables, plus this margin for reconnecting. So an attach right after a
+/// restart does not build a cluster from nothing.
+pub const LEARN_MARGIN: Duration = Duration::from_secs(1);
 
 pub struct Manager {
     me: SocketAddr,
+    /// Until then the manager is learning the cluster (see `learning`).
+    learn_until: Mutex<Option<Instant>>,
     net: net::Net,
     clock: Clock,
     partner: Mutex<Option<Arc<Peer>>>,
@@ -102,6 +118,25 @@ fn unix_now() -> u32 {
 }
 
 impl Manager {
+    /// How much longer the manager is learning the cluster. A manager keeps
+    /// nothing on disk: restarted, it knows no server until they keep in touch,
+    /// and an attach before then would publish a table of only the servers heard
+    /// so far, newer than the cluster's, which every node would take. Requests
+    /// that change the tables wait until it has heard a full round of keepalives
+    /// (the partner's tables end the wait at once: it knows the cluster).
+    fn learning(&self) -> Option<Duration> {
+        let mut until = self.learn_until.lock().unwrap_or_else(|p| p.into_inner());
+        let left = until.and_then(|u| u.checked_duration_since(Instant::now()));
+        if left.is_none() {
+            *until = None;
+        }
+        left.filter(|d| !d.is_zero())
+    }
+
+    fn learnt(&self) {
+        *self.learn_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -207,6 +242,9 @@ impl Manager {
                 self.publish(&mut st, true);
             }
         }
+        if let Some(id) = params.get(6).and_then(Value::as_u64) {
+            st.started = st.started.max(id);
+        }
         if let Some(port) = params
             .get(4)
             .and_then(Value::as_u64)
@@ -271,8 +309,9 @@ impl Manager {
     /// afresh if anything is left to move.
     fn drop_superseded_run(&self, st: &mut State) {
         if let Some(r) = &st.run {
-            if st.members.tables.whs.clocktime.0 > r.id {
-                log::info!("replace {:#x}: superseded by newer tables; dropped", r.id);
+            let t = &st.members.tables;
+            if t.whs.clocktime.0 > r.id || t.rhs.clocktime.0 >= r.id {
+                log::info!("replace {:#x}: superseded or finished elsewhere; dropped", r.id);
                 st.run = None;
                 st.gateway_tables = None;
             }
@@ -313,6 +352,7 @@ impl Manager {
         if !missing.is_empty() {
             st.run = None;
             st.start_token += 1;
+            st.start_waiting = true;
             let token = st.start_token;
             log::info!("replace waits for {missing:?} to keep in touch");
             let weak = Arc::downgrade(self);
@@ -326,6 +366,7 @@ impl Manager {
             return;
         }
         st.start_token += 1;
+        st.start_waiting = false;
         let mut targets = members;
         targets.sort();
         targets.dedup();
@@ -337,6 +378,7 @@ impl Manager {
             }
             return;
         }
+        st.started = st.started.max(id);
         log::info!(
             "start replace copy {id:#x} ({} servers{})",
             targets.len(),
@@ -533,6 +575,33 @@ impl Manager {
         }
     }
 
+    /// Finishes a replace that was started and not finished: its manager restarted
+    /// or was lost, or the run was dropped. A replace is owed while reads and
+    /// writes use different layouts and a replace was started since the last
+    /// `-noreplace` change; the leading manager, with no run of its own, starts it
+    /// again (to the current whs: a replace always moves to the newest tables). So
+    /// a replace finishes without an operator while any manager lives. A manager
+    /// restarted after a `-noreplace` change has forgotten it, and finishes the
+    /// move at once. Called every REPLACE_RESEND.
+    fn supervise(self: &Arc<Self>) {
+        let mut st = self.lock();
+        let t = &st.members.tables;
+        let owed = st.started > st.deferred && !t.whs.is_empty() && !t.whs.same_layout(&t.rhs);
+        if !owed
+            || st.run.is_some()
+            || st.start_waiting
+            || !self.leads()
+            || self.learning().is_some()
+        {
+            return;
+        }
+        log::warn!(
+            "a replace was started ({:#x}) and reads still use the old table; finishing it",
+            st.started
+        );
+        self.start_replace(&mut st, false);
+    }
+
     /// Asks every server for a backup; answers `[[addr, path or error]...]`.
     fn backup(&self, suffix: String, reply: Reply) {
         let st = self.lock();
@@ -581,6 +650,9 @@ impl Manager {
         self.net.timers().after(self.replace_delay, move || {
             let Some(m) = weak.upgrade() else { return };
             let mut st = m.lock();
+            if m.learning().is_some() {
+                return m.schedule_auto_replace(&mut st);
+            }
             if st.auto_token == token && st.auto_replace && m.leads() {
                 log::info!("auto replace: attaching new servers, detaching lost ones");
                 m.change(&mut st, true, true, true);
@@ -602,12 +674,16 @@ impl Manager {
         }
         if changed {
             self.log_tables(st, "servers attached or detached");
+            if !replace {
+                st.deferred = st.members.tables.whs.clocktime.0;
+            }
             self.publish(st, true);
         }
         let t = &st.members.tables;
         let stale_run = st.run.as_ref().is_some_and(|r| r.id != t.whs.clocktime.0);
         let unsettled = t.whs != t.rhs && (st.run.is_none() || stale_run);
-        if replace && (changed || unsettled) {
+        // A first attach leaves nothing to move: rhs became whs at once.
+        if replace && unsettled {
             self.start_replace(st, false);
         }
         changed
@@ -682,6 +758,21 @@ impl Service for ManagerService {
     fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
         let m = &self.0;
         let flag = |i: usize| params.get(i).and_then(Value::as_bool);
+        let changes_tables = matches!(
+            method,
+            msg::ATTACH | msg::DETACH | msg::START_REPLACE | msg::SET_AUTO_REPLACE
+        );
+        if changes_tables {
+            if let Some(left) = m.learning() {
+                log::info!("{method} waits {left:?} while this manager learns the cluster");
+                let (m, method) = (m.clone(), method.to_string());
+                return self
+                    .0
+                    .net
+                    .timers()
+                    .after(left, move || ManagerService(m).call(&method, params, reply));
+            }
+        }
         match method {
             msg::KEEP_ALIVE => {
                 if let Some(c) = msg::clk(&params) {
@@ -700,6 +791,7 @@ impl Service for ManagerService {
                 }
                 match msg::spaces_from(params.get(1..).unwrap_or(&[])) {
                     Ok((w, r)) => {
+                        m.learnt();
                         let mut st = m.lock();
                         let adopted = st.members.adopt(w, r);
                         if adopted {
@@ -810,8 +902,11 @@ pub fn main(args: Args) -> i32 {
         Ok(n) => n,
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
+    let net_config = net.config();
+    let learn = net_config.keepalive + LEARN_MARGIN;
     let manager = Arc::new(Manager {
         me: listen,
+        learn_until: Mutex::new(Some(Instant::now() + learn)),
         net: net.clone(),
         clock: Clock::default(),
         partner: Mutex::new(None),
@@ -824,9 +919,12 @@ pub fn main(args: Args) -> i32 {
             run: None,
             gateway_tables: None,
             start_token: 0,
+            start_waiting: false,
             watchers: Vec::new(),
             auto_replace: args.switch("auto-replace"),
             auto_token: 0,
+            started: 0,
+            deferred: 0,
         }),
     });
     if let Some(p) = partner {
@@ -869,6 +967,12 @@ pub fn main(args: Args) -> i32 {
             m.expire_watchers(now);
         }
     }));
+    let weak = Arc::downgrade(&manager);
+    let _supervisor = net.timers().every(REPLACE_RESEND, move |_| {
+        if let Some(m) = weak.upgrade() {
+            m.supervise();
+        }
+    });
     log::info!("manager {} started", manager.me);
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");

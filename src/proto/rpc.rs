@@ -19,10 +19,17 @@
 
 use rmpv::Value;
 
-/// The largest frame a node accepts. A frame carries at most one value of
-/// `VALUE_SIZE_MAX` (the gateway's `-I` ceiling) plus its key and headers; replace
-/// batches are cut well below this, so anything bigger is a broken or hostile peer.
-pub const FRAME_SIZE_MAX: usize = 64 << 20;
+/// The largest value a frame carries: the store's record data limit, which also
+/// bounds the gateway's `-I`.
+pub const FRAME_VALUE_MAX: usize = 64 << 20;
+/// Room beside that value for its key (at most 1 KiB), the record's fields, the
+/// message envelope and msgpack's length prefixes.
+pub const FRAME_ENVELOPE_MAX: usize = 64 << 10;
+/// The largest frame a node accepts: one value of the largest size with its key
+/// and headers (so a max-size value, or an append that grows a value to the limit,
+/// replicates without dropping the link). Replace batches are cut well below
+/// this, so anything bigger is a broken or hostile peer.
+pub const FRAME_SIZE_MAX: usize = FRAME_VALUE_MAX + FRAME_ENVELOPE_MAX;
 
 /// The deepest nesting of arrays and maps a frame may have. kumo's own messages nest
 /// three levels; the bound keeps rmpv's recursive decoder far from the stack limit.
@@ -302,6 +309,25 @@ pub fn encode(out: &mut Vec<u8>, message: &Message) {
 
 #[cfg(test)]
 mod tests {
+    /// A write of the largest value with the longest key, as the coordinator sends
+    /// it to a replica, fits in one frame: the link is not dropped.
+    #[test]
+    fn the_largest_replication_fits_in_a_frame() {
+        use crate::store::record::{Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
+        assert_eq!(FRAME_VALUE_MAX, DATA_SIZE_MAX);
+        let rec = Record::value(u64::MAX, u32::MAX, u32::MAX, vec![7u8; DATA_SIZE_MAX]);
+        let params = [
+            Value::from(u64::MAX),
+            Value::Binary(vec![b'k'; KEY_SIZE_MAX]),
+            crate::proto::cluster::record_to_value(&rec),
+            Value::from(u64::MAX),
+        ];
+        let mut wire = Vec::new();
+        super::encode_request(&mut wire, u32::MAX, "Replicate", &params);
+        assert_eq!(frame_len(&wire, FRAME_SIZE_MAX), Ok(Some(wire.len())));
+        assert!(matches!(decode(&wire), Ok(Decoded::Frame { len, .. }) if len == wire.len()));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

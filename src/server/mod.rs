@@ -36,6 +36,13 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             t.rhs.to_value(),
             Value::from(node.stream_port),
             Value::from(node.incarnation),
+            // The newest replace this server was asked to run: a manager that
+            // restarted, or the partner of one that did, finishes it from here.
+            Value::from(
+                node.replace
+                    .id
+                    .load(std::sync::atomic::Ordering::Acquire),
+            ),
         ];
         for m in &managers {
             let n = node.clone();

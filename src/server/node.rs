@@ -137,7 +137,7 @@ impl Node {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(key);
-        if !t.rhs.is_active_owner(hash, &self.me) && !t.whs.is_active_owner(hash, &self.me) {
+        if !self.serves_read(&t, hash, params.get(2).and_then(Value::as_u64)) {
             return self.obsolete(reply);
         }
         // A coordinator that is new to the key asks for its record as stored,
@@ -168,6 +168,27 @@ impl Node {
             Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
             Ok(_) => reply.ok(Value::Nil),
             Err(e) => reply.err(format!("store: {e}")),
+        }
+    }
+
+    /// Whether this server may answer a read of `hash` for a caller that routes
+    /// reads by an rhs stamped `theirs`.
+    ///
+    /// Only an owner that holds the data may answer, or a miss would hide an
+    /// acknowledged write: an active owner in rhs does; an owner only in whs may
+    /// still be waiting for its copy (a new server, or one that returned wiped).
+    /// The one exception is the settling window, when the manager has given
+    /// gateways the settled rhs (which is our whs, stamped as it) before servers:
+    /// the copy to us is then complete. A caller that does not say which rhs it
+    /// routes by (an older client) is checked against both tables.
+    fn serves_read(&self, t: &Tables, hash: u64, theirs: Option<u64>) -> bool {
+        let in_rhs = t.rhs.is_active_owner(hash, &self.me);
+        match theirs {
+            None => in_rhs || t.whs.is_active_owner(hash, &self.me),
+            Some(c) if c > t.rhs.clocktime.0 && c == t.whs.clocktime.0 => {
+                t.whs.is_active_owner(hash, &self.me)
+            }
+            Some(_) => in_rhs,
         }
     }
 

@@ -8,8 +8,8 @@
 //! - Delete: rhs := whs, then every record this server no longer owns is erased.
 //!
 //! Each replace has an id (the whs ClockTime it moves to). A newer replace stops an
-//! older one at its next record. Each phase's end is reported to the manager that
-//! started it, again and again until it acknowledges or a newer replace begins.
+//! older one at its next record. Each phase's end is reported to every manager that
+//! asked for it, again and again until each acknowledges or a newer replace begins.
 
 use super::node::Node;
 use crate::cluster::hash_space::{key_hash, HashSpace};
@@ -30,6 +30,8 @@ pub const BATCH_BYTES: usize = 256 << 10;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts to push one batch before the target is given up for this replace.
 pub const PUSH_ATTEMPTS: u32 = 3;
+/// How long one report to a manager may take (connect and answer).
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between reports the manager did not acknowledge.
 pub const REPORT_RETRY: Duration = Duration::from_secs(1);
 /// Wait between taking the new whs and reading the snapshot, so that writes other
@@ -53,9 +55,11 @@ pub struct ReplaceState {
     phase: AtomicU8,
     /// The phase running now, so a repeated start message does not start it twice.
     running: std::sync::Mutex<Option<(u64, u8)>>,
-    /// The manager that last asked: reports go there (it may have restarted or
-    /// been replaced by its partner since the phase began).
-    manager: std::sync::Mutex<Option<SocketAddr>>,
+    /// Every manager that asked for the newest replace id: reports go to each of
+    /// them. Two managers may run the same replace (one was asked by kumoctl, the
+    /// other took over a replace it believed abandoned); reporting to only the
+    /// last asker would leave each waiting for reports the other got.
+    managers: std::sync::Mutex<(u64, Vec<SocketAddr>)>,
     pub records_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub records_received: AtomicU64,
@@ -63,6 +67,16 @@ pub struct ReplaceState {
 }
 
 impl ReplaceState {
+    /// How many managers asked for replace `id`.
+    fn asked(&self, id: u64) -> usize {
+        let m = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if m.0 == id {
+            m.1.len()
+        } else {
+            0
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             1 => Phase::Copying,
@@ -104,11 +118,19 @@ fn begin(node: &Node, id: u64, phase: Phase, manager: SocketAddr) -> Begin {
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    *node
-        .replace
-        .manager
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(manager);
+    {
+        let mut m = node
+            .replace
+            .managers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if m.0 != id {
+            *m = (id, Vec::new());
+        }
+        if !m.1.contains(&manager) {
+            m.1.push(manager);
+        }
+    }
     if !claim(node, id) {
         return Begin::Superseded;
     }
@@ -351,6 +373,10 @@ impl Outbox {
             Value::Array(entries),
         ];
         for attempt in 1..=PUSH_ATTEMPTS {
+            if !is_current(node, id) {
+                // A newer replace plans its own copies; this batch is its business now.
+                return;
+            }
             let client = match self.clients.entry(to) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -388,10 +414,20 @@ impl Outbox {
 }
 
 /// `ReplacePush` on the stream port: apply each record, newer wins.
+///
+/// A push of an older replace than the newest this server was asked to run is
+/// refused: its sender planned by tables that are gone, and a record it sends
+/// after our delete phase has trimmed would stay as a copy nobody owns.
 pub fn push(node: &Node, params: &[Value], reply: Reply) {
     let Some(entries) = params.get(2).and_then(Value::as_array) else {
         return reply.err("bad parameters: entries");
     };
+    let Some(id) = params.get(1).and_then(Value::as_u64) else {
+        return reply.err("bad parameters: id");
+    };
+    if id < node.replace.id.load(Ordering::Acquire) {
+        return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
+    }
     let mut applied = 0u64;
     for e in entries {
         let pair = e.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
@@ -467,8 +503,9 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
     );
 }
 
-/// Tells the manager a phase ended, with its counts (`tail`), until it
-/// acknowledges or a newer replace starts.
+/// Tells every manager that asked for replace `id` that a phase ended, with its
+/// counts (`tail`), until each acknowledges or a newer replace starts. A manager
+/// that asks while this runs is told too.
 fn report(node: &Node, id: u64, method: &str, tail: Vec<Value>) {
     let mut params = vec![
         Value::from(node.clock.tick()),
@@ -477,23 +514,37 @@ fn report(node: &Node, id: u64, method: &str, tail: Vec<Value>) {
     ];
     params.extend(tail);
     let params = params.as_slice();
+    let mut told: Vec<SocketAddr> = Vec::new();
     while is_current(node, id) {
-        let Some(manager) = *node
-            .replace
-            .manager
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        else {
-            return;
+        let asked: Vec<SocketAddr> = {
+            let m = node
+                .replace
+                .managers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if m.0 != id {
+                return;
+            }
+            m.1.clone()
         };
-        let result = BlockingClient::connect(manager, CALL_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| c.call(method, params));
-        match result {
-            Ok(_) => return,
-            Err(e) => log::warn!("replace {id:#x}: {method} to {manager} failed: {e}; retrying"),
+        let untold: Vec<SocketAddr> = asked.into_iter().filter(|a| !told.contains(a)).collect();
+        if untold.is_empty() {
+            return;
         }
-        std::thread::sleep(REPORT_RETRY);
+        for manager in untold {
+            let result = BlockingClient::connect(manager, REPORT_TIMEOUT)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| c.call(method, params));
+            match result {
+                Ok(_) => told.push(manager),
+                Err(e) => {
+                    log::warn!("replace {id:#x}: {method} to {manager} failed: {e}; retrying")
+                }
+            }
+        }
+        if told.len() < node.replace.asked(id) {
+            std::thread::sleep(REPORT_RETRY);
+        }
     }
 }
 

@@ -22,22 +22,49 @@ pub fn kumo_bin() -> PathBuf {
 /// otherwise collide. The small window until the daemon binds it is accepted.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Ports already given stay bound until one is found, so the kernel cannot
+    // offer the same one again.
+    let mut held = Vec::new();
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
         if !given.contains(&port) {
             given.push(port);
             return port;
         }
+        held.push(l);
     }
 }
 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A small deterministic generator (xorshift), so that a failing run can be
+/// repeated from its seed.
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new(seed: u64) -> Dice {
+        Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn pick(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    /// Two distinct indexes below `n`.
+    pub fn two(&mut self, n: usize) -> (usize, usize) {
+        let a = self.pick(n);
+        let b = (a + 1 + self.pick(n - 1)) % n;
+        (a, b)
+    }
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.pick(100) < percent
+    }
 }
 
 /// A child process killed with SIGKILL when dropped.
@@ -53,6 +80,12 @@ impl Proc {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+    /// SIGSTOP (`true`) or SIGCONT (`false`).
+    pub fn pause(&self, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's pid; it only sends a signal.
+        unsafe { libc::kill(self.pid(), sig) };
     }
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -162,11 +195,28 @@ impl Cluster {
         Self::start_full(n, true, &[], |_, _| {})
     }
 
+    /// Like `start_pair`, but returns as soon as `kumoctl attach` has answered, as a
+    /// new user would go on: the first replace may still run, and the gateway may
+    /// not have heard of any server yet.
+    pub fn start_pair_unsettled(n: usize) -> Cluster {
+        Self::start_inner(n, true, &[], |_, _| {}, false)
+    }
+
     fn start_full(
         n: usize,
         pair: bool,
         manager_args: &[&str],
         prepare: impl Fn(usize, &Path),
+    ) -> Cluster {
+        Self::start_inner(n, pair, manager_args, prepare, true)
+    }
+
+    fn start_inner(
+        n: usize,
+        pair: bool,
+        manager_args: &[&str],
+        prepare: impl Fn(usize, &Path),
+        settle: bool,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let manager_addr = local(free_port());
@@ -211,8 +261,10 @@ impl Cluster {
         c.wait_newcomers(&all);
         let (code, out, err) = c.ctl(&["attach"]);
         assert_eq!(code, 0, "attach: {out} {err}");
-        c.wait_attached(&all);
-        c.wait_gateway_ready();
+        if settle {
+            c.wait_attached(&all);
+            c.wait_gateway_ready();
+        }
         c
     }
 

@@ -1,0 +1,462 @@
+//! Seeded fault schedules (issue #10): a generator turns a seed into a schedule of
+//! kill -9s, wiped restarts, attaches (also while a replace runs), detaches, manager
+//! restarts and SIGSTOPs, and runs it against a real cluster of two managers, three
+//! to six servers and a gateway, under a checking load that starts right after the
+//! very first attach. At the end every acknowledged write must be readable, nothing
+//! deleted may come back, no client may have seen an error, and every key must be on
+//! exactly its three owners.
+//!
+//! - At most two faults are outstanding at once, so every key keeps a live copy: a
+//!   fault is outstanding from the kill until a replace has finished after the
+//!   server's return. Before a third, the schedule waits, as an operator would.
+//! - A failure prints the seed and the schedule. `KUMO_CHAOS_SEED=N` replays it
+//!   (the choices; the timing is the machine's), `KUMO_CHAOS_ROUNDS=N` sets the
+//!   length (default 6) and `KUMO_CHAOS_SCHEDULES=N` how many run (default 2, each
+//!   from a fresh seed unless one is given). `make chaos` runs long ones.
+
+mod common;
+
+use common::load::{check_acked, Load};
+use common::{rpc, wait_until, Cluster, Dice};
+use kumo::cluster::hash_space::key_hash;
+use kumo::proto::cluster as msg;
+use rmpv::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Servers the schedule keeps: never fewer (three copies need three), never more.
+const SERVERS_MIN: usize = 3;
+const SERVERS_MAX: usize = 6;
+/// Faults outstanding at once, at most.
+const OUTSTANDING_MAX: usize = 2;
+/// Keys written in bulk right after the first attach.
+const BULK_KEYS: usize = 3000;
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// One step of a schedule. Servers are named by their index in the cluster.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9, then start again on its old store (at once, or once the manager has
+    /// noticed), then attach.
+    KillRestart { server: usize, wait_fault: bool },
+    /// kill -9, then start again on an empty store, then attach.
+    KillWipe { server: usize, wait_fault: bool },
+    /// Start a new server and attach it.
+    Add,
+    /// Start two new servers; attach the first, then the second while the first
+    /// one's replace is still running.
+    AddTwo,
+    /// kill -9, wait until the manager shows it fault, detach it.
+    KillDetach { server: usize },
+    /// kill -9 manager 0 or 1 and start it again.
+    RestartManager { manager: usize },
+    /// SIGSTOP for a while, then SIGCONT (and attach if it was marked fault).
+    Stop { server: usize, millis: u64 },
+}
+
+impl Fault {
+    /// The server the fault breaks, if it breaks one.
+    fn breaks(&self) -> Option<usize> {
+        match *self {
+            Fault::KillRestart { server, .. }
+            | Fault::KillWipe { server, .. }
+            | Fault::KillDetach { server }
+            | Fault::Stop { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+}
+
+struct Schedule {
+    seed: u64,
+    steps: Vec<Fault>,
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        writeln!(f, "seed {} ({} rounds):", self.seed, self.steps.len())?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "  {i:>3}. {s:?}")?;
+        }
+        write!(
+            f,
+            "replay with KUMO_CHAOS_SEED={} KUMO_CHAOS_ROUNDS={}",
+            self.seed,
+            self.steps.len()
+        )
+    }
+}
+
+/// Turns a seed into a schedule, following the cluster's membership in a model:
+/// only servers that are there are broken, never below SERVERS_MIN attached,
+/// never above SERVERS_MAX.
+fn generate(seed: u64, rounds: usize, first_servers: usize) -> Schedule {
+    let mut d = Dice::new(seed);
+    let mut attached: Vec<usize> = (0..first_servers).collect();
+    let mut next_index = first_servers;
+    let mut steps = Vec::new();
+    // Right after the first attach: an attach during the first replace.
+    if d.chance(50) {
+        steps.push(Fault::Add);
+        attached.push(next_index);
+        next_index += 1;
+    }
+    while steps.len() < rounds {
+        let pick = |d: &mut Dice, from: &[usize]| from[d.pick(from.len())];
+        let step = match d.pick(9) {
+            0 => Fault::KillRestart {
+                server: pick(&mut d, &attached),
+                wait_fault: d.chance(50),
+            },
+            1 | 2 => Fault::KillWipe {
+                server: pick(&mut d, &attached),
+                wait_fault: d.chance(50),
+            },
+            3 if attached.len() < SERVERS_MAX => Fault::Add,
+            4 if attached.len() + 2 <= SERVERS_MAX => Fault::AddTwo,
+            5 if attached.len() > SERVERS_MIN => Fault::KillDetach {
+                server: pick(&mut d, &attached),
+            },
+            6 => Fault::RestartManager {
+                manager: d.pick(2),
+            },
+            7 => Fault::Stop {
+                server: pick(&mut d, &attached),
+                millis: 1000 + d.pick(3000) as u64,
+            },
+            _ => continue,
+        };
+        match step {
+            Fault::Add => {
+                attached.push(next_index);
+                next_index += 1;
+            }
+            Fault::AddTwo => {
+                attached.extend([next_index, next_index + 1]);
+                next_index += 2;
+            }
+            Fault::KillDetach { server } => attached.retain(|s| *s != server),
+            _ => {}
+        }
+        steps.push(step);
+    }
+    Schedule { seed, steps }
+}
+
+/// Reads the bulk keys over and over, in a thread of its own, and counts every
+/// reply that is not the value written.
+struct BulkReader {
+    stop: Arc<AtomicBool>,
+    wrong: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn bulk_key(i: usize) -> String {
+    format!("bulk-{i}")
+}
+
+fn bulk_value(i: usize) -> String {
+    format!("value-{i}-{}", "x".repeat(i % 97))
+}
+
+impl BulkReader {
+    fn start(addr: std::net::SocketAddr, seed: u64) -> BulkReader {
+        let (stop, wrong, errors, reads) = Default::default();
+        let mut r = BulkReader {
+            stop,
+            wrong,
+            errors,
+            reads,
+            thread: None,
+        };
+        let (stop, wrong, errors, reads) = (
+            r.stop.clone(),
+            r.wrong.clone(),
+            r.errors.clone(),
+            r.reads.clone(),
+        );
+        r.thread = Some(std::thread::spawn(move || {
+            let client = common::client(addr);
+            let mut d = Dice::new(seed ^ 0xb01c);
+            while !stop.load(Ordering::Relaxed) {
+                let i = d.pick(BULK_KEYS);
+                match client.get::<String>(&bulk_key(i)) {
+                    Ok(Some(v)) if v == bulk_value(i) => {}
+                    Ok(other) => {
+                        eprintln!("bulk get {}: {other:?}", bulk_key(i));
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("bulk get {}: {e}", bulk_key(i));
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        r
+    }
+
+    /// (reads, wrong, errors)
+    fn stop(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.wrong.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Runs a schedule and keeps track of what is broken.
+struct Runner {
+    c: Cluster,
+    /// Servers broken and not yet repaired by a finished replace.
+    outstanding: BTreeSet<usize>,
+    /// Detached servers: gone for good.
+    detached: BTreeSet<usize>,
+}
+
+impl Runner {
+    fn attach(&self) {
+        let (code, out, err) = self.c.ctl(&["attach"]);
+        assert_eq!(code, 0, "attach: {out}{err}");
+    }
+
+    /// Attaches every live server the manager sees as not attached, as an operator
+    /// reading `kumoctl status` would.
+    fn attach_returned(&self) {
+        let info = self.c.nodes_info();
+        let waiting = self.c.servers.iter().enumerate().any(|(i, s)| {
+            !self.detached.contains(&i) && s.proc.is_some() && info.newcomers.contains(&s.addr)
+        });
+        if waiting {
+            self.attach();
+        }
+    }
+
+    /// Waits until server `i` shows as not attached, then attaches it.
+    fn attach_when_seen(&self, i: usize) {
+        self.c.wait_newcomers(&[self.c.servers[i].addr]);
+        self.attach();
+    }
+
+    /// Waits, as an operator must before breaking a third copy, until a replace
+    /// has repaired what is broken.
+    fn make_room(&mut self) {
+        if self.outstanding.len() >= OUTSTANDING_MAX {
+            self.repair();
+        }
+    }
+
+    /// Waits until every live server is attached and the last replace finished.
+    fn repair(&mut self) {
+        wait_until(
+            Duration::from_secs(60),
+            "returned servers to be attached",
+            || {
+                self.attach_returned();
+                let info = self.c.nodes_info();
+                self.c.servers.iter().enumerate().all(|(i, s)| {
+                    self.detached.contains(&i)
+                        || info.whs.nodes().iter().any(|n| n.addr == s.addr && n.active)
+                })
+            },
+        );
+        self.c.wait_settled();
+        self.outstanding.clear();
+    }
+
+    fn run(&mut self, step: Fault) {
+        if step.breaks().is_some() {
+            self.make_room();
+        }
+        if let Some(s) = step.breaks() {
+            self.outstanding.insert(s);
+        }
+        match step {
+            Fault::KillRestart { server, wait_fault } | Fault::KillWipe { server, wait_fault } => {
+                self.c.kill_server(server);
+                if wait_fault {
+                    self.c.wait_fault(server);
+                }
+                if matches!(step, Fault::KillWipe { .. }) {
+                    self.c.restart_server_fresh(server);
+                } else {
+                    self.c.restart_server(server);
+                }
+                self.attach_when_seen(server);
+            }
+            Fault::Add => {
+                let i = self.c.add_server();
+                self.attach_when_seen(i);
+            }
+            Fault::AddTwo => {
+                let a = self.c.add_server();
+                self.attach_when_seen(a);
+                let b = self.c.add_server();
+                self.attach_when_seen(b);
+            }
+            Fault::KillDetach { server } => {
+                self.c.kill_server(server);
+                self.c.wait_fault(server);
+                let (code, out, err) = self.c.ctl(&["detach"]);
+                assert_eq!(code, 0, "detach: {out}{err}");
+                self.detached.insert(server);
+            }
+            Fault::RestartManager { manager } => self.c.restart_manager_at(manager),
+            Fault::Stop { server, millis } => {
+                let p = self.c.servers[server].proc.as_ref().expect("live server");
+                p.pause(true);
+                std::thread::sleep(Duration::from_millis(millis));
+                p.pause(false);
+            }
+        }
+        self.attach_returned();
+    }
+}
+
+/// Every key of `expect` (key to value) is stored, with that value, on exactly its
+/// three owners in whs; and the servers hold no other values.
+fn check_three_copies(c: &Cluster, expect: &HashMap<String, String>) {
+    let info = c.nodes_info();
+    let mut missing = Vec::new();
+    for (k, v) in expect {
+        let owners = info.whs.active_owners(key_hash(k.as_bytes()));
+        assert_eq!(owners.len(), 3, "{k} has owners {owners:?}");
+        for o in owners {
+            let got = rpc(o, msg::GET, &[Value::Binary(k.clone().into_bytes()), true.into()])
+                .unwrap_or_else(|e| panic!("{o} get {k}: {e}"));
+            let ok = msg::record_from_value(&got)
+                .is_ok_and(|r| r.kind == kumo::store::record::Kind::Value && r.data == v.as_bytes());
+            if !ok {
+                missing.push(format!("{k} on {o}: {got:?}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} copies missing or wrong, first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(
+        c.items_total(),
+        3 * expect.len() as u64,
+        "the servers hold values beyond three copies of every key"
+    );
+}
+
+fn run_schedule(s: &Schedule) {
+    eprintln!("chaos: {s}");
+    let c = Cluster::start_pair_unsettled(SERVERS_MIN);
+    // The bulk: written at once after the first attach, as a new user would.
+    let client = common::client(c.gateway_addr);
+    for i in 0..BULK_KEYS {
+        client
+            .set(&bulk_key(i), bulk_value(i).as_str(), 0)
+            .unwrap_or_else(|e| panic!("bulk set {} right after the first attach: {e}", bulk_key(i)));
+    }
+    let reader = BulkReader::start(c.gateway_addr, s.seed);
+    let load = Load::start(c.gateway_addr, 3, 150);
+    let mut r = Runner {
+        c,
+        outstanding: BTreeSet::new(),
+        detached: BTreeSet::new(),
+    };
+    for (i, step) in s.steps.iter().enumerate() {
+        eprintln!("chaos: seed {} step {i}: {step:?}", s.seed);
+        r.run(*step);
+        load.run_for_ops(50);
+    }
+    // The end: everything back and attached, the last replace finished.
+    r.repair();
+    let (acked, get_errors, set_errors, wrong) = load.stop();
+    let (reads, bulk_wrong, bulk_errors) = reader.stop();
+    eprintln!("chaos: seed {}: {reads} bulk reads, {} load keys", s.seed, acked.len());
+    assert_eq!(
+        (get_errors, set_errors, wrong, bulk_wrong, bulk_errors),
+        (0, 0, 0, 0, 0),
+        "client errors or wrong values (load get/set errors, wrong; bulk wrong, errors)"
+    );
+    check_acked(r.c.gateway_addr, &acked);
+    let mut expect: HashMap<String, String> = (0..BULK_KEYS)
+        .map(|i| (bulk_key(i), bulk_value(i)))
+        .collect();
+    expect.extend(acked.into_iter().filter(|(_, v)| !v.is_empty()));
+    check_three_copies(&r.c, &expect);
+}
+
+#[test]
+fn seeded_fault_schedules_lose_no_acknowledged_write() {
+    let rounds = env("KUMO_CHAOS_ROUNDS").unwrap_or(6) as usize;
+    let given = env("KUMO_CHAOS_SEED");
+    let schedules = env("KUMO_CHAOS_SCHEDULES").unwrap_or(if given.is_some() { 1 } else { 2 });
+    for n in 0..schedules {
+        let seed = given.map(|s| s + n).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000
+        });
+        let schedule = generate(seed, rounds, SERVERS_MIN);
+        let outcome = std::panic::catch_unwind(|| run_schedule(&schedule));
+        if let Err(e) = outcome {
+            eprintln!("chaos: FAILED {schedule}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+#[test]
+fn the_generator_is_deterministic_and_keeps_its_constraints() {
+    for seed in 0..200 {
+        let a = generate(seed, 30, SERVERS_MIN);
+        let b = generate(seed, 30, SERVERS_MIN);
+        assert_eq!(format!("{a}"), format!("{b}"), "seed {seed}");
+        let mut attached: Vec<usize> = (0..SERVERS_MIN).collect();
+        let mut next = SERVERS_MIN;
+        for step in &a.steps {
+            if let Some(s) = step.breaks() {
+                assert!(attached.contains(&s), "seed {seed}: {step:?} breaks a server not there");
+            }
+            match step {
+                Fault::Add => {
+                    attached.push(next);
+                    next += 1;
+                }
+                Fault::AddTwo => {
+                    attached.extend([next, next + 1]);
+                    next += 2;
+                }
+                Fault::KillDetach { server } => attached.retain(|x| x != server),
+                _ => {}
+            }
+            assert!(
+                (SERVERS_MIN..=SERVERS_MAX).contains(&attached.len()),
+                "seed {seed}: {} servers",
+                attached.len()
+            );
+        }
+    }
+    // Over many seeds every kind of fault comes up.
+    let all: Vec<String> = (0..50)
+        .flat_map(|s| generate(s, 20, SERVERS_MIN).steps)
+        .map(|f| format!("{f:?}").split([' ', '{']).next().unwrap().to_string())
+        .collect();
+    for kind in ["KillRestart", "KillWipe", "Add", "AddTwo", "KillDetach", "RestartManager", "Stop"] {
+        assert!(all.iter().any(|k| k == kind), "{kind} never generated");
+    }
+}
