@@ -63,6 +63,12 @@ carries them out then: an attach before that would build a table from only the
 servers heard so far. With every manager down, servers and gateways go on serving
 with the last tables they have.
 .PP
+Anyone who can reach the port can send a keepalive, so registrations are bounded:
+the manager watches at most 1024 servers, attached or not, and refuses keepalives
+from further unknown addresses; a server that is never attached and stops keeping
+in touch is forgotten. Hash spaces stamped more than 60 seconds ahead of this
+host's clock are refused, not adopted.
+.PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
 .SH REPLACE
 Attaching or detaching servers changes whs; a \fIreplace\fR then moves the data, in
@@ -170,7 +176,17 @@ and not waited for) or 20 seconds pass (the write then fails). Replicas keep the
 newer version of a key, so late or repeated copies do no harm.
 .PP
 Hosts must keep their clocks within a second or two of each other (NTP): versions
-compare their seconds first.
+compare their seconds first. A version more than 60 seconds ahead of this host's
+clock (a hash space, or a record sent by a replica, a replace or a coordinator) is
+refused and logged, not taken: it would win every later comparison. So is a message
+counter that would jump by half the counter space. Frames between nodes are bounded
+by the largest value (64 MiB) plus 64 KiB for its key and headers, so a value of
+any allowed size replicates on the same link.
+.PP
+A read is answered only by a server that holds the data: an active owner in rhs,
+or, while a replace settles, an owner in the whs that the asking gateway already
+reads by. A new or wiped server that owns a key only in whs refuses the read (with
+its tables), and the gateway asks the next owner.
 .SH RPC METHODS
 msgpack\-rpc over TCP.
 .TP

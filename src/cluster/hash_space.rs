@@ -85,15 +85,15 @@ impl Tables {
         }
     }
 
-    /// Takes whichever of `whs` and `rhs` is newer (see [`HashSpace::should_adopt`]).
-    /// Returns whether anything changed.
-    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace) -> bool {
+    /// Takes whichever of `whs` and `rhs` is newer (see [`HashSpace::should_adopt`]),
+    /// `now` being our unix time. Returns whether anything changed.
+    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace, now: u32) -> bool {
         let mut changed = false;
-        if self.whs.should_adopt(&whs) {
+        if self.whs.should_adopt(&whs, now) {
             self.whs = whs;
             changed = true;
         }
-        if self.rhs.should_adopt(&rhs) {
+        if self.rhs.should_adopt(&rhs, now) {
             self.rhs = rhs;
             changed = true;
         }
@@ -117,11 +117,12 @@ impl CurrentTables {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Takes whichever of `whs` and `rhs` is newer. Returns whether anything changed.
-    pub fn adopt(&self, whs: HashSpace, rhs: HashSpace) -> bool {
+    /// Takes whichever of `whs` and `rhs` is newer, `now` being our unix time.
+    /// Returns whether anything changed.
+    pub fn adopt(&self, whs: HashSpace, rhs: HashSpace, now: u32) -> bool {
         let mut t = self.0.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**t).clone();
-        if !next.adopt(whs, rhs) {
+        if !next.adopt(whs, rhs, now) {
             return false;
         }
         log::info!(
@@ -225,10 +226,19 @@ impl HashSpace {
         self.nodes == other.nodes
     }
 
-    /// Whether a node holding `self` takes `incoming`: a table that routes nothing
-    /// is never taken (a restarted manager starts empty, and its emptiness must not
-    /// stop a running cluster), otherwise the newer one wins.
-    pub fn should_adopt(&self, incoming: &HashSpace) -> bool {
+    /// Whether a node holding `self` takes `incoming`, `now` being its unix time: a
+    /// table that routes nothing is never taken (a restarted manager starts empty,
+    /// and its emptiness must not stop a running cluster), nor one stamped far in
+    /// the future (it would win over every real change); otherwise the newer wins.
+    pub fn should_adopt(&self, incoming: &HashSpace, now: u32) -> bool {
+        if super::clock::from_the_future(incoming.clocktime, now) {
+            log::warn!(
+                "a hash space stamped {:#x}, more than {}s ahead of this host's clock, is refused",
+                incoming.clocktime.0,
+                super::clock::AHEAD_MAX_SECS
+            );
+            return false;
+        }
         !incoming.is_empty() && (self.is_empty() || incoming.clocktime > self.clocktime)
     }
 
@@ -376,20 +386,26 @@ mod tests {
             )
         };
         let mut t = Tables::empty();
-        assert!(!t.adopt(HashSpace::empty(), HashSpace::empty()));
-        assert!(t.adopt(one(5), one(5)));
-        assert!(!t.adopt(one(4), one(5)), "older or equal is ignored");
+        assert!(!t.adopt(HashSpace::empty(), HashSpace::empty(), 0));
+        assert!(t.adopt(one(5), one(5), 0));
+        assert!(!t.adopt(one(4), one(5), 0), "older or equal is ignored");
         let mut fault = one(9);
         fault.mark_fault(&a, ClockTime(9));
         assert!(
-            !t.adopt(fault.clone(), fault),
+            !t.adopt(fault.clone(), fault, 0),
             "an all-fault table routes nothing"
         );
-        assert!(t.adopt(one(6), one(5)));
+        assert!(t.adopt(one(6), one(5), 0));
+        let ahead = ClockTime::new(1000 + crate::cluster::clock::AHEAD_MAX_SECS + 1, 0).0;
+        assert!(
+            !t.adopt(one(ahead), one(ahead), 1000),
+            "a table from the far future is refused"
+        );
         assert_eq!(
             (t.whs.clocktime, t.rhs.clocktime),
             (ClockTime(6), ClockTime(5))
         );
+        assert!(t.adopt(one(ahead), one(5), 1000 + 2), "taken once our clock is near");
     }
 
     #[test]

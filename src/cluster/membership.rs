@@ -106,10 +106,11 @@ impl Membership {
         true
     }
 
-    /// Takes newer tables from a partner manager or a server. Returns whether
-    /// anything changed; newcomers that became active are dropped.
-    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace) -> bool {
-        if !self.tables.adopt(whs, rhs) {
+    /// Takes newer tables from a partner manager or a server (`now` is our unix
+    /// time). Returns whether anything changed; newcomers that became active are
+    /// dropped.
+    pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace, now: u32) -> bool {
+        if !self.tables.adopt(whs, rhs, now) {
             return false;
         }
         let whs = &self.tables.whs;
@@ -212,7 +213,7 @@ mod tests {
         assert!(!m.tables.whs.same_layout(&old_rhs));
         assert!(m.settle());
         assert!(
-            old_rhs.should_adopt(&m.tables.rhs),
+            old_rhs.should_adopt(&m.tables.rhs, 0),
             "servers take the settled rhs"
         );
     }
@@ -235,11 +236,11 @@ mod tests {
 
         let mut fresh = Membership::default();
         fresh.server_seen(a(1));
-        assert!(fresh.adopt(m.tables.whs.clone(), m.tables.rhs.clone()));
+        assert!(fresh.adopt(m.tables.whs.clone(), m.tables.rhs.clone(), 0));
         assert!(
             fresh.newcomers().is_empty(),
             "an active server is not a newcomer"
         );
-        assert!(!fresh.adopt(HashSpace::empty(), HashSpace::empty()));
+        assert!(!fresh.adopt(HashSpace::empty(), HashSpace::empty(), 0));
     }
 }

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 pub const WATCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Gateways waiting for a change, at most.
 pub const WATCHERS_MAX: usize = 4096;
+/// Servers a manager watches, attached or not, at most. Anyone who reaches the
+/// port can send a keepalive, and each new address costs a watching link; past
+/// this, keepalives from unknown addresses are refused. Servers that stop keeping
+/// in touch are lost and forgotten, making room again.
+pub const SERVERS_MAX: usize = 1024;
 
 struct Watcher {
     reply: Reply,
@@ -218,6 +223,16 @@ impl Manager {
             Ok(a) => a,
             Err(e) => return reply.err(e),
         };
+        {
+            let st = self.lock();
+            if !st.servers.contains_key(&addr) && st.servers.len() >= SERVERS_MAX {
+                drop(st);
+                log::warn!("keepalive from {addr} refused: {SERVERS_MAX} servers are watched already");
+                return reply.err(format!(
+                    "this manager watches {SERVERS_MAX} servers already; {addr} is refused"
+                ));
+            }
+        }
         // A server restarted faster than a keepalive could miss it comes back with
         // a new incarnation: it may have lost data, so it is treated as lost and
         // returned, and the next replace brings it up to date. Only its first
@@ -236,7 +251,7 @@ impl Manager {
         }
         let mut st = self.lock();
         if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
-            if st.members.adopt(w, r) {
+            if st.members.adopt(w, r, unix_now()) {
                 self.log_tables(&st, &format!("tables learnt from server {addr}"));
                 self.drop_superseded_run(&mut st);
                 self.publish(&mut st, true);
@@ -282,6 +297,13 @@ impl Manager {
     fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
         let mut st = self.lock();
         st.servers.remove(&addr);
+        // A server never attached is forgotten whole; an attached one's incarnation
+        // is kept, to recognise its restart.
+        let t = &st.members.tables;
+        if !t.whs.contains(&addr) && !t.rhs.contains(&addr) {
+            st.incarnations.remove(&addr);
+            st.streams.remove(&addr);
+        }
         log::warn!("lost node {addr}");
         let stamp = self.stamp(&st);
         let changed = st.members.server_lost(addr, stamp);
@@ -793,7 +815,7 @@ impl Service for ManagerService {
                     Ok((w, r)) => {
                         m.learnt();
                         let mut st = m.lock();
-                        let adopted = st.members.adopt(w, r);
+                        let adopted = st.members.adopt(w, r, unix_now());
                         if adopted {
                             m.log_tables(&st, "tables learnt from the partner");
                             m.drop_superseded_run(&mut st);

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Slots in the table: peers of a node (managers, servers, gateways) plus the
-/// role's own periodic tasks. A cluster of 60 servers uses well under half.
-pub const TIMERS_MAX: usize = 512;
+/// role's own periodic tasks. A manager watching its most servers
+/// (`manager::SERVERS_MAX`, 1024) uses half; a scan of the empty rest every
+/// TICK_MS costs microseconds.
+pub const TIMERS_MAX: usize = 2048;
 
 pub type TickFn = Arc<dyn Fn(Instant) + Send + Sync>;
 

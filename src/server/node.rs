@@ -38,6 +38,21 @@ pub fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// Refuses a record from a peer stamped far in the future: taken, it would win
+/// every newer-wins comparison, so no later write of the key could replace it.
+pub fn plausible(rec: &crate::store::Record) -> Result<(), String> {
+    let c = crate::cluster::clock::ClockTime(rec.clock);
+    if crate::cluster::clock::from_the_future(c, unix_now()) {
+        log::warn!("a record stamped {:#x} is from the future; refused", rec.clock);
+        return Err(format!(
+            "record stamped {:#x} is more than {}s ahead of this server's clock",
+            rec.clock,
+            crate::cluster::clock::AHEAD_MAX_SECS
+        ));
+    }
+    Ok(())
+}
+
 /// The counters kumostat reads. They live here, in one place.
 #[derive(Default)]
 pub struct Counters {
@@ -111,7 +126,7 @@ impl Node {
         whs: crate::cluster::hash_space::HashSpace,
         rhs: crate::cluster::hash_space::HashSpace,
     ) -> bool {
-        self.tables.adopt(whs, rhs)
+        self.tables.adopt(whs, rhs, unix_now())
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
@@ -238,7 +253,8 @@ impl Node {
             Box::new(move |r| match r {
                 Ok(Value::Nil) => node.decide(req, reply),
                 Ok(v) => {
-                    match msg::record_from_value(&v).map(|rec| node.store.update(&req.key, &rec)) {
+                    let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
+                    match rec.map(|rec| node.store.update(&req.key, &rec)) {
                         Ok(Ok(_)) => node.decide(req, reply),
                         Ok(Err(e)) => reply.err(format!("store: {e}")),
                         Err(e) => reply.err(format!("old owner {from}: {e}")),
@@ -433,6 +449,9 @@ impl Node {
             (_, Some(Err(e))) => return reply.err(e),
             _ => return reply.err("bad parameters: key or record"),
         };
+        if let Err(e) = plausible(&rec) {
+            return reply.err(e);
+        }
         let t = self.tables();
         let hash = key_hash(key);
         let owner = |hs: &crate::cluster::hash_space::HashSpace| {

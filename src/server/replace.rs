@@ -436,6 +436,9 @@ pub fn push(node: &Node, params: &[Value], reply: Reply) {
         else {
             return reply.err("bad parameters: entry");
         };
+        if let Err(e) = super::node::plausible(&rec) {
+            return reply.err(e);
+        }
         match node.store.update(key, &rec) {
             Ok(true) => applied += 1,
             Ok(false) => {}
