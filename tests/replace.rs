@@ -71,6 +71,59 @@ fn the_first_attach_serves_reads_at_once_and_an_attach_right_after_loses_nothing
     assert_eq!(c.items_total(), 3 * 10_000);
 }
 
+/// A server detached, then back with its old store after longer than -gN: the
+/// deletes made meanwhile may have been collected elsewhere, so it must not serve
+/// its old values. It copies its store aside, starts empty, says so, and the
+/// replace after its attach fills it.
+#[test]
+fn a_server_back_after_the_tombstone_horizon_resyncs_instead_of_resurrecting() {
+    let mut c = Cluster::start(3);
+    c.server_args = ["-gN", "1", "-gX", "1"].map(String::from).to_vec();
+    let four = c.add_server();
+    c.wait_newcomers(&[c.servers[four].addr]);
+    attach(&c);
+    c.wait_settled();
+    fill(&c, "h", 400);
+    // It has recorded its membership in its store.
+    wait_until(Duration::from_secs(10), "the member mark", || {
+        c.servers[four].store.join("member").exists()
+    });
+    c.kill_server(four);
+    c.wait_fault(four);
+    let (code, out, err) = c.ctl(&["detach"]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.wait_settled();
+    let client = c.client();
+    for i in 0..200 {
+        assert!(client.delete(&format!("h-{i}")).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(2100)); // longer than -gN 1: a user's wait
+    c.restart_server(four);
+    let addr = c.servers[four].addr;
+    wait_until(Duration::from_secs(10), "the stale store to be emptied", || {
+        c.servers[four]
+            .proc
+            .as_ref()
+            .is_some_and(|p| p.log_text().contains("stale records dropped"))
+    });
+    let items = rpc(addr, "GetStatus", &[Value::from("items")]).unwrap();
+    assert_eq!(items.as_u64(), Some(0), "the stale store still serves values");
+    let aside = std::fs::read_dir(c.servers[four].store.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("server{four}-stale-")));
+    assert!(aside, "the stale store was not copied aside");
+    c.wait_newcomers(&[addr]);
+    attach(&c);
+    c.wait_settled();
+    for i in 0..400 {
+        let got: Option<String> = client.get(&format!("h-{i}")).unwrap();
+        let want = (i >= 200).then(|| format!("h:{i}"));
+        assert_eq!(got, want, "h-{i}");
+    }
+    assert_eq!(c.items_total(), 3 * (200 + 1));
+}
+
 /// 3 servers with 20,000 keys; attach a 4th, then a 5th and 6th together. Every
 /// key ends on exactly three servers and no client notices.
 #[test]

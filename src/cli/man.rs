@@ -98,8 +98,9 @@ fault, so the replace that attaches it again sends it every newer value and ever
 tombstone it missed. A server restarted so fast that no keepalive missed it is
 recognised by its new start time and treated the same way. Tombstones are not
 collected while any server is fault, so this holds however long it was away, as
-long as it was not detached meanwhile; a detached server that returns later should
-start with an empty store.
+long as it was not detached meanwhile. A detached server that returns after longer
+than \fB\-gN\fR copies its store aside and starts empty by itself (see
+\fBkumo\-server\fR(1)).
 .SH BACKUP AND RESTORE
 \fBkumoctl backup\fR [\fIsuffix\fR] makes every server write a consistent copy of its
 store at \fIPATH\fR\fB\-\fR\fIsuffix\fR while it keeps serving. To restore, merge
@@ -182,6 +183,18 @@ refused and logged, not taken: it would win every later comparison. So is a mess
 counter that would jump by half the counter space. Frames between nodes are bounded
 by the largest value (64 MiB) plus 64 KiB for its key and headers, so a value of
 any allowed size replicates on the same link.
+.PP
+A member server records in its store (the file \fBmember\fR, every 30 seconds)
+that it belongs to the cluster. Servers hold back tombstone collection while a
+server of the cluster is fault, so one that comes back from a fault is safe; one
+that was \fIdetached\fR is not waited for. A server that starts with records,
+finds the cluster's tables without itself, and last belonged longer ago than
+\fB\-gN\fR seconds could bring back values deleted meanwhile (their tombstones may
+have been collected everywhere else). It therefore copies its store aside to
+\fIPATH\fR\fB\-stale\-\fR\fIunixtime\fR (hard links, as a backup), empties it, logs
+an error that says so, and the replace after its \fBattach\fR fills it again. A
+store that never belonged (a new one, or one merged from backups by
+\fBkumomergedb\fR for a restore) is served as it is.
 .PP
 A read is answered only by a server that holds the data: an active owner in rhs,
 or, while a replace settles, an owner in the whs that the asking gateway already

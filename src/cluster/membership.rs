@@ -120,8 +120,41 @@ impl Membership {
     }
 }
 
+/// Whether a server's store is too stale to join with: the cluster has tables
+/// without this server in them (it was detached, or is new), the store holds
+/// records, and it last belonged to a cluster longer ago than `horizon` seconds
+/// (`-gN`, the youngest age at which tombstones may be collected). A server that
+/// was detached stopped holding back tombstone collection, so deletes made since
+/// may have been collected everywhere else, and its old values would come back.
+/// A store that never belonged (None: new, or merged from backups for a restore)
+/// is not stale.
+pub fn store_too_stale(
+    listed: bool,
+    cluster_has_tables: bool,
+    holds_records: bool,
+    last_member: Option<u64>,
+    now: u64,
+    horizon: u64,
+) -> bool {
+    !listed
+        && cluster_has_tables
+        && holds_records
+        && last_member.is_some_and(|t| now.saturating_sub(t) > horizon)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_store_is_stale_only_when_detached_longer_than_the_horizon() {
+        use super::store_too_stale as stale;
+        assert!(stale(false, true, true, Some(100), 200, 60));
+        assert!(!stale(false, true, true, Some(100), 150, 60), "away briefly");
+        assert!(!stale(true, true, true, Some(100), 200, 60), "still in the tables (fault)");
+        assert!(!stale(false, false, true, Some(100), 200, 60), "a cluster starting up");
+        assert!(!stale(false, true, false, Some(100), 200, 60), "nothing to resurrect");
+        assert!(!stale(false, true, true, None, 200, 60), "never a member (a restore)");
+    }
+
     use super::*;
 
     fn a(port: u16) -> SocketAddr {

@@ -11,6 +11,7 @@ use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer};
 use crate::proto::cluster as msg;
 use crate::store::{self, Store};
+use crate::cluster::hash_space::HashSpace;
 use node::{Node, ServerService, StreamService};
 use rmpv::Value;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
                 timeout,
                 Box::new(move |r| match r.map(|v| msg::spaces_from_value(&v)) {
                     Ok(Ok((w, r))) => {
+                        membership_check(&n, &w, &r);
                         n.adopt(w, r);
                         n.registered
                             .store(true, std::sync::atomic::Ordering::Release);
@@ -70,6 +72,52 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             log::error!("cannot schedule keepalives: {e}");
             None
         }
+    }
+}
+
+/// How often a member server records, in its store, that it belongs.
+const MEMBER_MARK_SECS: u64 = 30;
+
+/// Looks at a manager's tables: a server active in them records that its store
+/// belongs (at most every MEMBER_MARK_SECS); on the first tables after start, a
+/// store too stale to join with (see `store_too_stale`) is copied aside and
+/// emptied, so that the replace after its attach fills it afresh.
+fn membership_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
+    use std::sync::atomic::Ordering;
+    let now = unix_now();
+    if whs.is_active(&node.me) {
+        let last = node.member_marked.load(Ordering::Relaxed);
+        if now >= last + MEMBER_MARK_SECS {
+            node.member_marked.store(now, Ordering::Relaxed);
+            if let Err(e) = node.store.mark_member(now) {
+                log::warn!("cannot record membership in the store: {e}");
+            }
+        }
+    }
+    if whs.nodes().is_empty() || node.membership_checked.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let horizon = node.store.options().tombstone_min_age.as_secs();
+    let last = node.store.last_member();
+    let listed = whs.contains(&node.me) || rhs.contains(&node.me);
+    let holds = node.store.items() + node.store.stats().tombstones > 0;
+    if !crate::cluster::membership::store_too_stale(listed, true, holds, last, now, horizon) {
+        return;
+    }
+    let away = now.saturating_sub(last.unwrap_or(now));
+    log::error!(
+        "this server was out of the cluster for {away}s, longer than -gN ({horizon}s): deletes made \
+         meanwhile may have been collected on the other servers, so this store's values could \
+         come back. It is copied aside and emptied; the replace after its attach fills it again."
+    );
+    let suffix = format!("stale-{now}");
+    match node.store.backup(&suffix) {
+        Ok(path) => log::error!("the stale store was copied to {}", path.display()),
+        Err(e) => log::error!("the stale store could not be copied aside ({e}); emptying it anyway"),
+    }
+    match node.store.erase_all() {
+        Ok(n) => log::error!("{n} stale records dropped; this server starts empty"),
+        Err(e) => log::error!("the stale store could not be emptied: {e}"),
     }
 }
 

@@ -86,6 +86,10 @@ pub struct Node {
     /// server restarted before anyone noticed would otherwise answer from a store
     /// that lost data, under tables that still call it active.
     pub registered: std::sync::atomic::AtomicBool,
+    /// When the store last recorded its membership (unix seconds).
+    pub member_marked: AtomicU64,
+    /// The first tables after start have been checked for a stale store.
+    pub membership_checked: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -101,6 +105,8 @@ impl Node {
             replace_memory_limit,
             stream_port,
             registered: std::sync::atomic::AtomicBool::new(false),
+            member_marked: AtomicU64::new(0),
+            membership_checked: std::sync::atomic::AtomicBool::new(false),
             incarnation: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)

@@ -236,6 +236,11 @@ struct Inner {
     shards: Vec<RwLock<Index>>,
     log: Mutex<Log>,
     segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Held by compaction and backup: they exclude each other. A backup lists and
+    /// links segments that a compaction pass may be rewriting and deleting, and a
+    /// pass that collects tombstones reasons about which older segments are gone;
+    /// one at a time keeps both simple and every backup a point-in-time copy.
+    maintenance: Mutex<()>,
     _lock: File,
     closed: AtomicBool,
     report: OpenReport,
@@ -255,6 +260,9 @@ pub enum Modified {
     /// The closure chose not to write.
     Unchanged,
 }
+
+/// The file that says when the store last belonged to a cluster.
+pub const MEMBER_FILE: &str = "member";
 
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:09}.data"))
@@ -340,6 +348,7 @@ impl Store {
                 dirty: false,
             }),
             segments: RwLock::new(segments),
+            maintenance: Mutex::new(()),
             _lock: lock,
             closed: AtomicBool::new(false),
             report,
@@ -516,6 +525,10 @@ impl Store {
     /// Atomic read-modify-write: `f` sees the current record (tombstones included)
     /// and returns the record to write, or None to leave it. Other writers of the
     /// key wait; readers do not.
+    ///
+    /// A newest record that is damaged on disk is never served, and must not block
+    /// the key for ever either: `f` sees the key as absent (a set stores, an incr
+    /// misses), so the next write supersedes the damage. The damage is logged.
     pub fn modify(
         &self,
         key: &[u8],
@@ -524,7 +537,14 @@ impl Store {
         let shard_lock = self.shard(key);
         let mut shard = self.write_shard(shard_lock);
         let current = match shard.get(key) {
-            Some(loc) if loc.kind != Kind::Erase as u8 => Some(self.read_at(key, loc)?),
+            Some(loc) if loc.kind != Kind::Erase as u8 => match self.read_at(key, loc) {
+                Ok(r) => Some(r),
+                Err(Error::Corrupt(why)) => {
+                    log::error!("{why}; the key is written as if absent, superseding it");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             _ => None,
         };
         match f(current.as_ref()) {
@@ -737,6 +757,11 @@ impl Store {
     /// caller runs it on the `-gN`/`-gX` cadence rather than on every pass.
     /// `now_secs` is unix time. Returns how many segments were compacted.
     pub fn compact(&self, now_secs: u64, collect_tombstones: bool) -> Result<usize> {
+        let _one_at_a_time = self
+            .inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let o = &self.inner.options;
         let stats = self.stats();
         let gc_age = if stats.tombstones * TOMBSTONE_BOOKKEEPING_BYTES > o.tombstone_mem_limit {
@@ -896,6 +921,11 @@ impl Store {
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         );
+        let _one_at_a_time = self
+            .inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let dst = self.inner.dir.with_file_name(&name);
         let tmp = self.inner.dir.with_file_name(format!("{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -926,6 +956,48 @@ impl Store {
         std::fs::rename(&tmp, &dst)
             .map_err(|e| io_err(format!("rename to {}", dst.display()), e))?;
         Ok(dst)
+    }
+
+    /// The tuning this store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// When this store last belonged to a cluster (unix seconds, from the
+    /// `member` file), or None if it never did (a new store, or a merged backup).
+    pub fn last_member(&self) -> Option<u64> {
+        std::fs::read_to_string(self.inner.dir.join(MEMBER_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records that the store belongs to a cluster now (`now` in unix seconds):
+    /// written to a temporary file, synced, and renamed over `member`.
+    pub fn mark_member(&self, now: u64) -> Result<()> {
+        let path = self.inner.dir.join(MEMBER_FILE);
+        let tmp = self.inner.dir.join(format!("{MEMBER_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(now.to_string().as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| io_err(format!("write {}", path.display()), e))
+    }
+
+    /// Drops every record (a store too stale to serve, see the server's re-sync):
+    /// an erase record per key, so the store reopens empty. Returns how many.
+    pub fn erase_all(&self) -> Result<u64> {
+        let mut n = 0;
+        for item in self.snapshot() {
+            let Ok((key, rec)) = item else { continue };
+            if self.erase(&key, rec.clock)? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Rewrites the lock file with this process's pid: after daemonizing, the lock

@@ -173,6 +173,8 @@ pub struct Cluster {
     pub partner: Option<Proc>,
     pub partner_addr: Option<SocketAddr>,
     manager_args: Vec<String>,
+    /// Extra options for every server started from now on.
+    pub server_args: Vec<String>,
     pub servers: Vec<ServerNode>,
     pub gateway: Proc,
     pub gateway_addr: SocketAddr,
@@ -228,6 +230,7 @@ impl Cluster {
             partner: None,
             partner_addr,
             manager_args: manager_args.iter().map(|a| a.to_string()).collect(),
+            server_args: Vec::new(),
             servers: Vec::new(),
             gateway: Proc {
                 child: Command::new("true").spawn().unwrap(),
@@ -305,6 +308,7 @@ impl Cluster {
                     .map(String::as_str)
                     .collect::<Vec<_>>()[..],
                 FAST,
+                &self.server_args.iter().map(String::as_str).collect::<Vec<_>>()[..],
             ]
             .concat(),
         )
