@@ -266,16 +266,21 @@ fn young_tombstones_survive_compaction_and_reopen() {
     assert_eq!(store.get(&key(3)).unwrap().unwrap().kind, Kind::Tombstone);
 }
 
-#[test]
-fn backup_is_a_consistent_copy_taken_while_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let store = Store::open(&path, small()).unwrap();
+/// A store at `dir/db` holding keys 0..100, each with `value(k, 1)`.
+fn hundred_keys_in(dir: &Path) -> Store {
+    let store = Store::open(&dir.join("db"), small()).unwrap();
     for k in 0..100u8 {
         store
             .put(&key(k), &Record::value(clock(k as u32), 0, 0, value(k, 1)))
             .unwrap();
     }
+    store
+}
+
+#[test]
+fn backup_is_a_consistent_copy_taken_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = hundred_keys_in(dir.path());
     let b = store.backup("20261126").unwrap();
     assert_eq!(b, dir.path().join("db-20261126"));
     // Writes after the backup do not leak into it.
@@ -293,13 +298,7 @@ fn backup_is_a_consistent_copy_taken_while_serving() {
 #[test]
 fn backups_during_compaction_are_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let store = Store::open(&path, small()).unwrap();
-    for k in 0..100u8 {
-        store
-            .put(&key(k), &Record::value(clock(k as u32), 0, 0, value(k, 1)))
-            .unwrap();
-    }
+    let store = hundred_keys_in(dir.path());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (store, stop) = (store.clone(), stop.clone());
