@@ -117,3 +117,144 @@ fn versions_from_the_far_future_are_refused() {
     let got: Option<String> = client.get("from-the-future").unwrap();
     assert_eq!(got.as_deref(), Some("later"));
 }
+
+/// `--cluster-key`: a manager, a server, a gateway and kumoctl that share a key
+/// form a cluster; a server without it never registers, a client without it is
+/// refused and disconnected, and a wrong key is refused.
+#[test]
+fn a_cluster_key_keeps_strangers_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "s3cret\n").unwrap();
+    let key_arg = key.to_str().unwrap();
+    let manager = common::local(common::free_port());
+    let m = manager.to_string();
+    let _mgr = common::spawn(
+        dir.path(),
+        "manager",
+        &[&["manager", "-l", &m, "--cluster-key", key_arg], common::FAST].concat(),
+    );
+    let server = |name: &str, keyed: bool| {
+        let addr = common::local(common::free_port());
+        let store = dir.path().join(name);
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "-l".into(),
+            addr.to_string(),
+            "-L".into(),
+            common::free_port().to_string(),
+            "-m".into(),
+            m.clone(),
+            "-s".into(),
+            store.display().to_string(),
+        ];
+        if keyed {
+            args.extend(["--cluster-key".into(), key_arg.into()]);
+        }
+        args.extend(common::FAST.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (addr, common::spawn(dir.path(), name, &args))
+    };
+    let ctl = |args: &[&str], keyed: bool| {
+        let mut a = vec!["ctl", m.as_str()];
+        a.extend(args);
+        if keyed {
+            a.extend(["--cluster-key", key_arg]);
+        }
+        common::run(&a)
+    };
+    let servers: Vec<_> = (0..3).map(|i| server(&format!("s{i}"), true)).collect();
+    let (stranger, _s) = server("stranger", false);
+    // kumoctl without the key is refused; with it, it sees the keyed servers only.
+    let (code, _, err) = ctl(&["status"], false);
+    assert_ne!(code, 0, "a keyless kumoctl was served");
+    assert!(err.contains("key"), "{err}");
+    wait_until(Duration::from_secs(20), "the keyed servers to register", || {
+        let (code, out, _) = ctl(&["status"], true);
+        code == 0 && servers.iter().all(|(a, _)| out.contains(&a.to_string()))
+    });
+    let (_, out, _) = ctl(&["status"], true);
+    assert!(!out.contains(&stranger.to_string()), "the stranger registered: {out}");
+    assert_eq!(ctl(&["attach"], true).0, 0);
+
+    // A gateway with the key serves; the data path is keyed end to end.
+    let gw = common::local(common::free_port());
+    let _gw = common::spawn(
+        dir.path(),
+        "gateway",
+        &[
+            &["gateway", "-t", &gw.to_string(), "-m", &m, "--cluster-key", key_arg][..],
+            common::FAST,
+        ]
+        .concat(),
+    );
+    let client = common::client(gw);
+    wait_until(Duration::from_secs(20), "a keyed set", || client.set("k", "v", 0).is_ok());
+    let got: Option<String> = client.get("k").unwrap();
+    assert_eq!(got.as_deref(), Some("v"));
+    for i in 0..300 {
+        client.set(&format!("k{i}"), "v", 0).unwrap();
+    }
+    // A replace moves data between keyed servers (stream ports, reports): attach a
+    // 4th and wait until it is done, asking with the key from this process too.
+    kumo::net::auth::load(&key).unwrap();
+    let (fourth, _s4) = server("s3", true);
+    wait_until(Duration::from_secs(20), "the 4th server to register", || {
+        let (_, out, _) = ctl(&["status"], true);
+        out.contains(&fourth.to_string())
+    });
+    assert_eq!(ctl(&["attach"], true).0, 0);
+    wait_until(Duration::from_secs(30), "the replace to the 4th", || {
+        let info = rpc(manager, "GetNodesInfo", &[])
+            .ok()
+            .and_then(|v| kumo::proto::cluster::NodesInfo::from_value(&v).ok());
+        info.is_some_and(|i| i.replace.is_none() && i.whs == i.rhs && i.whs.nodes().len() == 4)
+    });
+    let items: u64 = servers
+        .iter()
+        .map(|(a, _)| *a)
+        .chain([fourth])
+        .map(|a| rpc(a, "GetStatus", &[Value::from("items")]).unwrap().as_u64().unwrap())
+        .sum();
+    assert_eq!(items, 3 * 301);
+
+    // Any msgpack-rpc client: without the key, or with a wrong one, it gets an
+    // error and a closed connection.
+    let script = format!(
+        r#"
+import msgpack, socket, hashlib
+def ask(first):
+    s = socket.create_connection(("127.0.0.1", {port}))
+    u = msgpack.Unpacker(raw=False)
+    s.sendall(msgpack.packb(first) + msgpack.packb([0, 9, "GetStatus", ["pid"]]))
+    out = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            out.append("closed")
+            return out
+        u.feed(data)
+        for m in u:
+            out.append(m[2] if m[2] is not None else "ok")
+good = hashlib.sha1(b"kumo cluster key\0" + b"s3cret").digest()
+print(ask([0, 1, "GetStatus", ["pid"]]))
+print(ask([0, 0, "Auth", [b"wrong"]]))
+s = socket.create_connection(("127.0.0.1", {port}))
+u = msgpack.Unpacker(raw=False)
+s.sendall(msgpack.packb([0, 0, "Auth", [good]]) + msgpack.packb([0, 9, "GetStatus", ["version"]]))
+got = []
+while len(got) < 2:
+    u.feed(s.recv(65536))
+    got.extend(m[3] for m in u)
+print(got)
+"#,
+        port = servers[0].0.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("requires its key") && lines[0].contains("closed"), "{text}");
+    assert!(lines[1].contains("wrong cluster key") && lines[1].contains("closed"), "{text}");
+    assert_eq!(lines[2], format!("[True, '{}']", env!("CARGO_PKG_VERSION")), "{text}");
+}

@@ -67,7 +67,12 @@ Anyone who can reach the port can send a keepalive, so registrations are bounded
 the manager watches at most 1024 servers, attached or not, and refuses keepalives
 from further unknown addresses; a server that is never attached and stops keeping
 in touch is forgotten. Hash spaces stamped more than 60 seconds ahead of this
-host's clock are refused, not adopted.
+host's clock are refused, not adopted. With \fB\-\-cluster\-key\fR \fIFILE\fR,
+every connection to any node must open with the request \fBAuth\fR
+[\fItoken\fR], the token being the SHA\-1 of the bytes \fBkumo cluster key\fR, a
+zero byte and the file's contents without trailing whitespace; anything else first,
+or a wrong token, gets an error reply and a closed connection. Every node and tool
+of the cluster must be given the same file.
 .PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
 .SH REPLACE

@@ -573,7 +573,18 @@ pub fn main(mut argv: Vec<OsString>) -> i32 {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match parse(role, argv) {
-        Ok(args) => role.run(args),
+        Ok(args) => {
+            let keyed = options::OPTIONS
+                .iter()
+                .any(|o| o.long == "cluster-key" && o.roles.contains(&role));
+            if let Some(path) = keyed.then(|| args.opt_path("cluster-key")).flatten() {
+                if let Err(e) = crate::net::auth::load(&path) {
+                    eprintln!("{}: {e}", role.program());
+                    return EXIT_USAGE;
+                }
+            }
+            role.run(args)
+        }
         Err(Stop::Help(text)) => {
             print!("{text}");
             EXIT_OK

@@ -97,6 +97,8 @@ pub const LOCAL_HOST: &str = "127.0.0.1";
 const DAEMONS: &[Role] = &[Manager, Server, Gateway];
 const LOGGING: &[Role] = &[Manager, Server, Gateway, MergeDb, Local];
 const TOOLS: &[Role] = &[Ctl, Stat, Hash];
+/// Everything that speaks to the cluster ports.
+const KEYED: &[Role] = &[Manager, Server, Gateway, Ctl, Stat, Hash];
 
 /// The table. Entries that share a name apply to disjoint roles.
 pub static OPTIONS: &[Opt] = &[
@@ -164,6 +166,8 @@ pub static OPTIONS: &[Opt] = &[
         help: "Answer a write once the coordinating server has stored it, without waiting for its replicas. Faster, but an acknowledged write can be lost with that one server." },
     Opt { short: Some("Ad"), long: "async-replicate-delete", kind: Kind::Switch, default: None, required: false, roles: &[Gateway],
         help: "Answer a delete once the coordinating server has written it, without waiting for its replicas." },
+    Opt { short: None, long: "cluster-key", kind: Kind::Path, default: None, required: false, roles: KEYED,
+        help: "Read a shared secret from this file (trailing whitespace ignored) and require it of every peer: each connection must present it before anything else is served, and this process presents it on every connection it opens. Give every manager, server, gateway and tool of the cluster the same file. Without it, any peer is served. The key keeps strangers off, not eavesdroppers: it travels in clear." },
     // ---- tools ----
     Opt { short: Some("m"), long: "manager", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: false, roles: &[Stat, Hash],
         help: "Ask this manager for the attached servers instead of naming servers." },

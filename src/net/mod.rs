@@ -20,6 +20,7 @@
 //! Lock order: a connection's `Writer` lock is a leaf (nothing is taken while it is
 //! held). `rpc_client::Peer` state is released before any callback runs.
 
+pub mod auth;
 mod conn;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -301,6 +301,10 @@ impl Peer {
             writer: writer.clone(),
             generation,
         };
+        // The cluster key goes first; its answer (msgid 0) is not waited for.
+        if let Some(hello) = super::auth::opening_frame() {
+            writer.send(&hello);
+        }
         if !queued.is_empty() {
             writer.send(&queued);
         }
@@ -557,20 +561,29 @@ impl BlockingClient {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(BlockingClient {
+        let mut c = BlockingClient {
             stream,
             buf: Vec::new(),
             next_msgid: 1,
             timeout,
-        })
+        };
+        if let Some(t) = super::auth::token() {
+            c.call_with_id(super::auth::AUTH_MSGID, super::auth::AUTH, &[Value::Binary(t.to_vec())])
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+        }
+        Ok(c)
     }
 
     /// Calls `method` and waits for its response. Requests that arrive meanwhile
     /// (a manager pushing a hash space) are skipped.
     pub fn call(&mut self, method: &str, params: &[Value]) -> Result<Value, String> {
-        use std::io::{Read, Write};
         let msgid = self.next_msgid;
         self.next_msgid = self.next_msgid.wrapping_add(1).max(1);
+        self.call_with_id(msgid, method, params)
+    }
+
+    fn call_with_id(&mut self, msgid: u32, method: &str, params: &[Value]) -> Result<Value, String> {
+        use std::io::{Read, Write};
         let mut frame = Vec::new();
         rpc::encode_request(&mut frame, msgid, method, params);
         self.stream

@@ -72,6 +72,9 @@ impl Drop for Reply {
 pub struct RpcSession {
     service: Arc<dyn Service>,
     peer: SocketAddr,
+    /// The peer presented the cluster key (always true without one; see
+    /// [`super::auth`]).
+    authenticated: bool,
 }
 
 impl RpcSession {
@@ -80,6 +83,7 @@ impl RpcSession {
             Box::new(RpcSession {
                 service: service.clone(),
                 peer,
+                authenticated: super::auth::token().is_none(),
             })
         })
     }
@@ -98,6 +102,29 @@ impl Session for RpcSession {
                             msgid,
                             method,
                             params,
+                        } if method == super::auth::AUTH || !self.authenticated => {
+                            let reply = Reply {
+                                msgid,
+                                writer: Some(out.clone()),
+                            };
+                            if method == super::auth::AUTH && super::auth::accepts(&params) {
+                                self.authenticated = true;
+                                reply.ok(true);
+                                continue;
+                            }
+                            let why = if method == super::auth::AUTH {
+                                "wrong cluster key"
+                            } else {
+                                "this cluster requires its key (--cluster-key) first"
+                            };
+                            log::warn!("{}: {why}; closing the connection", self.peer);
+                            reply.err(why);
+                            return Err(());
+                        }
+                        Message::Request {
+                            msgid,
+                            method,
+                            params,
                         } => self.service.call(
                             &method,
                             params,
@@ -106,7 +133,13 @@ impl Session for RpcSession {
                                 writer: Some(out.clone()),
                             },
                         ),
-                        Message::Notify { method, params } => self.service.notify(&method, params),
+                        Message::Notify { method, params } if self.authenticated => {
+                            self.service.notify(&method, params)
+                        }
+                        Message::Notify { .. } => {
+                            log::warn!("{}: a notification before the cluster key; closing", self.peer);
+                            return Err(());
+                        }
                         Message::Response { msgid, .. } => {
                             log::debug!(
                                 "{}: unexpected response to msgid {msgid} ignored",
