@@ -250,3 +250,33 @@ fn both_managers_down_and_back() {
     finish(&c, load);
     assert!(c.nodes_info().whs.is_active(&c.servers[extra].addr));
 }
+
+/// Issue #10, item 3: the manager that runs a replace is killed and restarted in
+/// the middle of it. The replace must still finish without an operator, and no
+/// key may be lost.
+#[test]
+fn a_replace_finishes_when_its_manager_restarts_mid_way() {
+    let mut c = Cluster::start_pair(3);
+    wait_partners_agree(&c);
+    let client = c.client();
+    for i in 0..20_000 {
+        client.set(&format!("mid-{i}"), format!("v{i}").as_str(), 0).unwrap();
+    }
+    let load = Load::start(c.gateway_addr, 2, 100);
+    let wiped = 1;
+    c.restart_server_fresh(wiped);
+    c.wait_newcomers(&[c.servers[wiped].addr]);
+    let a = c.add_server();
+    let b = c.add_server();
+    c.wait_newcomers(&[c.servers[a].addr, c.servers[b].addr]);
+    attach(&c);
+    // kumoctl asked manager 0: it runs the replace. Kill it at once.
+    c.restart_manager_at(0);
+    c.wait_settled();
+    finish(&c, load);
+    for i in (0..20_000).step_by(7) {
+        let got: Option<String> = client.get(&format!("mid-{i}")).unwrap();
+        assert_eq!(got, Some(format!("v{i}")), "mid-{i}");
+    }
+}
+
