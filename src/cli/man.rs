@@ -201,6 +201,13 @@ an error that says so, and the replace after its \fBattach\fR fills it again. A
 store that never belonged (a new one, or one merged from backups by
 \fBkumomergedb\fR for a restore) is served as it is.
 .PP
+A write that finds the disk full (ENOSPC, EDQUOT) is refused at once with the
+error \fBout of memory storing object\fR, which the gateway passes to the client
+as memcached would (\fBSERVER_ERROR out of memory storing object\fR), without
+retrying; the log names the file. Nothing of the refused write stays behind, reads
+and deletes go on, and writes work again as soon as space is freed. No error sent
+to a peer carries a file path.
+.PP
 A read is answered only by a server that holds the data: an active owner in rhs,
 or, while a replace settles, an owner in the whs that the asking gateway already
 reads by. A new or wiped server that owns a key only in whs refuses the read (with
@@ -212,8 +219,8 @@ msgpack\-rpc over TCP.
 One status value: \fBpid\fR, \fBuptime\fR (seconds), \fBtime\fR (unix seconds),
 \fBversion\fR, \fBcmd_get\fR, \fBcmd_set\fR, \fBcmd_delete\fR (requests served
 since start), \fBitems\fR (keys with a value), \fBclocktime\fR, \fBwhs\fR, \fBrhs\fR,
-\fBhscheck\fR (whs and rhs hold the same servers) or \fBstats\fR (a map of the
-counters). An unknown name is an error reply; the connection stays open.
+\fBhscheck\fR (whs and rhs hold the same servers), \fBstore_full\fR (the last
+write found the disk full) or \fBstats\fR (a map of the counters). An unknown name is an error reply; the connection stays open.
 .TP
 \fBGet\fR [\fIkey\fR], \fBWrite\fR [\fIkey\fR, \fIop\fR, \fIarg\fR, \fIflags\fR, \fIexptime\fR, \fIdata\fR, \fIasync\fR], \fBReplicate\fR [\fIclock\fR, \fIkey\fR, \fIrecord\fR]
 The data path used by gateways and other servers.
@@ -283,7 +290,9 @@ nothing and does not wait for replicas. An unknown command gets \fBERROR\fR and 
 line \fBCLIENT_ERROR\fR \fIwhy\fR; the connection stays open. Keys are at most 250
 bytes. A value over \fB\-I\fR gets \fBSERVER_ERROR object too large for cache\fR and
 is skipped, so the stream stays in step. A failed request gets \fBSERVER_ERROR\fR
-\fIwhy\fR. In a multi\-key get, a key that cannot be read is left out.
+\fIwhy\fR. A write that a server's full disk cannot keep gets \fBSERVER_ERROR out
+of memory storing object\fR at once, as from memcached, and is not retried. In a
+multi\-key get, a key that cannot be read is left out.
 .PP
 \fBstats\fR gives the gateway's counters (\fBcmd_get\fR, \fBget_hits\fR,
 \fBget_misses\fR, \fBcurr_connections\fR, ...), \fBcluster_items\fR (the item count
@@ -317,6 +326,14 @@ it, and the records and bytes copied:
 .nf
 replace:
   copying (1 of 3 servers done), 12040 records, 1405311 bytes copied
+.fi
+.PP
+A server whose store ran out of disk space is listed under \fBstore full\fR until a
+write fits again:
+.PP
+.nf
+store full (writes to their keys fail until space is freed):
+  127.0.0.1:19800
 .fi
 .PP
 \fBattach\fR and \fBdetach\fR start a replace (see \fBkumo\-manager\fR(1)); the

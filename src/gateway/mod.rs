@@ -326,6 +326,13 @@ impl Gateway {
                 let e = match r.map(|v| msg::outcome_from_value(&v)) {
                     Ok(Ok(o)) => return done(Ok(o)),
                     Ok(Err(e)) => return done(Err(format!("server {coordinator}: {e}"))),
+                    // A store that cannot keep the write is the answer, at once:
+                    // retrying would only make the client wait for the same.
+                    Err(RpcError::Remote(v))
+                        if matches!(v.as_str(), Some(msg::STORE_FULL | msg::STORE_FAILED)) =>
+                    {
+                        return done(Err(v.as_str().unwrap_or_default().to_string()));
+                    }
                     Err(e) => e,
                 };
                 g.after_error(&e);

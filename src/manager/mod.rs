@@ -73,6 +73,8 @@ pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// then servers keep writing to the old readers too, so a gateway that learns
 /// late still reads the latest value.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(1);
+/// How often a table change held back by a settle looks again.
+pub const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 struct State {
     members: Membership,
@@ -99,6 +101,8 @@ struct State {
     /// The whs stamp of the latest `-noreplace` change: the operator moves that
     /// data later, so no replace is owed until one is started after it.
     deferred: u64,
+    /// Servers whose last keepalive said their store is full.
+    full: BTreeSet<SocketAddr>,
 }
 
 /// How long a (re)started manager listens before it changes the tables: one
@@ -136,6 +140,18 @@ impl Manager {
             *until = None;
         }
         left.filter(|d| !d.is_zero())
+    }
+
+    /// Whether a replace is settling: gateways already read by its new table and
+    /// servers do not yet. A change of whs now would send writes where those
+    /// gateways do not read (and the copy for the new whs would start from a read
+    /// table the gateways have left), so attach and detach wait for the settle,
+    /// which takes SETTLE_GRACE.
+    fn settling(&self) -> bool {
+        self.lock()
+            .run
+            .as_ref()
+            .is_some_and(|r| r.phase == RunPhase::Settling)
     }
 
     fn learnt(&self) {
@@ -260,6 +276,13 @@ impl Manager {
         if let Some(id) = params.get(6).and_then(Value::as_u64) {
             st.started = st.started.max(id);
         }
+        if params.get(7).and_then(Value::as_bool) == Some(true) {
+            if st.full.insert(addr) {
+                log::error!("server {addr}: its store is full; writes to its keys fail");
+            }
+        } else if st.full.remove(&addr) {
+            log::warn!("server {addr}: its store has space again");
+        }
         if let Some(port) = params
             .get(4)
             .and_then(Value::as_u64)
@@ -297,6 +320,7 @@ impl Manager {
     fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
         let mut st = self.lock();
         st.servers.remove(&addr);
+        st.full.remove(&addr);
         // A server never attached is forgotten whole; an attached one's incarnation
         // is kept, to recognise its restart.
         let t = &st.members.tables;
@@ -672,7 +696,8 @@ impl Manager {
         self.net.timers().after(self.replace_delay, move || {
             let Some(m) = weak.upgrade() else { return };
             let mut st = m.lock();
-            if m.learning().is_some() {
+            let settling = st.run.as_ref().is_some_and(|r| r.phase == RunPhase::Settling);
+            if m.learning().is_some() || settling {
                 return m.schedule_auto_replace(&mut st);
             }
             if st.auto_token == token && st.auto_replace && m.leads() {
@@ -757,6 +782,7 @@ impl Manager {
             rhs: st.members.tables.rhs.clone(),
             newcomers: st.members.newcomers().to_vec(),
             auto_replace: st.auto_replace,
+            store_full: st.full.iter().copied().collect(),
             replace: st.run.as_ref().map(|r| ReplaceProgress {
                 phase: match r.phase {
                     RunPhase::Copy => "copying".into(),
@@ -785,8 +811,12 @@ impl Service for ManagerService {
             msg::ATTACH | msg::DETACH | msg::START_REPLACE | msg::SET_AUTO_REPLACE
         );
         if changes_tables {
-            if let Some(left) = m.learning() {
-                log::info!("{method} waits {left:?} while this manager learns the cluster");
+            let wait = m.learning().map(|left| (left, "learns the cluster")).or_else(|| {
+                (matches!(method, msg::ATTACH | msg::DETACH) && m.settling())
+                    .then_some((SETTLE_POLL, "hands the settled table to the servers"))
+            });
+            if let Some((left, why)) = wait {
+                log::info!("{method} waits {left:?} while this manager {why}");
                 let (m, method) = (m.clone(), method.to_string());
                 return self
                     .0
@@ -947,6 +977,7 @@ pub fn main(args: Args) -> i32 {
             auto_token: 0,
             started: 0,
             deferred: 0,
+            full: BTreeSet::new(),
         }),
     });
     if let Some(p) = partner {

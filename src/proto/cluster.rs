@@ -65,6 +65,12 @@ pub const OBSOLETE: &str = "obsolete hash space";
 pub const SUPERSEDED: &str = "superseded by a newer replace";
 /// The error of a server that has no hash space yet.
 pub const NOT_READY: &str = "server not ready";
+/// A server's store is out of space: the write was not kept. memcached's own words
+/// for a store it cannot keep, so a client sees what it would from memcached.
+pub const STORE_FULL: &str = "out of memory storing object";
+/// A server's store failed otherwise (an I/O error, a damaged record); the
+/// server's log says where.
+pub const STORE_FAILED: &str = "store error on the server";
 
 /// Why a message could not be decoded; it becomes the error reply.
 pub type Bad = String;
@@ -231,6 +237,8 @@ pub struct NodesInfo {
     pub auto_replace: bool,
     /// The replace this manager runs, if any.
     pub replace: Option<ReplaceProgress>,
+    /// Servers whose store said, in its last keepalive, that its disk is full.
+    pub store_full: Vec<SocketAddr>,
 }
 
 /// How far a running replace has got.
@@ -287,6 +295,10 @@ impl NodesInfo {
                     .map(ReplaceProgress::to_value)
                     .unwrap_or(Value::Nil),
             ),
+            (
+                Value::from("store_full"),
+                Value::Array(self.store_full.iter().map(addr_to_value).collect()),
+            ),
         ])
     }
 
@@ -316,6 +328,11 @@ impl NodesInfo {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             replace: field("replace").and_then(ReplaceProgress::from_value),
+            // Absent from older managers: nothing known to be full.
+            store_full: field("store_full")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|x| addr_from_value(Some(x)).ok()).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -378,6 +395,7 @@ mod tests {
             newcomers: vec![a],
             auto_replace: true,
             replace,
+            store_full: vec![a],
         };
         assert_eq!(NodesInfo::from_value(&info.to_value()), Ok(info.clone()));
         info.replace = None;

@@ -44,6 +44,8 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
                     .id
                     .load(std::sync::atomic::Ordering::Acquire),
             ),
+            // Whether the store is out of space, for `kumoctl status`.
+            Value::from(node.store.is_full()),
         ];
         for m in &managers {
             let n = node.clone();

@@ -38,6 +38,27 @@ pub fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// What a peer is told when the store fails: no file path (the log has it), and
+/// for a full disk memcached's words, which the gateway passes on at once. The
+/// store's own refusals (a key or value too large) say why.
+pub fn store_error(e: &crate::store::Error) -> &'static str {
+    use crate::store::Error;
+    match e {
+        Error::Full(m) => {
+            log::error!("store full: {m}");
+            msg::STORE_FULL
+        }
+        Error::Io(m) | Error::Corrupt(m) => {
+            log::error!("store: {m}");
+            msg::STORE_FAILED
+        }
+        Error::Invalid(m) => {
+            log::warn!("store refused a write: {m}");
+            "value or key too large for the store"
+        }
+    }
+}
+
 /// Refuses a record from a peer stamped far in the future: taken, it would win
 /// every newer-wins comparison, so no later write of the key could replace it.
 pub fn plausible(rec: &crate::store::Record) -> Result<(), String> {
@@ -167,7 +188,7 @@ impl Node {
             return match self.store.get(key) {
                 Ok(Some(r)) => reply.ok(msg::record_to_value(&r)),
                 Ok(None) => reply.ok(Value::Nil),
-                Err(e) => reply.err(format!("store: {e}")),
+                Err(e) => reply.err(store_error(&e)),
             };
         }
         self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +209,7 @@ impl Node {
         match self.store.get(key) {
             Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
             Ok(_) => reply.ok(Value::Nil),
-            Err(e) => reply.err(format!("store: {e}")),
+            Err(e) => reply.err(store_error(&e)),
         }
     }
 
@@ -262,7 +283,7 @@ impl Node {
                     let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
                     match rec.map(|rec| node.store.update(&req.key, &rec)) {
                         Ok(Ok(_)) => node.decide(req, reply),
-                        Ok(Err(e)) => reply.err(format!("store: {e}")),
+                        Ok(Err(e)) => reply.err(store_error(&e)),
                         Err(e) => reply.err(format!("old owner {from}: {e}")),
                     }
                 }
@@ -303,7 +324,7 @@ impl Node {
                 let clock = self.store.clock_of(&req.key).map(|(c, _)| c).unwrap_or(0);
                 return reply.ok(msg::outcome_to_value(outcome, clock));
             }
-            Err(e) => return reply.err(format!("store: {e}")),
+            Err(e) => return reply.err(store_error(&e)),
         };
         let answer = msg::outcome_to_value(outcome, rec.clock);
         // While data moves, the old owners in rhs still serve reads: they get the
@@ -388,6 +409,9 @@ impl Node {
                             // before this one can complete it.
                             node.widen(hash, &key, &rec, deadline, &pending);
                         }
+                        None if v.as_str() == Some(msg::STORE_FULL) => {
+                            return pending.one_done(Some(msg::STORE_FULL.to_string()))
+                        }
                         None => return pending.one_done(Some(format!("replica {addr}: {err}"))),
                     }
                 }
@@ -468,7 +492,7 @@ impl Node {
         }
         let applied = match self.store.update(key, &rec) {
             Ok(a) => a,
-            Err(e) => return reply.err(format!("store: {e}")),
+            Err(e) => return reply.err(store_error(&e)),
         };
         log::trace!(
             "replica {} {:?} clock {:#x} applied {applied}",
@@ -504,6 +528,7 @@ impl Node {
             "cmd_set" => Value::from(c.cmd_set.load(Ordering::Relaxed)),
             "cmd_delete" => Value::from(c.cmd_delete.load(Ordering::Relaxed)),
             "items" => Value::from(self.store.items()),
+            "store_full" => Value::from(self.store.is_full()),
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),
             "rhs" => self.tables().rhs.to_value(),

@@ -442,7 +442,7 @@ pub fn push(node: &Node, params: &[Value], reply: Reply) {
         match node.store.update(key, &rec) {
             Ok(true) => applied += 1,
             Ok(false) => {}
-            Err(e) => return reply.err(format!("store: {e}")),
+            Err(e) => return reply.err(super::node::store_error(&e)),
         }
     }
     node.replace

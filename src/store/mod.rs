@@ -164,14 +164,17 @@ pub enum Error {
     Invalid(String),
     /// A record on disk failed its checksum; it is not served.
     Corrupt(String),
-    /// The file system failed (disk full, I/O error).
+    /// The file system is out of space (ENOSPC, EDQUOT, EFBIG): nothing was
+    /// written, and writing may work again once space is freed.
+    Full(String),
+    /// The file system failed otherwise (an I/O error).
     Io(String),
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Invalid(m) | Error::Corrupt(m) | Error::Io(m) => f.write_str(m),
+            Error::Invalid(m) | Error::Corrupt(m) | Error::Full(m) | Error::Io(m) => f.write_str(m),
         }
     }
 }
@@ -179,7 +182,10 @@ impl std::fmt::Display for Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> Error {
-    Error::Io(format!("{what}: {e}"))
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => Error::Full(format!("{what}: {e}")),
+        _ => Error::Io(format!("{what}: {e}")),
+    }
 }
 
 /// One segment file and its live/dead accounting.
@@ -241,6 +247,8 @@ struct Inner {
     /// pass that collects tombstones reasons about which older segments are gone;
     /// one at a time keeps both simple and every backup a point-in-time copy.
     maintenance: Mutex<()>,
+    /// The last write ran out of space (cleared by the next one that fits).
+    full: AtomicBool,
     _lock: File,
     closed: AtomicBool,
     report: OpenReport,
@@ -349,6 +357,7 @@ impl Store {
             }),
             segments: RwLock::new(segments),
             maintenance: Mutex::new(()),
+            full: AtomicBool::new(false),
             _lock: lock,
             closed: AtomicBool::new(false),
             report,
@@ -601,7 +610,14 @@ impl Store {
         if let Err(e) = seg.file.write_all_at(bytes, offset) {
             // Nothing was acknowledged; cut whatever part landed so the tail stays clean.
             let _ = seg.file.set_len(offset);
-            return Err(io_err(format!("write {}", seg.path.display()), e));
+            let e = io_err(format!("write {}", seg.path.display()), e);
+            if matches!(e, Error::Full(_)) && !self.inner.full.swap(true, Ordering::Relaxed) {
+                log::error!("store {} is full; writes fail until space is freed", self.inner.dir.display());
+            }
+            return Err(e);
+        }
+        if self.inner.full.swap(false, Ordering::Relaxed) {
+            log::warn!("store {}: space is back; writes work again", self.inner.dir.display());
         }
         if self.inner.options.sync == SyncPolicy::Always {
             seg.file
@@ -956,6 +972,11 @@ impl Store {
         std::fs::rename(&tmp, &dst)
             .map_err(|e| io_err(format!("rename to {}", dst.display()), e))?;
         Ok(dst)
+    }
+
+    /// Whether the last write found the disk full.
+    pub fn is_full(&self) -> bool {
+        self.inner.full.load(Ordering::Relaxed)
     }
 
     /// The tuning this store was opened with.

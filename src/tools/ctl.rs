@@ -175,12 +175,18 @@ fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<Stri
             ),
             None => "null".into(),
         };
+        let full: Vec<String> = info
+            .store_full
+            .iter()
+            .map(|a| json_str(&a.to_string()))
+            .collect();
         return Ok(format!(
-            "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{},\"replace\":{replace}}}\n",
+            "{{\"whs\":{},\"rhs\":{},\"not_attached\":[{}],\"auto_replace\":{},\"replace\":{replace},\"store_full\":[{}]}}\n",
             json_space(&info.whs),
             json_space(&info.rhs),
             newcomers.join(","),
-            info.auto_replace
+            info.auto_replace,
+            full.join(",")
         ));
     }
     let mut s = format_space(&info.whs, "attached node");
@@ -200,6 +206,12 @@ fn status(args: &Args, manager: std::net::SocketAddr, json: bool) -> Result<Stri
         );
     } else if !info.whs.same_layout(&info.rhs) {
         s += "replace:\n  needed: reads still use the old table (run 'replace')\n";
+    }
+    if !info.store_full.is_empty() {
+        s += "store full (writes to their keys fail until space is freed):\n";
+        for a in &info.store_full {
+            s += &format!("  {a}\n");
+        }
     }
     Ok(s)
 }
