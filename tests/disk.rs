@@ -130,3 +130,67 @@ fn a_full_disk_answers_at_once_loses_nothing_and_recovers() {
     let got: Option<Vec<u8>> = client.get(&stored[0]).unwrap();
     assert_eq!(got, None, "a delete during the full disk came back");
 }
+
+/// The store alone on a full tmpfs: every write it acknowledged before, during
+/// and after the full disk is there after a clean close and reopen, and the
+/// failed writes left nothing that costs a later record.
+#[test]
+fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("a_store_that_was_full_...: not root, cannot mount a tmpfs; not run");
+        return;
+    }
+    use kumo::store::{Options, Record, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("fs");
+    let _m = Tmpfs::mount(&at).expect("mount a tmpfs");
+    let ballast = at.join("ballast");
+    std::fs::write(&ballast, vec![0u8; BALLAST]).unwrap();
+    let path = at.join("db");
+    let options = Options {
+        segment_size: 512 << 10,
+        ..Options::default()
+    };
+    let store = Store::open(&path, options.clone()).unwrap();
+    let mut acked = std::collections::HashMap::new();
+    let mut failures = 0;
+    let mut n = 0u64;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut put = |store: &Store, acked: &mut std::collections::HashMap<String, usize>| {
+        n += 1;
+        let key = format!("k{}", n % 700);
+        let len = 1000 + (n as usize * 7919) % 60_000;
+        match store.put(key.as_bytes(), &Record::value((secs << 32) | n, 0, 0, vec![b'x'; len])) {
+            Ok(()) => {
+                acked.insert(key, len);
+                true
+            }
+            Err(e) => {
+                assert!(matches!(e, kumo::store::Error::Full(_)), "{e}");
+                false
+            }
+        }
+    };
+    while failures < 50 {
+        if !put(&store, &mut acked) {
+            failures += 1;
+        }
+    }
+    assert!(store.is_full());
+    std::fs::remove_file(&ballast).unwrap();
+    // About 3 MB of the 5 MB freed.
+    for _ in 0..100 {
+        assert!(put(&store, &mut acked), "a write failed after space came back");
+    }
+    assert!(!store.is_full());
+    store.close();
+    drop(store);
+    let store = Store::open(&path, options).unwrap();
+    for (k, len) in &acked {
+        let got = store.get(k.as_bytes()).unwrap();
+        assert_eq!(got.map(|r| r.data.len()), Some(*len), "{k} lost or wrong after reopen");
+    }
+}
