@@ -123,9 +123,7 @@ fn generate(seed: u64, rounds: usize, first_servers: usize) -> Schedule {
             5 if attached.len() > SERVERS_MIN => Fault::KillDetach {
                 server: pick(&mut d, &attached),
             },
-            6 => Fault::RestartManager {
-                manager: d.pick(2),
-            },
+            6 => Fault::RestartManager { manager: d.pick(2) },
             7 => Fault::Stop {
                 server: pick(&mut d, &attached),
                 millis: 1000 + d.pick(3000) as u64,
@@ -270,7 +268,11 @@ impl Runner {
                 let info = self.c.nodes_info();
                 self.c.servers.iter().enumerate().all(|(i, s)| {
                     self.detached.contains(&i)
-                        || info.whs.nodes().iter().any(|n| n.addr == s.addr && n.active)
+                        || info
+                            .whs
+                            .nodes()
+                            .iter()
+                            .any(|n| n.addr == s.addr && n.active)
                 })
             },
         );
@@ -336,10 +338,15 @@ fn check_three_copies(c: &Cluster, expect: &HashMap<String, String>) {
         let owners = info.whs.active_owners(key_hash(k.as_bytes()));
         assert_eq!(owners.len(), 3, "{k} has owners {owners:?}");
         for o in owners {
-            let got = rpc(o, msg::GET, &[Value::Binary(k.clone().into_bytes()), true.into()])
-                .unwrap_or_else(|e| panic!("{o} get {k}: {e}"));
-            let ok = msg::record_from_value(&got)
-                .is_ok_and(|r| r.kind == kumo::store::record::Kind::Value && r.data == v.as_bytes());
+            let got = rpc(
+                o,
+                msg::GET,
+                &[Value::Binary(k.clone().into_bytes()), true.into()],
+            )
+            .unwrap_or_else(|e| panic!("{o} get {k}: {e}"));
+            let ok = msg::record_from_value(&got).is_ok_and(|r| {
+                r.kind == kumo::store::record::Kind::Value && r.data == v.as_bytes()
+            });
             if !ok {
                 missing.push(format!("{k} on {o}: {got:?}"));
             }
@@ -366,7 +373,9 @@ fn run_schedule(s: &Schedule) {
     for i in 0..BULK_KEYS {
         client
             .set(&bulk_key(i), bulk_value(i).as_str(), 0)
-            .unwrap_or_else(|e| panic!("bulk set {} right after the first attach: {e}", bulk_key(i)));
+            .unwrap_or_else(|e| {
+                panic!("bulk set {} right after the first attach: {e}", bulk_key(i))
+            });
     }
     let reader = BulkReader::start(c.gateway_addr, s.seed);
     let load = Load::start(c.gateway_addr, 3, 150);
@@ -384,7 +393,11 @@ fn run_schedule(s: &Schedule) {
     r.repair();
     let (acked, get_errors, set_errors, wrong) = load.stop();
     let (reads, bulk_wrong, bulk_errors) = reader.stop();
-    eprintln!("chaos: seed {}: {reads} bulk reads, {} load keys", s.seed, acked.len());
+    eprintln!(
+        "chaos: seed {}: {reads} bulk reads, {} load keys",
+        s.seed,
+        acked.len()
+    );
     assert_eq!(
         (get_errors, set_errors, wrong, bulk_wrong, bulk_errors),
         (0, 0, 0, 0, 0),
@@ -430,7 +443,10 @@ fn the_generator_is_deterministic_and_keeps_its_constraints() {
         let mut next = SERVERS_MIN;
         for step in &a.steps {
             if let Some(s) = step.breaks() {
-                assert!(attached.contains(&s), "seed {seed}: {step:?} breaks a server not there");
+                assert!(
+                    attached.contains(&s),
+                    "seed {seed}: {step:?} breaks a server not there"
+                );
             }
             match step {
                 Fault::Add => {
@@ -454,9 +470,23 @@ fn the_generator_is_deterministic_and_keeps_its_constraints() {
     // Over many seeds every kind of fault comes up.
     let all: Vec<String> = (0..50)
         .flat_map(|s| generate(s, 20, SERVERS_MIN).steps)
-        .map(|f| format!("{f:?}").split([' ', '{']).next().unwrap().to_string())
+        .map(|f| {
+            format!("{f:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    for kind in ["KillRestart", "KillWipe", "Add", "AddTwo", "KillDetach", "RestartManager", "Stop"] {
+    for kind in [
+        "KillRestart",
+        "KillWipe",
+        "Add",
+        "AddTwo",
+        "KillDetach",
+        "RestartManager",
+        "Stop",
+    ] {
         assert!(all.iter().any(|k| k == kind), "{kind} never generated");
     }
 }

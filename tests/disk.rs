@@ -43,7 +43,11 @@ impl Drop for Tmpfs {
 }
 
 /// Sends one text-protocol set and returns the reply line and how long it took.
-fn raw_set(conn: &mut (std::net::TcpStream, BufReader<std::net::TcpStream>), key: &str, value: &[u8]) -> (String, Duration) {
+fn raw_set(
+    conn: &mut (std::net::TcpStream, BufReader<std::net::TcpStream>),
+    key: &str,
+    value: &[u8],
+) -> (String, Duration) {
     let t = Instant::now();
     conn.0
         .write_all(format!("set {key} 0 0 {}\r\n", value.len()).as_bytes())
@@ -71,7 +75,9 @@ fn a_full_disk_answers_at_once_loses_nothing_and_recovers() {
     });
     let full_server = c.servers[0].addr;
     let stream = std::net::TcpStream::connect(c.gateway_addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut conn = (stream.try_clone().unwrap(), BufReader::new(stream));
     // Every key is on all three servers, so every set reaches the full one.
     let value = vec![b'v'; 64 << 10];
@@ -96,10 +102,14 @@ fn a_full_disk_answers_at_once_loses_nothing_and_recovers() {
         Ok(Value::from(true))
     );
     // The operator sees it in kumoctl status, within a keepalive.
-    wait_until(Duration::from_secs(5), "kumoctl status to show the full store", || {
-        let (_, out, _) = c.ctl(&["status"]);
-        out.contains("store full") && out.contains(&full_server.to_string())
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "kumoctl status to show the full store",
+        || {
+            let (_, out, _) = c.ctl(&["status"]);
+            out.contains("store full") && out.contains(&full_server.to_string())
+        },
+    );
     // A second refusal is as quick, and shows no path.
     let (line, took) = raw_set(&mut conn, "fill-again", &value);
     assert_eq!(line, "SERVER_ERROR out of memory storing object");
@@ -120,9 +130,11 @@ fn a_full_disk_answers_at_once_loses_nothing_and_recovers() {
         rpc(full_server, "GetStatus", &[Value::from("store_full")]),
         Ok(Value::from(false))
     );
-    wait_until(Duration::from_secs(5), "kumoctl status to drop the full store", || {
-        !c.ctl(&["status"]).1.contains("store full")
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "kumoctl status to drop the full store",
+        || !c.ctl(&["status"]).1.contains("store full"),
+    );
     for k in &stored[1..] {
         let got: Option<Vec<u8>> = client.get(k).unwrap();
         assert_eq!(got.as_deref(), Some(&value[..]), "{k} lost");
@@ -163,7 +175,10 @@ fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
         n += 1;
         let key = format!("k{}", n % 700);
         let len = 1000 + (n as usize * 7919) % 60_000;
-        match store.put(key.as_bytes(), &Record::value((secs << 32) | n, 0, 0, vec![b'x'; len])) {
+        match store.put(
+            key.as_bytes(),
+            &Record::value((secs << 32) | n, 0, 0, vec![b'x'; len]),
+        ) {
             Ok(()) => {
                 acked.insert(key, len);
                 true
@@ -183,7 +198,10 @@ fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
     std::fs::remove_file(&ballast).unwrap();
     // About 3 MB of the 5 MB freed.
     for _ in 0..100 {
-        assert!(put(&store, &mut acked), "a write failed after space came back");
+        assert!(
+            put(&store, &mut acked),
+            "a write failed after space came back"
+        );
     }
     assert!(!store.is_full());
     store.close();
@@ -191,6 +209,10 @@ fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
     let store = Store::open(&path, options).unwrap();
     for (k, len) in &acked {
         let got = store.get(k.as_bytes()).unwrap();
-        assert_eq!(got.map(|r| r.data.len()), Some(*len), "{k} lost or wrong after reopen");
+        assert_eq!(
+            got.map(|r| r.data.len()),
+            Some(*len),
+            "{k} lost or wrong after reopen"
+        );
     }
 }

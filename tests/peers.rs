@@ -13,8 +13,9 @@ fn script() -> PathBuf {
 
 /// The peers of `group` as the list names them: (name, check, apt package, pip package).
 fn listed(group: &str) -> Vec<(String, String, String, String)> {
-    let list = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers.list"))
-        .unwrap();
+    let list =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers.list"))
+            .unwrap();
     let mut out: Vec<(String, String, String, String)> = Vec::new();
     for line in list.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -54,21 +55,37 @@ impl FakePath {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn the_list_names_the_suites_peers_and_the_readme_names_the_list() {
     let test = listed("test");
     let names: Vec<&str> = test.iter().map(|p| p.0.as_str()).collect();
-    assert!(names.contains(&"memcached") && names.contains(&"msgpack"), "{names:?}");
+    assert!(
+        names.contains(&"memcached") && names.contains(&"msgpack"),
+        "{names:?}"
+    );
     for (name, check, apt, pip) in &test {
-        assert!(check.starts_with("cmd:") || check.starts_with("py:"), "{name}: {check}");
-        assert!(apt != "-" || pip != "-", "{name} has no way to be installed");
+        assert!(
+            check.starts_with("cmd:") || check.starts_with("py:"),
+            "{name}: {check}"
+        );
+        assert!(
+            apt != "-" || pip != "-",
+            "{name} has no way to be installed"
+        );
     }
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
-    assert!(readme.contains("tests/peers.list"), "README does not name tests/peers.list");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains("tests/peers.list"),
+        "README does not name tests/peers.list"
+    );
 }
 
 #[test]
@@ -83,7 +100,10 @@ fn check_reports_every_hidden_peer_with_its_install_command() {
         } else {
             format!("apt-get install -y {apt}")
         };
-        assert!(out.contains(&format!("missing {name} (install: {how})")), "{name}: {out}");
+        assert!(
+            out.contains(&format!("missing {name} (install: {how})")),
+            "{name}: {out}"
+        );
     }
 }
 
@@ -164,7 +184,10 @@ fn a_failing_install_is_retried_once_after_apt_get_update() {
     let calls = std::fs::read_to_string(path.0.path().join("apt.log")).unwrap();
     let calls: Vec<&str> = calls.lines().collect();
     assert_eq!(calls.len(), 3, "install, update, install: {calls:?}");
-    assert!(calls[0].contains("install") && calls[1].contains("update"), "{calls:?}");
+    assert!(
+        calls[0].contains("install") && calls[1].contains("update"),
+        "{calls:?}"
+    );
 }
 
 #[test]

@@ -100,18 +100,30 @@ fn a_server_back_after_the_tombstone_horizon_resyncs_instead_of_resurrecting() {
     std::thread::sleep(Duration::from_millis(2100)); // longer than -gN 1: a user's wait
     c.restart_server(four);
     let addr = c.servers[four].addr;
-    wait_until(Duration::from_secs(10), "the stale store to be emptied", || {
-        c.servers[four]
-            .proc
-            .as_ref()
-            .is_some_and(|p| p.log_text().contains("stale records dropped"))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the stale store to be emptied",
+        || {
+            c.servers[four]
+                .proc
+                .as_ref()
+                .is_some_and(|p| p.log_text().contains("stale records dropped"))
+        },
+    );
     let items = rpc(addr, "GetStatus", &[Value::from("items")]).unwrap();
-    assert_eq!(items.as_u64(), Some(0), "the stale store still serves values");
+    assert_eq!(
+        items.as_u64(),
+        Some(0),
+        "the stale store still serves values"
+    );
     let aside = std::fs::read_dir(c.servers[four].store.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("server{four}-stale-")));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("server{four}-stale-"))
+        });
     assert!(aside, "the stale store was not copied aside");
     c.wait_newcomers(&[addr]);
     attach(&c);

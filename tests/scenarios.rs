@@ -260,7 +260,9 @@ fn a_replace_finishes_when_its_manager_restarts_mid_way() {
     wait_partners_agree(&c);
     let client = c.client();
     for i in 0..20_000 {
-        client.set(&format!("mid-{i}"), format!("v{i}").as_str(), 0).unwrap();
+        client
+            .set(&format!("mid-{i}"), format!("v{i}").as_str(), 0)
+            .unwrap();
     }
     let load = Load::start(c.gateway_addr, 2, 100);
     let wiped = 1;
@@ -279,4 +281,3 @@ fn a_replace_finishes_when_its_manager_restarts_mid_way() {
         assert_eq!(got, Some(format!("v{i}")), "mid-{i}");
     }
 }
-

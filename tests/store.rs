@@ -308,7 +308,10 @@ fn backups_during_compaction_are_whole() {
                 for k in 0..100u8 {
                     n += 1;
                     store
-                        .put(&key(k), &Record::value(clock(n), 0, 0, value(k, (n % 7) as u8)))
+                        .put(
+                            &key(k),
+                            &Record::value(clock(n), 0, 0, value(k, (n % 7) as u8)),
+                        )
                         .unwrap();
                 }
                 store.compact(now_secs(), true).unwrap();
@@ -422,8 +425,12 @@ fn a_damaged_newest_record_is_superseded_by_the_next_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small()).unwrap();
     let marker = b"damage-me-damage-me".to_vec();
-    store.put(b"k", &Record::value(clock(1), 0, 0, marker.clone())).unwrap();
-    store.put(b"other", &Record::value(clock(2), 0, 0, b"fine".to_vec())).unwrap();
+    store
+        .put(b"k", &Record::value(clock(1), 0, 0, marker.clone()))
+        .unwrap();
+    store
+        .put(b"other", &Record::value(clock(2), 0, 0, b"fine".to_vec()))
+        .unwrap();
     store.sync();
     let seg = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -440,7 +447,10 @@ fn a_damaged_newest_record_is_superseded_by_the_next_write() {
         assert!(cur.is_none(), "the damaged record was handed to the writer");
         Some(Record::value(clock(3), 0, 0, b"fresh".to_vec()))
     });
-    assert!(matches!(out, Ok(kumo::store::Modified::Written(_))), "{out:?}");
+    assert!(
+        matches!(out, Ok(kumo::store::Modified::Written(_))),
+        "{out:?}"
+    );
     assert!(logged("superseding it", &seg), "the damage was not logged");
     assert_eq!(store.get(b"k").unwrap().unwrap().data, b"fresh");
     drop(store);

@@ -32,8 +32,9 @@ fn a_flood_of_strangers_is_bounded_and_forgotten() {
     let c = Cluster::start(3);
     let max = kumo::manager::SERVERS_MAX;
     let mut refused = 0;
-    let mut client = kumo::net::rpc_client::BlockingClient::connect(c.manager_addr, Duration::from_secs(5))
-        .unwrap();
+    let mut client =
+        kumo::net::rpc_client::BlockingClient::connect(c.manager_addr, Duration::from_secs(5))
+            .unwrap();
     for i in 0..(max + 50) {
         // 127.0.0.2-127.0.0.9 on low ports: nobody listens there.
         let addr = SocketAddr::from(([127, 0, 0, 2 + (i / 1000) as u8], 1 + (i % 1000) as u16));
@@ -53,9 +54,11 @@ fn a_flood_of_strangers_is_bounded_and_forgotten() {
     assert!(refused >= 50, "only {refused} keepalives refused");
     assert!(c.nodes_info().newcomers.len() <= max);
     c.client().set("during-the-flood", "1", 0).unwrap();
-    wait_until(Duration::from_secs(60), "the strangers to be forgotten", || {
-        c.nodes_info().newcomers.is_empty()
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the strangers to be forgotten",
+        || c.nodes_info().newcomers.is_empty(),
+    );
     let got: Option<String> = c.client().get("during-the-flood").unwrap();
     assert_eq!(got.as_deref(), Some("1"));
 }
@@ -76,14 +79,26 @@ fn versions_from_the_far_future_are_refused() {
         far_future(),
     );
     let params = [Value::from(1), lone.to_value(), lone.to_value()];
-    assert_eq!(rpc(server, msg::HASH_SPACE_SYNC, &params), Ok(Value::from(false)));
-    assert_eq!(rpc(c.manager_addr, msg::HASH_SPACE_SYNC, &params), Ok(Value::from(false)));
-    assert_eq!(rpc(server, "GetStatus", &[Value::from("whs")]).unwrap(), before);
+    assert_eq!(
+        rpc(server, msg::HASH_SPACE_SYNC, &params),
+        Ok(Value::from(false))
+    );
+    assert_eq!(
+        rpc(c.manager_addr, msg::HASH_SPACE_SYNC, &params),
+        Ok(Value::from(false))
+    );
+    assert_eq!(
+        rpc(server, "GetStatus", &[Value::from("whs")]).unwrap(),
+        before
+    );
     assert_eq!(c.nodes_info().whs.to_value(), before);
 
     // A replica refuses a record from the future for a key it owns.
     let key = b"from-the-future".to_vec();
-    let owners = c.nodes_info().whs.active_owners(kumo::cluster::hash_space::key_hash(&key));
+    let owners = c
+        .nodes_info()
+        .whs
+        .active_owners(kumo::cluster::hash_space::key_hash(&key));
     let rec = Record::value(far_future().0, 0, 0, b"forever".to_vec());
     let r = rpc(
         owners[1],
@@ -132,7 +147,11 @@ fn a_cluster_key_keeps_strangers_off() {
     let _mgr = common::spawn(
         dir.path(),
         "manager",
-        &[&["manager", "-l", &m, "--cluster-key", key_arg], common::FAST].concat(),
+        &[
+            &["manager", "-l", &m, "--cluster-key", key_arg],
+            common::FAST,
+        ]
+        .concat(),
     );
     let server = |name: &str, keyed: bool| {
         let addr = common::local(common::free_port());
@@ -169,12 +188,19 @@ fn a_cluster_key_keeps_strangers_off() {
     let (code, _, err) = ctl(&["status"], false);
     assert_ne!(code, 0, "a keyless kumoctl was served");
     assert!(err.contains("key"), "{err}");
-    wait_until(Duration::from_secs(20), "the keyed servers to register", || {
-        let (code, out, _) = ctl(&["status"], true);
-        code == 0 && servers.iter().all(|(a, _)| out.contains(&a.to_string()))
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the keyed servers to register",
+        || {
+            let (code, out, _) = ctl(&["status"], true);
+            code == 0 && servers.iter().all(|(a, _)| out.contains(&a.to_string()))
+        },
+    );
     let (_, out, _) = ctl(&["status"], true);
-    assert!(!out.contains(&stranger.to_string()), "the stranger registered: {out}");
+    assert!(
+        !out.contains(&stranger.to_string()),
+        "the stranger registered: {out}"
+    );
     assert_eq!(ctl(&["attach"], true).0, 0);
 
     // A gateway with the key serves; the data path is keyed end to end.
@@ -183,13 +209,23 @@ fn a_cluster_key_keeps_strangers_off() {
         dir.path(),
         "gateway",
         &[
-            &["gateway", "-t", &gw.to_string(), "-m", &m, "--cluster-key", key_arg][..],
+            &[
+                "gateway",
+                "-t",
+                &gw.to_string(),
+                "-m",
+                &m,
+                "--cluster-key",
+                key_arg,
+            ][..],
             common::FAST,
         ]
         .concat(),
     );
     let client = common::client(gw);
-    wait_until(Duration::from_secs(20), "a keyed set", || client.set("k", "v", 0).is_ok());
+    wait_until(Duration::from_secs(20), "a keyed set", || {
+        client.set("k", "v", 0).is_ok()
+    });
     let got: Option<String> = client.get("k").unwrap();
     assert_eq!(got.as_deref(), Some("v"));
     for i in 0..300 {
@@ -199,10 +235,14 @@ fn a_cluster_key_keeps_strangers_off() {
     // 4th and wait until it is done, asking with the key from this process too.
     kumo::net::auth::load(&key).unwrap();
     let (fourth, _s4) = server("s3", true);
-    wait_until(Duration::from_secs(20), "the 4th server to register", || {
-        let (_, out, _) = ctl(&["status"], true);
-        out.contains(&fourth.to_string())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the 4th server to register",
+        || {
+            let (_, out, _) = ctl(&["status"], true);
+            out.contains(&fourth.to_string())
+        },
+    );
     assert_eq!(ctl(&["attach"], true).0, 0);
     wait_until(Duration::from_secs(30), "the replace to the 4th", || {
         let info = rpc(manager, "GetNodesInfo", &[])
@@ -214,7 +254,12 @@ fn a_cluster_key_keeps_strangers_off() {
         .iter()
         .map(|(a, _)| *a)
         .chain([fourth])
-        .map(|a| rpc(a, "GetStatus", &[Value::from("items")]).unwrap().as_u64().unwrap())
+        .map(|a| {
+            rpc(a, "GetStatus", &[Value::from("items")])
+                .unwrap()
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(items, 3 * 301);
 
@@ -250,11 +295,29 @@ print(got)
 "#,
         port = servers[0].0.port()
     );
-    let out = std::process::Command::new("python3").arg("-c").arg(script).output().unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains("requires its key") && lines[0].contains("closed"), "{text}");
-    assert!(lines[1].contains("wrong cluster key") && lines[1].contains("closed"), "{text}");
-    assert_eq!(lines[2], format!("[True, '{}']", env!("CARGO_PKG_VERSION")), "{text}");
+    assert!(
+        lines[0].contains("requires its key") && lines[0].contains("closed"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("wrong cluster key") && lines[1].contains("closed"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("[True, '{}']", env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
 }

@@ -103,8 +103,14 @@ mod tests {
         assert!(c.stamp(100) > d);
         assert!(!c.merge(u32::MAX - 3), "a jump that would wrap the counter");
         assert!(c.stamp(100).counter() < 2000);
-        assert!(from_the_future(ClockTime::new(1000 + AHEAD_MAX_SECS + 1, 0), 1000));
-        assert!(!from_the_future(ClockTime::new(1000 + AHEAD_MAX_SECS, u32::MAX), 1000));
+        assert!(from_the_future(
+            ClockTime::new(1000 + AHEAD_MAX_SECS + 1, 0),
+            1000
+        ));
+        assert!(!from_the_future(
+            ClockTime::new(1000 + AHEAD_MAX_SECS, u32::MAX),
+            1000
+        ));
         // A later second beats any counter.
         assert!(ClockTime::new(101, 0) > ClockTime::new(100, u32::MAX));
         assert_eq!((d.secs(), d.counter()), (100, 1001));

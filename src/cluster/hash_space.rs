@@ -405,7 +405,10 @@ mod tests {
             (t.whs.clocktime, t.rhs.clocktime),
             (ClockTime(6), ClockTime(5))
         );
-        assert!(t.adopt(one(ahead), one(5), 1000 + 2), "taken once our clock is near");
+        assert!(
+            t.adopt(one(ahead), one(5), 1000 + 2),
+            "taken once our clock is near"
+        );
     }
 
     #[test]

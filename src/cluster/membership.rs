@@ -148,11 +148,26 @@ mod tests {
     fn a_store_is_stale_only_when_detached_longer_than_the_horizon() {
         use super::store_too_stale as stale;
         assert!(stale(false, true, true, Some(100), 200, 60));
-        assert!(!stale(false, true, true, Some(100), 150, 60), "away briefly");
-        assert!(!stale(true, true, true, Some(100), 200, 60), "still in the tables (fault)");
-        assert!(!stale(false, false, true, Some(100), 200, 60), "a cluster starting up");
-        assert!(!stale(false, true, false, Some(100), 200, 60), "nothing to resurrect");
-        assert!(!stale(false, true, true, None, 200, 60), "never a member (a restore)");
+        assert!(
+            !stale(false, true, true, Some(100), 150, 60),
+            "away briefly"
+        );
+        assert!(
+            !stale(true, true, true, Some(100), 200, 60),
+            "still in the tables (fault)"
+        );
+        assert!(
+            !stale(false, false, true, Some(100), 200, 60),
+            "a cluster starting up"
+        );
+        assert!(
+            !stale(false, true, false, Some(100), 200, 60),
+            "nothing to resurrect"
+        );
+        assert!(
+            !stale(false, true, true, None, 200, 60),
+            "never a member (a restore)"
+        );
     }
 
     use super::*;
@@ -171,7 +186,10 @@ mod tests {
         assert_eq!(m.newcomers().len(), 3);
         assert!(m.attach(ClockTime(10)));
         assert!(m.newcomers().is_empty());
-        assert_eq!(m.tables.rhs, m.tables.whs, "the first attach routes reads at once");
+        assert_eq!(
+            m.tables.rhs, m.tables.whs,
+            "the first attach routes reads at once"
+        );
         assert!(!m.settle(), "nothing to move on the first attach");
         assert_eq!(m.tables.whs.nodes().len(), 3);
         assert!(!m.server_seen(a(2)), "an attached server is not a newcomer");

@@ -243,7 +243,9 @@ impl Manager {
             let st = self.lock();
             if !st.servers.contains_key(&addr) && st.servers.len() >= SERVERS_MAX {
                 drop(st);
-                log::warn!("keepalive from {addr} refused: {SERVERS_MAX} servers are watched already");
+                log::warn!(
+                    "keepalive from {addr} refused: {SERVERS_MAX} servers are watched already"
+                );
                 return reply.err(format!(
                     "this manager watches {SERVERS_MAX} servers already; {addr} is refused"
                 ));
@@ -357,7 +359,10 @@ impl Manager {
         if let Some(r) = &st.run {
             let t = &st.members.tables;
             if t.whs.clocktime.0 > r.id || t.rhs.clocktime.0 >= r.id {
-                log::info!("replace {:#x}: superseded or finished elsewhere; dropped", r.id);
+                log::info!(
+                    "replace {:#x}: superseded or finished elsewhere; dropped",
+                    r.id
+                );
                 st.run = None;
                 st.gateway_tables = None;
             }
@@ -696,7 +701,10 @@ impl Manager {
         self.net.timers().after(self.replace_delay, move || {
             let Some(m) = weak.upgrade() else { return };
             let mut st = m.lock();
-            let settling = st.run.as_ref().is_some_and(|r| r.phase == RunPhase::Settling);
+            let settling = st
+                .run
+                .as_ref()
+                .is_some_and(|r| r.phase == RunPhase::Settling);
             if m.learning().is_some() || settling {
                 return m.schedule_auto_replace(&mut st);
             }
@@ -811,10 +819,13 @@ impl Service for ManagerService {
             msg::ATTACH | msg::DETACH | msg::START_REPLACE | msg::SET_AUTO_REPLACE
         );
         if changes_tables {
-            let wait = m.learning().map(|left| (left, "learns the cluster")).or_else(|| {
-                (matches!(method, msg::ATTACH | msg::DETACH) && m.settling())
-                    .then_some((SETTLE_POLL, "hands the settled table to the servers"))
-            });
+            let wait = m
+                .learning()
+                .map(|left| (left, "learns the cluster"))
+                .or_else(|| {
+                    (matches!(method, msg::ATTACH | msg::DETACH) && m.settling())
+                        .then_some((SETTLE_POLL, "hands the settled table to the servers"))
+                });
             if let Some((left, why)) = wait {
                 log::info!("{method} waits {left:?} while this manager {why}");
                 let (m, method) = (m.clone(), method.to_string());

@@ -38,8 +38,8 @@ pub fn token_of(secret: &[u8]) -> Vec<u8> {
 /// Reads the key file and makes its token this process's for every connection,
 /// both ways. An unreadable, empty or oversized file is an error.
 pub fn load(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cluster key {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cluster key {}: {e}", path.display()))?;
     if meta.len() > KEY_FILE_MAX {
         return Err(format!(
             "cluster key {}: {} bytes, more than the {KEY_FILE_MAX} a key file may hold",
@@ -47,8 +47,7 @@ pub fn load(path: &Path) -> Result<(), String> {
             meta.len()
         ));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cluster key {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cluster key {}: {e}", path.display()))?;
     let end = bytes
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
@@ -69,12 +68,7 @@ pub fn token() -> Option<&'static [u8]> {
 pub fn opening_frame() -> Option<Vec<u8>> {
     let t = token()?;
     let mut frame = Vec::new();
-    crate::proto::rpc::encode_request(
-        &mut frame,
-        AUTH_MSGID,
-        AUTH,
-        &[Value::Binary(t.to_vec())],
-    );
+    crate::proto::rpc::encode_request(&mut frame, AUTH_MSGID, AUTH, &[Value::Binary(t.to_vec())]);
     Some(frame)
 }
 

@@ -568,8 +568,12 @@ impl BlockingClient {
             timeout,
         };
         if let Some(t) = super::auth::token() {
-            c.call_with_id(super::auth::AUTH_MSGID, super::auth::AUTH, &[Value::Binary(t.to_vec())])
-                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+            c.call_with_id(
+                super::auth::AUTH_MSGID,
+                super::auth::AUTH,
+                &[Value::Binary(t.to_vec())],
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
         }
         Ok(c)
     }
@@ -582,7 +586,12 @@ impl BlockingClient {
         self.call_with_id(msgid, method, params)
     }
 
-    fn call_with_id(&mut self, msgid: u32, method: &str, params: &[Value]) -> Result<Value, String> {
+    fn call_with_id(
+        &mut self,
+        msgid: u32,
+        method: &str,
+        params: &[Value],
+    ) -> Result<Value, String> {
         use std::io::{Read, Write};
         let mut frame = Vec::new();
         rpc::encode_request(&mut frame, msgid, method, params);

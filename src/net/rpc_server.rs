@@ -137,7 +137,10 @@ impl Session for RpcSession {
                             self.service.notify(&method, params)
                         }
                         Message::Notify { .. } => {
-                            log::warn!("{}: a notification before the cluster key; closing", self.peer);
+                            log::warn!(
+                                "{}: a notification before the cluster key; closing",
+                                self.peer
+                            );
                             return Err(());
                         }
                         Message::Response { msgid, .. } => {

@@ -331,7 +331,11 @@ impl NodesInfo {
             // Absent from older managers: nothing known to be full.
             store_full: field("store_full")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|x| addr_from_value(Some(x)).ok()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| addr_from_value(Some(x)).ok())
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }

@@ -7,11 +7,11 @@ pub mod node;
 pub mod replace;
 
 use crate::cli::Args;
+use crate::cluster::hash_space::HashSpace;
 use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer};
 use crate::proto::cluster as msg;
 use crate::store::{self, Store};
-use crate::cluster::hash_space::HashSpace;
 use node::{Node, ServerService, StreamService};
 use rmpv::Value;
 use std::sync::Arc;
@@ -39,11 +39,7 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             Value::from(node.incarnation),
             // The newest replace this server was asked to run: a manager that
             // restarted, or the partner of one that did, finishes it from here.
-            Value::from(
-                node.replace
-                    .id
-                    .load(std::sync::atomic::Ordering::Acquire),
-            ),
+            Value::from(node.replace.id.load(std::sync::atomic::Ordering::Acquire)),
             // Whether the store is out of space, for `kumoctl status`.
             Value::from(node.store.is_full()),
         ];
@@ -115,7 +111,9 @@ fn membership_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     let suffix = format!("stale-{now}");
     match node.store.backup(&suffix) {
         Ok(path) => log::error!("the stale store was copied to {}", path.display()),
-        Err(e) => log::error!("the stale store could not be copied aside ({e}); emptying it anyway"),
+        Err(e) => {
+            log::error!("the stale store could not be copied aside ({e}); emptying it anyway")
+        }
     }
     match node.store.erase_all() {
         Ok(n) => log::error!("{n} stale records dropped; this server starts empty"),

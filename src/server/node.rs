@@ -64,7 +64,10 @@ pub fn store_error(e: &crate::store::Error) -> &'static str {
 pub fn plausible(rec: &crate::store::Record) -> Result<(), String> {
     let c = crate::cluster::clock::ClockTime(rec.clock);
     if crate::cluster::clock::from_the_future(c, unix_now()) {
-        log::warn!("a record stamped {:#x} is from the future; refused", rec.clock);
+        log::warn!(
+            "a record stamped {:#x} is from the future; refused",
+            rec.clock
+        );
         return Err(format!(
             "record stamped {:#x} is more than {}s ahead of this server's clock",
             rec.clock,

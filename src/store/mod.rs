@@ -612,12 +612,18 @@ impl Store {
             let _ = seg.file.set_len(offset);
             let e = io_err(format!("write {}", seg.path.display()), e);
             if matches!(e, Error::Full(_)) && !self.inner.full.swap(true, Ordering::Relaxed) {
-                log::error!("store {} is full; writes fail until space is freed", self.inner.dir.display());
+                log::error!(
+                    "store {} is full; writes fail until space is freed",
+                    self.inner.dir.display()
+                );
             }
             return Err(e);
         }
         if self.inner.full.swap(false, Ordering::Relaxed) {
-            log::warn!("store {}: space is back; writes work again", self.inner.dir.display());
+            log::warn!(
+                "store {}: space is back; writes work again",
+                self.inner.dir.display()
+            );
         }
         if self.inner.options.sync == SyncPolicy::Always {
             seg.file

@@ -308,7 +308,11 @@ impl Cluster {
                     .map(String::as_str)
                     .collect::<Vec<_>>()[..],
                 FAST,
-                &self.server_args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                &self
+                    .server_args
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()[..],
             ]
             .concat(),
         )
