@@ -281,3 +281,25 @@ fn a_replace_finishes_when_its_manager_restarts_mid_way() {
         assert_eq!(got, Some(format!("v{i}")), "mid-{i}");
     }
 }
+
+/// A server dies while every manager is down. The restarted managers never hear
+/// from it, yet learn from the others' tables that it is attached: they must
+/// watch it themselves and mark it fault, or it stays "active" for ever and
+/// every replace waits for it.
+#[test]
+fn a_server_that_died_while_the_managers_were_down_is_marked_fault() {
+    let mut c = Cluster::start_pair(4);
+    wait_partners_agree(&c);
+    let load = Load::start(c.gateway_addr, 2, 100);
+    load.run_for_ops(100);
+    c.kill_manager_at(0);
+    c.kill_manager_at(1);
+    c.kill_server(3);
+    c.restart_manager_at(0);
+    c.restart_manager_at(1);
+    c.wait_fault(3);
+    let (code, out, err) = c.ctl(&["detach"]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.wait_settled();
+    finish(&c, load);
+}

@@ -56,7 +56,9 @@ one copy fewer until it comes back and is attached again, or is detached.
 Every change is pushed at once to every server and gateway; keepalives carry the
 tables too, so a lost push is repaired within one interval. Nothing is stored on
 disk: a restarted manager learns the tables back from the servers as they keep in
-touch (the newer table wins). Until it has heard a full keepalive interval
+touch (the newer table wins), and watches every server those tables call active,
+whether it has heard from it or not, so a server that died while the managers were
+down is found and marked fault too. Until it has heard a full keepalive interval
 (\fB\-Ci\fR, plus a second), or has heard its partner, it holds requests that
 change the tables (\fBattach\fR, \fBdetach\fR, \fBreplace\fR, auto replace) and
 carries them out then: an attach before that would build a table from only the

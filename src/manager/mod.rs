@@ -292,11 +292,22 @@ impl Manager {
         {
             st.streams.insert(addr, port);
         }
+        self.watch_server(&mut st, addr);
+        if st.members.server_seen(addr) {
+            log::info!("server connected {addr} (not attached)");
+            self.schedule_auto_replace(&mut st);
+        }
+        let t = &st.members.tables;
+        reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+    }
+
+    /// Watches `addr` with a keepalive link of our own, if not yet: when the link
+    /// fails `-Yn` reconnects, the server is lost.
+    fn watch_server(self: &Arc<Self>, st: &mut State, addr: SocketAddr) {
         st.servers.entry(addr).or_insert_with(|| {
             log::warn!("new node {addr}");
             let weak = Arc::downgrade(self);
             let clock_src = Arc::downgrade(self);
-
             Peer::with_keepalive(
                 &self.net,
                 addr,
@@ -311,12 +322,27 @@ impl Manager {
                 }),
             )
         });
-        if st.members.server_seen(addr) {
-            log::info!("server connected {addr} (not attached)");
-            self.schedule_auto_replace(&mut st);
-        }
+    }
+
+    /// Watches every server the tables call active, heard from or not. A manager
+    /// that learnt the tables (restarted, or from its partner) may never hear a
+    /// server that died meanwhile; unwatched, it would stay active for ever and
+    /// every replace would wait for it.
+    fn watch_tables(self: &Arc<Self>, st: &mut State) {
         let t = &st.members.tables;
-        reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+        let active: Vec<SocketAddr> = t
+            .whs
+            .nodes()
+            .iter()
+            .chain(t.rhs.nodes())
+            .filter(|n| n.active)
+            .map(|n| n.addr)
+            .collect();
+        for a in active {
+            if !st.servers.contains_key(&a) {
+                self.watch_server(st, a);
+            }
+        }
     }
 
     fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
@@ -636,6 +662,7 @@ impl Manager {
     /// move at once. Called every REPLACE_RESEND.
     fn supervise(self: &Arc<Self>) {
         let mut st = self.lock();
+        self.watch_tables(&mut st);
         let t = &st.members.tables;
         let owed = st.started > st.deferred && !t.whs.is_empty() && !t.whs.same_layout(&t.rhs);
         if !owed
