@@ -258,25 +258,27 @@ impl Runner {
         }
     }
 
-    /// Waits until every live server is attached and the last replace finished.
+    /// Waits until every live server is attached and the last replace finished,
+    /// attaching servers as they come back (a server paused or restarted just
+    /// before may show up as not attached only after a replace has begun).
     fn repair(&mut self) {
         wait_until(
-            Duration::from_secs(60),
-            "returned servers to be attached",
+            Duration::from_secs(90),
+            "every live server attached and the replace finished",
             || {
                 self.attach_returned();
                 let info = self.c.nodes_info();
-                self.c.servers.iter().enumerate().all(|(i, s)| {
+                let attached = self.c.servers.iter().enumerate().all(|(i, s)| {
                     self.detached.contains(&i)
                         || info
                             .whs
                             .nodes()
                             .iter()
                             .any(|n| n.addr == s.addr && n.active)
-                })
+                });
+                attached && self.c.is_settled()
             },
         );
-        self.c.wait_settled();
         self.outstanding.clear();
     }
 

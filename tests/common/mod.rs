@@ -496,23 +496,23 @@ impl Cluster {
     /// Waits until no replace runs and every live server reads and writes by the
     /// same, current tables (hscheck true everywhere).
     pub fn wait_settled(&self) {
-        let live: Vec<SocketAddr> = self
-            .servers
-            .iter()
-            .filter(|s| s.proc.is_some())
-            .map(|s| s.addr)
-            .collect();
         wait_until(Duration::from_secs(60), "the replace to finish", || {
-            let info = self.nodes_info();
-            info.replace.is_none()
-                && info.whs == info.rhs
-                && live.iter().all(|a| {
-                    let status = |name: &str| rpc(*a, "GetStatus", &[Value::from(name)]).ok();
-                    status("whs") == Some(info.whs.to_value())
-                        && status("hscheck") == Some(Value::from(true))
-                        && status("replstat").as_ref().and_then(Value::as_str) == Some("ready")
-                })
+            self.is_settled()
         });
+    }
+
+    /// No replace runs and every live server reads and writes by the same,
+    /// current tables.
+    pub fn is_settled(&self) -> bool {
+        let info = self.nodes_info();
+        info.replace.is_none()
+            && info.whs == info.rhs
+            && self.servers.iter().filter(|s| s.proc.is_some()).all(|s| {
+                let status = |name: &str| rpc(s.addr, "GetStatus", &[Value::from(name)]).ok();
+                status("whs") == Some(info.whs.to_value())
+                    && status("hscheck") == Some(Value::from(true))
+                    && status("replstat").as_ref().and_then(Value::as_str) == Some("ready")
+            })
     }
 
     /// `kumostat SERVER items`, summed over the live servers.
