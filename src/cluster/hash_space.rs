@@ -85,6 +85,22 @@ impl Tables {
         }
     }
 
+    /// Every server active in either table, each once, in address order: the
+    /// servers that hold data or take writes.
+    pub fn active_servers(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .whs
+            .nodes()
+            .iter()
+            .chain(self.rhs.nodes())
+            .filter(|n| n.active)
+            .map(|n| n.addr)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Takes whichever of `whs` and `rhs` is newer (see [`HashSpace::should_adopt`]),
     /// `now` being our unix time. Returns whether anything changed.
     pub fn adopt(&mut self, whs: HashSpace, rhs: HashSpace, now: u32) -> bool {
@@ -409,6 +425,17 @@ mod tests {
             t.adopt(one(ahead), one(5), 1000 + 2),
             "taken once our clock is near"
         );
+    }
+
+    #[test]
+    fn active_servers_of_both_tables_once_each() {
+        let mut whs = space(3);
+        whs.mark_fault(&addr(0), ClockTime(8));
+        let mut rhs = space(4);
+        rhs.mark_fault(&addr(1), ClockTime(8));
+        let t = Tables { whs, rhs };
+        assert_eq!(t.active_servers(), vec![addr(0), addr(1), addr(2), addr(3)]);
+        assert!(Tables::empty().active_servers().is_empty());
     }
 
     #[test]

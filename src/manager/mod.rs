@@ -329,19 +329,8 @@ impl Manager {
     /// server that died meanwhile; unwatched, it would stay active for ever and
     /// every replace would wait for it.
     fn watch_tables(self: &Arc<Self>, st: &mut State) {
-        let t = &st.members.tables;
-        let active: Vec<SocketAddr> = t
-            .whs
-            .nodes()
-            .iter()
-            .chain(t.rhs.nodes())
-            .filter(|n| n.active)
-            .map(|n| n.addr)
-            .collect();
-        for a in active {
-            if !st.servers.contains_key(&a) {
-                self.watch_server(st, a);
-            }
+        for a in st.members.tables.active_servers() {
+            self.watch_server(st, a);
         }
     }
 
@@ -412,15 +401,7 @@ impl Manager {
         // A settle in progress is abandoned: gateways keep the tables they have
         // (newer ones come with this replace's own settle).
         st.gateway_tables = None;
-        let t = &st.members.tables;
-        let members: Vec<SocketAddr> = t
-            .whs
-            .nodes()
-            .iter()
-            .chain(t.rhs.nodes())
-            .filter(|n| n.active)
-            .map(|n| n.addr)
-            .collect();
+        let members = st.members.tables.active_servers();
         let missing: Vec<SocketAddr> = members
             .iter()
             .filter(|a| !st.servers.contains_key(a) || !st.streams.contains_key(a))
@@ -444,9 +425,8 @@ impl Manager {
         }
         st.start_token += 1;
         st.start_waiting = false;
-        let mut targets = members;
-        targets.sort();
-        targets.dedup();
+        let targets = members;
+        let t = &st.members.tables;
         let id = t.whs.clocktime.0;
         if targets.is_empty() {
             st.run = None;
