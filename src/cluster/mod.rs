@@ -6,9 +6,11 @@
 //! - [`write`]: what each memcached write does to a key's record.
 //! - [`membership`]: the manager's view: attach, detach, lost servers.
 //! - [`replace`]: who sends which record where when servers join or leave.
+//! - [`routing`]: which owner a read asks next.
 
 pub mod clock;
 pub mod hash_space;
 pub mod membership;
 pub mod replace;
+pub mod routing;
 pub mod write;

@@ -1,14 +1,25 @@
 //! kumo-gateway: serves the memcached protocol to applications and routes each
 //! request to the servers that own its key.
 //!
-//! - Reads follow rhs. A get goes to the key's first active owner; on an error it
-//!   tries replica 1, then replica 2, then cycles again, up to 3 x `-G` attempts.
-//!   Servers whose connection is failing are passed over while another owner is up.
+//! - Every request has a deadline (`--deadline`), and is answered by then: a
+//!   value, a miss, or `SERVER_ERROR`. Retries happen only within it, and a write
+//!   carries what is left of it to its coordinator, which answers in time too.
+//! - Reads follow rhs. A get goes to the key's first active owner, passing over
+//!   suspect servers ([`crate::cluster::routing`]); if no answer has come after
+//!   [`HEDGE_AFTER`] it asks the next owner as well, and the first answer wins. An
+//!   error moves on to the next owner at once; after every owner, the round starts
+//!   again after [`RETRY_DELAY`], up to `-G` rounds.
 //! - Writes follow whs. A write goes to the key's coordinator, its first active
 //!   owner, and is never redirected elsewhere: the coordinator decides and
-//!   replicates. It is retried up to `-S`/`-D` times when the coordinator refuses it
-//!   (an out-of-date hash space) or is unreachable; a write that may have run is
-//!   retried only if running it twice is harmless (set, touch, delete).
+//!   replicates to every other owner before it answers (the rule that makes an
+//!   acknowledged write survive two losses). It is retried up to `-S`/`-D` times
+//!   when the coordinator refuses it (an out-of-date hash space) or is unreachable;
+//!   a write that may have run is retried only if running it twice is harmless (set,
+//!   touch, delete). A coordinator behind a cut is not waited for past the
+//!   deadline; the gateway reports it, the managers mark it fault, and the next
+//!   write goes to the next owner.
+//! - A server the gateway cannot reach (a link found dead, a failed connect) is
+//!   reported to the managers ([`crate::net::report`]).
 //! - A request for which no owner is known yet (no tables so far) asks the managers
 //!   and waits for the tables, within the same attempts.
 //! - The hash spaces come from the managers by long poll, and from a server's
@@ -21,8 +32,10 @@ pub mod text;
 
 use crate::cli::Args;
 use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
+use crate::cluster::routing;
 use crate::cluster::write::{Op, Outcome};
 use crate::daemon;
+use crate::net::report::Reporter;
 use crate::net::{self, Peer, RpcError};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use crate::store::Record;
@@ -33,14 +46,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a server may take to answer a get.
-pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a coordinator may take to answer a write: its own wait for replicas
-/// plus a margin.
-pub const WRITE_TIMEOUT: Duration =
-    Duration::from_secs(crate::server::node::REPLICATION_DEADLINE.as_secs() + 5);
+/// How long a get waits for one owner before it asks the next one as well. A
+/// healthy server answers within a millisecond; a read of a key behind a cut link
+/// is answered by a replica this much later.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(40);
 /// Pause before a write is retried, and after a get has tried every owner once.
-pub const RETRY_DELAY: Duration = Duration::from_millis(300);
+pub const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a long poll for new hash spaces waits at the manager.
 pub const WATCH_WAIT: Duration = Duration::from_secs(10);
 /// The shortest time between two refreshes of the tables after errors.
@@ -80,6 +91,10 @@ pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
 pub struct Gateway {
     net: net::Net,
     managers: Vec<Arc<Peer>>,
+    /// Tells the managers about servers this gateway cannot reach.
+    reporter: Arc<Reporter>,
+    /// `--deadline`: the longest a request takes, end to end.
+    pub deadline: Duration,
     tables: CurrentTables,
     servers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     get_attempts: u32,
@@ -94,11 +109,37 @@ pub struct Gateway {
     last_refresh_ms: AtomicU64,
 }
 
+/// One get on its way to the key's owners.
+struct Read {
+    key: Arc<Vec<u8>>,
+    deadline: Instant,
+    state: Mutex<ReadState>,
+}
+
+struct ReadState {
+    /// The answer owed; taken by the first answer (or the deadline).
+    done: Option<GetDone>,
+    /// Owners asked in this round.
+    asked: Vec<SocketAddr>,
+    /// Calls out now.
+    out: usize,
+    /// Rounds over every owner that failed.
+    rounds: u32,
+    /// The last error, for the client if nothing better comes.
+    error: Option<String>,
+}
+
+impl Read {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Whether an error means the server did not run the write, so it is safe to retry
 /// any write.
 fn not_run(e: &RpcError) -> bool {
     match e {
-        RpcError::NodeLost => true,
+        RpcError::NodeLost | RpcError::Unreachable => true,
         RpcError::Remote(v) => {
             msg::obsolete_tables(v).is_some() || v.as_str() == Some(msg::NOT_READY)
         }
@@ -120,11 +161,44 @@ impl Gateway {
         self.tables.adopt(whs, rhs, crate::server::node::unix_now())
     }
 
-    fn server(&self, addr: SocketAddr) -> Arc<Peer> {
+    fn server(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
         let mut s = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         s.entry(addr)
-            .or_insert_with(|| Peer::new(&self.net, addr))
+            .or_insert_with(|| {
+                let weak = Arc::downgrade(self);
+                Peer::watched(
+                    &self.net,
+                    addr,
+                    Box::new(move |_| {
+                        if let Some(g) = weak.upgrade() {
+                            g.report_unreachable();
+                        }
+                    }),
+                )
+            })
             .clone()
+    }
+
+    /// Tells the managers every server whose link is failing now.
+    fn report_unreachable(&self) {
+        let failing = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, p)| p.is_failing())
+            .map(|(a, _)| *a)
+            .collect();
+        self.reporter.report(failing);
+    }
+
+    /// What the client is told when the deadline passes.
+    fn too_late(&self, last: Option<String>) -> String {
+        let ms = self.deadline.as_millis();
+        match last {
+            Some(e) => format!("no answer within the {ms} ms deadline ({e})"),
+            None => format!("no answer within the {ms} ms deadline"),
+        }
     }
 
     /// Takes the tables a refusing server sent, or asks the managers at once.
@@ -226,70 +300,112 @@ impl Gateway {
         );
     }
 
-    /// Reads `key`, falling back across its owners.
-    pub fn get(self: &Arc<Self>, key: Arc<Vec<u8>>, attempt: u32, done: GetDone) {
+    /// Reads `key` from its owners, as the module documentation says.
+    pub fn get(self: &Arc<Self>, key: Arc<Vec<u8>>, done: GetDone) {
+        let read = Arc::new(Read {
+            key,
+            deadline: Instant::now() + self.deadline,
+            state: Mutex::new(ReadState {
+                done: Some(done),
+                asked: Vec::new(),
+                out: 0,
+                rounds: 0,
+                error: None,
+            }),
+        });
+        self.read(&read);
+    }
+
+    /// Sends `read` to one more owner, or ends its round, or answers it.
+    fn read(self: &Arc<Self>, read: &Arc<Read>) {
         let t = self.tables();
         // Reads follow rhs; an rhs that routes nothing (the managers never publish
         // one while whs routes, but a gateway may hold older tables) means the
         // write owners are the ones holding the data.
         let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
-        let owners = reads.active_owners(key_hash(&key));
-        if owners.is_empty() {
-            let next = attempt + 1;
-            if next < self.get_attempts {
-                return self.wait_for_tables(move |g| g.get(key, next, done));
-            }
-            // Never answered inside the call: callers may hold a queue of work.
-            return self.net.timers().after(Duration::ZERO, move || {
-                done(Err("no server holds this key".into()))
-            });
+        let owners = reads.active_owners(key_hash(&read.key));
+        let left = read.deadline.saturating_duration_since(Instant::now());
+        let mut st = read.lock();
+        if st.done.is_none() {
+            return;
         }
-        // Primary, replica 1, replica 2, and around again; a server whose
-        // connection is failing is passed over while another owner is up.
-        let start = attempt as usize % 3;
-        let pick = (0..owners.len())
-            .map(|i| owners[(start + i) % owners.len()])
-            .map(|a| (a, self.server(a)))
-            .find(|(_, p)| !p.is_failing())
-            .unwrap_or_else(|| {
-                let a = owners[start % owners.len()];
-                (a, self.server(a))
-            });
-        let g = self.clone();
+        if left.is_zero() {
+            let e = st.error.take();
+            return self.answer_later(st.done.take(), Err(self.too_late(e)));
+        }
+        let pick = routing::next_reader(&owners, &st.asked, |a| self.server(*a).is_suspect());
+        let Some(addr) = pick else {
+            if st.out > 0 {
+                return; // an owner asked already may still answer
+            }
+            // Every owner was asked and failed (or none is known yet): another
+            // round after a pause, if the attempts and the deadline allow.
+            st.rounds += 1;
+            if st.rounds >= self.get_attempts || left <= RETRY_DELAY {
+                let e = st
+                    .error
+                    .take()
+                    .unwrap_or_else(|| "no server holds this key".into());
+                return self.answer_later(st.done.take(), Err(e));
+            }
+            st.asked.clear();
+            drop(st);
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if owners.is_empty() {
+                self.refresh();
+            }
+            let (g, read) = (self.clone(), read.clone());
+            return self.net.timers().after(RETRY_DELAY, move || g.read(&read));
+        };
+        st.asked.push(addr);
+        st.out += 1;
+        drop(st);
+        let (g, r) = (self.clone(), read.clone());
+        let (g2, r2) = (self.clone(), read.clone());
         // The rhs stamp tells the server which table we read by (see the server's
         // `serves_read`).
-        pick.1.call(
+        self.server(addr).call_hedged(
             msg::GET,
             &[
-                Value::Binary((*key).clone()),
+                Value::Binary((*read.key).clone()),
                 Value::from(false),
                 Value::from(reads.clocktime.0),
             ],
-            GET_TIMEOUT,
-            Box::new(move |r| match r {
-                Ok(Value::Nil) => done(Ok(None)),
-                Ok(v) => match msg::record_from_value(&v) {
-                    Ok(rec) => done(Ok(Some(rec))),
-                    Err(e) => done(Err(format!("server {}: {e}", pick.0))),
-                },
-                Err(e) => {
-                    g.after_error(&e);
-                    let next = attempt + 1;
-                    if next >= g.get_attempts {
-                        return done(Err(format!("server {}: {e}", pick.0)));
+            left,
+            HEDGE_AFTER,
+            Box::new(move || g2.read(&r2)),
+            Box::new(move |result| {
+                let answer = match result {
+                    Ok(Value::Nil) => Ok(None),
+                    Ok(v) => msg::record_from_value(&v)
+                        .map(Some)
+                        .map_err(|e| format!("server {addr}: {e}")),
+                    Err(e) => {
+                        g.after_error(&e);
+                        let mut st = r.lock();
+                        st.out -= 1;
+                        st.error = Some(format!("server {addr}: {e}"));
+                        drop(st);
+                        return g.read(&r);
                     }
-                    g.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    if next.is_multiple_of(3) {
-                        let g2 = g.clone();
-                        g.net
-                            .timers()
-                            .after(RETRY_DELAY, move || g2.get(key, next, done));
-                    } else {
-                        g.get(key, next, done);
-                    }
+                };
+                // The first answer wins; a hedged twin answering later is ignored.
+                let done = r.lock().done.take();
+                if let Some(done) = done {
+                    done(answer);
                 }
             }),
         );
+    }
+
+    /// Answers from the timer thread: `read` may run inside a caller that holds a
+    /// queue of work, which an answer would re-enter.
+    fn answer_later<T: Send + 'static>(&self, done: Option<Box<dyn FnOnce(T) + Send>>, answer: T) {
+        if let Some(done) = done {
+            self.net
+                .timers()
+                .after(Duration::ZERO, move || done(answer));
+        }
     }
 
     /// No owner of a key is known (a gateway started before the first attach, or
@@ -303,33 +419,53 @@ impl Gateway {
     }
 
     /// Sends a write to its coordinator, retrying as the module documentation says.
-    pub fn write(self: &Arc<Self>, req: Arc<WriteRequest>, attempt: u32, done: WriteDone) {
+    pub fn write(self: &Arc<Self>, req: Arc<WriteRequest>, done: WriteDone) {
+        let deadline = Instant::now() + self.deadline;
+        self.write_attempt(req, 0, deadline, None, done)
+    }
+
+    fn write_attempt(
+        self: &Arc<Self>,
+        req: Arc<WriteRequest>,
+        attempt: u32,
+        deadline: Instant,
+        last: Option<String>,
+        done: WriteDone,
+    ) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return self.answer_later(Some(done), Err(self.too_late(last)));
+        }
         let t = self.tables();
         let retries = match req.write.op {
             Op::Delete => self.delete_retry,
             _ => self.set_retry,
         };
         let Some(&coordinator) = t.whs.active_owners(key_hash(&req.key)).first() else {
-            if attempt < retries {
-                return self.wait_for_tables(move |g| g.write(req, attempt + 1, done));
+            if attempt < retries && left > RETRY_DELAY {
+                return self.wait_for_tables(move |g| {
+                    g.write_attempt(req, attempt + 1, deadline, last, done)
+                });
             }
-            return self.net.timers().after(Duration::ZERO, move || {
-                done(Err("no server holds this key".into()))
-            });
+            return self.answer_later(Some(done), Err("no server holds this key".into()));
         };
         let g = self.clone();
         self.server(coordinator).call(
             msg::WRITE,
-            &req.to_params(),
-            WRITE_TIMEOUT,
+            &req.to_params_within(Some(left.as_millis() as u64)),
+            left,
             Box::new(move |r| {
                 let e = match r.map(|v| msg::outcome_from_value(&v)) {
                     Ok(Ok(o)) => return done(Ok(o)),
                     Ok(Err(e)) => return done(Err(format!("server {coordinator}: {e}"))),
-                    // A store that cannot keep the write is the answer, at once:
-                    // retrying would only make the client wait for the same.
+                    // A store that cannot keep the write, or owners that could not
+                    // store it in time, is the answer, at once: retrying would only
+                    // make the client wait for the same.
                     Err(RpcError::Remote(v))
-                        if matches!(v.as_str(), Some(msg::STORE_FULL | msg::STORE_FAILED)) =>
+                        if matches!(
+                            v.as_str(),
+                            Some(msg::STORE_FULL | msg::STORE_FAILED | msg::DEADLINE)
+                        ) =>
                     {
                         return done(Err(v.as_str().unwrap_or_default().to_string()));
                     }
@@ -337,14 +473,23 @@ impl Gateway {
                 };
                 g.after_error(&e);
                 let idempotent = matches!(req.write.op, Op::Set | Op::Touch | Op::Delete);
+                let what = format!("server {coordinator}: {e}");
                 if attempt >= retries || !(idempotent || not_run(&e)) {
-                    return done(Err(format!("server {coordinator}: {e}")));
+                    return done(Err(what));
                 }
                 g.counters.retries.fetch_add(1, Ordering::Relaxed);
+                // New tables came with the refusal: go at once to the new owner.
+                let fresh_tables =
+                    matches!(&e, RpcError::Remote(v) if msg::obsolete_tables(v).is_some());
+                let pause = if fresh_tables {
+                    Duration::ZERO
+                } else {
+                    RETRY_DELAY
+                };
                 let g2 = g.clone();
-                g.net
-                    .timers()
-                    .after(RETRY_DELAY, move || g2.write(req, attempt + 1, done));
+                g.net.timers().after(pause, move || {
+                    g2.write_attempt(req, attempt + 1, deadline, Some(what), done)
+                });
             }),
         );
     }
@@ -436,9 +581,11 @@ pub fn main(args: Args) -> i32 {
     let gw = Arc::new(Gateway {
         net: net.clone(),
         managers: managers.clone(),
+        reporter: Arc::new(Reporter::new(None, managers.clone())),
+        deadline: args.seconds("deadline").max(Duration::from_millis(1)),
         tables: CurrentTables::default(),
         servers: Mutex::new(HashMap::new()),
-        get_attempts: (3 * retries("get-retry")).max(1),
+        get_attempts: retries("get-retry").max(1),
         set_retry: retries("set-retry"),
         delete_retry: retries("delete-retry"),
         async_set: args.switch("async-replicate-set"),

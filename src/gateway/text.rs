@@ -284,6 +284,7 @@ impl Pipeline {
             key,
             write: w,
             no_wait: async_,
+            budget_ms: None,
         });
         let me = self.clone();
         let done: WriteDone = Box::new(move |r| {
@@ -319,7 +320,7 @@ impl Pipeline {
                 write: true,
             });
         });
-        gw.write(req, 0, done);
+        gw.write(req, done);
     }
 
     fn get(self: &Arc<Self>, keys: Vec<Vec<u8>>, with_cas: bool, seq: u64) {
@@ -395,7 +396,7 @@ impl Pipeline {
                 me.replies.fill(seq, Slot::Ready(out));
                 me.finished(Footprint { keys, write: false });
             });
-            self.gw.get(key, 0, done);
+            self.gw.get(key, done);
         }
     }
 

@@ -9,6 +9,10 @@
 //!   partner, and the answer to every gateway waiting in `HashSpaceRequest` (a long
 //!   poll). The keepalive traffic carries them too, so a lost push is repaired
 //!   within one interval.
+//! - Gateways and servers report servers they cannot reach (`ReportUnreachable`):
+//!   a cut the manager does not see itself. Reported servers are marked fault as
+//!   [`crate::cluster::membership::report_faults`] decides: unless the reporter is
+//!   the one cut off.
 //! - Nothing is persisted. A restarted manager relearns the tables from the first
 //!   server that keeps in touch (newer wins), so a cluster survives losing every
 //!   manager and getting them back.
@@ -332,6 +336,34 @@ impl Manager {
         for a in st.members.tables.active_servers() {
             self.watch_server(st, a);
         }
+    }
+
+    /// A node cannot reach some servers: mark fault those the rule picks.
+    fn unreachable_reported(self: &Arc<Self>, params: &[Value]) -> Result<(), String> {
+        let reporter = match params.first() {
+            None | Some(Value::Nil) => None,
+            v => Some(msg::addr_from_value(v).map_err(|e| e.to_string())?),
+        };
+        let reported = params
+            .get(1)
+            .and_then(Value::as_array)
+            .ok_or("bad parameters: expected [reporter or nil, [address...]]")?
+            .iter()
+            .map(|v| msg::addr_from_value(Some(v)).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let faults = {
+            let st = self.lock();
+            crate::cluster::membership::report_faults(&st.members.tables.whs, reporter, &reported)
+        };
+        let who = reporter.map_or("a gateway".to_string(), |r| format!("server {r}"));
+        if faults.is_empty() {
+            log::info!("{who} cannot reach {reported:?}; no server marked fault for it");
+        }
+        for a in faults {
+            log::warn!("{who} cannot reach server {a}; marking it fault");
+            self.server_lost(a);
+        }
+        Ok(())
     }
 
     fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
@@ -855,6 +887,10 @@ impl Service for ManagerService {
                 }
             }
             msg::HASH_SPACE_REQUEST => m.watch(&params, reply),
+            msg::REPORT_UNREACHABLE => match m.unreachable_reported(&params) {
+                Ok(()) => reply.ok(Value::Nil),
+                Err(e) => reply.err(e),
+            },
             msg::HASH_SPACE_SYNC => {
                 if let Some(c) = msg::clk(&params) {
                     m.clock.merge(c);

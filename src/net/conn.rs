@@ -233,6 +233,28 @@ impl Writer {
         self.close_locked(&mut out);
     }
 
+    /// Aborts the connection: the kernel drops what it has not delivered and
+    /// answers with a reset, so nothing sent on a dead link arrives once it heals.
+    pub fn abort(&self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt only reads `linger`, and the descriptor stays open for
+        // as long as this Writer holds the stream.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        self.close();
+    }
+
     /// Closes the connection once queued output has been written.
     pub fn close_after_flush(&self) {
         let mut out = self.lock();

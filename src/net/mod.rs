@@ -22,6 +22,7 @@
 
 pub mod auth;
 mod conn;
+pub mod report;
 pub mod rpc_client;
 pub mod rpc_server;
 mod sender;
@@ -45,10 +46,18 @@ pub const CONNECTIONS_MAX: usize = 8192;
 /// Depth of each worker's and sender's handoff queue. The acceptor blocks when a
 /// worker's queue is full, which pushes back onto the listen backlog.
 pub const HANDOFF_QUEUE_DEPTH: usize = 1024;
-/// Period of the timer thread. Call timeouts are accurate to this.
-pub const TICK_MS: u64 = 50;
+/// Period of the timer thread. Call timeouts and soft deadlines are accurate to this.
+pub const TICK_MS: u64 = 25;
 /// Pause between reconnect attempts to a peer that refused or dropped a connection.
 pub const RECONNECT_DELAY_MS: u64 = 300;
+/// Silence on a link with calls waiting after which a heartbeat probe is sent, and
+/// the node is suspect (see `rpc_client`). A healthy node on loopback answers in
+/// well under a millisecond; this leaves room for a loaded machine.
+pub const LINK_PROBE_AFTER: Duration = Duration::from_millis(250);
+/// Silence on a link with calls waiting after which the link is dead. It bounds
+/// how long a cut link or a stopped process holds a request, and is the first step
+/// of finding a silent node: detection within 3 s needs this plus a report.
+pub const LINK_SILENCE_MAX: Duration = Duration::from_millis(1500);
 
 /// Settings of one process's network layer, from the common daemon options.
 #[derive(Debug, Clone)]

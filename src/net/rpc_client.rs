@@ -2,10 +2,31 @@
 //! demand, matches responses to calls by msgid, times calls out, reconnects, sends
 //! keepalives, and after `-Yn` failed reconnects declares the node lost, failing
 //! every pending call with [`RpcError::NodeLost`].
+//!
+//! A TCP connection behind a cut link or to a stopped process stays open for
+//! minutes while nothing comes back, so a peer does not wait for TCP to tell:
+//!
+//! - **Heartbeats.** While calls are outstanding and nothing has been heard for
+//!   [`LINK_PROBE_AFTER`], the peer sends a `KeepAlive` probe (any node answers it).
+//!   After [`LINK_SILENCE_MAX`] of silence with calls outstanding the link is dead:
+//!   it is aborted (RST, its unsent bytes dropped), its calls fail with
+//!   [`RpcError::Disconnected`], and the role hears of it (`on_down`). A connect
+//!   that fails (refused, or timed out) fails the calls waiting for it at once
+//!   with [`RpcError::Unreachable`], and the role hears of it too.
+//! - **Suspicion.** A peer silent for [`LINK_PROBE_AFTER`] with calls outstanding, or
+//!   whose last connect failed, is [`Peer::is_suspect`]: callers with a choice of
+//!   nodes go elsewhere at once instead of waiting for the verdict.
+//! - **No late deliveries.** A call that timed out is forgotten together with its
+//!   frame if the frame still waits for a connection: a write queued behind a cut
+//!   link must not be delivered when the link heals, long after its caller was told
+//!   it failed and may have written the key again.
+//! - **Soft deadlines.** A call may ask to hear (`on_slow`) when it has waited a
+//!   given time without an answer, so a reader can ask another replica (hedging)
+//!   while the first request stays valid.
 
 use super::conn::{Session, Writer};
 use super::timer::TimerId;
-use super::{Net, RECONNECT_DELAY_MS};
+use super::{Net, LINK_PROBE_AFTER, LINK_SILENCE_MAX, RECONNECT_DELAY_MS};
 use crate::proto::rpc::{self, Decoded, Message};
 use rmpv::Value;
 use std::collections::HashMap;
@@ -21,6 +42,8 @@ pub enum RpcError {
     Timeout,
     /// The node could not be reached within the reconnect budget.
     NodeLost,
+    /// A connect to the node failed; the call was never sent.
+    Unreachable,
     /// The connection the call was sent on closed before the response came; the
     /// call may or may not have run.
     Disconnected,
@@ -33,6 +56,7 @@ impl std::fmt::Display for RpcError {
         match self {
             RpcError::Timeout => write!(f, "timeout"),
             RpcError::NodeLost => write!(f, "node lost"),
+            RpcError::Unreachable => write!(f, "cannot connect"),
             RpcError::Disconnected => write!(f, "connection lost"),
             RpcError::Remote(Value::String(s)) => {
                 write!(f, "{}", s.as_str().unwrap_or("(non-UTF-8 error)"))
@@ -49,12 +73,20 @@ pub type Callback = Box<dyn FnOnce(CallResult) + Send>;
 
 /// The parameters of the keepalive call a peer sends on an idle link.
 pub type KeepaliveFn = Box<dyn Fn() -> (String, Vec<Value>) + Send + Sync>;
+/// Runs when a call has waited its soft deadline without an answer.
+pub type SlowFn = Box<dyn FnOnce() + Send>;
+/// Hears that a link to this address was found dead or could not be made.
+pub type DownFn = Box<dyn Fn(SocketAddr) + Send + Sync>;
 
 struct Pending {
     deadline: Instant,
     callback: Callback,
     /// The connection generation the request went out on; 0 while it is queued.
     sent_on: u64,
+    /// A soft deadline and what to run when it passes unanswered.
+    slow: Option<(Instant, SlowFn)>,
+    /// A heartbeat probe: it keeps no link alive by itself.
+    probe: bool,
 }
 
 enum Link {
@@ -78,12 +110,47 @@ struct State {
     generation: u64,
     next_msgid: u32,
     pending: HashMap<u32, Pending>,
-    /// Frames written while no connection was up, sent once one is.
-    queued: Vec<u8>,
+    /// Frames written while no connection was up, sent once one is, each with the
+    /// msgid of its call (None for a notification).
+    queued: Vec<(Option<u32>, Vec<u8>)>,
     /// Connect attempts that failed in a row.
     failures: u32,
     last_sent: Instant,
+    /// When the current connection last delivered a response (or came up).
+    last_heard: Instant,
     keepalive_outstanding: bool,
+}
+
+impl State {
+    /// Counts a failed attempt; past the budget the node is lost.
+    fn attempt_failed(&mut self) {
+        self.failures += 1;
+        self.link = Link::Backoff {
+            until: Instant::now() + Duration::from_millis(RECONNECT_DELAY_MS),
+        };
+    }
+
+    /// A connect failed: the calls waiting for it fail at once rather than at
+    /// their timeout, since the caller may have elsewhere to go (the next replica,
+    /// the next owner once the tables change). They were never sent.
+    fn take_unsent(&mut self) -> Vec<Callback> {
+        self.queued.clear();
+        let ids: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_on == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|p| p.callback)
+            .collect()
+    }
+
+    /// Whether a call other than a probe waits for an answer on the live link.
+    fn busy(&self) -> bool {
+        self.pending.values().any(|p| !p.probe)
+    }
 }
 
 /// One remote node. Create it with [`Peer::new`]; it lives as long as its Arc.
@@ -93,13 +160,20 @@ pub struct Peer {
     state: Mutex<State>,
     keepalive: Option<KeepaliveFn>,
     on_lost: Option<Box<dyn Fn(SocketAddr) + Send + Sync>>,
+    on_down: Option<DownFn>,
     timer: Mutex<Option<TimerId>>,
 }
 
 impl Peer {
     /// A peer that only connects when called.
     pub fn new(net: &Net, addr: SocketAddr) -> Arc<Peer> {
-        Self::build(net, addr, None, None)
+        Self::build(net, addr, None, None, None)
+    }
+
+    /// A peer that connects when called and runs `on_down` whenever a link to the
+    /// node is found dead or a connect fails: the role reports such nodes.
+    pub fn watched(net: &Net, addr: SocketAddr, on_down: DownFn) -> Arc<Peer> {
+        Self::build(net, addr, None, None, Some(on_down))
     }
 
     /// A peer that stays connected, calls `keepalive()`'s method every `-Ci` while
@@ -110,7 +184,7 @@ impl Peer {
         keepalive: KeepaliveFn,
         on_lost: Box<dyn Fn(SocketAddr) + Send + Sync>,
     ) -> Arc<Peer> {
-        Self::build(net, addr, Some(keepalive), Some(on_lost))
+        Self::build(net, addr, Some(keepalive), Some(on_lost), None)
     }
 
     fn build(
@@ -118,6 +192,7 @@ impl Peer {
         addr: SocketAddr,
         keepalive: Option<KeepaliveFn>,
         on_lost: Option<Box<dyn Fn(SocketAddr) + Send + Sync>>,
+        on_down: Option<DownFn>,
     ) -> Arc<Peer> {
         let now = Instant::now();
         let peer = Arc::new(Peer {
@@ -135,10 +210,12 @@ impl Peer {
                 queued: Vec::new(),
                 failures: 0,
                 last_sent: now,
+                last_heard: now,
                 keepalive_outstanding: false,
             }),
             keepalive,
             on_lost,
+            on_down,
             timer: Mutex::new(None),
         });
         let weak = Arc::downgrade(&peer);
@@ -166,10 +243,20 @@ impl Peer {
         matches!(self.lock().link, Link::Up { .. })
     }
 
-    /// True after a connect attempt failed and before one succeeds: callers with a
-    /// choice of nodes should prefer another.
+    /// True after a connect attempt failed or a link was found dead, and before a
+    /// response arrives again.
     pub fn is_failing(&self) -> bool {
         self.lock().failures > 0
+    }
+
+    /// Failing, or silent for LINK_PROBE_AFTER while calls wait: callers with a
+    /// choice of nodes should prefer another.
+    pub fn is_suspect(&self) -> bool {
+        let st = self.lock();
+        st.failures > 0
+            || (matches!(st.link, Link::Up { .. })
+                && st.busy()
+                && st.last_heard.elapsed() >= LINK_PROBE_AFTER)
     }
 
     /// Calls `method` and runs `callback` with the outcome within `timeout`.
@@ -178,6 +265,33 @@ impl Peer {
         method: &str,
         params: &[Value],
         timeout: Duration,
+        callback: Callback,
+    ) {
+        self.call_full(method, params, timeout, None, false, callback)
+    }
+
+    /// Like [`Peer::call`], and runs `on_slow` once if no answer has come after
+    /// `soft` (while the call itself goes on).
+    pub fn call_hedged(
+        self: &Arc<Self>,
+        method: &str,
+        params: &[Value],
+        timeout: Duration,
+        soft: Duration,
+        on_slow: SlowFn,
+        callback: Callback,
+    ) {
+        let slow = Some((Instant::now() + soft, on_slow));
+        self.call_full(method, params, timeout, slow, false, callback)
+    }
+
+    fn call_full(
+        self: &Arc<Self>,
+        method: &str,
+        params: &[Value],
+        timeout: Duration,
+        slow: Option<(Instant, SlowFn)>,
+        probe: bool,
         callback: Callback,
     ) {
         let mut frame = Vec::new();
@@ -195,9 +309,11 @@ impl Peer {
                 deadline: Instant::now() + timeout,
                 callback,
                 sent_on: 0,
+                slow,
+                probe,
             },
         );
-        if let Some(generation) = self.transmit(&mut st, &frame) {
+        if let Some(generation) = self.transmit(&mut st, Some(msgid), frame) {
             if let Some(p) = st.pending.get_mut(&msgid) {
                 p.sent_on = generation;
             }
@@ -222,25 +338,30 @@ impl Peer {
         let mut frame = Vec::new();
         rpc::encode_notify(&mut frame, method, params);
         let mut st = self.lock();
-        self.transmit(&mut st, &frame);
+        self.transmit(&mut st, None, frame);
     }
 
     /// Sends `frame` now if a connection is up (returning its generation), or queues it.
-    fn transmit(self: &Arc<Self>, st: &mut State, frame: &[u8]) -> Option<u64> {
+    fn transmit(
+        self: &Arc<Self>,
+        st: &mut State,
+        msgid: Option<u32>,
+        frame: Vec<u8>,
+    ) -> Option<u64> {
         st.last_sent = Instant::now();
         match &st.link {
             Link::Up { writer, generation } => {
-                if writer.send(frame) {
+                if writer.send(&frame) {
                     return Some(*generation);
                 }
                 // The connection died under us; on_close will follow and reconnect.
-                st.queued.extend_from_slice(frame);
+                st.queued.push((msgid, frame));
             }
             Link::Idle => {
-                st.queued.extend_from_slice(frame);
+                st.queued.push((msgid, frame));
                 self.start_connect(st);
             }
-            Link::Backoff { .. } | Link::Connecting { .. } => st.queued.extend_from_slice(frame),
+            Link::Backoff { .. } | Link::Connecting { .. } => st.queued.push((msgid, frame)),
         }
         None
     }
@@ -262,17 +383,9 @@ impl Peer {
             }
             Err(e) => {
                 log::debug!("{}: connect failed at once: {e}", self.addr);
-                self.attempt_failed(st);
+                st.attempt_failed();
             }
         }
-    }
-
-    /// Counts a failed attempt; past the budget the node is lost.
-    fn attempt_failed(self: &Arc<Self>, st: &mut State) {
-        st.failures += 1;
-        st.link = Link::Backoff {
-            until: Instant::now() + Duration::from_millis(RECONNECT_DELAY_MS),
-        };
     }
 
     fn on_connected(self: &Arc<Self>, generation: u64, ok: bool) {
@@ -289,7 +402,13 @@ impl Peer {
             return;
         }
         if !ok {
-            self.attempt_failed(&mut st);
+            st.attempt_failed();
+            let unsent = st.take_unsent();
+            drop(st);
+            for cb in unsent {
+                cb(Err(RpcError::Unreachable));
+            }
+            self.down();
             return;
         }
         let writer = writer.clone();
@@ -301,12 +420,20 @@ impl Peer {
             writer: writer.clone(),
             generation,
         };
+        st.last_heard = Instant::now();
         // The cluster key goes first; its answer (msgid 0) is not waited for.
         if let Some(hello) = super::auth::opening_frame() {
             writer.send(&hello);
         }
-        if !queued.is_empty() {
-            writer.send(&queued);
+        // Only frames whose call still waits: the rest were already answered as
+        // timed out (see the module documentation).
+        let live: Vec<u8> = queued
+            .into_iter()
+            .filter(|(id, _)| id.is_none_or(|id| st.pending.contains_key(&id)))
+            .flat_map(|(_, f)| f)
+            .collect();
+        if !live.is_empty() {
+            writer.send(&live);
         }
         for p in st.pending.values_mut().filter(|p| p.sent_on == 0) {
             p.sent_on = generation;
@@ -320,10 +447,21 @@ impl Peer {
         }
     }
 
+    /// Tells the role that the node cannot be reached now.
+    fn down(&self) {
+        if let Some(f) = &self.on_down {
+            f(self.addr);
+        }
+    }
+
     /// Handles the end of connection `generation`; returns the calls sent on it,
     /// which can no longer be answered.
     fn close_link(self: &Arc<Self>, generation: u64) -> Vec<Callback> {
         let mut st = self.lock();
+        Self::close_link_locked(&self.addr, &mut st, generation)
+    }
+
+    fn close_link_locked(addr: &SocketAddr, st: &mut State, generation: u64) -> Vec<Callback> {
         let current = match &st.link {
             Link::Up { generation: g, .. } | Link::Connecting { generation: g, .. } => {
                 *g == generation
@@ -335,12 +473,12 @@ impl Peer {
         }
         let was_up = matches!(st.link, Link::Up { .. });
         if was_up {
-            log::debug!("{}: connection closed; reconnecting", self.addr);
+            log::debug!("{addr}: connection closed; reconnecting");
             st.link = Link::Backoff {
                 until: Instant::now(),
             };
         } else {
-            self.attempt_failed(&mut st);
+            st.attempt_failed();
         }
         // Calls already sent on the dead connection cannot be answered on a new one.
         let orphaned: Vec<u32> = st
@@ -360,6 +498,7 @@ impl Peer {
         let pending = {
             let mut st = self.lock();
             st.failures = 0;
+            st.last_heard = Instant::now();
             st.pending.remove(&msgid)
         };
         match pending {
@@ -375,10 +514,16 @@ impl Peer {
         }
     }
 
-    /// Drives timeouts, reconnects and keepalives; called by the timer thread.
+    /// Drives timeouts, heartbeats, reconnects and keepalives; called by the timer
+    /// thread.
     fn tick(self: &Arc<Self>, now: Instant) {
         let mut expired = Vec::new();
+        let mut slow = Vec::new();
+        let mut orphans = Vec::new();
+        let mut unsent = Vec::new();
         let mut lost = false;
+        let mut down = false;
+        let mut probe = false;
         let mut keepalive = None;
         {
             let mut st = self.lock();
@@ -393,16 +538,55 @@ impl Peer {
                     expired.push(p.callback);
                 }
             }
+            if !expired.is_empty() {
+                // Their frames, if still queued, are never sent (no late deliveries).
+                let st = &mut *st;
+                let pending = &st.pending;
+                st.queued
+                    .retain(|(id, _)| id.is_none_or(|id| pending.contains_key(&id)));
+            }
+            for p in st.pending.values_mut() {
+                if p.slow.as_ref().is_some_and(|(at, _)| *at <= now) {
+                    slow.extend(p.slow.take().map(|(_, f)| f));
+                }
+            }
             let config = self.net.config().clone();
+            let busy = st.busy();
+            let probing = st.pending.values().any(|p| p.probe);
+            let mut dead = None;
             match &st.link {
                 Link::Connecting { writer, since, .. }
                     if now.duration_since(*since) >= config.connect_timeout =>
                 {
                     log::debug!("{}: connect timed out", self.addr);
                     writer.close();
-                    self.attempt_failed(&mut st);
+                    st.attempt_failed();
+                    unsent = st.take_unsent();
+                    down = true;
+                }
+                Link::Up { writer, generation } if busy => {
+                    let silent = now.duration_since(st.last_heard);
+                    if silent >= LINK_SILENCE_MAX {
+                        log::warn!(
+                            "{}: nothing heard for {} ms with calls waiting; the link is dead",
+                            self.addr,
+                            silent.as_millis()
+                        );
+                        writer.abort();
+                        dead = Some(*generation);
+                    } else if silent >= LINK_PROBE_AFTER && !probing {
+                        probe = true;
+                    }
                 }
                 _ => {}
+            }
+            if let Some(generation) = dead {
+                // As if the worker had seen the close: the calls sent on the link
+                // fail now, the silence counts as a failed attempt, and the link is
+                // made again after the usual pause.
+                orphans = Self::close_link_locked(&self.addr, &mut st, generation);
+                st.attempt_failed();
+                down = true;
             }
             if st.failures > config.retry_limit {
                 lost = true;
@@ -434,6 +618,26 @@ impl Peer {
                 }
             }
         }
+        for f in slow {
+            f();
+        }
+        for cb in orphans {
+            cb(Err(RpcError::Disconnected));
+        }
+        for cb in unsent {
+            cb(Err(RpcError::Unreachable));
+        }
+        if probe {
+            // Any node answers a bare KeepAlive; the answer is all a probe wants.
+            self.call_full(
+                crate::proto::cluster::KEEP_ALIVE,
+                &[],
+                LINK_SILENCE_MAX,
+                None,
+                true,
+                Box::new(|_| {}),
+            );
+        }
         // The keepalive's parameters come from the role, which may take its own
         // locks (a manager's tables): never under this peer's lock, which the role
         // takes while holding them.
@@ -457,7 +661,7 @@ impl Peer {
                         log::debug!("{}: keepalive timed out", p.addr);
                         st.failures += 1;
                         if let Link::Up { writer, .. } = &st.link {
-                            writer.close();
+                            writer.abort();
                         }
                     }
                 }),
@@ -477,6 +681,9 @@ impl Peer {
         }
         for cb in expired {
             cb(Err(error.clone()));
+        }
+        if down {
+            self.down();
         }
         if lost {
             if let Some(f) = &self.on_lost {

@@ -15,6 +15,7 @@
 //! | manager  | `ReplaceCopyEnd`    | `[clk, id, addr, records, bytes]`        | true                    |
 //! | manager  | `ReplaceDeleteEnd`  | `[clk, id, addr, erased]`                | true                    |
 //! | manager  | `CreateBackup`      | `[suffix]`                               | `[[addr, path or error]...]` |
+//! | manager  | `ReportUnreachable` | `[reporter or nil, [addr...]]`           | nil                     |
 //! | server   | `KeepAlive`         | `[clk]`                                  | nil                     |
 //! | server   | `ReplaceCopyStart`  | `[clk, id, manager, whs, rhs, full, [[addr, stream_port]...]]` | true |
 //! | server   | `ReplaceDeleteStart`| `[clk, id, manager, whs]`                | true                    |
@@ -22,8 +23,8 @@
 //! | stream   | `ReplacePush`       | `[clk, id, [[key, record]...]]`          | records applied         |
 //! | server   | `HashSpaceSync`     | `[clk, whs, rhs]`                        | bool: adopted anything  |
 //! | server   | `Get`               | `[key]`                                  | record or nil           |
-//! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async]` | `[outcome, n, clock]` |
-//! | server   | `Replicate`         | `[clk, key, record]`                     | bool: applied           |
+//! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async, budget_ms]` | `[outcome, n, clock]` |
+//! | server   | `Replicate`         | `[clk, key, record, whs_clock, coordinator]` | bool: applied       |
 //! | server   | `GetStatus`         | `[name]`                                 | the value               |
 //! | server   | `SetConfig`         | `[name, value]`                          | nil                     |
 //!
@@ -58,6 +59,9 @@ pub const REPLACE_DELETE_START: &str = "ReplaceDeleteStart";
 pub const REPLACE_DELETE_END: &str = "ReplaceDeleteEnd";
 pub const REPLACE_PUSH: &str = "ReplacePush";
 pub const CREATE_BACKUP: &str = "CreateBackup";
+/// A node tells the managers which servers it cannot reach (see
+/// `cluster::membership::report_faults` for what a manager makes of it).
+pub const REPORT_UNREACHABLE: &str = "ReportUnreachable";
 
 /// The error a server answers when the caller routed by an out-of-date hash space.
 pub const OBSOLETE: &str = "obsolete hash space";
@@ -71,6 +75,9 @@ pub const STORE_FULL: &str = "out of memory storing object";
 /// A server's store failed otherwise (an I/O error, a damaged record); the
 /// server's log says where.
 pub const STORE_FAILED: &str = "store error on the server";
+/// A write could not be completed within the time its caller gave it: some owner
+/// did not answer in time. The key is undefined, as after any failed write.
+pub const DEADLINE: &str = "deadline passed before every owner stored the write";
 
 /// Why a message could not be decoded; it becomes the error reply.
 pub type Bad = String;
@@ -167,10 +174,18 @@ pub struct WriteRequest {
     pub write: Write,
     /// Answer once the coordinator has stored it, without waiting for replicas.
     pub no_wait: bool,
+    /// Milliseconds the caller gives the write, counted from its arrival; None
+    /// from a caller that sets no deadline (the server's own limit applies).
+    pub budget_ms: Option<u64>,
 }
 
 impl WriteRequest {
     pub fn to_params(&self) -> Vec<Value> {
+        self.to_params_within(self.budget_ms)
+    }
+
+    /// The parameters, giving the write `budget_ms` from its arrival.
+    pub fn to_params_within(&self, budget_ms: Option<u64>) -> Vec<Value> {
         let (code, arg) = self.write.op.encode();
         vec![
             Value::Binary(self.key.clone()),
@@ -180,6 +195,7 @@ impl WriteRequest {
             Value::from(self.write.exptime),
             Value::Binary(self.write.data.clone()),
             Value::from(self.no_wait),
+            budget_ms.map(Value::from).unwrap_or(Value::Nil),
         ]
     }
 
@@ -198,6 +214,7 @@ impl WriteRequest {
                 .get(6)
                 .and_then(Value::as_bool)
                 .ok_or_else(|| bad("async"))?,
+            budget_ms: p.get(7).and_then(Value::as_u64),
         })
     }
 }
@@ -358,8 +375,17 @@ mod tests {
                 data: b"\r\n".to_vec(),
             },
             no_wait: true,
+            budget_ms: Some(800),
         };
-        assert_eq!(WriteRequest::from_params(&req.to_params()), Ok(req));
+        assert_eq!(WriteRequest::from_params(&req.to_params()), Ok(req.clone()));
+        let unbounded = WriteRequest {
+            budget_ms: None,
+            ..req
+        };
+        assert_eq!(
+            WriteRequest::from_params(&unbounded.to_params()),
+            Ok(unbounded)
+        );
         let r = Record::value(9, 1, 2, b"x".to_vec());
         assert_eq!(record_from_value(&record_to_value(&r)), Ok(r));
         let t = Record::tombstone(9);

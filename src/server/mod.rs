@@ -155,19 +155,20 @@ pub fn main(args: Args) -> i32 {
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
     store.claim_lock();
+    let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
+        .into_iter()
+        .flatten()
+        .map(|a| Peer::new(&net, a))
+        .collect();
     let node = Node::new(
         listen,
         store.clone(),
         net.clone(),
         stream_port,
         args.size("replace-memory-limit"),
+        managers.clone(),
     );
     let _compactor = start_compactor(&node, &args);
-    let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
-        .into_iter()
-        .flatten()
-        .map(|a| Peer::new(&net, a))
-        .collect();
     if let Err(e) = net.listen(
         listener,
         RpcSession::factory(Arc::new(ServerService(node.clone()))),

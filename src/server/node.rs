@@ -8,11 +8,22 @@
 //! resulting record to the other active owners. It answers once every one of them has
 //! stored it. A replica that cannot be reached is retried until it answers or the
 //! manager marks it fault (the coordinator then stops waiting for it, as a fault
-//! server is no longer an owner), within [`REPLICATION_DEADLINE`].
+//! server is no longer an owner), within the time the gateway gave the write (its
+//! deadline, less [`REPLY_MARGIN`] for the answer to travel back) or
+//! [`REPLICATION_DEADLINE`] for a caller that gave none. Past it the write fails
+//! with [`msg::DEADLINE`]: the key is undefined, as after any failed write.
+//!
+//! A replica that has heard that the coordinator is fault refuses its writes
+//! without applying them, and the coordinator, learning so, drops its own copy of
+//! the key: a server cut off from the cluster (which may not know it yet) never
+//! lands a write, and returns without one that could outlive the writes made
+//! while it was away. A server that cannot reach a peer reports it to the managers
+//! ([`crate::net::report`]).
 
 use crate::cluster::clock::Clock;
 use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::write::{self, Outcome};
+use crate::net::report::Reporter;
 use crate::net::{Net, Peer, Reply, RpcError, Service};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use crate::store::{Modified, Store};
@@ -26,10 +37,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long one replicate call may take before it is retried.
 pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts to reach a replica.
-pub const REPLICATE_RETRY_DELAY: Duration = Duration::from_millis(200);
-/// How long a coordinator keeps trying a replica before it fails the write. It
-/// covers the manager noticing a dead server (a few reconnects) and telling us.
+pub const REPLICATE_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// How long a coordinator keeps trying a replica before it fails a write whose
+/// caller gave no deadline. It covers the manager noticing a dead server (a few
+/// reconnects) and telling us.
 pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(20);
+/// Time kept back from a caller's deadline for the answer to reach it.
+pub const REPLY_MARGIN: Duration = Duration::from_millis(30);
 
 pub fn unix_now() -> u32 {
     SystemTime::now()
@@ -94,6 +108,8 @@ pub struct Node {
     pub net: Net,
     tables: CurrentTables,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    /// Tells the managers about peers this server cannot reach.
+    reporter: Reporter,
     pub counters: Counters,
     started: Instant,
     /// Replace progress and the id of the newest replace.
@@ -123,8 +139,10 @@ impl Node {
         net: Net,
         stream_port: u16,
         replace_memory_limit: u64,
+        managers: Vec<Arc<Peer>>,
     ) -> Arc<Node> {
         Arc::new(Node {
+            reporter: Reporter::new(Some(me), managers),
             replace: Default::default(),
             replace_memory_limit,
             stream_port,
@@ -159,12 +177,36 @@ impl Node {
         self.tables.adopt(whs, rhs, unix_now())
     }
 
-    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+    fn peer(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers
             .entry(addr)
-            .or_insert_with(|| Peer::new(&self.net, addr))
+            .or_insert_with(|| {
+                let weak = Arc::downgrade(self);
+                Peer::watched(
+                    &self.net,
+                    addr,
+                    Box::new(move |_| {
+                        if let Some(n) = weak.upgrade() {
+                            n.report_unreachable();
+                        }
+                    }),
+                )
+            })
             .clone()
+    }
+
+    /// Tells the managers every peer whose link is failing now.
+    fn report_unreachable(&self) {
+        let failing = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, p)| p.is_failing())
+            .map(|(a, _)| *a)
+            .collect();
+        self.reporter.report(failing);
     }
 
     fn obsolete(&self, reply: Reply) {
@@ -248,6 +290,12 @@ impl Node {
             Ok(r) => r,
             Err(e) => return reply.err(e),
         };
+        let deadline = Instant::now()
+            + req.budget_ms.map_or(REPLICATION_DEADLINE, |ms| {
+                Duration::from_millis(ms)
+                    .saturating_sub(REPLY_MARGIN)
+                    .min(REPLICATION_DEADLINE)
+            });
         let t = self.tables();
         let hash = key_hash(&req.key);
         let moving = !t.rhs.is_empty() && !t.rhs.same_layout(&t.whs);
@@ -257,10 +305,10 @@ impl Node {
         {
             let sources: Vec<SocketAddr> = t.rhs.active_owners(hash);
             if !sources.is_empty() {
-                return self.pull_then_decide(req, sources, reply);
+                return self.pull_then_decide(req, sources, deadline, reply);
             }
         }
-        self.decide(req, reply)
+        self.decide(req, deadline, reply)
     }
 
     /// Takes the key's record from the first old owner that answers, then decides.
@@ -268,10 +316,15 @@ impl Node {
         self: &Arc<Self>,
         req: WriteRequest,
         mut sources: Vec<SocketAddr>,
+        deadline: Instant,
         reply: Reply,
     ) {
         if sources.is_empty() {
             return reply.err(msg::NOT_READY);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return reply.err(msg::DEADLINE);
         }
         let from = sources.remove(0);
         let node = self.clone();
@@ -279,26 +332,26 @@ impl Node {
         self.peer(from).call(
             msg::GET,
             &[key, Value::from(true)],
-            REPLICATE_TIMEOUT,
+            left.min(REPLICATE_TIMEOUT),
             Box::new(move |r| match r {
-                Ok(Value::Nil) => node.decide(req, reply),
+                Ok(Value::Nil) => node.decide(req, deadline, reply),
                 Ok(v) => {
                     let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
                     match rec.map(|rec| node.store.update(&req.key, &rec)) {
-                        Ok(Ok(_)) => node.decide(req, reply),
+                        Ok(Ok(_)) => node.decide(req, deadline, reply),
                         Ok(Err(e)) => reply.err(store_error(&e)),
                         Err(e) => reply.err(format!("old owner {from}: {e}")),
                     }
                 }
                 Err(e) => {
                     log::debug!("old owner {from} did not give its record: {e}");
-                    node.pull_then_decide(req, sources, reply)
+                    node.pull_then_decide(req, sources, deadline, reply)
                 }
             }),
         );
     }
 
-    fn decide(self: &Arc<Self>, req: WriteRequest, reply: Reply) {
+    fn decide(self: &Arc<Self>, req: WriteRequest, deadline: Instant, reply: Reply) {
         let t = self.tables();
         if t.whs.is_empty() || !self.registered.load(Ordering::Acquire) {
             return reply.err(msg::NOT_READY);
@@ -364,41 +417,51 @@ impl Node {
             *pending.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(reply);
         }
         let key = Arc::new(req.key);
+        let stamp = rec.clock;
         let rec = Arc::new(msg::record_to_value(&rec));
-        let deadline = Instant::now() + REPLICATION_DEADLINE;
         for addr in replicas {
             self.replicate(
                 addr,
                 hash,
                 key.clone(),
-                rec.clone(),
+                (stamp, rec.clone()),
                 deadline,
                 pending.clone(),
             );
         }
     }
 
-    /// Sends one record to one replica, retrying as long as it is still an owner.
+    /// Sends one record to one replica, retrying as long as it is still an owner
+    /// and the deadline allows. `rec` is the record's stamp and its encoding.
     fn replicate(
         self: &Arc<Self>,
         addr: SocketAddr,
         hash: u64,
         key: Arc<Vec<u8>>,
-        rec: Arc<Value>,
+        rec: (u64, Arc<Value>),
         deadline: Instant,
         pending: Arc<Pending>,
     ) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.counters
+                .replicate_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!("replication to {addr}: no answer before the write's deadline");
+            return pending.one_done(Some(Value::from(msg::DEADLINE)));
+        }
         let params = [
             Value::from(self.clock.tick()),
             Value::Binary((*key).clone()),
-            (*rec).clone(),
+            (*rec.1).clone(),
             Value::from(self.tables().whs.clocktime.0),
+            msg::addr_to_value(&self.me),
         ];
         let node = self.clone();
         self.peer(addr).call(
             msg::REPLICATE,
             &params,
-            REPLICATE_TIMEOUT,
+            left.min(REPLICATE_TIMEOUT),
             Box::new(move |r| {
                 let err = match r {
                     Ok(_) => return pending.one_done(None),
@@ -408,14 +471,31 @@ impl Node {
                     match msg::obsolete_tables(v) {
                         Some((w, r)) => {
                             node.adopt(w, r);
+                            let t = node.tables();
+                            if !t.whs.is_active(&node.me) {
+                                // The cluster has marked us fault: the write must
+                                // not stand, here or anywhere (see the module
+                                // documentation). The gateway retries it on the
+                                // key's next owner.
+                                log::warn!(
+                                    "a write was refused: this server is fault in the tables"
+                                );
+                                if let Err(e) = node.store.erase(&key, rec.0) {
+                                    log::error!("cannot drop a refused write: {e}");
+                                }
+                                return pending.one_done(Some(msg::obsolete_error(&t.whs, &t.rhs)));
+                            }
                             // Owners the old table did not name get the write too,
                             // before this one can complete it.
                             node.widen(hash, &key, &rec, deadline, &pending);
                         }
                         None if v.as_str() == Some(msg::STORE_FULL) => {
-                            return pending.one_done(Some(msg::STORE_FULL.to_string()))
+                            return pending.one_done(Some(Value::from(msg::STORE_FULL)))
                         }
-                        None => return pending.one_done(Some(format!("replica {addr}: {err}"))),
+                        None => {
+                            return pending
+                                .one_done(Some(Value::from(format!("replica {addr}: {err}"))))
+                        }
                     }
                 }
                 let t = node.tables();
@@ -426,15 +506,10 @@ impl Node {
                     // replica any more, and the write is complete without it.
                     return pending.one_done(None);
                 }
-                if Instant::now() >= deadline {
-                    node.counters
-                        .replicate_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    log::warn!("replication to {addr} failed: {err}");
-                    return pending.one_done(Some(format!("replication to {addr} failed: {err}")));
-                }
                 let n = node.clone();
-                node.net.timers().after(REPLICATE_RETRY_DELAY, move || {
+                let pause =
+                    REPLICATE_RETRY_DELAY.min(deadline.saturating_duration_since(Instant::now()));
+                node.net.timers().after(pause, move || {
                     n.replicate(addr, hash, key, rec, deadline, pending)
                 });
             }),
@@ -447,7 +522,7 @@ impl Node {
         self: &Arc<Self>,
         hash: u64,
         key: &Arc<Vec<u8>>,
-        rec: &Arc<Value>,
+        rec: &(u64, Arc<Value>),
         deadline: Instant,
         pending: &Arc<Pending>,
     ) {
@@ -486,6 +561,13 @@ impl Node {
             return reply.err(e);
         }
         let t = self.tables();
+        let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
+        let coordinator = msg::addr_from_value(params.get(4)).ok();
+        // A coordinator our newer tables call fault (or no longer list) is cut off
+        // from the cluster and may not know it: its write is refused unapplied.
+        if theirs < t.whs.clocktime.0 && coordinator.is_some_and(|c| !t.whs.is_active(&c)) {
+            return self.obsolete(reply);
+        }
         let hash = key_hash(key);
         let owner = |hs: &crate::cluster::hash_space::HashSpace| {
             hs.owners(hash).iter().any(|n| n.addr == self.me)
@@ -503,7 +585,6 @@ impl Node {
             rec.kind,
             rec.clock
         );
-        let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
         if theirs < t.whs.clocktime.0 {
             return self.obsolete(reply);
         }
@@ -596,11 +677,12 @@ struct Pending {
     targets: Mutex<Vec<SocketAddr>>,
     reply: Mutex<Option<Reply>>,
     answer: Value,
-    failure: Mutex<Option<String>>,
+    /// The first error, which the coordinator answers with.
+    failure: Mutex<Option<Value>>,
 }
 
 impl Pending {
-    fn one_done(&self, failure: Option<String>) {
+    fn one_done(&self, failure: Option<Value>) {
         if let Some(f) = failure {
             self.failure
                 .lock()

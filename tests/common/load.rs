@@ -18,13 +18,15 @@ pub struct Load {
     set_errors: Arc<AtomicU64>,
     wrong: Arc<AtomicU64>,
     ops: Arc<AtomicU64>,
+    /// The longest any one request took, in milliseconds.
+    slowest_ms: Arc<AtomicU64>,
 }
 
 impl Load {
     pub fn start(addr: SocketAddr, threads: usize, keys: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(HashMap::new()));
-        let (get_errors, set_errors, wrong, ops) = Default::default();
+        let (get_errors, set_errors, wrong, ops, slowest_ms) = Default::default();
         let mut l = Load {
             stop,
             threads: Vec::new(),
@@ -33,24 +35,33 @@ impl Load {
             set_errors,
             wrong,
             ops,
+            slowest_ms,
         };
         for t in 0..threads {
             let (stop, acked) = (l.stop.clone(), l.acked.clone());
-            let (ge, se, wrong, ops) = (
+            let (ge, se, wrong, ops, slowest) = (
                 l.get_errors.clone(),
                 l.set_errors.clone(),
                 l.wrong.clone(),
                 l.ops.clone(),
+                l.slowest_ms.clone(),
             );
             l.threads.push(std::thread::spawn(move || {
                 let client = super::client(addr);
+                // Every request is timed: the gateway answers within its deadline.
+                let timed = |since: std::time::Instant| {
+                    slowest.fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+                };
                 let mut round = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     round += 1;
                     for i in 0..keys {
                         let k = format!("load-{t}-{i}");
                         let v = format!("{t}-{i}-{round}");
-                        match client.set(&k, v.as_str(), 0) {
+                        let t0 = std::time::Instant::now();
+                        let r = client.set(&k, v.as_str(), 0);
+                        timed(t0);
+                        match r {
                             Ok(()) => {
                                 acked.lock().unwrap().insert(k.clone(), v.clone());
                             }
@@ -62,7 +73,10 @@ impl Load {
                                 continue;
                             }
                         }
-                        match client.get::<String>(&k) {
+                        let t0 = std::time::Instant::now();
+                        let r = client.get::<String>(&k);
+                        timed(t0);
+                        match r {
                             Ok(Some(got)) if got == v => {}
                             Ok(other) => {
                                 eprintln!("get {k}: {other:?}, expected {v}");
@@ -76,7 +90,10 @@ impl Load {
                         ops.fetch_add(2, Ordering::Relaxed);
                         // Every seventh key is deleted again and must then be gone.
                         if (i as u64 + round).is_multiple_of(7) {
-                            match client.delete(&k) {
+                            let t0 = std::time::Instant::now();
+                            let r = client.delete(&k);
+                            timed(t0);
+                            match r {
                                 Ok(_) => {
                                     acked.lock().unwrap().insert(k.clone(), String::new());
                                 }
@@ -87,7 +104,10 @@ impl Load {
                                     continue;
                                 }
                             }
-                            match client.get::<String>(&k) {
+                            let t0 = std::time::Instant::now();
+                            let r = client.get::<String>(&k);
+                            timed(t0);
+                            match r {
                                 Ok(None) => {}
                                 Ok(Some(v)) => {
                                     eprintln!("get {k} after delete: {v}");
@@ -116,6 +136,16 @@ impl Load {
         wait_until(Duration::from_secs(60), "the load to make progress", || {
             self.ops.load(Ordering::Relaxed) >= target
         });
+    }
+
+    /// The longest any one request has taken so far.
+    pub fn slowest(&self) -> Duration {
+        Duration::from_millis(self.slowest_ms.load(Ordering::Relaxed))
+    }
+
+    /// Operations done so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
     }
 
     pub fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {

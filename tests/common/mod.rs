@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod netfault;
 
 use kumo::net::rpc_client::BlockingClient;
 use rmpv::Value;
