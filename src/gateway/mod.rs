@@ -330,8 +330,14 @@ impl Gateway {
             return;
         }
         if left.is_zero() {
-            let e = st.error.take();
-            return self.answer_later(st.done.take(), Err(self.too_late(e)));
+            // Only an answer (a callback) gets here, never the first call: answer
+            // now rather than a timer tick later.
+            let (done, e) = (st.done.take(), st.error.take());
+            drop(st);
+            if let Some(done) = done {
+                done(Err(self.too_late(e)));
+            }
+            return;
         }
         let pick = routing::next_reader(&owners, &st.asked, |a| self.server(*a).is_suspect());
         let Some(addr) = pick else {
@@ -476,6 +482,9 @@ impl Gateway {
                 let what = format!("server {coordinator}: {e}");
                 if attempt >= retries || !(idempotent || not_run(&e)) {
                     return done(Err(what));
+                }
+                if Instant::now() >= deadline {
+                    return done(Err(g.too_late(Some(what))));
                 }
                 g.counters.retries.fetch_add(1, Ordering::Relaxed);
                 // New tables came with the refusal: go at once to the new owner.

@@ -42,8 +42,9 @@ pub const REPLICATE_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// caller gave no deadline. It covers the manager noticing a dead server (a few
 /// reconnects) and telling us.
 pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(20);
-/// Time kept back from a caller's deadline for the answer to reach it.
-pub const REPLY_MARGIN: Duration = Duration::from_millis(30);
+/// Time kept back from a caller's deadline for the answer to reach it, a few
+/// timer ticks: the caller should hear why the write failed rather than time out.
+pub const REPLY_MARGIN: Duration = Duration::from_millis(100);
 
 pub fn unix_now() -> u32 {
     SystemTime::now()
@@ -506,12 +507,17 @@ impl Node {
                     // replica any more, and the write is complete without it.
                     return pending.one_done(None);
                 }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // Answered now, not a timer tick later: the caller is waiting.
+                    return node.replicate(addr, hash, key, rec, deadline, pending);
+                }
                 let n = node.clone();
-                let pause =
-                    REPLICATE_RETRY_DELAY.min(deadline.saturating_duration_since(Instant::now()));
-                node.net.timers().after(pause, move || {
-                    n.replicate(addr, hash, key, rec, deadline, pending)
-                });
+                node.net
+                    .timers()
+                    .after(REPLICATE_RETRY_DELAY.min(left), move || {
+                        n.replicate(addr, hash, key, rec, deadline, pending)
+                    });
             }),
         );
     }
