@@ -75,6 +75,22 @@ every connection to any node must open with the request \fBAuth\fR
 zero byte and the file's contents without trailing whitespace; anything else first,
 or a wrong token, gets an error reply and a closed connection. Every node and tool
 of the cluster must be given the same file.
+.SH PARTITIONS
+A cut the manager cannot see (between a gateway and a server, or between servers,
+while the manager reaches everyone) would otherwise stall the writes of the cut
+server's keys for as long as it lasts. Gateways and servers therefore report the
+servers they cannot reach (a link silent for 1.5 s with requests waiting, or a
+failed connect) with \fBReportUnreachable\fR, and the manager marks a reported
+server fault, as if it had lost it, unless the reporter is the one cut off: the
+report of a node that cannot reach more than half of the other active servers is
+ignored, and so is that of a server that is not itself active. So a server cut
+from everyone is marked fault on its peers' reports (its own is ignored); a
+gateway cut from one server has that server marked fault, and its keys are served
+by their two other owners until it is attached again; a gateway cut from most
+servers marks none, and its clients get errors within its deadline. In a cluster
+of two servers neither can fault the other. Found silent, a server is marked fault
+within about 2 seconds; after the link heals, \fBkumoctl attach\fR (or auto replace)
+brings it back and the replace sends it what it missed.
 .PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
 .SH REPLACE
@@ -159,6 +175,9 @@ A server keeping in touch; answered with \fB[whs, rhs]\fR.
 .TP
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR]
 The partner's tables; true if any was newer and taken.
+.TP
+\fBReportUnreachable\fR [\fIreporter\fR or nil, [\fIaddress\fR...]]
+A server (or, with nil, a gateway) cannot reach these servers; see PARTITIONS.
 .SH LOG
 With \fB\-v\fR: \fBnew node\fR \fIaddress\fR when a server first keeps in touch,
 \fBlost node\fR \fIaddress\fR when one is lost, and a line for every change of the
@@ -180,8 +199,22 @@ record (add, cas, incr and the rest), stamps it with a new ClockTime (unix secon
 and a Lamport counter; also the memcached CAS value), stores it, and sends it to the
 other active owners. It answers only once every one of them has stored it. An owner
 it cannot reach is retried until the manager marks it fault (it is then not an owner
-and not waited for) or 20 seconds pass (the write then fails). Replicas keep the
-newer version of a key, so late or repeated copies do no harm.
+and not waited for) or the write's deadline passes: the gateway gives each write
+what is left of its \fB\-\-deadline\fR, and the coordinator answers the error
+\fBdeadline passed before every owner stored the write\fR 0.1 s before it runs out
+(20 seconds for a caller that gives none). Replicas keep the newer version of a
+key, so late or repeated copies do no harm.
+.PP
+Links to other servers are watched as the gateway's are (a heartbeat after 250 ms
+of silence with requests waiting, dead after 1.5 s, then aborted so that nothing
+sent on it arrives late). A server that cannot reach a peer, or cannot connect to
+it, reports it to the managers, which mark it fault unless the reporter is the one
+cut off (see \fBkumo\-manager\fR(1)). A replica whose tables call the coordinator of
+a write fault refuses the write without storing it; the coordinator, learning that
+the cluster has marked it fault, drops its own copy of the key and answers with its
+new tables, and the gateway retries on the key's next owner. So a server cut off
+from the cluster, which may not know it yet, never lands a write, and comes back
+without one that could outlive the writes made while it was away.
 .PP
 Hosts must keep their clocks within a second or two of each other (NTP): versions
 compare their seconds first. A version more than 60 seconds ahead of this host's
@@ -224,7 +257,7 @@ since start), \fBitems\fR (keys with a value), \fBclocktime\fR, \fBwhs\fR, \fBrh
 \fBhscheck\fR (whs and rhs hold the same servers), \fBstore_full\fR (the last
 write found the disk full) or \fBstats\fR (a map of the counters). An unknown name is an error reply; the connection stays open.
 .TP
-\fBGet\fR [\fIkey\fR], \fBWrite\fR [\fIkey\fR, \fIop\fR, \fIarg\fR, \fIflags\fR, \fIexptime\fR, \fIdata\fR, \fIasync\fR], \fBReplicate\fR [\fIclock\fR, \fIkey\fR, \fIrecord\fR]
+\fBGet\fR [\fIkey\fR], \fBWrite\fR [\fIkey\fR, \fIop\fR, \fIarg\fR, \fIflags\fR, \fIexptime\fR, \fIdata\fR, \fIasync\fR, \fIbudget_ms\fR], \fBReplicate\fR [\fIclock\fR, \fIkey\fR, \fIrecord\fR, \fIwhs_clock\fR, \fIcoordinator\fR]
 The data path used by gateways and other servers.
 .TP
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR], \fBKeepAlive\fR [\fIclock\fR]
@@ -258,17 +291,43 @@ when it returns with its old store.
             r#".SH DESCRIPTION
 \fBkumo\-gateway\fR serves the memcached text protocol to applications, which see
 it as a memcached on \fB\-t\fR. It routes each request by the key's hash: reads by
-rhs to the key's first active owner, then replica 1, replica 2 and around again on
-errors (up to 3 x \fB\-G\fR attempts, passing over servers whose connection is
-failing); writes by whs to the key's coordinator, never elsewhere. A write the
+rhs, writes by whs to the key's coordinator, never elsewhere.
+.PP
+Every request is answered within \fB\-\-deadline\fR seconds (0.8 by default, below
+a client's usual 1 s timeout): a value, a miss, or \fBSERVER_ERROR\fR, never
+silence. Retries happen only within it.
+.PP
+A get asks the key's first active owner in rhs, passing over servers that are
+\fIsuspect\fR (a link silent for 250 ms with requests waiting, or a failed
+connect). If no answer has come after 40 ms it asks the next owner as well, and
+the first answer wins; any owner in rhs may answer, because a write is
+acknowledged only once all of them hold it. An error moves on to the next owner at
+once; after every owner has failed, the round starts again 0.1 s later, up to
+\fB\-G\fR rounds.
+.PP
+A write goes to the key's coordinator with what is left of the deadline; the
+coordinator gives up on owners that have not stored it in time and answers
+\fBSERVER_ERROR deadline passed before every owner stored the write\fR (the key is
+then undefined, as after any failed write: set or delete it again). A write the
 coordinator refused or could not receive is retried up to \fB\-S\fR (\fB\-D\fR for
-delete) times, 0.3 s apart; a write that may have run already is retried only when
-running it twice is harmless (set, touch, delete), otherwise the client gets
-\fBSERVER_ERROR\fR. The gateway follows the managers' hash spaces by a long poll,
-and takes a refusing server's newer tables too. A request that arrives before the
-gateway knows any server (it started before the first attach, or before a manager
-answered) waits for the tables within those same attempts, 0.3 s apart, and gets
-\fBSERVER_ERROR no server holds this key\fR only when they run out.
+delete) times within the deadline, at once when the refusal brought newer tables,
+otherwise 0.1 s later; a write that may have run already is retried only when
+running it twice is harmless (set, touch, delete). This keeps the rule of the data:
+every active owner in whs stores a write before it is acknowledged. A write whose
+coordinator is behind a cut therefore fails until the coordinator is marked fault
+(see below), after which its keys' writes go to the next owner.
+.PP
+Links to servers are watched while requests wait on them: after 250 ms of silence
+a heartbeat is sent, and after 1.5 s of silence the link is dead. It is then
+aborted, so nothing sent on it is delivered when it heals, and the gateway reports
+the server to the managers, which mark it fault unless the gateway itself is the
+one cut off (see \fBkumo\-manager\fR(1)). A failed connect is reported the same way.
+.PP
+The gateway follows the managers' hash spaces by a long poll, and takes a refusing
+server's newer tables too. A request that arrives before the gateway knows any
+server (it started before the first attach, or before a manager answered) waits for
+the tables within its deadline and attempts, and gets \fBSERVER_ERROR no server
+holds this key\fR only when they run out.
 .PP
 A client may pipeline: the commands of one connection take effect as if run one by
 one, in order (a get sees the set sent before it), while commands on different keys
