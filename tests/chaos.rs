@@ -338,42 +338,6 @@ impl Runner {
     }
 }
 
-/// Every key of `expect` (key to value) is stored, with that value, on exactly its
-/// three owners in whs; and the servers hold no other values.
-fn check_three_copies(c: &Cluster, expect: &HashMap<String, String>) {
-    let info = c.nodes_info();
-    let mut missing = Vec::new();
-    for (k, v) in expect {
-        let owners = info.whs.active_owners(key_hash(k.as_bytes()));
-        assert_eq!(owners.len(), 3, "{k} has owners {owners:?}");
-        for o in owners {
-            let got = rpc(
-                o,
-                msg::GET,
-                &[Value::Binary(k.clone().into_bytes()), true.into()],
-            )
-            .unwrap_or_else(|e| panic!("{o} get {k}: {e}"));
-            let ok = msg::record_from_value(&got).is_ok_and(|r| {
-                r.kind == kumo::store::record::Kind::Value && r.data == v.as_bytes()
-            });
-            if !ok {
-                missing.push(format!("{k} on {o}: {got:?}"));
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} copies missing or wrong, first: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert_eq!(
-        c.items_total(),
-        3 * expect.len() as u64,
-        "the servers hold values beyond three copies of every key"
-    );
-}
-
 fn run_schedule(s: &Schedule) {
     eprintln!("chaos: {s}");
     let c = Cluster::start_pair_unsettled(SERVERS_MIN);
@@ -427,7 +391,7 @@ fn run_schedule(s: &Schedule) {
         .map(|i| (bulk_key(i), bulk_value(i)))
         .collect();
     expect.extend(acked.into_iter().filter(|(_, v)| !v.is_empty()));
-    check_three_copies(&r.c, &expect);
+    r.c.check_three_copies(&expect);
 }
 
 #[test]

@@ -17,15 +17,10 @@
 
 mod common;
 
-use common::netfault::{self, Chain, Peer};
-use common::{rpc, wait_until, Proc};
-use kumo::cluster::hash_space::key_hash;
-use kumo::proto::cluster as msg;
-use rmpv::Value;
+use common::netfault::{self, Chain};
+use common::{wait_until, Cluster, End};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,169 +44,57 @@ const WRITERS: usize = 4;
 const READERS: usize = 2;
 const KEYS_PER_WRITER: usize = 40;
 
-/// Process slots (users and addresses of `netfault`).
-const MANAGER: usize = 1;
-const SERVERS: [usize; 3] = [2, 3, 4];
-const GATEWAY: usize = 5;
-
-/// The kumo binary, copied where every test user may run it: the build tree may
-/// sit in a directory only root can enter (a fresh clone under `mktemp -d`).
-fn shared_binary(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = dir.join("kumo");
-    std::fs::copy(common::kumo_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
+/// A client with the clients' own timeout, as a web service would set it.
+fn client(addr: SocketAddr) -> memcache::Client {
+    let url =
+        format!("memcache://{addr}?protocol=ascii&timeout={CLIENT_TIMEOUT}&connect_timeout=1");
+    memcache::Client::connect(url).unwrap()
 }
 
-/// The cluster of the module documentation.
-struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    manager: SocketAddr,
-    servers: Vec<SocketAddr>,
-    gateway: SocketAddr,
-    procs: Vec<Proc>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = shared_binary(dir.path());
-        let manager = netfault::free_addr(MANAGER);
-        let servers: Vec<SocketAddr> = SERVERS.iter().map(|s| netfault::free_addr(*s)).collect();
-        let gateway = netfault::free_addr(GATEWAY);
-        let mut c = Cluster {
-            dir,
-            bin,
-            manager,
-            servers,
-            gateway,
-            procs: Vec::new(),
-        };
-        let m = c.manager.to_string();
-        c.spawn(MANAGER, "manager", &["manager", "-l", &m, "-v"]);
-        common::wait_rpc_ready_method(c.manager, "GetNodesInfo");
-        for (i, slot) in SERVERS.iter().enumerate() {
-            let addr = c.servers[i];
-            let store = c.dir.path().join(format!("store{i}"));
-            netfault::hand_over(&store, netfault::test_user(*slot));
-            let stream = netfault::free_port_on(addr.ip()).to_string();
-            let (a, s) = (addr.to_string(), store.to_str().unwrap().to_string());
-            c.spawn(
-                *slot,
-                &format!("server{i}"),
-                &["server", "-l", &a, "-L", &stream, "-s", &s, "-m", &m, "-v"],
-            );
-            common::wait_rpc_ready(addr);
-        }
-        let g = c.gateway.to_string();
-        c.spawn(GATEWAY, "gateway", &["gateway", "-t", &g, "-m", &m, "-v"]);
-        wait_until(
-            Duration::from_secs(20),
-            "servers to reach the manager",
-            || {
-                let info = c.info();
-                c.servers.iter().all(|a| info.newcomers.contains(a))
-            },
-        );
-        c.attach();
-        c.wait_settled();
-        let client = c.client();
-        wait_until(
-            Duration::from_secs(20),
-            "the gateway to route a set",
-            || client.set("ready", "1", 0).is_ok(),
-        );
-        c
-    }
-
-    fn spawn(&mut self, slot: usize, name: &str, args: &[&str]) {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        netfault::run_as(&mut cmd, netfault::test_user(slot));
-        self.procs.push(Proc {
-            child: cmd.spawn().unwrap(),
-            log,
-        });
-    }
-
-    fn info(&self) -> msg::NodesInfo {
-        msg::NodesInfo::from_value(&rpc(self.manager, msg::GET_NODES_INFO, &[]).unwrap()).unwrap()
-    }
-
-    /// `kumoctl attach`, as the operator does after a heal.
-    fn attach(&self) {
-        let (code, out, err) = common::run(&["ctl", &self.manager.to_string(), "attach"]);
-        assert_eq!(code, 0, "attach: {out}{err}");
-    }
-
-    fn wait_settled(&self) {
-        wait_until(Duration::from_secs(60), "the replace to finish", || {
-            let info = self.info();
-            info.replace.is_none()
-                && info.whs == info.rhs
-                && self.servers.iter().all(|s| {
-                    rpc(*s, msg::GET_STATUS, &[Value::from("hscheck")]).ok()
-                        == Some(Value::from(true))
-                })
-        });
-    }
-
-    /// Attaches servers back (after a heal) until all three are active and settled.
-    fn repair(&self) {
-        wait_until(
-            Duration::from_secs(60),
-            "every server attached again",
-            || {
-                let info = self.info();
-                if !info.newcomers.is_empty() {
-                    self.attach();
-                }
-                let all_active = self
-                    .servers
-                    .iter()
-                    .all(|a| info.whs.nodes().iter().any(|n| n.addr == *a && n.active));
-                all_active && info.replace.is_none() && info.whs == info.rhs
-            },
-        );
-        self.wait_settled();
-    }
-
-    fn client(&self) -> memcache::Client {
-        let url = format!(
-            "memcache://{}?protocol=ascii&timeout={CLIENT_TIMEOUT}&connect_timeout=1",
-            self.gateway
-        );
-        memcache::Client::connect(url).unwrap()
-    }
-
-    fn peer_of(&self, slot: usize) -> Peer {
-        netfault::peer(slot)
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for p in &self.procs {
-            let text = p.log_text();
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .collect();
-            s += &format!("--- {}\n", p.log.display());
-            for l in &lines[lines.len().saturating_sub(15)..] {
-                s += l;
-                s += "\n";
+/// Attaches servers back (after a heal), as an operator reading `kumoctl status`
+/// would, until every server is active and the replace has finished.
+fn repair(c: &Cluster) {
+    wait_until(
+        Duration::from_secs(60),
+        "every server attached again",
+        || {
+            let info = c.nodes_info();
+            if !info.newcomers.is_empty() {
+                let (code, out, err) = c.ctl(&["attach"]);
+                assert_eq!(code, 0, "attach: {out}{err}");
             }
+            let all_active = c.servers.iter().all(|s| {
+                info.whs
+                    .nodes()
+                    .iter()
+                    .any(|n| n.addr == s.addr && n.active)
+            });
+            all_active && c.is_settled()
+        },
+    );
+}
+
+/// The warnings and errors each process logged, for a failing test.
+fn logs(c: &Cluster) -> String {
+    let procs = c
+        .manager
+        .iter()
+        .chain(std::iter::once(&c.gateway))
+        .chain(c.servers.iter().filter_map(|s| s.proc.as_ref()));
+    let mut s = String::new();
+    for p in procs {
+        let text = p.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        s += &format!("--- {}\n", p.log.display());
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            s += l;
+            s += "\n";
         }
-        s
     }
+    s
 }
 
 /// One request as a client saw it.
@@ -240,7 +123,7 @@ fn bulk_key(i: usize) -> String {
 }
 
 impl Load {
-    fn start(c: &Cluster) -> Load {
+    fn start(addr: SocketAddr) -> Load {
         let mut l = Load {
             stop: Default::default(),
             threads: Vec::new(),
@@ -249,7 +132,7 @@ impl Load {
             wrong: Default::default(),
         };
         for w in 0..WRITERS + READERS {
-            let client = c.client();
+            let client = client(addr);
             let (stop, samples, acked, wrong) = (
                 l.stop.clone(),
                 l.samples.clone(),
@@ -326,12 +209,12 @@ fn p99(mut d: Vec<Duration>) -> Duration {
 
 /// Runs one cut: `cut` installs it on the running cluster and returns its guard.
 fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
-    let c = Cluster::start();
-    let client = c.client();
+    let c = Cluster::start_isolated(3, false);
+    let bulk = client(c.gateway_addr);
     for i in 0..BULK_KEYS {
-        client.set(&bulk_key(i), bulk_key(i).as_str(), 0).unwrap();
+        bulk.set(&bulk_key(i), bulk_key(i).as_str(), 0).unwrap();
     }
-    let load = Load::start(&c);
+    let load = Load::start(c.gateway_addr);
     std::thread::sleep(Duration::from_millis(500));
     let began = Instant::now();
     let guard = cut(&c);
@@ -341,7 +224,7 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
     guard.heal();
     // Some traffic after the heal, then the operator's repair.
     std::thread::sleep(Duration::from_millis(500));
-    c.repair();
+    repair(&c);
     let (samples, acked, wrong) = load.stop();
 
     let during: Vec<&Sample> = samples
@@ -365,7 +248,7 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
         read_p99.as_millis(),
         slowest.as_millis()
     );
-    let report = || format!("{name}\n{}", c.logs());
+    let report = || format!("{name}\n{}", logs(&c));
     assert!(dropped > 0, "the cut dropped nothing: {}", report());
     assert!(wrong.is_empty(), "wrong values {wrong:?}: {}", report());
     assert!(
@@ -388,27 +271,16 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
     );
     assert!(failed.iter().all(|s| !s.read), "reads failed: {}", report());
     // Nothing lost or stale, and three copies of every key.
-    let client = c.client();
+    let check = client(c.gateway_addr);
     let mut expect: HashMap<String, String> =
         (0..BULK_KEYS).map(|i| (bulk_key(i), bulk_key(i))).collect();
     expect.extend(acked);
     for (k, v) in &expect {
-        let got: Option<String> = client.get(k).unwrap();
+        let got: Option<String> = check.get(k).unwrap();
         assert_eq!(got.as_deref(), Some(v.as_str()), "{k}: {}", report());
     }
-    let info = c.info();
-    for (k, v) in &expect {
-        for o in info.whs.active_owners(key_hash(k.as_bytes())) {
-            let got = rpc(
-                o,
-                msg::GET,
-                &[Value::Binary(k.clone().into_bytes()), true.into()],
-            )
-            .unwrap();
-            let rec = msg::record_from_value(&got).unwrap();
-            assert_eq!(rec.data, v.as_bytes(), "{k} on {o}: {}", report());
-        }
-    }
+    expect.insert("kumo-test-ready".into(), "1".into());
+    c.check_three_copies(&expect);
 }
 
 /// Skips (with the reason) where links cannot be cut; otherwise the chain.
@@ -424,7 +296,7 @@ fn chain() -> Option<Chain> {
 fn a_server_cut_from_the_manager() {
     let Some(chain) = chain() else { return };
     run_cut("server-manager", |c| {
-        chain.link(c.peer_of(SERVERS[0]), c.peer_of(MANAGER))
+        chain.link(c.peer_of(End::Server(0)), c.peer_of(End::Manager(0)))
     });
 }
 
@@ -432,7 +304,7 @@ fn a_server_cut_from_the_manager() {
 fn the_gateway_cut_from_the_manager() {
     let Some(chain) = chain() else { return };
     run_cut("gateway-manager", |c| {
-        chain.link(c.peer_of(GATEWAY), c.peer_of(MANAGER))
+        chain.link(c.peer_of(End::Gateway), c.peer_of(End::Manager(0)))
     });
 }
 
@@ -441,8 +313,8 @@ fn a_server_cut_from_its_peers() {
     let Some(chain) = chain() else { return };
     run_cut("server-peers", |c| {
         chain.isolate(
-            c.peer_of(SERVERS[0]),
-            &[c.peer_of(SERVERS[1]), c.peer_of(SERVERS[2])],
+            c.peer_of(End::Server(0)),
+            &[c.peer_of(End::Server(1)), c.peer_of(End::Server(2))],
         )
     });
 }
@@ -451,7 +323,7 @@ fn a_server_cut_from_its_peers() {
 fn the_gateway_cut_from_a_server() {
     let Some(chain) = chain() else { return };
     run_cut("gateway-server", |c| {
-        chain.link(c.peer_of(GATEWAY), c.peer_of(SERVERS[0]))
+        chain.link(c.peer_of(End::Gateway), c.peer_of(End::Server(0)))
     });
 }
 
@@ -460,12 +332,12 @@ fn a_server_cut_from_everyone() {
     let Some(chain) = chain() else { return };
     run_cut("server-everyone", |c| {
         chain.isolate(
-            c.peer_of(SERVERS[0]),
+            c.peer_of(End::Server(0)),
             &[
-                c.peer_of(MANAGER),
-                c.peer_of(SERVERS[1]),
-                c.peer_of(SERVERS[2]),
-                c.peer_of(GATEWAY),
+                c.peer_of(End::Manager(0)),
+                c.peer_of(End::Server(1)),
+                c.peer_of(End::Server(2)),
+                c.peer_of(End::Gateway),
             ],
         )
     });

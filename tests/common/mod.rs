@@ -6,7 +6,9 @@
 pub mod load;
 pub mod netfault;
 
+use kumo::cluster::hash_space::key_hash;
 use kumo::net::rpc_client::BlockingClient;
+use kumo::proto::cluster as msg;
 use rmpv::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -104,16 +106,27 @@ impl Drop for Proc {
 
 /// Starts `kumo ARGS...` with its output in `dir/name.log`.
 pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    spawn_as(dir, name, args, None)
+}
+
+/// Like [`spawn`]; with `who` (a binary every user may run, and a user), the
+/// process runs under that user's uid (see [`netfault`]).
+pub fn spawn_as(dir: &Path, name: &str, args: &[&str], who: Option<(&Path, (u32, u32))>) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(kumo_bin())
-        .args(args)
+    let bin = who.map_or_else(kumo_bin, |(b, _)| b.to_path_buf());
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc { child, log }
+        .stderr(out);
+    if let Some((_, user)) = who {
+        netfault::run_as(&mut cmd, user);
+    }
+    Proc {
+        child: cmd.spawn().unwrap(),
+        log,
+    }
 }
 
 /// Calls one RPC method on `addr`, connecting afresh.
@@ -164,10 +177,34 @@ pub struct ServerNode {
     pub store: PathBuf,
 }
 
+/// Which process of a cluster: the slot of its user and address when each process
+/// runs under its own uid (see [`Cluster::start_isolated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Manager 0, or 1 for the partner.
+    Manager(usize),
+    Gateway,
+    /// Server `i`, by its index in the cluster.
+    Server(usize),
+}
+
+impl End {
+    pub fn slot(self) -> usize {
+        match self {
+            End::Manager(i) => 1 + i,
+            End::Gateway => 3,
+            End::Server(i) => 4 + i,
+        }
+    }
+}
+
 /// A manager, servers and a gateway on 127.0.0.1, as the guide's tutorial builds
 /// them. Everything is killed when it is dropped.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// With each process under its own uid on its own address: the binary they run
+    /// (a copy every user may run). None: everything runs as this user on 127.0.0.1.
+    pub isolated: Option<PathBuf>,
     pub manager: Option<Proc>,
     pub manager_addr: SocketAddr,
     /// The second manager of a pair (`-p`), if the cluster has one.
@@ -202,7 +239,15 @@ impl Cluster {
     /// new user would go on: the first replace may still run, and the gateway may
     /// not have heard of any server yet.
     pub fn start_pair_unsettled(n: usize) -> Cluster {
-        Self::start_inner(n, true, &[], |_, _| {}, false)
+        Self::start_inner(n, true, &[], |_, _| {}, false, false)
+    }
+
+    /// Like `start_pair_unsettled` (or a single manager, and settled), with every
+    /// process under its own uid on its own 127.0.0.x address, so that links between
+    /// them can be cut ([`netfault`]). The caller holds a [`netfault::Chain`],
+    /// created before this: connections opened before it are only half cut.
+    pub fn start_isolated(n: usize, pair: bool) -> Cluster {
+        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true)
     }
 
     fn start_full(
@@ -211,7 +256,7 @@ impl Cluster {
         manager_args: &[&str],
         prepare: impl Fn(usize, &Path),
     ) -> Cluster {
-        Self::start_inner(n, pair, manager_args, prepare, true)
+        Self::start_inner(n, pair, manager_args, prepare, true, false)
     }
 
     fn start_inner(
@@ -220,12 +265,19 @@ impl Cluster {
         manager_args: &[&str],
         prepare: impl Fn(usize, &Path),
         settle: bool,
+        isolated: bool,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let manager_addr = local(free_port());
-        let partner_addr = pair.then(|| local(free_port()));
-        let gateway_addr = local(free_port());
+        let isolated = isolated.then(|| shared_binary(dir.path()));
+        let addr_of = |end: End| match isolated {
+            Some(_) => netfault::free_addr(end.slot()),
+            None => local(free_port()),
+        };
+        let manager_addr = addr_of(End::Manager(0));
+        let partner_addr = pair.then(|| addr_of(End::Manager(1)));
+        let gateway_addr = addr_of(End::Gateway);
         let mut c = Cluster {
+            isolated,
             manager: None,
             manager_addr,
             partner: None,
@@ -248,8 +300,8 @@ impl Cluster {
             prepare(i, &c.dir.path().join(format!("server{i}")));
             c.add_server();
         }
-        c.gateway = spawn(
-            c.dir.path(),
+        c.gateway = c.spawn_node(
+            End::Gateway,
             "gateway",
             &[
                 &["gateway", "-t", &gateway_addr.to_string()],
@@ -275,7 +327,10 @@ impl Cluster {
     /// Starts one more server (not attached).
     pub fn add_server(&mut self) -> usize {
         let i = self.servers.len();
-        let addr = local(free_port());
+        let addr = match self.isolated {
+            Some(_) => netfault::free_addr(End::Server(i).slot()),
+            None => local(free_port()),
+        };
         let store = self.dir.path().join(format!("server{i}"));
         let mut node = ServerNode {
             proc: None,
@@ -288,10 +343,33 @@ impl Cluster {
         i
     }
 
+    /// Starts a process of the cluster, under its own user if the cluster is
+    /// isolated.
+    fn spawn_node(&self, end: End, name: &str, args: &[&str]) -> Proc {
+        let user = self
+            .isolated
+            .as_ref()
+            .map(|bin| (bin.as_path(), netfault::test_user(end.slot())));
+        spawn_as(self.dir.path(), name, args, user)
+    }
+
+    /// The uid and address of a process, for cutting its links.
+    pub fn peer_of(&self, end: End) -> netfault::Peer {
+        assert!(self.isolated.is_some(), "the cluster is not isolated");
+        netfault::peer(end.slot())
+    }
+
     fn spawn_server(&self, node: &ServerNode, i: usize) -> Proc {
-        let stream = free_port().to_string();
-        spawn(
-            self.dir.path(),
+        let stream = match self.isolated {
+            Some(_) => netfault::free_port_on(node.addr.ip()),
+            None => free_port(),
+        }
+        .to_string();
+        if self.isolated.is_some() {
+            netfault::hand_over(&node.store, netfault::test_user(End::Server(i).slot()));
+        }
+        self.spawn_node(
+            End::Server(i),
             &format!("server{i}-{}", rand_tag()),
             &[
                 &[
@@ -384,7 +462,11 @@ impl Cluster {
             extra.extend(["-p".to_string(), self.manager_at(1 - i).to_string()]);
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let p = start_manager_with(self.dir.path(), me, &extra);
+        let p = self.spawn_node(
+            End::Manager(i),
+            &format!("manager-{}", rand_tag()),
+            &[&["manager", "-l", &me.to_string()], FAST, &extra[..]].concat(),
+        );
         wait_rpc_ready_method(me, "GetNodesInfo");
         if i == 0 {
             self.manager = Some(p);
@@ -516,6 +598,42 @@ impl Cluster {
             })
     }
 
+    /// Every key of `expect` (key to value) is stored, with that value, on exactly its
+    /// three owners in whs; and the servers hold no other values.
+    pub fn check_three_copies(&self, expect: &std::collections::HashMap<String, String>) {
+        let info = self.nodes_info();
+        let mut missing = Vec::new();
+        for (k, v) in expect {
+            let owners = info.whs.active_owners(key_hash(k.as_bytes()));
+            assert_eq!(owners.len(), 3, "{k} has owners {owners:?}");
+            for o in owners {
+                let got = rpc(
+                    o,
+                    msg::GET,
+                    &[Value::Binary(k.clone().into_bytes()), true.into()],
+                )
+                .unwrap_or_else(|e| panic!("{o} get {k}: {e}"));
+                let ok = msg::record_from_value(&got).is_ok_and(|r| {
+                    r.kind == kumo::store::record::Kind::Value && r.data == v.as_bytes()
+                });
+                if !ok {
+                    missing.push(format!("{k} on {o}: {got:?}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} copies missing or wrong, first: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        assert_eq!(
+            self.items_total(),
+            3 * expect.len() as u64,
+            "the servers hold values beyond three copies of every key"
+        );
+    }
+
     /// `kumostat SERVER items`, summed over the live servers.
     pub fn items_total(&self) -> u64 {
         self.servers
@@ -539,12 +657,15 @@ fn rand_tag() -> u128 {
         % 100_000
 }
 
-fn start_manager_with(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Proc {
-    spawn(
-        dir,
-        &format!("manager-{}", rand_tag()),
-        &[&["manager", "-l", &addr.to_string()], FAST, extra].concat(),
-    )
+/// The kumo binary, copied where every test user may run it: the build tree may
+/// sit in a directory only root can enter (a fresh clone under `mktemp -d`).
+fn shared_binary(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("kumo");
+    std::fs::copy(kumo_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
 }
 
 /// Waits until `method` answers on `addr`.
