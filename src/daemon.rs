@@ -185,3 +185,16 @@ pub fn fatal(program: &str, msg: impl std::fmt::Display) -> i32 {
     log::error!("{msg}");
     crate::cli::EXIT_FAILURE
 }
+
+/// This process's start time in nanoseconds, fixed at the first call: it tells a
+/// restarted process apart from one that kept running, and names a process that
+/// has no address of its own in the cluster (a gateway's reports).
+pub fn incarnation() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    })
+}

@@ -1,17 +1,23 @@
-//! Seeded fault schedules (issue #10): a generator turns a seed into a schedule of
-//! kill -9s, wiped restarts, attaches (also while a replace runs), detaches, manager
-//! restarts and SIGSTOPs, and runs it against a real cluster of two managers, three
-//! to six servers and a gateway, under a checking load that starts right after the
-//! very first attach. At the end every acknowledged write must be readable, nothing
-//! deleted may come back, no read may have failed, no request may have waited past
-//! the gateway's deadline (plus a slack), and every key must be on exactly its three
-//! owners. Writes may fail while a fault is being detected (a paused server holds
-//! its keys' writes until it is found silent); each one is answered in time, and
-//! leaves its key undefined until the next acknowledged write, as the data model says.
+//! Seeded fault schedules (issues #10 and #18): a generator turns a seed into a
+//! schedule of kill -9s, wiped restarts, attaches (also while a replace runs),
+//! detaches, manager restarts, SIGSTOPs and, where the machine allows it (root and
+//! iptables), cut links between any two processes (the two managers included, or
+//! one manager and a server, which leaves the managers with different views of
+//! it), lossy links, servers cut from everyone and full disks (each server's store
+//! is on a small tmpfs of its own then). It runs against a real cluster
+//! of two managers, three to six servers and a gateway (each process under its own
+//! uid and address when links are cut, see `common::netfault`), under a checking
+//! load that starts right after the very first attach. At the end every
+//! acknowledged write must be readable, nothing deleted may come back, no read may
+//! have failed, no request may have waited past the gateway's deadline (plus a
+//! slack), and every key must be on exactly its three owners. Writes may fail while
+//! a fault is being found (a paused or cut-off server holds its keys' writes until
+//! it is found silent); each one is answered in time, and leaves its key undefined
+//! until the next acknowledged write, as the data model says.
 //!
-//! - At most two faults are outstanding at once, so every key keeps a live copy: a
-//!   fault is outstanding from the kill until a replace has finished after the
-//!   server's return. Before a third, the schedule waits, as an operator would.
+//! - At most two servers are broken at once, so every key keeps a live copy: a
+//!   server is broken from the fault until a replace has finished after its
+//!   return. Before a third, the schedule waits, as an operator would.
 //! - A failure prints the seed and the schedule. `KUMO_CHAOS_SEED=N` replays it
 //!   (the choices; the timing is the machine's), `KUMO_CHAOS_ROUNDS=N` sets the
 //!   length (default 6) and `KUMO_CHAOS_SCHEDULES=N` how many run (default 2, each
@@ -20,10 +26,8 @@
 mod common;
 
 use common::load::{check_acked, Load};
-use common::{rpc, wait_until, Cluster, Dice};
-use kumo::cluster::hash_space::key_hash;
-use kumo::proto::cluster as msg;
-use rmpv::Value;
+use common::netfault::{self, Chain};
+use common::{wait_until, Cluster, Dice, End};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,9 +41,8 @@ const SERVERS_MAX: usize = 6;
 const OUTSTANDING_MAX: usize = 2;
 /// Keys written in bulk right after the first attach.
 const BULK_KEYS: usize = 3000;
-/// The gateway's default `--deadline`, and the slack a loaded test machine needs
-/// on top of it for scheduling: no request may take longer than both.
-const DEADLINE: Duration = Duration::from_millis(800);
+/// The slack a loaded test machine needs on top of the gateway's deadline for
+/// scheduling: no request may take longer than both.
 const ANSWER_SLACK: Duration = Duration::from_millis(1000);
 
 fn env(name: &str) -> Option<u64> {
@@ -65,17 +68,42 @@ enum Fault {
     RestartManager { manager: usize },
     /// SIGSTOP for a while, then SIGCONT (and attach if it was marked fault).
     Stop { server: usize, millis: u64 },
+    /// Cut the link between two processes for a while, then heal it (and attach
+    /// whatever was marked fault meanwhile). Between the two managers it is a
+    /// partition of the managers; between a manager and a server it leaves the two
+    /// managers with different views of that server.
+    Cut { a: End, b: End, millis: u64 },
+    /// Drop a share of the packets between two processes for a while.
+    Lossy {
+        a: End,
+        b: End,
+        percent: u64,
+        millis: u64,
+    },
+    /// Cut a server from every other process for a while.
+    Isolate { server: usize, millis: u64 },
+    /// Fill a server's disk for a while, then free it.
+    DiskFull { server: usize, millis: u64 },
 }
 
 impl Fault {
-    /// The server the fault breaks, if it breaks one.
-    fn breaks(&self) -> Option<usize> {
-        match *self {
+    /// The servers the fault may break (have marked fault, or lose data).
+    fn breaks(&self) -> Vec<usize> {
+        let server = |e: &End| match e {
+            End::Server(i) => Some(*i),
+            _ => None,
+        };
+        match self {
             Fault::KillRestart { server, .. }
             | Fault::KillWipe { server, .. }
             | Fault::KillDetach { server }
-            | Fault::Stop { server, .. } => Some(server),
-            _ => None,
+            | Fault::Stop { server, .. }
+            | Fault::Isolate { server, .. }
+            | Fault::DiskFull { server, .. } => vec![*server],
+            Fault::Cut { a, b, .. } | Fault::Lossy { a, b, .. } => {
+                [a, b].into_iter().filter_map(server).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -102,8 +130,8 @@ impl fmt::Display for Schedule {
 
 /// Turns a seed into a schedule, following the cluster's membership in a model:
 /// only servers that are there are broken, never below SERVERS_MIN attached,
-/// never above SERVERS_MAX.
-fn generate(seed: u64, rounds: usize, first_servers: usize) -> Schedule {
+/// never above SERVERS_MAX. With `network`, links are cut and made lossy too.
+fn generate(seed: u64, rounds: usize, first_servers: usize, network: bool) -> Schedule {
     let mut d = Dice::new(seed);
     let mut attached: Vec<usize> = (0..first_servers).collect();
     let mut next_index = first_servers;
@@ -116,7 +144,16 @@ fn generate(seed: u64, rounds: usize, first_servers: usize) -> Schedule {
     }
     while steps.len() < rounds {
         let pick = |d: &mut Dice, from: &[usize]| from[d.pick(from.len())];
-        let step = match d.pick(9) {
+        // Two distinct processes: either manager, the gateway, or a server.
+        let two_ends = |d: &mut Dice, attached: &[usize]| {
+            let ends: Vec<End> = [End::Manager(0), End::Manager(1), End::Gateway]
+                .into_iter()
+                .chain(attached.iter().map(|s| End::Server(*s)))
+                .collect();
+            let (i, j) = d.two(ends.len());
+            (ends[i], ends[j])
+        };
+        let step = match d.pick(13) {
             0 => Fault::KillRestart {
                 server: pick(&mut d, &attached),
                 wait_fault: d.chance(50),
@@ -132,6 +169,31 @@ fn generate(seed: u64, rounds: usize, first_servers: usize) -> Schedule {
             },
             6 => Fault::RestartManager { manager: d.pick(2) },
             7 => Fault::Stop {
+                server: pick(&mut d, &attached),
+                millis: 1000 + d.pick(3000) as u64,
+            },
+            8 if network => {
+                let (a, b) = two_ends(&mut d, &attached);
+                Fault::Cut {
+                    a,
+                    b,
+                    millis: 1000 + d.pick(4000) as u64,
+                }
+            }
+            9 if network => {
+                let (a, b) = two_ends(&mut d, &attached);
+                Fault::Lossy {
+                    a,
+                    b,
+                    percent: 10 + d.pick(30) as u64,
+                    millis: 1000 + d.pick(3000) as u64,
+                }
+            }
+            10 if network => Fault::Isolate {
+                server: pick(&mut d, &attached),
+                millis: 1000 + d.pick(4000) as u64,
+            },
+            11 if network => Fault::DiskFull {
                 server: pick(&mut d, &attached),
                 millis: 1000 + d.pick(3000) as u64,
             },
@@ -227,6 +289,8 @@ impl BulkReader {
 /// Runs a schedule and keeps track of what is broken.
 struct Runner {
     c: Cluster,
+    /// Where links are cut, when the schedule cuts links.
+    chain: Option<Chain>,
     /// Servers broken and not yet repaired by a finished replace.
     outstanding: BTreeSet<usize>,
     /// Detached servers: gone for good.
@@ -257,14 +321,6 @@ impl Runner {
         self.attach();
     }
 
-    /// Waits, as an operator must before breaking a third copy, until a replace
-    /// has repaired what is broken.
-    fn make_room(&mut self) {
-        if self.outstanding.len() >= OUTSTANDING_MAX {
-            self.repair();
-        }
-    }
-
     /// Waits until every live server is attached and the last replace finished,
     /// attaching servers as they come back (a server paused or restarted just
     /// before may show up as not attached only after a replace has begun).
@@ -290,12 +346,15 @@ impl Runner {
     }
 
     fn run(&mut self, step: Fault) {
-        if step.breaks().is_some() {
-            self.make_room();
+        let breaks = step.breaks();
+        let fresh = breaks
+            .iter()
+            .filter(|s| !self.outstanding.contains(s))
+            .count();
+        if fresh > 0 && self.outstanding.len() + fresh > OUTSTANDING_MAX {
+            self.repair();
         }
-        if let Some(s) = step.breaks() {
-            self.outstanding.insert(s);
-        }
+        self.outstanding.extend(breaks);
         match step {
             Fault::KillRestart { server, wait_fault } | Fault::KillWipe { server, wait_fault } => {
                 self.c.kill_server(server);
@@ -333,14 +392,59 @@ impl Runner {
                 std::thread::sleep(Duration::from_millis(millis));
                 p.pause(false);
             }
+            Fault::Cut { a, b, millis } => {
+                let chain = self.chain.as_ref().expect("a chain to cut links in");
+                let cut = chain.link(self.c.peer_of(a), self.c.peer_of(b));
+                std::thread::sleep(Duration::from_millis(millis));
+                cut.heal();
+            }
+            Fault::Lossy {
+                a,
+                b,
+                percent,
+                millis,
+            } => {
+                let chain = self.chain.as_ref().expect("a chain to cut links in");
+                let p = percent as f64 / 100.0;
+                let cut = chain.lossy(self.c.peer_of(a), self.c.peer_of(b), p);
+                std::thread::sleep(Duration::from_millis(millis));
+                cut.heal();
+            }
+            Fault::Isolate { server, millis } => {
+                let chain = self.chain.as_ref().expect("a chain to cut links in");
+                let others: Vec<netfault::Peer> = [End::Manager(0), End::Manager(1), End::Gateway]
+                    .into_iter()
+                    .chain(
+                        (0..self.c.servers.len())
+                            .filter(|i| *i != server && self.c.servers[*i].proc.is_some())
+                            .map(End::Server),
+                    )
+                    .map(|e| self.c.peer_of(e))
+                    .collect();
+                let cut = chain.isolate(self.c.peer_of(End::Server(server)), &others);
+                std::thread::sleep(Duration::from_millis(millis));
+                cut.heal();
+            }
+            Fault::DiskFull { server, millis } => {
+                let disk = &self.c.disks[&server];
+                disk.fill();
+                std::thread::sleep(Duration::from_millis(millis));
+                disk.free();
+            }
         }
         self.attach_returned();
     }
 }
 
-fn run_schedule(s: &Schedule) {
+fn run_schedule(s: &Schedule, network: bool) {
     eprintln!("chaos: {s}");
-    let c = Cluster::start_pair_unsettled(SERVERS_MIN);
+    // The chain comes first: connections opened before it could not be cut.
+    let chain = network.then(|| Chain::new().expect("a chain for network faults"));
+    let c = if network {
+        Cluster::start_isolated(SERVERS_MIN, true)
+    } else {
+        Cluster::start_pair_unsettled(SERVERS_MIN)
+    };
     // The bulk: written at once after the first attach, as a new user would.
     let client = common::client(c.gateway_addr);
     for i in 0..BULK_KEYS {
@@ -354,6 +458,7 @@ fn run_schedule(s: &Schedule) {
     let load = Load::start(c.gateway_addr, 3, 150);
     let mut r = Runner {
         c,
+        chain,
         outstanding: BTreeSet::new(),
         detached: BTreeSet::new(),
     };
@@ -365,15 +470,17 @@ fn run_schedule(s: &Schedule) {
     // The end: everything back and attached, the last replace finished.
     r.repair();
     let slowest = load.slowest();
+    let p99 = load.p99();
     let ops = load.ops();
     let (acked, get_errors, set_errors, wrong) = load.stop();
     let (reads, bulk_wrong, bulk_errors) = reader.stop();
     eprintln!(
         "chaos: seed {}: {reads} bulk reads, {} load keys, {ops} load requests, \
-         {set_errors} failed writes ({:.2}%), slowest request {} ms",
+         {set_errors} failed writes ({:.2}%), p99 {} ms, slowest request {} ms",
         s.seed,
         acked.len(),
         100.0 * set_errors as f64 / ops.max(1) as f64,
+        p99.as_millis(),
         slowest.as_millis()
     );
     assert_eq!(
@@ -382,7 +489,7 @@ fn run_schedule(s: &Schedule) {
         "failed reads or wrong values (load get errors, wrong; bulk wrong, errors)"
     );
     assert!(
-        slowest <= DEADLINE + ANSWER_SLACK,
+        slowest <= r.c.deadline + ANSWER_SLACK,
         "a request took {} ms, past the deadline",
         slowest.as_millis()
     );
@@ -398,6 +505,14 @@ fn run_schedule(s: &Schedule) {
 fn seeded_fault_schedules_lose_no_acknowledged_write() {
     let rounds = env("KUMO_CHAOS_ROUNDS").unwrap_or(6) as usize;
     let given = env("KUMO_CHAOS_SEED");
+    // Links are cut where the machine allows it (root, iptables).
+    let network = match netfault::available() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("chaos: no network faults in these schedules: {e}");
+            false
+        }
+    };
     let schedules = env("KUMO_CHAOS_SCHEDULES").unwrap_or(if given.is_some() { 1 } else { 2 });
     for n in 0..schedules {
         let seed = given.map(|s| s + n).unwrap_or_else(|| {
@@ -407,8 +522,8 @@ fn seeded_fault_schedules_lose_no_acknowledged_write() {
                 .as_nanos() as u64
                 % 1_000_000
         });
-        let schedule = generate(seed, rounds, SERVERS_MIN);
-        let outcome = std::panic::catch_unwind(|| run_schedule(&schedule));
+        let schedule = generate(seed, rounds, SERVERS_MIN, network);
+        let outcome = std::panic::catch_unwind(|| run_schedule(&schedule, network));
         if let Err(e) = outcome {
             eprintln!("chaos: FAILED {schedule}");
             std::panic::resume_unwind(e);
@@ -419,17 +534,20 @@ fn seeded_fault_schedules_lose_no_acknowledged_write() {
 #[test]
 fn the_generator_is_deterministic_and_keeps_its_constraints() {
     for seed in 0..200 {
-        let a = generate(seed, 30, SERVERS_MIN);
-        let b = generate(seed, 30, SERVERS_MIN);
+        let a = generate(seed, 30, SERVERS_MIN, true);
+        let b = generate(seed, 30, SERVERS_MIN, true);
         assert_eq!(format!("{a}"), format!("{b}"), "seed {seed}");
         let mut attached: Vec<usize> = (0..SERVERS_MIN).collect();
         let mut next = SERVERS_MIN;
         for step in &a.steps {
-            if let Some(s) = step.breaks() {
+            for s in step.breaks() {
                 assert!(
                     attached.contains(&s),
                     "seed {seed}: {step:?} breaks a server not there"
                 );
+            }
+            if let Fault::Cut { a, b, .. } | Fault::Lossy { a, b, .. } = step {
+                assert_ne!(a, b, "seed {seed}: {step:?} cuts a process from itself");
             }
             match step {
                 Fault::Add => {
@@ -452,7 +570,7 @@ fn the_generator_is_deterministic_and_keeps_its_constraints() {
     }
     // Over many seeds every kind of fault comes up.
     let all: Vec<String> = (0..50)
-        .flat_map(|s| generate(s, 20, SERVERS_MIN).steps)
+        .flat_map(|s| generate(s, 20, SERVERS_MIN, true).steps)
         .map(|f| {
             format!("{f:?}")
                 .split([' ', '{'])
@@ -469,6 +587,10 @@ fn the_generator_is_deterministic_and_keeps_its_constraints() {
         "KillDetach",
         "RestartManager",
         "Stop",
+        "Cut",
+        "Lossy",
+        "Isolate",
+        "DiskFull",
     ] {
         assert!(all.iter().any(|k| k == kind), "{kind} never generated");
     }

@@ -9,38 +9,15 @@
 
 mod common;
 
-use common::{rpc, wait_until, Cluster};
+use common::{fill_to_the_brim, rpc, wait_until, Cluster, Tmpfs};
 use rmpv::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Size of the tmpfs under server 0's store.
 const TMPFS: &str = "8m";
 /// A file that takes most of it, removed to free space.
 const BALLAST: usize = 5 << 20;
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Sends one text-protocol set and returns the reply line and how long it took.
 fn raw_set(
@@ -68,7 +45,7 @@ fn a_full_disk_answers_at_once_loses_nothing_and_recovers() {
     let mounts = std::sync::Mutex::new(Vec::new());
     let c = Cluster::start_with(3, &[], |i, store| {
         if i == 0 {
-            let m = Tmpfs::mount(store).expect("mount a tmpfs");
+            let m = Tmpfs::mount(store, TMPFS).expect("mount a tmpfs");
             std::fs::write(store.join("ballast"), vec![0u8; BALLAST]).unwrap();
             mounts.lock().unwrap().push(m);
         }
@@ -155,7 +132,7 @@ fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
     use kumo::store::{Options, Record, Store};
     let dir = tempfile::tempdir().unwrap();
     let at = dir.path().join("fs");
-    let _m = Tmpfs::mount(&at).expect("mount a tmpfs");
+    let _m = Tmpfs::mount(&at, TMPFS).expect("mount a tmpfs");
     let ballast = at.join("ballast");
     std::fs::write(&ballast, vec![0u8; BALLAST]).unwrap();
     let path = at.join("db");
@@ -215,4 +192,180 @@ fn a_store_that_was_full_reopens_with_every_acknowledged_write() {
             "{k} lost or wrong after reopen"
         );
     }
+}
+
+/// The server's mix of writes (read-modify-write, newer-wins, deletes) from several
+/// threads while compaction runs and fails for want of space, on a file system
+/// that fills, is freed and fills again: after a clean close every write the store
+/// acknowledged is there, deletes stay deleted, and the last write is not cut.
+#[test]
+fn the_server_write_mix_on_a_full_disk_keeps_every_acknowledged_write() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the_server_write_mix_...: not root, cannot mount a tmpfs; not run");
+        return;
+    }
+    use kumo::store::{Kind, Options, Record, Store};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROUNDS: u64 = 3;
+    const WRITERS: u64 = 3;
+    const KEYS_PER_WRITER: u64 = 40;
+    // What the ballast leaves of the 8 MB tmpfs: about three times the live data.
+    const ROOM: usize = 3 << 19;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("fs");
+        let _m = Tmpfs::mount(&at, TMPFS).expect("mount a tmpfs");
+        let ballast = at.join("ballast");
+        std::fs::write(&ballast, vec![0u8; (8 << 20) - ROOM]).unwrap();
+        let path = at.join("db");
+        let options = Options {
+            segment_size: 64 << 10,
+            compact_min_bytes: 1,
+            compact_ratio_percent: 30,
+            tombstone_min_age: Duration::ZERO,
+            tombstone_max_age: Duration::ZERO,
+            ..Options::default()
+        };
+        let store = Store::open(&path, options.clone()).unwrap();
+        // Per key, what its last acknowledged write left: Some(value length) or
+        // None for a delete. Each writer owns its keys, so its order is the order.
+        let model = Arc::new(Mutex::new(HashMap::<Vec<u8>, Option<usize>>::new()));
+        let last = Arc::new(Mutex::new(None::<Vec<u8>>));
+        let counter = Arc::new(AtomicU64::new(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let compactor = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = store.compact(secs + 10, true);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let phase = |ops: u64| {
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|t| {
+                    let (store, model, last, counter) =
+                        (store.clone(), model.clone(), last.clone(), counter.clone());
+                    std::thread::spawn(move || {
+                        let mut full = 0;
+                        for j in 0..ops {
+                            let n = counter.fetch_add(1, Ordering::Relaxed);
+                            let key =
+                                format!("w{t}-k{}", (j * 7 + round) % KEYS_PER_WRITER).into_bytes();
+                            let clock = (secs << 32) | n;
+                            let len = 50 + (n as usize * 7919) % 9000;
+                            let value = Record::value(clock, 0, 0, vec![b'x'; len]);
+                            let done = match n % 5 {
+                                0 => store.delete(&key, clock).map(|_| None),
+                                1 => store.update(&key, &value).map(|_| Some(len)),
+                                _ => store
+                                    .modify(&key, |_| Some(value.clone()))
+                                    .map(|_| Some(len)),
+                            };
+                            match done {
+                                Ok(v) => {
+                                    model.lock().unwrap().insert(key.clone(), v);
+                                    *last.lock().unwrap() = Some(key);
+                                }
+                                Err(e) => {
+                                    assert!(matches!(e, kumo::store::Error::Full(_)), "{e}");
+                                    full += 1;
+                                }
+                            }
+                        }
+                        full
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
+        };
+        assert!(phase(3000) > 0, "round {round}: the disk never filled");
+        std::fs::remove_file(&ballast).unwrap();
+        phase(300);
+        stop.store(true, Ordering::Relaxed);
+        compactor.join().unwrap();
+        store.close();
+        drop(store);
+        let store = Store::open(&path, options).unwrap();
+        let report = store.open_report();
+        assert_eq!(
+            (report.torn_tail_bytes, report.damaged_records),
+            (0, 0),
+            "round {round}: a failed write left bytes behind: {report:?}"
+        );
+        for (key, want) in model.lock().unwrap().iter() {
+            let k = String::from_utf8_lossy(key);
+            let got = store.get(key).unwrap();
+            match (want, &got) {
+                (Some(len), Some(r)) if r.kind == Kind::Value && r.data.len() == *len => {}
+                (None, None) => {}
+                (None, Some(r)) if r.kind == Kind::Tombstone => {}
+                _ => panic!(
+                    "round {round}: {k}: acknowledged {want:?}, reopened as {:?}",
+                    got.map(|r| (r.kind, r.data.len()))
+                ),
+            }
+        }
+        let last = last
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("nothing was acknowledged");
+        assert!(
+            model.lock().unwrap().contains_key(&last),
+            "the last acknowledged key is not in the model"
+        );
+    }
+}
+
+/// A hint that cannot be written because the disk is full leaves no temporary
+/// file behind: one would keep the space it took after the space is freed, and
+/// survive every restart.
+#[test]
+fn a_hint_that_fails_on_a_full_disk_leaves_no_temporary_file() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("a_hint_that_fails_...: not root, cannot mount a tmpfs; not run");
+        return;
+    }
+    use kumo::store::{Error, Options, Record, Store, SyncPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("fs");
+    let _m = Tmpfs::mount(&at, TMPFS).expect("mount a tmpfs");
+    let path = at.join("db");
+    let options = Options {
+        sync: SyncPolicy::None,
+        segment_size: 64 << 10,
+        ..Options::default()
+    };
+    let store = Store::open(&path, options.clone()).unwrap();
+    let value = |b: u8| Record::value(1 << 32, 0, 0, vec![b; 40 << 10]);
+    store.put(b"first", &value(b'a')).unwrap();
+    let ballast = at.join("ballast");
+    fill_to_the_brim(&ballast);
+    // It does not fit the first segment: the store seals it, and its hint finds no space.
+    let e = store.put(b"second", &value(b'b')).unwrap_err();
+    assert!(matches!(e, Error::Full(_)), "{e}");
+    std::fs::remove_file(&ballast).unwrap();
+    store.put(b"second", &value(b'b')).unwrap();
+    store.close();
+    drop(store);
+    let temporaries: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(temporaries.is_empty(), "left behind: {temporaries:?}");
+    let store = Store::open(&path, options).unwrap();
+    assert_eq!(store.get(b"first").unwrap().unwrap().data, value(b'a').data);
+    assert_eq!(
+        store.get(b"second").unwrap().unwrap().data,
+        value(b'b').data
+    );
 }

@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The gateway's default `--deadline`.
-const DEADLINE: Duration = Duration::from_millis(800);
 /// What the test machine may add to it (scheduling on two loaded cores).
 const SLACK: Duration = Duration::from_millis(200);
 /// The clients' own timeout, as a web service would set it.
@@ -252,7 +250,7 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
     assert!(dropped > 0, "the cut dropped nothing: {}", report());
     assert!(wrong.is_empty(), "wrong values {wrong:?}: {}", report());
     assert!(
-        slowest <= DEADLINE + SLACK,
+        slowest <= c.deadline + SLACK,
         "a request took {} ms: {}",
         slowest.as_millis(),
         report()

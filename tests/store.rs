@@ -614,3 +614,100 @@ fn kill_9_at_random_moments_loses_no_acknowledged_write() {
         }
     }
 }
+
+/// What a failed or torn append can leave: the first part of a record. It must
+/// not cost a later record, whether the store is still open (the next write takes
+/// its place) or reopens with an intact record after it (the scan resumes there),
+/// and the reopened store keeps appending after the last intact record.
+#[test]
+fn a_half_written_record_never_costs_a_later_one() {
+    use kumo::store::record;
+    use std::io::Write;
+    capture_logs();
+    let rec = |n: u32, len: usize| Record::value(clock(n), 0, 0, vec![b'a' + n as u8; len]);
+    let encode = |key: &[u8], r: &Record| {
+        let mut buf = Vec::new();
+        record::encode(&mut buf, key, r);
+        buf
+    };
+    // On disk: an intact record, the first half of one, another intact record.
+    let dir = tempfile::tempdir().unwrap();
+    let half = encode(b"half", &rec(2, 300));
+    let mut bytes = encode(b"before", &rec(1, 200));
+    bytes.extend_from_slice(&half[..half.len() / 2]);
+    bytes.extend_from_slice(&encode(b"after", &rec(3, 100)));
+    let seg = dir.path().join("000000001.data");
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(store.open_report().damaged_records, 1);
+    assert_eq!(store.get(b"before").unwrap().unwrap(), rec(1, 200));
+    assert_eq!(store.get(b"after").unwrap().unwrap(), rec(3, 100));
+    assert_eq!(store.get(b"half").unwrap(), None);
+    store.put(b"later", &rec(4, 50)).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    for (k, r) in [
+        (&b"before"[..], rec(1, 200)),
+        (b"after", rec(3, 100)),
+        (b"later", rec(4, 50)),
+    ] {
+        assert_eq!(
+            store.get(k).unwrap().unwrap(),
+            r,
+            "{}",
+            String::from_utf8_lossy(k)
+        );
+    }
+    drop(store);
+    // The half at the very end, as a write cut short leaves it while the store runs:
+    // the next write goes where it began, so nothing of it stays between records.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    store.put(b"before", &rec(1, 200)).unwrap();
+    let seg = segments(dir.path()).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&half[..half.len() / 2])
+        .unwrap();
+    store.put(b"after", &rec(3, 100)).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    let r = store.open_report();
+    assert_eq!(
+        (r.damaged_records, r.torn_tail_bytes > 0),
+        (0, true),
+        "{r:?}"
+    );
+    assert_eq!(store.get(b"before").unwrap().unwrap(), rec(1, 200));
+    assert_eq!(store.get(b"after").unwrap().unwrap(), rec(3, 100));
+}
+
+/// Temporary hint files that a crash or an older version left are removed on
+/// open; other files in the directory are not the store's to remove.
+#[test]
+fn leftover_hint_temporaries_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 100);
+    let leftovers = ["000000001.tmp4242", "000000002.hint.tmp"];
+    let others = [
+        "member.tmp",
+        "notes.tmp1",
+        "x00000001.tmp1",
+        "000000001.tmpx",
+    ];
+    for name in leftovers.iter().chain(&others) {
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
+    }
+    let store = Store::open(dir.path(), small()).unwrap();
+    for name in leftovers {
+        assert!(!dir.path().join(name).exists(), "{name} was left");
+    }
+    for name in others {
+        assert!(dir.path().join(name).exists(), "{name} was removed");
+    }
+    for k in 0..100u8 {
+        assert_eq!(store.get(&key(k)).unwrap().unwrap().data, value(k, 5));
+    }
+}

@@ -80,17 +80,23 @@ A cut the manager cannot see (between a gateway and a server, or between servers
 while the manager reaches everyone) would otherwise stall the writes of the cut
 server's keys for as long as it lasts. Gateways and servers therefore report the
 servers they cannot reach (a link silent for 1.5 s with requests waiting, or a
-failed connect) with \fBReportUnreachable\fR, and the manager marks a reported
-server fault, as if it had lost it, unless the reporter is the one cut off: the
-report of a node that cannot reach more than half of the other active servers is
-ignored, and so is that of a server that is not itself active. So a server cut
-from everyone is marked fault on its peers' reports (its own is ignored); a
+failed connect, within the last 1.5 seconds) with \fBReportUnreachable\fR, to every
+manager. The leading manager gathers the reported broken links for 0.4 seconds
+after the first, and then blames nodes in order of how many broken links they
+have, marking a blamed server fault as if it had lost it. On a tie it blames a
+server before a gateway, then one it does not hear from itself, then one that did
+not report (a reporter is alive), then the larger address. A decision uses up the
+reports it was made on, and the reports of a server are forgotten, and ignored for
+2 seconds, when it is lost, restarts or is attached; a cut that lasts is reported
+again. A blamed gateway
+cannot be marked fault, so its links are set aside; the last active server is never marked fault. So a server cut from
+everyone, or from its peers, is marked fault whichever side reports first; a
 gateway cut from one server has that server marked fault, and its keys are served
-by their two other owners until it is attached again; a gateway cut from most
-servers marks none, and its clients get errors within its deadline. In a cluster
-of two servers neither can fault the other. Found silent, a server is marked fault
-within about 2 seconds; after the link heals, \fBkumoctl attach\fR (or auto replace)
-brings it back and the replace sends it what it missed.
+by their two other owners until it is attached again; a gateway cut from several
+servers marks none, and its clients get errors within its deadline; of two servers
+cut only from each other, one is marked fault. Found silent, a server is marked
+fault within about 2 seconds; after the link heals, \fBkumoctl attach\fR (or auto
+replace) brings it back and the replace sends it what it missed.
 .PP
 The \fB\-l\fR port also serves \fBkumoctl\fR; \fB\-c\fR opens a second port for it.
 .SH REPLACE
@@ -176,8 +182,9 @@ A server keeping in touch; answered with \fB[whs, rhs]\fR.
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR]
 The partner's tables; true if any was newer and taken.
 .TP
-\fBReportUnreachable\fR [\fIreporter\fR or nil, [\fIaddress\fR...]]
-A server (or, with nil, a gateway) cannot reach these servers; see PARTITIONS.
+\fBReportUnreachable\fR [\fIreporter\fR, [\fIaddress\fR...]]
+A server (\fIreporter\fR is its address) or a gateway (an integer id it chose)
+cannot reach these servers; see PARTITIONS.
 .SH LOG
 With \fB\-v\fR: \fBnew node\fR \fIaddress\fR when a server first keeps in touch,
 \fBlost node\fR \fIaddress\fR when one is lost, and a line for every change of the

@@ -119,24 +119,35 @@ impl Tables {
 
 /// The tables a node routes by now, shared by its threads: readers take a cheap
 /// snapshot, and newer tables replace it whole. Servers and gateways both keep one.
+/// The last few write tables are kept too (see [`CurrentTables::recent_whs`]).
 #[derive(Debug)]
-pub struct CurrentTables(std::sync::RwLock<std::sync::Arc<Tables>>);
+pub struct CurrentTables {
+    now: std::sync::RwLock<std::sync::Arc<Tables>>,
+    /// Write tables replaced lately, newest last.
+    recent: std::sync::Mutex<std::collections::VecDeque<HashSpace>>,
+}
+
+/// Write tables a node remembers after they are replaced.
+pub const RECENT_WHS_MAX: usize = 8;
 
 impl Default for CurrentTables {
     fn default() -> Self {
-        CurrentTables(std::sync::RwLock::new(std::sync::Arc::new(Tables::empty())))
+        CurrentTables {
+            now: std::sync::RwLock::new(std::sync::Arc::new(Tables::empty())),
+            recent: Default::default(),
+        }
     }
 }
 
 impl CurrentTables {
     pub fn get(&self) -> std::sync::Arc<Tables> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.now.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Takes whichever of `whs` and `rhs` is newer, `now` being our unix time.
     /// Returns whether anything changed.
     pub fn adopt(&self, whs: HashSpace, rhs: HashSpace, now: u32) -> bool {
-        let mut t = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.now.write().unwrap_or_else(|p| p.into_inner());
         let mut next = (**t).clone();
         if !next.adopt(whs, rhs, now) {
             return false;
@@ -148,8 +159,31 @@ impl CurrentTables {
             next.rhs.nodes().len(),
             next.rhs.clocktime.0
         );
+        if next.whs.clocktime != t.whs.clocktime {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.push_back(t.whs.clone());
+            if recent.len() > RECENT_WHS_MAX {
+                recent.pop_front();
+            }
+        }
         *t = std::sync::Arc::new(next);
         true
+    }
+
+    /// The write table stamped `clock`, the current one or one replaced lately.
+    /// A gateway may read by a settled table (rhs := a whs of ours) before we
+    /// hear of the settle, and even after our whs has moved on since.
+    pub fn recent_whs(&self, clock: u64) -> Option<HashSpace> {
+        let t = self.get();
+        if t.whs.clocktime.0 == clock {
+            return Some(t.whs.clone());
+        }
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .rev()
+            .find(|h| h.clocktime.0 == clock)
+            .cloned()
     }
 }
 

@@ -120,52 +120,6 @@ impl Membership {
     }
 }
 
-/// What a manager makes of a node's report that it cannot reach some servers: the
-/// servers to mark fault. This is how the cluster routes around a partition the
-/// manager itself does not see (a cut between a gateway and a server, or between
-/// servers, while the manager reaches everyone).
-///
-/// The rule: a server the reporter cannot reach is marked fault, unless the
-/// reporter is the one cut off. A reporter that cannot reach more than half of the
-/// other active servers is taken to be that one, and its report is ignored; so is
-/// the report of a server that is not itself active (fault, detached or unknown).
-/// Then:
-/// - one server cut from everyone is reported by each peer and marked fault, while
-///   its own report (every peer unreachable) is ignored;
-/// - a gateway cut from one server marks that server fault: its keys are served by
-///   the two other owners until it is attached again;
-/// - a gateway cut from most servers marks none: the trouble is the gateway's, and
-///   its clients get errors within their deadline;
-/// - in a cluster of two, neither server can fault the other.
-///
-/// `reporter` is None for a gateway (it is not in the tables). Only servers active
-/// in `whs` are returned.
-pub fn report_faults(
-    whs: &HashSpace,
-    reporter: Option<SocketAddr>,
-    unreachable: &[SocketAddr],
-) -> Vec<SocketAddr> {
-    if reporter.is_some_and(|r| !whs.is_active(&r)) {
-        return Vec::new();
-    }
-    let others: Vec<SocketAddr> = whs
-        .nodes()
-        .iter()
-        .filter(|n| n.active && Some(n.addr) != reporter)
-        .map(|n| n.addr)
-        .collect();
-    let mut faults: Vec<SocketAddr> = others
-        .iter()
-        .filter(|a| unreachable.contains(a))
-        .copied()
-        .collect();
-    if faults.len() * 2 > others.len() {
-        return Vec::new();
-    }
-    faults.dedup();
-    faults
-}
-
 /// Whether a server's store is too stale to join with: the cluster has tables
 /// without this server in them (it was detached, or is new), the store holds
 /// records, and it last belonged to a cluster longer ago than `horizon` seconds
@@ -190,49 +144,6 @@ pub fn store_too_stale(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn reports_fault_the_cut_off_server_and_never_the_reporters_own_trouble() {
-        use super::report_faults;
-        use crate::cluster::clock::ClockTime;
-        use crate::cluster::hash_space::{HashSpace, Node};
-        let a = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-        let space = |nodes: &[(u16, bool)]| {
-            HashSpace::new(
-                nodes
-                    .iter()
-                    .map(|&(p, active)| Node { addr: a(p), active })
-                    .collect(),
-                ClockTime(1),
-            )
-        };
-        let three = space(&[(1, true), (2, true), (3, true)]);
-        // Server 3 cut from everyone: its peers' reports count, its own does not.
-        assert_eq!(report_faults(&three, Some(a(1)), &[a(3)]), vec![a(3)]);
-        assert_eq!(report_faults(&three, Some(a(2)), &[a(3)]), vec![a(3)]);
-        assert!(report_faults(&three, Some(a(3)), &[a(1), a(2)]).is_empty());
-        // A gateway cut from one server; and one cut from most.
-        assert_eq!(report_faults(&three, None, &[a(2)]), vec![a(2)]);
-        assert!(report_faults(&three, None, &[a(1), a(2)]).is_empty());
-        assert!(report_faults(&three, None, &[a(1), a(2), a(3)]).is_empty());
-        // Only active servers are faulted, and only active reporters count.
-        let one_down = space(&[(1, true), (2, true), (3, false), (4, true)]);
-        assert!(report_faults(&one_down, None, &[a(3)]).is_empty());
-        assert!(report_faults(&one_down, Some(a(3)), &[a(1)]).is_empty());
-        assert!(report_faults(&one_down, Some(a(9)), &[a(1)]).is_empty());
-        assert_eq!(report_faults(&one_down, Some(a(1)), &[a(4)]), vec![a(4)]);
-        // Two servers cannot fault each other; a gateway may fault one of two.
-        let two = space(&[(1, true), (2, true)]);
-        assert!(report_faults(&two, Some(a(1)), &[a(2)]).is_empty());
-        assert_eq!(report_faults(&two, None, &[a(2)]), vec![a(2)]);
-        // Whatever the reports, some server stays active.
-        for reporter in [None, Some(a(1)), Some(a(2))] {
-            for cut in [vec![a(1)], vec![a(2)], vec![a(1), a(2)]] {
-                let f = report_faults(&two, reporter, &cut);
-                assert!(f.len() < 2, "{reporter:?} {cut:?} -> {f:?}");
-            }
-        }
-    }
-
     #[test]
     fn a_store_is_stale_only_when_detached_longer_than_the_horizon() {
         use super::store_too_stale as stale;

@@ -5,12 +5,14 @@
 //! - [`hash_space`]: consistent hashing, which servers own a key.
 //! - [`write`]: what each memcached write does to a key's record.
 //! - [`membership`]: the manager's view: attach, detach, lost servers.
+//! - [`partition`]: which servers to mark fault when nodes report broken links.
 //! - [`replace`]: who sends which record where when servers join or leave.
 //! - [`routing`]: which owner a read asks next.
 
 pub mod clock;
 pub mod hash_space;
 pub mod membership;
+pub mod partition;
 pub mod replace;
 pub mod routing;
 pub mod write;

@@ -179,17 +179,10 @@ impl Gateway {
             .clone()
     }
 
-    /// Tells the managers every server whose link is failing now.
+    /// Tells the managers every server this gateway cannot reach now.
     fn report_unreachable(&self) {
-        let failing = self
-            .servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, p)| p.is_failing())
-            .map(|(a, _)| *a)
-            .collect();
-        self.reporter.report(failing);
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        self.reporter.report(servers.values());
     }
 
     /// What the client is told when the deadline passes.
@@ -590,7 +583,12 @@ pub fn main(args: Args) -> i32 {
     let gw = Arc::new(Gateway {
         net: net.clone(),
         managers: managers.clone(),
-        reporter: Arc::new(Reporter::new(None, managers.clone())),
+        // Gateways are not in the tables: a report names this one by an id of its
+        // own, unique enough among the gateways of a cluster.
+        reporter: Arc::new(Reporter::new(
+            Value::from(daemon::incarnation()),
+            managers.clone(),
+        )),
         deadline: args.seconds("deadline").max(Duration::from_millis(1)),
         tables: CurrentTables::default(),
         servers: Mutex::new(HashMap::new()),

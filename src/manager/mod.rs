@@ -10,9 +10,9 @@
 //!   poll). The keepalive traffic carries them too, so a lost push is repaired
 //!   within one interval.
 //! - Gateways and servers report servers they cannot reach (`ReportUnreachable`):
-//!   a cut the manager does not see itself. Reported servers are marked fault as
-//!   [`crate::cluster::membership::report_faults`] decides: unless the reporter is
-//!   the one cut off.
+//!   a cut the manager does not see itself. The manager marks fault the servers
+//!   [`crate::cluster::partition`] blames: the node at the centre of the broken
+//!   links, which is not always the one reported.
 //! - Nothing is persisted. A restarted manager relearns the tables from the first
 //!   server that keeps in touch (newer wins), so a cluster survives losing every
 //!   manager and getting them back.
@@ -20,6 +20,7 @@
 use crate::cli::Args;
 use crate::cluster::clock::{Clock, ClockTime};
 use crate::cluster::membership::Membership;
+use crate::cluster::partition::{BrokenLinks, Node, GATHER_MS};
 use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer, Reply, Service};
 use crate::proto::cluster::{self as msg, NodesInfo, ReplaceProgress};
@@ -107,6 +108,10 @@ struct State {
     deferred: u64,
     /// Servers whose last keepalive said their store is full.
     full: BTreeSet<SocketAddr>,
+    /// Reports of servers that nodes cannot reach, since the last decision.
+    broken: BrokenLinks,
+    /// A decision on `broken` is scheduled.
+    decision_due: bool,
 }
 
 /// How long a (re)started manager listens before it changes the tables: one
@@ -117,6 +122,8 @@ pub const LEARN_MARGIN: Duration = Duration::from_secs(1);
 
 pub struct Manager {
     me: SocketAddr,
+    /// The clock of the reports of broken links.
+    started: Instant,
     /// Until then the manager is learning the cluster (see `learning`).
     learn_until: Mutex<Option<Instant>>,
     net: net::Net,
@@ -273,7 +280,7 @@ impl Manager {
         }
         let mut st = self.lock();
         if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
-            if st.members.adopt(w, r, unix_now()) {
+            if self.adopt(&mut st, w, r) {
                 self.log_tables(&st, &format!("tables learnt from server {addr}"));
                 self.drop_superseded_run(&mut st);
                 self.publish(&mut st, true);
@@ -338,36 +345,98 @@ impl Manager {
         }
     }
 
-    /// A node cannot reach some servers: mark fault those the rule picks.
+    /// Takes newer tables (from the partner or a server). Servers they attach
+    /// again are as good as attached here: reports of them from before are
+    /// forgotten.
+    fn adopt(
+        &self,
+        st: &mut State,
+        whs: crate::cluster::hash_space::HashSpace,
+        rhs: crate::cluster::hash_space::HashSpace,
+    ) -> bool {
+        let before = st.members.tables.whs.clone();
+        if !st.members.adopt(whs, rhs, unix_now()) {
+            return false;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        for n in st.members.tables.whs.nodes() {
+            if n.active && !before.is_active(&n.addr) {
+                st.broken.forget(n.addr, now);
+            }
+        }
+        true
+    }
+
+    /// A node cannot reach some servers. The report joins the graph of broken
+    /// links, and the manager decides on it GATHER_MS later
+    /// ([`crate::cluster::partition`]).
     fn unreachable_reported(self: &Arc<Self>, params: &[Value]) -> Result<(), String> {
-        let reporter = match params.first() {
-            None | Some(Value::Nil) => None,
-            v => Some(msg::addr_from_value(v).map_err(|e| e.to_string())?),
+        let from = match params.first() {
+            Some(Value::Binary(_)) => Node::Server(msg::addr_from_value(params.first())?),
+            Some(v) => Node::Gateway(v.as_u64().ok_or("bad reporter")?),
+            None => return Err("bad parameters: expected [reporter, [address...]]".into()),
         };
         let reported = params
             .get(1)
             .and_then(Value::as_array)
-            .ok_or("bad parameters: expected [reporter or nil, [address...]]")?
+            .ok_or("bad parameters: expected [reporter, [address...]]")?
             .iter()
             .map(|v| msg::addr_from_value(Some(v)).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let faults = {
-            let st = self.lock();
-            crate::cluster::membership::report_faults(&st.members.tables.whs, reporter, &reported)
-        };
-        let who = reporter.map_or("a gateway".to_string(), |r| format!("server {r}"));
-        if faults.is_empty() {
-            log::info!("{who} cannot reach {reported:?}; no server marked fault for it");
+        log::info!("{from:?} cannot reach {reported:?}");
+        if self.learning().is_some() {
+            // A manager that does not know the cluster yet cannot tell a cut from
+            // a server that is simply new to it; the cut is reported again.
+            return Ok(());
         }
-        for a in faults {
-            log::warn!("{who} cannot reach server {a}; marking it fault");
-            self.server_lost(a);
+        let now = self.started.elapsed().as_millis() as u64;
+        let mut st = self.lock();
+        st.broken.report(from, &reported, now);
+        if !std::mem::replace(&mut st.decision_due, true) {
+            let weak = Arc::downgrade(self);
+            self.net
+                .timers()
+                .after(Duration::from_millis(GATHER_MS), move || {
+                    if let Some(m) = weak.upgrade() {
+                        m.decide_on_reports();
+                    }
+                });
         }
         Ok(())
     }
 
+    /// Marks fault the servers the reports of broken links blame. Only the leading
+    /// manager decides (both hear the reports), so the two do not act on
+    /// different views of the same cut.
+    fn decide_on_reports(self: &Arc<Self>) {
+        let leads = self.leads();
+        let faults = {
+            let mut st = self.lock();
+            st.decision_due = false;
+            let whs = st.members.tables.whs.clone();
+            let silent: Vec<SocketAddr> = st
+                .servers
+                .iter()
+                .filter(|(_, p)| p.is_failing())
+                .map(|(a, _)| *a)
+                .collect();
+            let faults = st.broken.decide(&whs, &silent);
+            if leads {
+                faults
+            } else {
+                Vec::new()
+            }
+        };
+        for a in faults {
+            log::warn!("server {a} is cut off from the nodes that reported it; marking it fault");
+            self.server_lost(a);
+        }
+    }
+
     fn server_lost(self: &Arc<Self>, addr: SocketAddr) {
         let mut st = self.lock();
+        st.broken
+            .forget(addr, self.started.elapsed().as_millis() as u64);
         st.servers.remove(&addr);
         st.full.remove(&addr);
         // A server never attached is forgotten whole; an attached one's incarnation
@@ -761,6 +830,10 @@ impl Manager {
     fn change(self: &Arc<Self>, st: &mut State, attach: bool, detach: bool, replace: bool) -> bool {
         let mut changed = false;
         if attach {
+            let now = self.started.elapsed().as_millis() as u64;
+            for a in st.members.newcomers().to_vec() {
+                st.broken.forget(a, now);
+            }
             changed |= st.members.attach(self.stamp(st));
         }
         if detach {
@@ -899,7 +972,7 @@ impl Service for ManagerService {
                     Ok((w, r)) => {
                         m.learnt();
                         let mut st = m.lock();
-                        let adopted = st.members.adopt(w, r, unix_now());
+                        let adopted = m.adopt(&mut st, w, r);
                         if adopted {
                             m.log_tables(&st, "tables learnt from the partner");
                             m.drop_superseded_run(&mut st);
@@ -1012,6 +1085,7 @@ pub fn main(args: Args) -> i32 {
     let learn = net_config.keepalive + LEARN_MARGIN;
     let manager = Arc::new(Manager {
         me: listen,
+        started: Instant::now(),
         learn_until: Mutex::new(Some(Instant::now() + learn)),
         net: net.clone(),
         clock: Clock::default(),
@@ -1032,6 +1106,8 @@ pub fn main(args: Args) -> i32 {
             started: 0,
             deferred: 0,
             full: BTreeSet::new(),
+            broken: BrokenLinks::default(),
+            decision_due: false,
         }),
     });
     if let Some(p) = partner {

@@ -1,7 +1,7 @@
 //! Reports of unreachable servers. A gateway or a server that finds a link to a
 //! server dead (see [`super::rpc_client`]) tells every manager which servers it
 //! cannot reach now; a manager that sees everyone fine could not route around such
-//! a cut by itself. What a manager decides is `cluster::membership::report_faults`.
+//! a cut by itself. What a manager decides is `cluster::partition`.
 
 use super::rpc_client::Peer;
 use crate::proto::cluster as msg;
@@ -14,18 +14,25 @@ use std::time::{Duration, Instant};
 /// The same report is not sent again sooner than this: a dead link is found once
 /// per request that meets it, and the managers need to hear it once.
 pub const REPORT_REPEAT: Duration = Duration::from_millis(500);
-/// How long a manager may take to take a report.
-pub const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a manager may take to take a report. Short: a report held back by a
+/// link that is down says little by the time it could be delivered, and is not
+/// delivered once this has passed (see `rpc_client`).
+pub const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A server counts as unreachable in a report if a link to it was found dead, or
+/// a connect to it failed, this recently (and nothing has been heard since): the
+/// links a cut breaks die within about this of each other, and an older failure
+/// may be of a server that is back.
+pub const REPORT_FRESH: Duration = Duration::from_millis(1500);
 
 pub struct Reporter {
-    /// This node's address if it is a server (a gateway reports as nil).
-    me: Option<SocketAddr>,
+    /// Who reports: a server's address, or a gateway's id (see `ReportUnreachable`).
+    me: Value,
     managers: Vec<Arc<Peer>>,
     last: Mutex<Option<(Instant, BTreeSet<SocketAddr>)>>,
 }
 
 impl Reporter {
-    pub fn new(me: Option<SocketAddr>, managers: Vec<Arc<Peer>>) -> Reporter {
+    pub fn new(me: Value, managers: Vec<Arc<Peer>>) -> Reporter {
         Reporter {
             me,
             managers,
@@ -33,8 +40,12 @@ impl Reporter {
         }
     }
 
-    /// Reports `unreachable` (every server this node cannot reach now).
-    pub fn report(&self, unreachable: BTreeSet<SocketAddr>) {
+    /// Reports the servers among `peers` that this node cannot reach now.
+    pub fn report<'a>(&self, peers: impl Iterator<Item = &'a Arc<Peer>>) {
+        let unreachable: BTreeSet<SocketAddr> = peers
+            .filter(|p| p.was_down_within(REPORT_FRESH))
+            .map(|p| p.addr())
+            .collect();
         if unreachable.is_empty() {
             return;
         }
@@ -50,10 +61,7 @@ impl Reporter {
         }
         log::warn!("cannot reach {unreachable:?}; telling the managers");
         let params = [
-            self.me
-                .as_ref()
-                .map(msg::addr_to_value)
-                .unwrap_or(Value::Nil),
+            self.me.clone(),
             Value::Array(unreachable.iter().map(msg::addr_to_value).collect()),
         ];
         for m in &self.managers {

@@ -118,6 +118,8 @@ struct State {
     last_sent: Instant,
     /// When the current connection last delivered a response (or came up).
     last_heard: Instant,
+    /// When a link was last found dead or a connect failed, until a response.
+    down_at: Option<Instant>,
     keepalive_outstanding: bool,
 }
 
@@ -211,6 +213,7 @@ impl Peer {
                 failures: 0,
                 last_sent: now,
                 last_heard: now,
+                down_at: None,
                 keepalive_outstanding: false,
             }),
             keepalive,
@@ -247,6 +250,12 @@ impl Peer {
     /// response arrives again.
     pub fn is_failing(&self) -> bool {
         self.lock().failures > 0
+    }
+
+    /// A link to the node was found dead, or a connect failed, within `recently`,
+    /// and no response has come since.
+    pub fn was_down_within(&self, recently: Duration) -> bool {
+        self.lock().down_at.is_some_and(|t| t.elapsed() < recently)
     }
 
     /// Failing, or silent for LINK_PROBE_AFTER while calls wait: callers with a
@@ -449,6 +458,7 @@ impl Peer {
 
     /// Tells the role that the node cannot be reached now.
     fn down(&self) {
+        self.lock().down_at = Some(Instant::now());
         if let Some(f) = &self.on_down {
             f(self.addr);
         }
@@ -499,6 +509,7 @@ impl Peer {
             let mut st = self.lock();
             st.failures = 0;
             st.last_heard = Instant::now();
+            st.down_at = None;
             st.pending.remove(&msgid)
         };
         match pending {

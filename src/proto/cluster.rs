@@ -15,7 +15,7 @@
 //! | manager  | `ReplaceCopyEnd`    | `[clk, id, addr, records, bytes]`        | true                    |
 //! | manager  | `ReplaceDeleteEnd`  | `[clk, id, addr, erased]`                | true                    |
 //! | manager  | `CreateBackup`      | `[suffix]`                               | `[[addr, path or error]...]` |
-//! | manager  | `ReportUnreachable` | `[reporter or nil, [addr...]]`           | nil                     |
+//! | manager  | `ReportUnreachable` | `[server addr or gateway id, [addr...]]` | nil                     |
 //! | server   | `KeepAlive`         | `[clk]`                                  | nil                     |
 //! | server   | `ReplaceCopyStart`  | `[clk, id, manager, whs, rhs, full, [[addr, stream_port]...]]` | true |
 //! | server   | `ReplaceDeleteStart`| `[clk, id, manager, whs]`                | true                    |
@@ -60,7 +60,7 @@ pub const REPLACE_DELETE_END: &str = "ReplaceDeleteEnd";
 pub const REPLACE_PUSH: &str = "ReplacePush";
 pub const CREATE_BACKUP: &str = "CreateBackup";
 /// A node tells the managers which servers it cannot reach (see
-/// `cluster::membership::report_faults` for what a manager makes of it).
+/// `cluster::partition` for what a manager makes of it).
 pub const REPORT_UNREACHABLE: &str = "ReportUnreachable";
 
 /// The error a server answers when the caller routed by an out-of-date hash space.

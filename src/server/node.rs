@@ -143,17 +143,14 @@ impl Node {
         managers: Vec<Arc<Peer>>,
     ) -> Arc<Node> {
         Arc::new(Node {
-            reporter: Reporter::new(Some(me), managers),
+            reporter: Reporter::new(msg::addr_to_value(&me), managers),
             replace: Default::default(),
             replace_memory_limit,
             stream_port,
             registered: std::sync::atomic::AtomicBool::new(false),
             member_marked: AtomicU64::new(0),
             membership_checked: std::sync::atomic::AtomicBool::new(false),
-            incarnation: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
+            incarnation: crate::daemon::incarnation(),
             me,
             store,
             clock: Clock::default(),
@@ -197,17 +194,10 @@ impl Node {
             .clone()
     }
 
-    /// Tells the managers every peer whose link is failing now.
+    /// Tells the managers every peer this server cannot reach now.
     fn report_unreachable(&self) {
-        let failing = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, p)| p.is_failing())
-            .map(|(a, _)| *a)
-            .collect();
-        self.reporter.report(failing);
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        self.reporter.report(peers.values());
     }
 
     fn obsolete(&self, reply: Reply) {
@@ -266,15 +256,22 @@ impl Node {
     /// acknowledged write: an active owner in rhs does; an owner only in whs may
     /// still be waiting for its copy (a new server, or one that returned wiped).
     /// The one exception is the settling window, when the manager has given
-    /// gateways the settled rhs (which is our whs, stamped as it) before servers:
-    /// the copy to us is then complete. A caller that does not say which rhs it
-    /// routes by (an older client) is checked against both tables.
+    /// gateways the settled rhs (one of our write tables, stamped as it) before
+    /// servers: the copy to its owners is then complete, and we are one of them if
+    /// we own the key in that table. Our whs may have moved on since (a server lost
+    /// meanwhile); writes have kept reaching us all along, as an owner in both. A
+    /// caller that does not say which rhs it routes by (an older client) is checked
+    /// against both tables.
     fn serves_read(&self, t: &Tables, hash: u64, theirs: Option<u64>) -> bool {
         let in_rhs = t.rhs.is_active_owner(hash, &self.me);
         match theirs {
             None => in_rhs || t.whs.is_active_owner(hash, &self.me),
-            Some(c) if c > t.rhs.clocktime.0 && c == t.whs.clocktime.0 => {
-                t.whs.is_active_owner(hash, &self.me)
+            Some(c) if c > t.rhs.clocktime.0 => {
+                in_rhs
+                    || self.tables.recent_whs(c).is_some_and(|settled| {
+                        settled.is_active_owner(hash, &self.me)
+                            && t.whs.is_active_owner(hash, &self.me)
+                    })
             }
             Some(_) => in_rhs,
         }

@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! PATH/
-//!   LOCK             pid of the process that has the store open (flock(2) held)
-//!   000000001.data   sealed segment: immutable
-//!   000000001.hint   its index entries, ending with their own crc32
-//!   000000002.data   the active segment: appended to
+//!   LOCK                pid of the process that has the store open (flock(2) held)
+//!   000000001.data      sealed segment: immutable
+//!   000000001.hint      its index entries, ending with their own crc32
+//!   000000002.data      the active segment: appended to
+//!   000000002.hint.tmp  its hint while it is being sealed (a leftover is removed on open)
 //! ```
 //!
 //! - **Records**: see [`record`] for the byte layout.
@@ -46,6 +47,8 @@ use std::time::Duration;
 /// of different keys and shorter pauses when a shard's table doubles.
 const SHARDS: usize = 16;
 const HINT_MAGIC: &[u8; 4] = b"KHN1";
+/// A hint is written under its name plus this, then renamed.
+const HINT_TEMPORARY_SUFFIX: &str = ".hint.tmp";
 /// Attempts, 10 ms apart, to take the store lock.
 const LOCK_RETRIES: usize = 100;
 /// Index lookups a read retries when compaction moves its record meanwhile.
@@ -278,6 +281,31 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
 fn hint_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:09}.hint"))
 }
+/// Cuts a segment back to `offset`, dropping a record that was not acknowledged.
+/// Should the cut fail, the next write overwrites the bytes and a reopen cuts a
+/// torn tail, so it is only logged.
+fn cut_back(seg: &Segment, offset: u64) {
+    if let Err(e) = seg.file.set_len(offset) {
+        log::warn!("cannot cut {} back to {offset}: {e}", seg.path.display());
+    }
+}
+
+fn hint_temporary_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:09}{HINT_TEMPORARY_SUFFIX}"))
+}
+
+/// A hint being written (`000000001.hint.tmp`), or one that earlier versions wrote
+/// through `daemon::write_atomically` (`000000001.tmp<pid>`).
+fn is_hint_temporary(name: &str) -> bool {
+    let is_id = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok();
+    let is_pid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match name.strip_suffix(HINT_TEMPORARY_SUFFIX) {
+        Some(id) => is_id(id),
+        None => name
+            .split_once(".tmp")
+            .is_some_and(|(id, pid)| is_id(id) && is_pid(pid)),
+    }
+}
 
 fn shard_of(key: &[u8]) -> usize {
     (index::hash(key) >> 60) as usize & (SHARDS - 1)
@@ -289,11 +317,23 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create store directory {}: {e}", dir.display()))?;
         let lock = take_lock(dir)?;
-        let mut ids: Vec<u32> = std::fs::read_dir(dir)
+        let mut ids: Vec<u32> = Vec::new();
+        for entry in std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read store directory {}: {e}", dir.display()))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".data")?.parse().ok())
-            .collect();
+        {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".data").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            } else if is_hint_temporary(name) {
+                // Left by a crash mid-write or by an older version's failed write; it
+                // holds space (on a full disk, the space that ran out) and nothing reads it.
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    log::warn!("cannot remove {}: {e}", entry.path().display());
+                }
+            }
+        }
         ids.sort_unstable();
         let shards: Vec<RwLock<Index>> =
             (0..SHARDS).map(|_| RwLock::new(Index::default())).collect();
@@ -609,7 +649,7 @@ impl Store {
         let offset = seg.len.load(Ordering::Relaxed);
         if let Err(e) = seg.file.write_all_at(bytes, offset) {
             // Nothing was acknowledged; cut whatever part landed so the tail stays clean.
-            let _ = seg.file.set_len(offset);
+            cut_back(&seg, offset);
             let e = io_err(format!("write {}", seg.path.display()), e);
             if matches!(e, Error::Full(_)) && !self.inner.full.swap(true, Ordering::Relaxed) {
                 log::error!(
@@ -626,9 +666,11 @@ impl Store {
             );
         }
         if self.inner.options.sync == SyncPolicy::Always {
-            seg.file
-                .sync_data()
-                .map_err(|e| io_err(format!("fsync {}", seg.path.display()), e))?;
+            if let Err(e) = seg.file.sync_data() {
+                // Refused, so it must not come back after a restart either.
+                cut_back(&seg, offset);
+                return Err(io_err(format!("fsync {}", seg.path.display()), e));
+            }
         } else {
             log.dirty = true;
         }
@@ -695,7 +737,10 @@ impl Store {
             log.active.clone()
         };
         if let Err(e) = seg.file.sync_data() {
-            log::error!("fsync {} failed: {e}", seg.path.display());
+            // Tried again at the next sync: the writes it covers are still only in
+            // the page cache, and a later success covers them too.
+            log::error!("fsync {} failed: {e}; will retry", seg.path.display());
+            self.lock_log().dirty = true;
         }
     }
 
@@ -1305,7 +1350,17 @@ fn write_hint(dir: &Path, seg: &Segment, entries: &[u8]) {
     buf.extend_from_slice(entries);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    if let Err(e) = crate::daemon::write_atomically(&hint_path(dir, seg.id), &buf) {
+    let tmp = hint_temporary_path(dir, seg.id);
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, hint_path(dir, seg.id))
+    };
+    if let Err(e) = write() {
+        // A hint fails mostly on a full disk, where the part written holds space
+        // that the writes waiting for it need, and would hold it for good.
+        let _ = std::fs::remove_file(&tmp);
         log::warn!(
             "cannot write hint for segment {}: {e}; it will be scanned on open",
             seg.id

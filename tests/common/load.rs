@@ -20,7 +20,12 @@ pub struct Load {
     ops: Arc<AtomicU64>,
     /// The longest any one request took, in milliseconds.
     slowest_ms: Arc<AtomicU64>,
+    /// Requests by how many milliseconds they took (the last bucket: that or more).
+    took_ms: Arc<Vec<AtomicU64>>,
 }
+
+/// Buckets of the latency histogram, one per millisecond.
+const LATENCY_BUCKETS: usize = 2048;
 
 impl Load {
     pub fn start(addr: SocketAddr, threads: usize, keys: usize) -> Load {
@@ -36,21 +41,25 @@ impl Load {
             wrong,
             ops,
             slowest_ms,
+            took_ms: Arc::new((0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect()),
         };
         for t in 0..threads {
             let (stop, acked) = (l.stop.clone(), l.acked.clone());
-            let (ge, se, wrong, ops, slowest) = (
+            let (ge, se, wrong, ops, slowest, took_ms) = (
                 l.get_errors.clone(),
                 l.set_errors.clone(),
                 l.wrong.clone(),
                 l.ops.clone(),
                 l.slowest_ms.clone(),
+                l.took_ms.clone(),
             );
             l.threads.push(std::thread::spawn(move || {
                 let client = super::client(addr);
                 // Every request is timed: the gateway answers within its deadline.
                 let timed = |since: std::time::Instant| {
-                    slowest.fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let ms = since.elapsed().as_millis() as u64;
+                    slowest.fetch_max(ms, Ordering::Relaxed);
+                    took_ms[(ms as usize).min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
                 };
                 let mut round = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -141,6 +150,24 @@ impl Load {
     /// The longest any one request has taken so far.
     pub fn slowest(&self) -> Duration {
         Duration::from_millis(self.slowest_ms.load(Ordering::Relaxed))
+    }
+
+    /// The 99th percentile of the requests' times so far (to the millisecond).
+    pub fn p99(&self) -> Duration {
+        let counts: Vec<u64> = self
+            .took_ms
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut seen = 0;
+        for (ms, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen * 100 >= total * 99 {
+                return Duration::from_millis(ms as u64);
+            }
+        }
+        Duration::ZERO
     }
 
     /// Operations done so far.

@@ -129,6 +129,51 @@ pub fn spawn_as(dir: &Path, name: &str, args: &[&str], who: Option<(&Path, (u32,
     }
 }
 
+/// A tmpfs mounted at a directory while this lives (root only): a small disk that
+/// a test can fill.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as mount(8) takes it: `8m`) at `at`, creating it.
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    /// Fills the disk with a ballast file until it is full.
+    pub fn fill(&self) {
+        fill_to_the_brim(&self.0.join(BALLAST));
+    }
+
+    /// Frees what `fill` took.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.0.join(BALLAST));
+    }
+}
+
+/// The file that fills a [`Tmpfs`].
+const BALLAST: &str = "ballast";
+
+/// Fills the file system under `file` to its last byte.
+pub fn fill_to_the_brim(file: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).unwrap();
+    for chunk in [1 << 20, 4 << 10, 1] {
+        while f.write_all(&vec![0u8; chunk]).is_ok() {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Calls one RPC method on `addr`, connecting afresh.
 pub fn rpc(addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, String> {
     let mut c = BlockingClient::connect(addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
@@ -169,6 +214,18 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 /// Fast failure detection for tests: keepalives every 0.5 s, a lost node after 2
 /// failed reconnects of at most 1 s.
 pub const FAST: &[&str] = &["-Ci", "0.5", "-Ys", "1", "-Yn", "2", "-v"];
+
+/// The size of each server's disk in an isolated cluster: room for what the tests
+/// write, small enough to fill at once.
+pub const SMALL_DISK: &str = "64m";
+
+/// The gateway's default `--deadline`. Clusters whose links are cut run with it.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(800);
+/// The deadline of the other test clusters: a patient client. Their faults are
+/// kills and restarts, found at once (a refused connect), so a write waits for the
+/// cluster to route around the dead server instead of failing, and the tests can
+/// require that no request fails at all.
+pub const PATIENT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One kumo-server of a test cluster.
 pub struct ServerNode {
@@ -216,6 +273,11 @@ pub struct Cluster {
     pub servers: Vec<ServerNode>,
     pub gateway: Proc,
     pub gateway_addr: SocketAddr,
+    /// The gateway's `--deadline`: every request is answered within it.
+    pub deadline: Duration,
+    /// In an isolated cluster, each server's store is on a small disk of its own,
+    /// by server index.
+    pub disks: std::collections::BTreeMap<usize, Tmpfs>,
 }
 
 impl Cluster {
@@ -276,6 +338,11 @@ impl Cluster {
         let manager_addr = addr_of(End::Manager(0));
         let partner_addr = pair.then(|| addr_of(End::Manager(1)));
         let gateway_addr = addr_of(End::Gateway);
+        let deadline = if isolated.is_some() {
+            DEFAULT_DEADLINE
+        } else {
+            PATIENT_DEADLINE
+        };
         let mut c = Cluster {
             isolated,
             manager: None,
@@ -290,6 +357,8 @@ impl Cluster {
                 log: PathBuf::new(),
             },
             gateway_addr,
+            deadline,
+            disks: Default::default(),
             dir,
         };
         c.start_manager(0);
@@ -300,11 +369,19 @@ impl Cluster {
             prepare(i, &c.dir.path().join(format!("server{i}")));
             c.add_server();
         }
+        // The product's default is kept where links are cut (see PATIENT_DEADLINE).
+        let deadline = format!("{}", c.deadline.as_secs_f64());
+        let deadline_flag: &[&str] = if c.isolated.is_some() {
+            &[]
+        } else {
+            &["--deadline", &deadline]
+        };
         c.gateway = c.spawn_node(
             End::Gateway,
             "gateway",
             &[
                 &["gateway", "-t", &gateway_addr.to_string()],
+                deadline_flag,
                 &c.manager_flags()
                     .iter()
                     .map(String::as_str)
@@ -332,6 +409,10 @@ impl Cluster {
             None => local(free_port()),
         };
         let store = self.dir.path().join(format!("server{i}"));
+        if self.isolated.is_some() {
+            let disk = Tmpfs::mount(&store, SMALL_DISK).expect("mount a small disk");
+            self.disks.insert(i, disk);
+        }
         let mut node = ServerNode {
             proc: None,
             addr,

@@ -63,6 +63,13 @@ fn iptables(args: &str) -> Result<String, String> {
 /// an owner rule, a statistic rule and a conntrack mark rule can be created and
 /// removed. Otherwise why not, for the test to print as it skips.
 pub fn available() -> Result<(), String> {
+    // Probed once per test process: the tests of one binary ask at the same time,
+    // and the probe chain is named by the process.
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBED.get_or_init(probe_available).clone()
+}
+
+fn probe_available() -> Result<(), String> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("network faults need root (iptables owner rules, one uid per process)".into());
