@@ -35,12 +35,11 @@ use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::routing;
 use crate::cluster::write::{Op, Outcome};
 use crate::daemon;
-use crate::net::report::Reporter;
+use crate::net::report::ServerLinks;
 use crate::net::{self, Peer, RpcError};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use crate::store::Record;
 use rmpv::Value;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,12 +90,12 @@ pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
 pub struct Gateway {
     net: net::Net,
     managers: Vec<Arc<Peer>>,
-    /// Tells the managers about servers this gateway cannot reach.
-    reporter: Arc<Reporter>,
+
     /// `--deadline`: the longest a request takes, end to end.
     pub deadline: Duration,
     tables: CurrentTables,
-    servers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    /// The links to servers, which report the unreachable ones to the managers.
+    servers: Arc<ServerLinks>,
     get_attempts: u32,
     set_retry: u32,
     delete_retry: u32,
@@ -161,28 +160,8 @@ impl Gateway {
         self.tables.adopt(whs, rhs, crate::server::node::unix_now())
     }
 
-    fn server(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
-        let mut s = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        s.entry(addr)
-            .or_insert_with(|| {
-                let weak = Arc::downgrade(self);
-                Peer::watched(
-                    &self.net,
-                    addr,
-                    Box::new(move |_| {
-                        if let Some(g) = weak.upgrade() {
-                            g.report_unreachable();
-                        }
-                    }),
-                )
-            })
-            .clone()
-    }
-
-    /// Tells the managers every server this gateway cannot reach now.
-    fn report_unreachable(&self) {
-        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        self.reporter.report(servers.values());
+    fn server(&self, addr: SocketAddr) -> Arc<Peer> {
+        self.servers.get(addr)
     }
 
     /// What the client is told when the deadline passes.
@@ -583,15 +562,12 @@ pub fn main(args: Args) -> i32 {
     let gw = Arc::new(Gateway {
         net: net.clone(),
         managers: managers.clone(),
-        // Gateways are not in the tables: a report names this one by an id of its
-        // own, unique enough among the gateways of a cluster.
-        reporter: Arc::new(Reporter::new(
-            Value::from(daemon::incarnation()),
-            managers.clone(),
-        )),
+
         deadline: args.seconds("deadline").max(Duration::from_millis(1)),
         tables: CurrentTables::default(),
-        servers: Mutex::new(HashMap::new()),
+        // Gateways are not in the tables: a report names this one by an id of its
+        // own, unique enough among the gateways of a cluster.
+        servers: ServerLinks::new(&net, Value::from(daemon::incarnation()), managers.clone()),
         get_attempts: retries("get-retry").max(1),
         set_retry: retries("set-retry"),
         delete_retry: retries("delete-retry"),

@@ -1,12 +1,16 @@
-//! Reports of unreachable servers. A gateway or a server that finds a link to a
-//! server dead (see [`super::rpc_client`]) tells every manager which servers it
-//! cannot reach now; a manager that sees everyone fine could not route around such
-//! a cut by itself. What a manager decides is `cluster::partition`.
+//! A node's links to the servers, and reports of the unreachable ones. A gateway
+//! or a server keeps its links to servers in one [`ServerLinks`]; when it finds a
+//! link dead or a connect fails (see [`super::rpc_client`]), it tells every manager
+//! which servers it cannot reach now: a manager that sees everyone fine could not
+//! route around such a cut by itself. What a manager decides is
+//! `cluster::partition`.
 
 use super::rpc_client::Peer;
+use super::Net;
 use crate::proto::cluster as msg;
 use rmpv::Value;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,25 +28,53 @@ pub const REPORT_TIMEOUT: Duration = Duration::from_millis(500);
 /// may be of a server that is back.
 pub const REPORT_FRESH: Duration = Duration::from_millis(1500);
 
-pub struct Reporter {
+pub struct ServerLinks {
+    net: Net,
     /// Who reports: a server's address, or a gateway's id (see `ReportUnreachable`).
     me: Value,
     managers: Vec<Arc<Peer>>,
+    links: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     last: Mutex<Option<(Instant, BTreeSet<SocketAddr>)>>,
 }
 
-impl Reporter {
-    pub fn new(me: Value, managers: Vec<Arc<Peer>>) -> Reporter {
-        Reporter {
+impl ServerLinks {
+    pub fn new(net: &Net, me: Value, managers: Vec<Arc<Peer>>) -> Arc<ServerLinks> {
+        Arc::new(ServerLinks {
+            net: net.clone(),
             me,
             managers,
+            links: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
-        }
+        })
     }
 
-    /// Reports the servers among `peers` that this node cannot reach now.
-    pub fn report<'a>(&self, peers: impl Iterator<Item = &'a Arc<Peer>>) {
-        let unreachable: BTreeSet<SocketAddr> = peers
+    /// The link to server `addr`, made on first use.
+    pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .entry(addr)
+            .or_insert_with(|| {
+                let me = Arc::downgrade(self);
+                Peer::watched(
+                    &self.net,
+                    addr,
+                    Box::new(move |_| {
+                        if let Some(l) = me.upgrade() {
+                            l.report();
+                        }
+                    }),
+                )
+            })
+            .clone()
+    }
+
+    /// Reports the servers this node cannot reach now.
+    fn report(&self) {
+        let unreachable: BTreeSet<SocketAddr> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
             .filter(|p| p.was_down_within(REPORT_FRESH))
             .map(|p| p.addr())
             .collect();

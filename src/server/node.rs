@@ -23,12 +23,11 @@
 use crate::cluster::clock::Clock;
 use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::write::{self, Outcome};
-use crate::net::report::Reporter;
+use crate::net::report::ServerLinks;
 use crate::net::{Net, Peer, Reply, RpcError, Service};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use crate::store::{Modified, Store};
 use rmpv::Value;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,9 +107,9 @@ pub struct Node {
     pub clock: Clock,
     pub net: Net,
     tables: CurrentTables,
-    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
-    /// Tells the managers about peers this server cannot reach.
-    reporter: Reporter,
+    /// The links to other servers, which report the unreachable ones to the
+    /// managers.
+    peers: Arc<ServerLinks>,
     pub counters: Counters,
     started: Instant,
     /// Replace progress and the id of the newest replace.
@@ -143,7 +142,7 @@ impl Node {
         managers: Vec<Arc<Peer>>,
     ) -> Arc<Node> {
         Arc::new(Node {
-            reporter: Reporter::new(msg::addr_to_value(&me), managers),
+            peers: ServerLinks::new(&net, msg::addr_to_value(&me), managers),
             replace: Default::default(),
             replace_memory_limit,
             stream_port,
@@ -156,7 +155,6 @@ impl Node {
             clock: Clock::default(),
             net,
             tables: CurrentTables::default(),
-            peers: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             started: Instant::now(),
         })
@@ -175,29 +173,8 @@ impl Node {
         self.tables.adopt(whs, rhs, unix_now())
     }
 
-    fn peer(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers
-            .entry(addr)
-            .or_insert_with(|| {
-                let weak = Arc::downgrade(self);
-                Peer::watched(
-                    &self.net,
-                    addr,
-                    Box::new(move |_| {
-                        if let Some(n) = weak.upgrade() {
-                            n.report_unreachable();
-                        }
-                    }),
-                )
-            })
-            .clone()
-    }
-
-    /// Tells the managers every peer this server cannot reach now.
-    fn report_unreachable(&self) {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        self.reporter.report(peers.values());
+    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        self.peers.get(addr)
     }
 
     fn obsolete(&self, reply: Reply) {
