@@ -303,3 +303,56 @@ fn pending_calls_fail_with_node_lost_within_the_reconnect_budget_after_kill_9() 
     }
     assert!(killed.elapsed() <= budget, "took {:?}", killed.elapsed());
 }
+
+/// A node that accepts the connection and then says nothing (a stopped process,
+/// or a link cut after the handshake): the call does not wait for its own long
+/// timeout or for TCP. Heartbeats find the link dead within LINK_SILENCE_MAX, the
+/// call fails as Disconnected, the role hears of it, and the node is suspect.
+#[test]
+fn a_silent_node_is_found_dead_by_heartbeats_and_reported() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        // Read nothing, answer nothing, for longer than the call may wait.
+        std::thread::sleep(net::LINK_SILENCE_MAX + Duration::from_secs(2));
+        drop(conn);
+    });
+    let client = net::Net::start(net::Config::default()).unwrap();
+    let downs = Arc::new(AtomicUsize::new(0));
+    let d = downs.clone();
+    let peer = Peer::watched(
+        &client,
+        addr,
+        Box::new(move |_| {
+            d.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    let t0 = Instant::now();
+    let r = peer.call_wait("Echo", &[Value::from(1)], Duration::from_secs(30));
+    let took = t0.elapsed();
+    assert_eq!(r, Err(RpcError::Disconnected));
+    assert!(
+        took >= net::LINK_SILENCE_MAX && took < net::LINK_SILENCE_MAX + Duration::from_secs(1),
+        "found dead after {took:?}"
+    );
+    assert!(downs.load(Ordering::Relaxed) >= 1, "the role was not told");
+    assert!(peer.is_suspect() && peer.is_failing());
+    held.join().unwrap();
+}
+
+/// A connect that is refused fails the calls waiting for it at once, as not sent.
+#[test]
+fn a_refused_connect_fails_its_calls_at_once() {
+    let addr = local(free_port());
+    let client = net::Net::start(net::Config::default()).unwrap();
+    let peer = Peer::new(&client, addr);
+    let t0 = Instant::now();
+    let r = peer.call_wait("Echo", &[], Duration::from_secs(30));
+    assert_eq!(r, Err(RpcError::Unreachable));
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}

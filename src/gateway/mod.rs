@@ -108,6 +108,13 @@ pub struct Gateway {
     last_refresh_ms: AtomicU64,
 }
 
+/// The timeout of a call that must be answered within `left`: a timer tick less,
+/// since timeouts fire on the tick after they pass.
+fn within(left: Duration) -> Duration {
+    left.saturating_sub(Duration::from_millis(net::TICK_MS))
+        .max(Duration::from_millis(1))
+}
+
 /// One get on its way to the key's owners.
 struct Read {
     key: Arc<Vec<u8>>,
@@ -349,7 +356,7 @@ impl Gateway {
                 Value::from(false),
                 Value::from(reads.clocktime.0),
             ],
-            left,
+            within(left),
             HEDGE_AFTER,
             Box::new(move || g2.read(&r2)),
             Box::new(move |result| {
@@ -431,7 +438,7 @@ impl Gateway {
         self.server(coordinator).call(
             msg::WRITE,
             &req.to_params_within(Some(left.as_millis() as u64)),
-            left,
+            within(left),
             Box::new(move |r| {
                 let e = match r.map(|v| msg::outcome_from_value(&v)) {
                     Ok(Ok(o)) => return done(Ok(o)),
