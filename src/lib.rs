@@ -23,6 +23,12 @@
 //! ([`server::node`]) decides it with [`cluster::write`], stores it in its
 //! [`store`] and replicates it. The manager ([`manager`]) keeps the hash spaces with
 //! [`cluster::membership`] and tells every node when they change.
+//!
+//! Every request has a deadline, set by the gateway and carried to the servers. A
+//! get asks the owners in the order of [`cluster::routing`], hedging after a short
+//! wait; links are watched by heartbeats ([`net::rpc_client`]), and a node that
+//! finds a server unreachable reports it ([`net::report`]); the manager decides
+//! from the reports which server a cut isolates ([`cluster::partition`]).
 
 pub mod cli;
 pub mod cluster;
