@@ -469,6 +469,7 @@ fn run_schedule(s: &Schedule, network: bool) {
     }
     // The end: everything back and attached, the last replace finished.
     r.repair();
+    let undefined = load.undefined();
     let slowest = load.slowest();
     let p99 = load.p99();
     let ops = load.ops();
@@ -498,7 +499,7 @@ fn run_schedule(s: &Schedule, network: bool) {
         .map(|i| (bulk_key(i), bulk_value(i)))
         .collect();
     expect.extend(acked.into_iter().filter(|(_, v)| !v.is_empty()));
-    r.c.check_three_copies(&expect);
+    r.c.check_three_copies(&expect, &undefined);
 }
 
 #[test]

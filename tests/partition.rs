@@ -185,7 +185,16 @@ impl Load {
         l
     }
 
-    fn stop(mut self) -> (Vec<Sample>, HashMap<String, String>, Vec<String>) {
+    /// Returns every request, the acknowledged values, the wrong replies, and the
+    /// keys whose last write failed (undefined).
+    fn stop(
+        mut self,
+    ) -> (
+        Vec<Sample>,
+        HashMap<String, String>,
+        Vec<String>,
+        Vec<String>,
+    ) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             t.join().unwrap();
@@ -193,7 +202,11 @@ impl Load {
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
         let acked = self.acked.lock().unwrap().clone();
         let wrong = self.wrong.lock().unwrap().clone();
-        (samples, acked, wrong)
+        let undefined = (0..WRITERS)
+            .flat_map(|w| (0..KEYS_PER_WRITER).map(move |i| format!("w{w}-{i}")))
+            .filter(|k| !acked.contains_key(k))
+            .collect();
+        (samples, acked, wrong, undefined)
     }
 }
 
@@ -223,7 +236,7 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
     // Some traffic after the heal, then the operator's repair.
     std::thread::sleep(Duration::from_millis(500));
     repair(&c);
-    let (samples, acked, wrong) = load.stop();
+    let (samples, acked, wrong, undefined) = load.stop();
 
     let during: Vec<&Sample> = samples
         .iter()
@@ -278,7 +291,7 @@ fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
         assert_eq!(got.as_deref(), Some(v.as_str()), "{k}: {}", report());
     }
     expect.insert("kumo-test-ready".into(), "1".into());
-    c.check_three_copies(&expect);
+    c.check_three_copies(&expect, &undefined);
 }
 
 /// Skips (with the reason) where links cannot be cut; otherwise the chain.

@@ -462,10 +462,6 @@ impl Gateway {
                 if attempt >= retries || !(idempotent || not_run(&e)) {
                     return done(Err(what));
                 }
-                if Instant::now() >= deadline {
-                    return done(Err(g.too_late(Some(what))));
-                }
-                g.counters.retries.fetch_add(1, Ordering::Relaxed);
                 // New tables came with the refusal: go at once to the new owner.
                 let fresh_tables =
                     matches!(&e, RpcError::Remote(v) if msg::obsolete_tables(v).is_some());
@@ -474,6 +470,13 @@ impl Gateway {
                 } else {
                     RETRY_DELAY
                 };
+                // No time for another attempt after the pause: answer now, not
+                // after it.
+                let tick = Duration::from_millis(net::TICK_MS);
+                if Instant::now() + pause + tick >= deadline {
+                    return done(Err(g.too_late(Some(what))));
+                }
+                g.counters.retries.fetch_add(1, Ordering::Relaxed);
                 let g2 = g.clone();
                 g.net.timers().after(pause, move || {
                     g2.write_attempt(req, attempt + 1, deadline, Some(what), done)

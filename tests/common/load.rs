@@ -22,6 +22,8 @@ pub struct Load {
     slowest_ms: Arc<AtomicU64>,
     /// Requests by how many milliseconds they took (the last bucket: that or more).
     took_ms: Arc<Vec<AtomicU64>>,
+    /// Every key a write was sent for.
+    written: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Buckets of the latency histogram, one per millisecond.
@@ -42,9 +44,10 @@ impl Load {
             ops,
             slowest_ms,
             took_ms: Arc::new((0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect()),
+            written: Default::default(),
         };
         for t in 0..threads {
-            let (stop, acked) = (l.stop.clone(), l.acked.clone());
+            let (stop, acked, written) = (l.stop.clone(), l.acked.clone(), l.written.clone());
             let (ge, se, wrong, ops, slowest, took_ms) = (
                 l.get_errors.clone(),
                 l.set_errors.clone(),
@@ -67,6 +70,7 @@ impl Load {
                     for i in 0..keys {
                         let k = format!("load-{t}-{i}");
                         let v = format!("{t}-{i}-{round}");
+                        written.lock().unwrap().insert(k.clone());
                         let t0 = std::time::Instant::now();
                         let r = client.set(&k, v.as_str(), 0);
                         timed(t0);
@@ -173,6 +177,18 @@ impl Load {
     /// Operations done so far.
     pub fn ops(&self) -> u64 {
         self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Every key the load wrote whose last write failed: its value is undefined.
+    pub fn undefined(&self) -> Vec<String> {
+        let acked = self.acked.lock().unwrap();
+        self.written
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| !acked.contains_key(*k))
+            .cloned()
+            .collect()
     }
 
     pub fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
