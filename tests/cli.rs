@@ -291,3 +291,34 @@ fn tool_commands_are_all_in_help() {
         );
     }
 }
+
+/// The design card fixes the runtime dependencies: exactly these crates, nothing
+/// else in `[dependencies]` (dev-dependencies are free).
+#[test]
+fn the_runtime_dependencies_are_the_design_cards() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let mut section = "";
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[dependencies]" && !line.is_empty() && !line.starts_with('#') {
+            deps.push(line.split(['=', ' ']).next().unwrap().to_string());
+        }
+    }
+    deps.sort();
+    assert_eq!(
+        deps,
+        [
+            "crc32fast",
+            "env_logger",
+            "lexopt",
+            "libc",
+            "log",
+            "mio",
+            "rmpv",
+            "sha1_smol"
+        ]
+    );
+}

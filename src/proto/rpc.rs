@@ -262,25 +262,83 @@ pub fn encode_response(out: &mut Vec<u8>, msgid: u32, outcome: &Result<Value, Va
         Ok(v) => (&Value::Nil, v),
         Err(e) => (e, &Value::Nil),
     };
-    rmp::encode::write_array_len(out, 4).expect("Vec write");
-    rmp::encode::write_uint(out, TYPE_RESPONSE).expect("Vec write");
-    rmp::encode::write_uint(out, msgid as u64).expect("Vec write");
-    rmpv::encode::write_value(out, error).expect("Vec write");
-    rmpv::encode::write_value(out, result).expect("Vec write");
+    write_array_len(out, 4);
+    write_uint(out, TYPE_RESPONSE);
+    write_uint(out, msgid as u64);
+    write_value(out, error);
+    write_value(out, result);
 }
 
 fn encode_parts(out: &mut Vec<u8>, kind: u64, msgid: Option<u32>, method: &str, params: &[Value]) {
-    // Writes to a Vec cannot fail; the expects document that, they never fire.
-    rmp::encode::write_array_len(out, if msgid.is_some() { 4 } else { 3 }).expect("Vec write");
-    rmp::encode::write_uint(out, kind).expect("Vec write");
+    write_array_len(out, if msgid.is_some() { 4 } else { 3 });
+    write_uint(out, kind);
     if let Some(id) = msgid {
-        rmp::encode::write_uint(out, id as u64).expect("Vec write");
+        write_uint(out, id as u64);
     }
-    rmp::encode::write_str(out, method).expect("Vec write");
-    rmp::encode::write_array_len(out, params.len() as u32).expect("Vec write");
+    write_str(out, method);
+    write_array_len(out, params.len());
     for p in params {
-        rmpv::encode::write_value(out, p).expect("Vec write");
+        write_value(out, p);
     }
+}
+
+// The envelope is written field by field, so that params (a value of up to 64 MiB)
+// are encoded in place rather than copied into one Value first. msgpack's headers,
+// in their shortest form as every encoder writes them:
+
+fn write_array_len(out: &mut Vec<u8>, n: usize) {
+    match n {
+        0..=15 => out.push(0x90 | n as u8),
+        16..=0xffff => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+}
+
+fn write_uint(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=0x7f => out.push(n as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    match n {
+        0..=31 => out.push(0xa0 | n as u8),
+        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    // Writing to a Vec cannot fail; the expect documents that, it never fires.
+    rmpv::encode::write_value(out, v).expect("Vec write");
 }
 
 /// Encodes any message; used by tests and tools that build frames by value.
@@ -309,6 +367,48 @@ pub fn encode(out: &mut Vec<u8>, message: &Message) {
 
 #[cfg(test)]
 mod tests {
+    /// The hand-written headers are the ones rmpv writes for the same values, at
+    /// every size boundary.
+    #[test]
+    fn headers_match_rmpv_at_every_boundary() {
+        use super::{write_array_len, write_str, write_uint};
+        use rmpv::Value;
+        let by_rmpv = |v: &Value| {
+            let mut b = Vec::new();
+            rmpv::encode::write_value(&mut b, v).unwrap();
+            b
+        };
+        for n in [
+            0u64,
+            1,
+            0x7f,
+            0x80,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            write_uint(&mut b, n);
+            assert_eq!(b, by_rmpv(&Value::from(n)), "uint {n}");
+        }
+        for n in [0usize, 15, 16, 0xffff, 0x1_0000] {
+            let mut b = Vec::new();
+            write_array_len(&mut b, n);
+            let full = by_rmpv(&Value::Array(vec![Value::Nil; n]));
+            assert_eq!(b, full[..full.len() - n], "array of {n}");
+        }
+        for len in [0usize, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000] {
+            let s = "y".repeat(len);
+            let mut b = Vec::new();
+            write_str(&mut b, &s);
+            assert_eq!(b, by_rmpv(&Value::from(s.as_str())), "str of {len}");
+        }
+    }
+
     /// A write of the largest value with the longest key, as the coordinator sends
     /// it to a replica, fits in one frame: the link is not dropped.
     #[test]
