@@ -128,18 +128,8 @@ pub fn daemonize_if_asked(args: &Args) -> Result<(), String> {
             }
         }
     }
-    write_atomically(&pidfile, format!("{}\n", std::process::id()).as_bytes())
+    crate::fs::write_atomically(&pidfile, format!("{}\n", std::process::id()).as_bytes())
         .map_err(|e| format!("cannot write pid file {}: {e}", pidfile.display()))
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over
-/// `path`, so a reader sees the old content or the new, never a part.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after,

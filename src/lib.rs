@@ -16,6 +16,7 @@
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
 //! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership |
 //! | storage    | [`store`]                | append-only segments, index, compaction        |
+//! | leaves     | [`time`], [`fs`], [`sizes`] | the clock, crash-safe file writes, size syntax |
 //!
 //! A memcached request arrives at the gateway ([`gateway::text`]), is parsed by
 //! [`proto::memtext`], and is routed by the hash spaces ([`cluster::hash_space`]) to
@@ -33,11 +34,14 @@
 pub mod cli;
 pub mod cluster;
 pub mod daemon;
+pub mod fs;
 pub mod gateway;
 pub mod local;
 pub mod manager;
 pub mod net;
 pub mod proto;
 pub mod server;
+pub mod sizes;
 pub mod store;
+pub mod time;
 pub mod tools;

@@ -265,19 +265,7 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Value, String> {
     }
 }
 
-/// Parses `600m`, `4k`, `1g` or a plain byte count.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.as_bytes().last()? {
-        b'k' | b'K' => (&text[..text.len() - 1], 10),
-        b'm' | b'M' => (&text[..text.len() - 1], 20),
-        b'g' | b'G' => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
+pub use crate::sizes::parse_size;
 
 /// Parses an address. Host names are resolved now, once, preferring IPv4, because
 /// the address is also the node's identity on the hash ring.

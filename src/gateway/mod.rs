@@ -164,7 +164,7 @@ impl Gateway {
         whs: crate::cluster::hash_space::HashSpace,
         rhs: crate::cluster::hash_space::HashSpace,
     ) -> bool {
-        self.tables.adopt(whs, rhs, crate::server::node::unix_now())
+        self.tables.adopt(whs, rhs, crate::time::unix_now())
     }
 
     fn server(&self, addr: SocketAddr) -> Arc<Peer> {

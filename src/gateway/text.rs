@@ -349,7 +349,7 @@ impl Pipeline {
                 let c = &me.gw.counters;
                 let mut m = multi.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
-                    Ok(Some(rec)) if write::is_live(&rec, crate::server::node::unix_now()) => {
+                    Ok(Some(rec)) if write::is_live(&rec, crate::time::unix_now()) => {
                         c.get_hits.fetch_add(1, Ordering::Relaxed);
                         let mut b = Vec::with_capacity(rec.data.len() + k.len() + 48);
                         b.extend_from_slice(b"VALUE ");
@@ -406,7 +406,7 @@ impl Pipeline {
             .cluster_items(Box::new(move |copies, answered, servers| {
                 let g = &me.gw;
                 let c = &g.counters;
-                let now = crate::server::node::unix_now();
+                let now = crate::time::unix_now();
                 let mut lines: Vec<(&str, String)> = vec![
                     ("pid", std::process::id().to_string()),
                     ("uptime", g.uptime().to_string()),
@@ -586,7 +586,7 @@ impl Session for TextSession {
                     continue;
                 }
                 Parsed::Command { command, len } => {
-                    let now = crate::server::node::unix_now();
+                    let now = crate::time::unix_now();
                     let write = |op, exptime, data: &[u8]| Write {
                         op,
                         flags: 0,

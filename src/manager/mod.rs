@@ -24,6 +24,7 @@ use crate::cluster::partition::{BrokenLinks, Node, GATHER_MS};
 use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer, Reply, Service};
 use crate::proto::cluster::{self as msg, NodesInfo, ReplaceProgress};
+use crate::time::unix_now;
 use rmpv::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -131,10 +132,6 @@ pub struct Manager {
     partner: Mutex<Option<Arc<Peer>>>,
     replace_delay: Duration,
     state: Mutex<State>,
-}
-
-fn unix_now() -> u32 {
-    crate::server::node::unix_now()
 }
 
 impl Manager {

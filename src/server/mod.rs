@@ -15,7 +15,7 @@ use crate::store::{self, Store};
 use node::{Node, ServerService, StreamService};
 use rmpv::Value;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often the store is checked for segments worth compacting.
 const COMPACT_INTERVAL_SECS: u64 = 30;
@@ -190,10 +190,7 @@ pub fn main(args: Args) -> i32 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    u64::from(crate::time::unix_now())
 }
 
 /// Opens the `-s` store with its `#` options and the `-g` garbage settings.

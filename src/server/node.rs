@@ -27,11 +27,12 @@ use crate::net::report::ServerLinks;
 use crate::net::{Net, Peer, Reply, RpcError, Service};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use crate::store::{Modified, Store};
+use crate::time::unix_now;
 use rmpv::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long one replicate call may take before it is retried.
 pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,13 +45,6 @@ pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(20);
 /// Time kept back from a caller's deadline for the answer to reach it, a few
 /// timer ticks: the caller should hear why the write failed rather than time out.
 pub const REPLY_MARGIN: Duration = Duration::from_millis(100);
-
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
 
 /// What a peer is told when the store fails: no file path (the log has it), and
 /// for a full disk memcached's words, which the gateway passes on at once. The

@@ -47,7 +47,7 @@ use std::time::Duration;
 /// of different keys and shorter pauses when a shard's table doubles.
 const SHARDS: usize = 16;
 const HINT_MAGIC: &[u8; 4] = b"KHN1";
-/// A hint is written under its name plus this, then renamed.
+/// A hint is written under its name plus `.tmp` (see `fs::write_atomically`).
 const HINT_TEMPORARY_SUFFIX: &str = ".hint.tmp";
 /// Attempts, 10 ms apart, to take the store lock.
 const LOCK_RETRIES: usize = 100;
@@ -111,7 +111,7 @@ impl Options {
     /// Applies `#name=value` options. Unknown names are an error that names them.
     pub fn apply(&mut self, params: &[(String, String)]) -> std::result::Result<(), String> {
         let size = |v: &str, name: &str| {
-            crate::cli::options::parse_size(v)
+            crate::sizes::parse_size(v)
                 .ok_or_else(|| format!("store option {name}={v}: expected a size such as 64m"))
         };
         let mut sync_ms = None;
@@ -288,10 +288,6 @@ fn cut_back(seg: &Segment, offset: u64) {
     if let Err(e) = seg.file.set_len(offset) {
         log::warn!("cannot cut {} back to {offset}: {e}", seg.path.display());
     }
-}
-
-fn hint_temporary_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:09}{HINT_TEMPORARY_SUFFIX}"))
 }
 
 /// A hint being written (`000000001.hint.tmp`), or one that earlier versions wrote
@@ -1049,14 +1045,8 @@ impl Store {
     /// written to a temporary file, synced, and renamed over `member`.
     pub fn mark_member(&self, now: u64) -> Result<()> {
         let path = self.inner.dir.join(MEMBER_FILE);
-        let tmp = self.inner.dir.join(format!("{MEMBER_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(now.to_string().as_bytes())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| io_err(format!("write {}", path.display()), e))
+        crate::fs::write_atomically(&path, now.to_string().as_bytes())
+            .map_err(|e| io_err(format!("write {}", path.display()), e))
     }
 
     /// Drops every record (a store too stale to serve, see the server's re-sync):
@@ -1157,9 +1147,7 @@ fn create_segment(dir: &Path, id: u32) -> Result<Arc<Segment>> {
         .open(&path)
         .map_err(|e| io_err(format!("create {}", path.display()), e))?;
     // The directory entry must survive a crash too.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let _ = crate::fs::sync_dir(dir);
     Ok(Arc::new(Segment {
         id,
         path,
@@ -1350,17 +1338,9 @@ fn write_hint(dir: &Path, seg: &Segment, entries: &[u8]) {
     buf.extend_from_slice(entries);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    let tmp = hint_temporary_path(dir, seg.id);
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, hint_path(dir, seg.id))
-    };
-    if let Err(e) = write() {
-        // A hint fails mostly on a full disk, where the part written holds space
-        // that the writes waiting for it need, and would hold it for good.
-        let _ = std::fs::remove_file(&tmp);
+    // A hint fails mostly on a full disk; write_atomically leaves no part behind
+    // to hold the space the writes waiting for it need.
+    if let Err(e) = crate::fs::write_atomically(&hint_path(dir, seg.id), &buf) {
         log::warn!(
             "cannot write hint for segment {}: {e}; it will be scanned on open",
             seg.id

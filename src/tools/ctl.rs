@@ -5,7 +5,7 @@ use super::{call, failure, format_space, json_space, json_str, nodes_info, parse
 use crate::cli::options::MANAGER_PORT;
 use crate::cli::{Args, EXIT_OK};
 use crate::proto::cluster as msg;
-use crate::server::node::unix_now;
+use crate::time::unix_now;
 use rmpv::Value;
 
 /// The commands, with their help, in the order `--help` lists them.
