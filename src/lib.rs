@@ -10,7 +10,8 @@
 //!
 //! | layer      | modules                  | what it does                                   |
 //! |------------|--------------------------|------------------------------------------------|
-//! | entry      | `main.rs`, [`cli`]       | picks the role from argv[0], parses options    |
+//! | entry      | `main.rs`, [`dispatch`]  | picks the role from argv[0] and runs it        |
+//! | options    | [`cli`]                  | the option table, parsing, help, man pages (no role) |
 //! | roles      | [`manager`], [`server`], [`gateway`], [`tools`], [`local`] | handlers, one module per role |
 //! | process    | [`daemon`]               | logging, daemonizing, signals                  |
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
@@ -34,6 +35,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod daemon;
+pub mod dispatch;
 pub mod fs;
 pub mod gateway;
 pub mod local;

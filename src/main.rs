@@ -1,5 +1,5 @@
 //! The multicall entry point; everything else lives in the library.
 
 fn main() {
-    std::process::exit(kumo::cli::main(std::env::args_os().collect()));
+    std::process::exit(kumo::dispatch::main(std::env::args_os().collect()));
 }

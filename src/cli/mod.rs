@@ -1,4 +1,5 @@
-//! The entry layer: which role to run, and its options.
+//! The command line as a library: which role to run, and its options. It knows no
+//! role's code; [`crate::dispatch`] runs the role it names.
 //!
 //! `kumo` picks its role from the basename of argv[0] (`kumo-server`, installed as a
 //! symlink) or from its first argument (`kumo server ...`). Options come from the one
@@ -7,6 +8,7 @@
 //! Exit status: 0 success, 1 a runtime failure (a peer unreachable, a store that will
 //! not open), 2 a usage error (an unknown option, a bad value, a missing argument).
 
+pub mod commands;
 pub mod man;
 pub mod options;
 
@@ -102,9 +104,9 @@ impl Role {
     /// The commands a tool takes after its addresses, with their help.
     pub fn commands(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Role::Ctl => crate::tools::ctl::COMMANDS,
-            Role::Stat => crate::tools::stat::COMMANDS,
-            Role::Hash => crate::tools::hash::COMMANDS,
+            Role::Ctl => commands::CTL,
+            Role::Stat => commands::STAT,
+            Role::Hash => commands::HASH,
             _ => &[],
         }
     }
@@ -126,19 +128,6 @@ impl Role {
             .iter()
             .copied()
             .find(|r| r.subcommand() == name || r.program() == name)
-    }
-
-    fn run(self, args: Args) -> i32 {
-        match self {
-            Role::Manager => crate::manager::main(args),
-            Role::Server => crate::server::main(args),
-            Role::Gateway => crate::gateway::main(args),
-            Role::Ctl => crate::tools::ctl::main(args),
-            Role::Stat => crate::tools::stat::main(args),
-            Role::Hash => crate::tools::hash::main(args),
-            Role::MergeDb => crate::tools::mergedb::main(args),
-            Role::Local => crate::local::main(args),
-        }
     }
 }
 
@@ -524,8 +513,11 @@ pub fn top_help() -> String {
     s
 }
 
-/// The whole entry point: returns the process exit status.
-pub fn main(mut argv: Vec<OsString>) -> i32 {
+/// The command line, start to end: picks the role from argv[0] or the first word,
+/// parses its options, answers `--help` and `--version`, and hands the role and
+/// its arguments to `run` (the dispatch at the top, which knows the roles; this
+/// library of options knows none). Returns the process exit status.
+pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i32 {
     let argv0 = if argv.is_empty() {
         OsString::from("kumo")
     } else {
@@ -583,7 +575,7 @@ pub fn main(mut argv: Vec<OsString>) -> i32 {
                     return EXIT_USAGE;
                 }
             }
-            role.run(args)
+            run(role, args)
         }
         Err(Stop::Help(text)) => {
             print!("{text}");

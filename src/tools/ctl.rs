@@ -8,37 +8,8 @@ use crate::proto::cluster as msg;
 use crate::time::unix_now;
 use rmpv::Value;
 
-/// The commands, with their help, in the order `--help` lists them.
-pub const COMMANDS: &[(&str, &str)] = &[
-    (
-        "status",
-        "show the hash space, the attached servers and the servers not attached",
-    ),
-    ("attach", "attach every server that is not attached"),
-    ("attach-noreplace", "attach without moving data"),
-    ("detach", "detach every fault server"),
-    ("detach-noreplace", "detach without moving data"),
-    (
-        "replace",
-        "move data to match the current servers (finishes an interrupted replace)",
-    ),
-    (
-        "full-replace",
-        "send every record to every owner: repairs after three or more servers were lost",
-    ),
-    (
-        "backup [SUFFIX]",
-        "every server copies its store to PATH-SUFFIX (default today, YYYYMMDD)",
-    ),
-    (
-        "enable-auto-replace",
-        "attach and detach by the manager itself from now on",
-    ),
-    (
-        "disable-auto-replace",
-        "stop attaching and detaching automatically",
-    ),
-];
+/// The commands, with their help: the table `--help` and the man page show.
+pub use crate::cli::commands::CTL as COMMANDS;
 
 pub fn main(args: Args) -> i32 {
     let (manager, command) = match args.positional.as_slice() {

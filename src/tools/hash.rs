@@ -8,15 +8,8 @@ use crate::cli::{Args, EXIT_OK};
 use crate::cluster::clock::ClockTime;
 use crate::cluster::hash_space::{key_hash, HashSpace, Node};
 
-/// The commands, with their help, in the order `--help` lists them.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("hash KEY...", "the 64-bit hash of each key"),
-    (
-        "assign KEY...",
-        "the hash and the three owners of each key (with -m, from the manager's write table)",
-    ),
-    ("dump", "every point of the hash ring and its server"),
-];
+/// The commands, with their help: the table `--help` and the man page show.
+pub use crate::cli::commands::HASH as COMMANDS;
 
 pub fn main(args: Args) -> i32 {
     let (space, rest): (HashSpace, &[String]) = match args.opt_addr("manager") {

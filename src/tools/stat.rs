@@ -10,33 +10,8 @@ use crate::proto::cluster as msg;
 use rmpv::Value;
 use std::net::SocketAddr;
 
-/// The commands, with their help, in the order `--help` lists them.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("pid", "process id of the server"),
-    ("uptime", "seconds since the server started"),
-    ("time", "the server's unix time"),
-    ("version", "the server's version"),
-    ("cmd_get", "gets served since start"),
-    ("cmd_set", "writes coordinated since start"),
-    ("cmd_delete", "deletes coordinated since start"),
-    ("items", "keys with a value in the server's store"),
-    ("stats", "all of the above, as memcached STAT lines"),
-    ("whs", "the hash space that routes writes"),
-    ("rhs", "the hash space that routes reads"),
-    ("hscheck", "true if whs and rhs hold the same servers"),
-    (
-        "replstat",
-        "inactive, copying, deleting, waiting (whs and rhs differ) or ready",
-    ),
-    (
-        "set_delay",
-        "turn TCP_NODELAY off on the server's sockets (throughput over latency)",
-    ),
-    (
-        "unset_delay",
-        "turn TCP_NODELAY on (latency over throughput)",
-    ),
-];
+/// The commands, with their help: the table `--help` and the man page show.
+pub use crate::cli::commands::STAT as COMMANDS;
 
 pub fn main(args: Args) -> i32 {
     let (servers, command): (Vec<SocketAddr>, &str) =
