@@ -17,7 +17,7 @@
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
 //! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership |
 //! | storage    | [`store`]                | append-only segments, index, compaction        |
-//! | leaves     | [`time`], [`fs`], [`sizes`] | the clock, crash-safe file writes, size syntax |
+//! | leaves     | [`record`], [`time`], [`fs`], [`sizes`] | the record every layer shares, the clock, crash-safe file writes, size syntax |
 //!
 //! A memcached request arrives at the gateway ([`gateway::text`]), is parsed by
 //! [`proto::memtext`], and is routed by the hash spaces ([`cluster::hash_space`]) to
@@ -42,6 +42,7 @@ pub mod local;
 pub mod manager;
 pub mod net;
 pub mod proto;
+pub mod record;
 pub mod server;
 pub mod sizes;
 pub mod store;

@@ -5,7 +5,7 @@
 //! Running it inside the store's per-key read-modify-write makes every conditional
 //! command atomic.
 
-use crate::store::record::{Kind, Record};
+use crate::record::{Kind, Record};
 
 /// The operation of a coordinated write. The code is its wire form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::daemon;
 use crate::net::report::ServerLinks;
 use crate::net::{self, Peer, RpcError};
 use crate::proto::cluster::{self as msg, WriteRequest};
-use crate::store::Record;
+use crate::record::Record;
 use rmpv::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -585,7 +585,7 @@ pub fn main(args: Args) -> i32 {
         async_delete: args.switch("async-replicate-delete"),
         value_max: args
             .size("max-item-size")
-            .min(crate::store::record::DATA_SIZE_MAX as u64) as usize,
+            .min(crate::record::DATA_SIZE_MAX as u64) as usize,
         counters: Counters::default(),
         started: Instant::now(),
         last_refresh_ms: AtomicU64::new(0),

@@ -36,7 +36,7 @@
 
 use crate::cluster::hash_space::{decode_addr, encode_addr, HashSpace};
 use crate::cluster::write::{Op, Outcome, Write};
-use crate::store::record::{Kind, Record};
+use crate::record::{Kind, Record};
 use rmpv::Value;
 use std::net::SocketAddr;
 

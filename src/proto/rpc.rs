@@ -413,7 +413,7 @@ mod tests {
     /// it to a replica, fits in one frame: the link is not dropped.
     #[test]
     fn the_largest_replication_fits_in_a_frame() {
-        use crate::store::record::{Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
+        use crate::record::{Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
         assert_eq!(FRAME_VALUE_MAX, DATA_SIZE_MAX);
         let rec = Record::value(u64::MAX, u32::MAX, u32::MAX, vec![7u8; DATA_SIZE_MAX]);
         let params = [

@@ -69,7 +69,7 @@ pub fn store_error(e: &crate::store::Error) -> &'static str {
 
 /// Refuses a record from a peer stamped far in the future: taken, it would win
 /// every newer-wins comparison, so no later write of the key could replace it.
-pub fn plausible(rec: &crate::store::Record) -> Result<(), String> {
+pub fn plausible(rec: &crate::record::Record) -> Result<(), String> {
     let c = crate::cluster::clock::ClockTime(rec.clock);
     if crate::cluster::clock::from_the_future(c, unix_now()) {
         log::warn!(

@@ -21,65 +21,11 @@
 
 /// Bytes before the key.
 pub const HEADER_SIZE: usize = 28;
-/// The longest key the store accepts: the 8-byte hash plus memcached's 250-byte key,
-/// with room for internal prefixes.
-pub const KEY_SIZE_MAX: usize = 1024;
-/// The largest data of one record. The gateway's `-I` limit (1 MiB by default) sits
-/// below this; the store refuses more so a corrupt length cannot ask for gigabytes.
-pub const DATA_SIZE_MAX: usize = 64 << 20;
 pub const RECORD_SIZE_MAX: usize = HEADER_SIZE + KEY_SIZE_MAX + DATA_SIZE_MAX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Value = 1,
-    Tombstone = 2,
-    Erase = 3,
-}
-
-impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
-        match b {
-            1 => Some(Kind::Value),
-            2 => Some(Kind::Tombstone),
-            3 => Some(Kind::Erase),
-            _ => None,
-        }
-    }
-}
-
-/// One version of one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub kind: Kind,
-    pub clock: u64,
-    pub flags: u32,
-    pub exptime: u32,
-    pub data: Vec<u8>,
-}
-
-impl Record {
-    pub fn value(clock: u64, flags: u32, exptime: u32, data: Vec<u8>) -> Record {
-        Record {
-            kind: Kind::Value,
-            clock,
-            flags,
-            exptime,
-            data,
-        }
-    }
-    pub fn tombstone(clock: u64) -> Record {
-        Record {
-            kind: Kind::Tombstone,
-            clock,
-            flags: 0,
-            exptime: 0,
-            data: Vec::new(),
-        }
-    }
-    pub fn is_value(&self) -> bool {
-        self.kind == Kind::Value
-    }
-}
+// The record as every layer sees it lives in a leaf module of its own; this file
+// is its form on disk.
+pub use crate::record::{check_sizes, Kind, Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,20 +35,6 @@ pub enum Bad {
     /// Lengths or kind out of range.
     Header(&'static str),
     Checksum,
-}
-
-/// Checks sizes; the error names the limit.
-pub fn check_sizes(key: &[u8], data_len: usize) -> Result<(), String> {
-    if key.is_empty() || key.len() > KEY_SIZE_MAX {
-        return Err(format!(
-            "key of {} bytes is outside 1..={KEY_SIZE_MAX}",
-            key.len()
-        ));
-    }
-    if data_len > DATA_SIZE_MAX {
-        return Err(format!("data of {data_len} bytes exceeds {DATA_SIZE_MAX}"));
-    }
-    Ok(())
 }
 
 /// Appends the encoding of `key` and `rec` to `out`. Sizes must have been checked.

@@ -1,0 +1,76 @@
+//! One version of one key, as the store keeps it, the cluster logic decides on it
+//! and the wire carries it: a leaf that every layer may use. Its form on disk is
+//! `store::record`; on the wire, `proto::cluster`.
+
+/// The longest key the store accepts: the 8-byte hash plus memcached's 250-byte key,
+/// with room for internal prefixes.
+pub const KEY_SIZE_MAX: usize = 1024;
+/// The largest data of one record. The gateway's `-I` limit (1 MiB by default) sits
+/// below this; the store refuses more so a corrupt length cannot ask for gigabytes.
+pub const DATA_SIZE_MAX: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Value = 1,
+    Tombstone = 2,
+    Erase = 3,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Value),
+            2 => Some(Kind::Tombstone),
+            3 => Some(Kind::Erase),
+            _ => None,
+        }
+    }
+}
+
+/// One version of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    pub clock: u64,
+    pub flags: u32,
+    pub exptime: u32,
+    pub data: Vec<u8>,
+}
+
+impl Record {
+    pub fn value(clock: u64, flags: u32, exptime: u32, data: Vec<u8>) -> Record {
+        Record {
+            kind: Kind::Value,
+            clock,
+            flags,
+            exptime,
+            data,
+        }
+    }
+    pub fn tombstone(clock: u64) -> Record {
+        Record {
+            kind: Kind::Tombstone,
+            clock,
+            flags: 0,
+            exptime: 0,
+            data: Vec::new(),
+        }
+    }
+    pub fn is_value(&self) -> bool {
+        self.kind == Kind::Value
+    }
+}
+
+/// Checks sizes; the error names the limit.
+pub fn check_sizes(key: &[u8], data_len: usize) -> Result<(), String> {
+    if key.is_empty() || key.len() > KEY_SIZE_MAX {
+        return Err(format!(
+            "key of {} bytes is outside 1..={KEY_SIZE_MAX}",
+            key.len()
+        ));
+    }
+    if data_len > DATA_SIZE_MAX {
+        return Err(format!("data of {data_len} bytes exceeds {DATA_SIZE_MAX}"));
+    }
+    Ok(())
+}
