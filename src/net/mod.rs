@@ -8,7 +8,7 @@
 //!                                        Writer::send ── write at once ──► socket
 //!                                                          │ socket full
 //!                                                          ▼
-//!                                                 sender 1..TW  (flush on WRITABLE)
+//!                                                 sender 1..TW  (flush on WRITABLE; conn.rs)
 //! ticker: every TICK_MS runs the fixed timer table (call timeouts, reconnects, keepalives)
 //! ```
 //!
@@ -25,7 +25,6 @@ mod conn;
 pub mod report;
 pub mod rpc_client;
 pub mod rpc_server;
-mod sender;
 pub mod timer;
 mod worker;
 
@@ -98,7 +97,7 @@ pub struct Net {
 struct Shared {
     config: Config,
     workers: Vec<worker::Handle>,
-    senders: Vec<sender::Handle>,
+    senders: Vec<conn::SenderHandle>,
     next_worker: AtomicUsize,
     next_sender: AtomicUsize,
     /// Accepted connections open now, checked against CONNECTIONS_MAX.
@@ -115,7 +114,7 @@ impl Net {
             "thread pools need at least one thread"
         );
         let senders = (0..config.senders)
-            .map(sender::spawn)
+            .map(conn::spawn_sender)
             .collect::<io::Result<Vec<_>>>()?;
         let workers = (0..config.workers)
             .map(worker::spawn)

@@ -85,7 +85,7 @@ struct Pending {
     sent_on: u64,
     /// A soft deadline and what to run when it passes unanswered.
     slow: Option<(Instant, SlowFn)>,
-    /// A heartbeat probe: it keeps no link alive by itself.
+    /// A heartbeat probe: one at a time per link.
     probe: bool,
 }
 
@@ -149,9 +149,10 @@ impl State {
             .collect()
     }
 
-    /// Whether a call other than a probe waits for an answer on the live link.
+    /// Whether a call (a probe included) waits for an answer. O(1): it is asked
+    /// on every read that picks among a key's owners.
     fn busy(&self) -> bool {
-        self.pending.values().any(|p| !p.probe)
+        !self.pending.is_empty()
     }
 }
 
@@ -563,7 +564,6 @@ impl Peer {
             }
             let config = self.net.config().clone();
             let busy = st.busy();
-            let probing = st.pending.values().any(|p| p.probe);
             let mut dead = None;
             match &st.link {
                 Link::Connecting { writer, since, .. }
@@ -585,7 +585,7 @@ impl Peer {
                         );
                         writer.abort();
                         dead = Some(*generation);
-                    } else if silent >= LINK_PROBE_AFTER && !probing {
+                    } else if silent >= LINK_PROBE_AFTER && !st.pending.values().any(|p| p.probe) {
                         probe = true;
                     }
                 }
