@@ -469,6 +469,8 @@ fn run_schedule(s: &Schedule, network: bool) {
     }
     // The end: everything back and attached, the last replace finished.
     r.repair();
+    let mut load = load;
+    load.halt();
     let undefined = load.undefined();
     let slowest = load.slowest();
     let p99 = load.p99();

@@ -26,7 +26,10 @@
 
 use super::conn::{Session, Writer};
 use super::timer::TimerId;
-use super::{Net, LINK_PROBE_AFTER, LINK_SILENCE_MAX, RECONNECT_DELAY_MS};
+use super::{Net, LINK_PROBE_AFTER, LINK_SILENCE_MAX, RECONNECT_DELAY_MS, TICK_MS};
+
+/// A gap between two ticks longer than this means the process did not run.
+const TICK_STALL: Duration = Duration::from_millis(8 * TICK_MS);
 use crate::proto::rpc::{self, Decoded, Message};
 use rmpv::Value;
 use std::collections::HashMap;
@@ -120,6 +123,8 @@ struct State {
     last_heard: Instant,
     /// When a link was last found dead or a connect failed, until a response.
     down_at: Option<Instant>,
+    /// When the timer last ran this peer's tick.
+    last_tick: Instant,
     keepalive_outstanding: bool,
 }
 
@@ -215,6 +220,7 @@ impl Peer {
                 last_sent: now,
                 last_heard: now,
                 down_at: None,
+                last_tick: now,
                 keepalive_outstanding: false,
             }),
             keepalive,
@@ -561,6 +567,13 @@ impl Peer {
                 if p.slow.as_ref().is_some_and(|(at, _)| *at <= now) {
                     slow.extend(p.slow.take().map(|(_, f)| f));
                 }
+            }
+            // Time this process did not run (a loaded machine, a stopped process)
+            // is not the peer's silence: the answer may be waiting in our socket.
+            let gap = now.saturating_duration_since(st.last_tick);
+            st.last_tick = now;
+            if gap > TICK_STALL {
+                st.last_heard += gap;
             }
             let config = self.net.config().clone();
             let busy = st.busy();

@@ -180,6 +180,7 @@ impl Load {
     }
 
     /// Every key the load wrote whose last write failed: its value is undefined.
+    /// Final only once the load is halted.
     pub fn undefined(&self) -> Vec<String> {
         let acked = self.acked.lock().unwrap();
         self.written
@@ -191,11 +192,16 @@ impl Load {
             .collect()
     }
 
-    pub fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
+    /// Stops the client threads and waits for them (the counts are final after).
+    pub fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             t.join().unwrap();
         }
+    }
+
+    pub fn stop(mut self) -> (HashMap<String, String>, u64, u64, u64) {
+        self.halt();
         let acked = self.acked.lock().unwrap().clone();
         (
             acked,
