@@ -570,3 +570,26 @@ mod tests {
         }
     }
 }
+
+/// Tables for the unit tests of the cluster logic: servers on 127.0.0.1 by port.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{HashSpace, Node};
+    use crate::cluster::clock::ClockTime;
+    use std::net::SocketAddr;
+
+    pub fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A table of `(port, active)` servers, stamped `clock`.
+    pub fn space(nodes: &[(u16, bool)], clock: u64) -> HashSpace {
+        HashSpace::new(
+            nodes
+                .iter()
+                .map(|&(p, active)| Node { addr: a(p), active })
+                .collect(),
+            ClockTime(clock),
+        )
+    }
+}

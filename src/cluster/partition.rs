@@ -136,20 +136,11 @@ impl BrokenLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::clock::ClockTime;
 
-    fn a(p: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], p))
-    }
+    use crate::cluster::hash_space::testing::a;
 
     fn space(nodes: &[(u16, bool)]) -> HashSpace {
-        HashSpace::new(
-            nodes
-                .iter()
-                .map(|&(p, active)| crate::cluster::hash_space::Node { addr: a(p), active })
-                .collect(),
-            ClockTime(1),
-        )
+        crate::cluster::hash_space::testing::space(nodes, 1)
     }
 
     fn s(p: u16) -> Node {

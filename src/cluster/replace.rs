@@ -46,23 +46,10 @@ pub fn keeps(me: SocketAddr, hash: u64, whs: &HashSpace) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::clock::ClockTime;
-    use crate::cluster::hash_space::{key_hash, Node};
+    use crate::cluster::hash_space::key_hash;
     use std::collections::BTreeSet;
 
-    fn a(p: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], p))
-    }
-
-    fn space(nodes: &[(u16, bool)], t: u64) -> HashSpace {
-        HashSpace::new(
-            nodes
-                .iter()
-                .map(|&(p, active)| Node { addr: a(p), active })
-                .collect(),
-            ClockTime(t),
-        )
-    }
+    use crate::cluster::hash_space::testing::{a, space};
 
     /// Simulates a replace: every live server holding a key sends it; afterwards
     /// every new owner holds it, and after the delete phase only they do.
