@@ -341,6 +341,48 @@ fn a_silent_node_is_found_dead_by_heartbeats_and_reported() {
     held.join().unwrap();
 }
 
+/// A link that sat idle for longer than LINK_SILENCE_MAX is not silent: its first
+/// call after the quiet spell waits for an answer like any other, and a peer that
+/// takes a while (but less than LINK_SILENCE_MAX) to answer it is neither dead nor
+/// suspect. (Measured from the last response, the link was called dead on the
+/// first tick after the call, and the manager faulted a healthy server.)
+#[test]
+fn a_quiet_link_is_not_silent_when_its_next_call_is_made() {
+    struct Slow;
+    impl Service for Slow {
+        fn call(&self, _method: &str, params: Vec<Value>, reply: Reply) {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(600));
+                reply.ok(Value::Array(params));
+            });
+        }
+    }
+    let n = net::Net::start(net::Config::default()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = n.listen(l, RpcSession::factory(Arc::new(Slow))).unwrap();
+    let client = net::Net::start(net::Config::default()).unwrap();
+    let downs = Arc::new(AtomicUsize::new(0));
+    let d = downs.clone();
+    let peer = Peer::watched(
+        &client,
+        addr,
+        Box::new(move |_| {
+            d.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    let first = peer.call_wait("Echo", &[Value::from(1)], Duration::from_secs(5));
+    assert_eq!(first, Ok(Value::Array(vec![Value::from(1)])));
+    std::thread::sleep(net::LINK_SILENCE_MAX + Duration::from_millis(500));
+    let second = peer.call_wait("Echo", &[Value::from(2)], Duration::from_secs(5));
+    assert_eq!(second, Ok(Value::Array(vec![Value::from(2)])));
+    assert_eq!(
+        downs.load(Ordering::Relaxed),
+        0,
+        "a healthy link was reported down"
+    );
+    assert!(!peer.is_failing());
+}
+
 /// A connect that is refused fails the calls waiting for it at once, as not sent.
 #[test]
 fn a_refused_connect_fails_its_calls_at_once() {

@@ -119,7 +119,10 @@ struct State {
     /// Connect attempts that failed in a row.
     failures: u32,
     last_sent: Instant,
-    /// When the current connection last delivered a response (or came up).
+    /// Since when the link has owed an answer and given none: the later of its last
+    /// response (or coming up) and the moment a call was made on an idle link. An
+    /// idle link is not silent; measuring from its last response would call it
+    /// dead on its first call after a quiet spell.
     last_heard: Instant,
     /// When a link was last found dead or a connect failed, until a response.
     down_at: Option<Instant>,
@@ -319,6 +322,9 @@ impl Peer {
         }
         st.next_msgid = msgid.wrapping_add(1).max(1);
         rpc::encode_request(&mut frame, msgid, method, params);
+        if st.pending.is_empty() {
+            st.last_heard = st.last_heard.max(Instant::now());
+        }
         st.pending.insert(
             msgid,
             Pending {

@@ -22,6 +22,7 @@
 
 use crate::cluster::clock::Clock;
 use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
+use crate::cluster::replace::{self, Pull};
 use crate::cluster::write::{self, Outcome};
 use crate::net::report::ServerLinks;
 use crate::net::{Net, Peer, Reply, RpcError, Service};
@@ -272,9 +273,9 @@ impl Node {
             && !t.rhs.is_active_owner(hash, &self.me)
             && t.whs.active_owners(hash).first() == Some(&self.me)
         {
-            let sources: Vec<SocketAddr> = t.rhs.active_owners(hash);
-            if !sources.is_empty() {
-                return self.pull_then_decide(req, sources, deadline, reply);
+            let pull = Pull::new(self.me, replace::holders(hash, &t.rhs, &t.whs));
+            if !pull.sources.is_empty() {
+                return self.pull_then_decide(req, pull, deadline, reply);
             }
         }
         self.decide(req, deadline, reply)
@@ -284,38 +285,47 @@ impl Node {
     fn pull_then_decide(
         self: &Arc<Self>,
         req: WriteRequest,
-        mut sources: Vec<SocketAddr>,
+        mut pull: Pull,
         deadline: Instant,
         reply: Reply,
     ) {
-        if sources.is_empty() {
-            return reply.err(msg::NOT_READY);
+        if pull.sources.is_empty() {
+            // Deciding on a copy that may be missing the newest record would let
+            // add, cas or incr answer wrongly: only once some holder gave its copy.
+            return if pull.heard {
+                self.decide(req, deadline, reply)
+            } else {
+                reply.err(msg::NOT_READY)
+            };
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return reply.err(msg::DEADLINE);
         }
-        let from = sources.remove(0);
+        let from = pull.sources.remove(0);
         let node = self.clone();
         let key = Value::Binary(req.key.clone());
         self.peer(from).call(
             msg::GET,
             &[key, Value::from(true)],
             left.min(REPLICATE_TIMEOUT),
-            Box::new(move |r| match r {
-                Ok(Value::Nil) => node.decide(req, deadline, reply),
-                Ok(v) => {
-                    let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
-                    match rec.map(|rec| node.store.update(&req.key, &rec)) {
-                        Ok(Ok(_)) => node.decide(req, deadline, reply),
-                        Ok(Err(e)) => reply.err(store_error(&e)),
-                        Err(e) => reply.err(format!("old owner {from}: {e}")),
+            Box::new(move |r| {
+                match r {
+                    Ok(Value::Nil) => pull.heard = true,
+                    Ok(v) => {
+                        let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
+                        match rec.map(|rec| node.store.update(&req.key, &rec)) {
+                            Ok(Ok(_)) => pull.heard = true,
+                            Ok(Err(e)) => return reply.err(store_error(&e)),
+                            Err(e) => return reply.err(format!("old owner {from}: {e}")),
+                        }
                     }
+                    Err(e) => log::debug!("old owner {from} did not give its record: {e}"),
                 }
-                Err(e) => {
-                    log::debug!("old owner {from} did not give its record: {e}");
-                    node.pull_then_decide(req, sources, deadline, reply)
+                if pull.heard && !pull.every {
+                    pull.sources.clear();
                 }
+                node.pull_then_decide(req, pull, deadline, reply)
             }),
         );
     }
