@@ -1,0 +1,236 @@
+//! Opening a store: taking its lock, loading each sealed segment from its hint or
+//! by scanning it, and cutting a torn tail off the last one.
+
+use super::hint::{is_hint_temporary, load_hint, push_hint};
+use super::index::{Index, Loc};
+use super::lock::take_lock;
+use super::record;
+use super::segment::{create_segment, resync, segment_path, Segment};
+use super::{shard_of, Inner, Kind, Log, OpenReport, Options, Store, SyncPolicy, SHARDS};
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+impl Store {
+    /// Opens or creates the store at `dir`.
+    pub fn open(dir: &Path, options: Options) -> std::result::Result<Store, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create store directory {}: {e}", dir.display()))?;
+        let lock = take_lock(dir)?;
+        let mut ids: Vec<u32> = Vec::new();
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read store directory {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+        {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".data").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            } else if is_hint_temporary(name) {
+                // Left by a crash mid-write or by an older version's failed write; it
+                // holds space (on a full disk, the space that ran out) and nothing reads it.
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    log::warn!("cannot remove {}: {e}", entry.path().display());
+                }
+            }
+        }
+        ids.sort_unstable();
+        let shards: Vec<RwLock<Index>> =
+            (0..SHARDS).map(|_| RwLock::new(Index::default())).collect();
+        let mut segments = BTreeMap::new();
+        let mut report = OpenReport {
+            segments: ids.len(),
+            ..Default::default()
+        };
+        let mut last_hint = Vec::new();
+        for (n, &id) in ids.iter().enumerate() {
+            let is_last = n + 1 == ids.len();
+            let path = segment_path(dir, id);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let seg = Arc::new(Segment {
+                id,
+                path: path.clone(),
+                file,
+                live: AtomicU64::new(0),
+                dead: AtomicU64::new(0),
+                tombstones: AtomicU64::new(0),
+                len: AtomicU64::new(0),
+            });
+            let mut hint = Vec::new();
+            let loaded = if is_last {
+                false
+            } else {
+                load_hint(dir, &seg, |key, loc| {
+                    apply_loc(&shards, &segments, &seg, key, loc)
+                })
+            };
+            if loaded {
+                report.from_hints += 1;
+            } else {
+                scan_segment(&seg, is_last, &shards, &segments, &mut hint, &mut report)?;
+            }
+            if is_last {
+                last_hint = hint;
+            }
+            segments.insert(id, seg);
+        }
+        let active = match segments.values().next_back() {
+            Some(s) if s.len.load(Ordering::Relaxed) < options.segment_size => s.clone(),
+            _ => {
+                let id = ids.last().map_or(1, |l| l + 1);
+                let seg = create_segment(dir, id).map_err(|e| e.to_string())?;
+                last_hint.clear();
+                segments.insert(id, seg.clone());
+                seg
+            }
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            options,
+            shards,
+            log: Mutex::new(Log {
+                active,
+                hint: last_hint,
+                dirty: false,
+            }),
+            segments: RwLock::new(segments),
+            maintenance: Mutex::new(()),
+            full: AtomicBool::new(false),
+            _lock: lock,
+            closed: AtomicBool::new(false),
+            report,
+        });
+        if let SyncPolicy::Interval(period) = inner.options.sync {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("store-sync".into())
+                .spawn(move || loop {
+                    std::thread::sleep(period);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.closed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    Store { inner }.sync();
+                })
+                .map_err(|e| format!("cannot start the store sync thread: {e}"))?;
+        }
+        Ok(Store { inner })
+    }
+}
+
+/// Rebuilds the index from a segment's records. For the last segment a damaged
+/// tail with nothing intact after it is a torn write and is cut off.
+fn scan_segment(
+    seg: &Arc<Segment>,
+    is_last: bool,
+    shards: &[RwLock<Index>],
+    segments: &BTreeMap<u32, Arc<Segment>>,
+    hint: &mut Vec<u8>,
+    report: &mut OpenReport,
+) -> std::result::Result<(), String> {
+    let size = seg
+        .file
+        .metadata()
+        .map_err(|e| format!("stat {}: {e}", seg.path.display()))?
+        .len() as usize;
+    let mut data = vec![0u8; size];
+    seg.file
+        .read_exact_at(&mut data, 0)
+        .map_err(|e| format!("read {}: {e}", seg.path.display()))?;
+    let mut off = 0;
+    while off < size {
+        match record::decode(&data[off..]) {
+            Ok((key, rec, n)) => {
+                let loc = Loc {
+                    clock: rec.clock,
+                    segment: seg.id,
+                    offset: off as u32,
+                    len: n as u32,
+                    kind: rec.kind as u8,
+                };
+                apply_loc(shards, segments, seg, key, loc);
+                push_hint(hint, key, loc);
+                report.records += 1;
+                off += n;
+            }
+            Err(why) => match resync(&data, off + 1) {
+                Some(next) => {
+                    log::error!(
+                        "{}: damaged record at offset {off} ({why:?}); skipped {} bytes to the next intact record",
+                        seg.path.display(),
+                        next - off
+                    );
+                    report.damaged_records += 1;
+                    seg.dead.fetch_add((next - off) as u64, Ordering::Relaxed);
+                    off = next;
+                }
+                None if is_last => {
+                    let cut = size - off;
+                    log::warn!(
+                        "{}: cut {cut} bytes of torn tail at offset {off} ({why:?})",
+                        seg.path.display()
+                    );
+                    seg.file
+                        .set_len(off as u64)
+                        .map_err(|e| format!("truncate {}: {e}", seg.path.display()))?;
+                    let _ = seg.file.sync_all();
+                    report.torn_tail_bytes += cut as u64;
+                    break;
+                }
+                None => {
+                    log::error!(
+                        "{}: {} damaged bytes at the end of a sealed segment ({why:?}); not served",
+                        seg.path.display(),
+                        size - off
+                    );
+                    report.damaged_records += 1;
+                    seg.dead.fetch_add((size - off) as u64, Ordering::Relaxed);
+                    off = size;
+                    break;
+                }
+            },
+        }
+    }
+    seg.len
+        .store(if is_last { off } else { size } as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Applies one record found on open: later records win (log order is write order).
+fn apply_loc(
+    shards: &[RwLock<Index>],
+    segments: &BTreeMap<u32, Arc<Segment>>,
+    seg: &Arc<Segment>,
+    key: &[u8],
+    loc: Loc,
+) {
+    let mut shard = shards[shard_of(key)]
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
+    let is_tomb = |k: u8| k != Kind::Value as u8;
+    if let Some(old) = shard.insert(key, loc) {
+        let s = if old.segment == seg.id {
+            Some(seg)
+        } else {
+            segments.get(&old.segment)
+        };
+        if let Some(s) = s {
+            s.live.fetch_sub(old.len as u64, Ordering::Relaxed);
+            s.dead.fetch_add(old.len as u64, Ordering::Relaxed);
+            if is_tomb(old.kind) {
+                s.tombstones.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    seg.live.fetch_add(loc.len as u64, Ordering::Relaxed);
+    if is_tomb(loc.kind) {
+        seg.tombstones.fetch_add(1, Ordering::Relaxed);
+    }
+}

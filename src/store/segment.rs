@@ -1,0 +1,197 @@
+//! Segment files: creating one, appending records to the active one (sealing it
+//! past the segment size), fsyncing it, and reading a sealed one record by record.
+
+use super::hint::{push_hint, write_hint};
+use super::index::Loc;
+use super::record::{self, Kind, Record};
+use super::{io_err, Error, Result, Store, SyncPolicy};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One segment file and its live/dead accounting.
+pub(super) struct Segment {
+    pub(super) id: u32,
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    /// Bytes of records the index points to.
+    pub(super) live: AtomicU64,
+    /// Bytes of records superseded or removed.
+    pub(super) dead: AtomicU64,
+    /// Indexed tombstones and erases in this segment.
+    pub(super) tombstones: AtomicU64,
+    /// Bytes written (for the active segment, grows).
+    pub(super) len: AtomicU64,
+}
+
+/// The active segment and the hint entries of what it holds.
+pub(super) struct Log {
+    pub(super) active: Arc<Segment>,
+    pub(super) hint: Vec<u8>,
+    pub(super) dirty: bool,
+}
+
+pub(super) fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:09}.data"))
+}
+
+/// Cuts a segment back to `offset`, dropping a record that was not acknowledged.
+/// Should the cut fail, the next write overwrites the bytes and a reopen cuts a
+/// torn tail, so it is only logged.
+pub(super) fn cut_back(seg: &Segment, offset: u64) {
+    if let Err(e) = seg.file.set_len(offset) {
+        log::warn!("cannot cut {} back to {offset}: {e}", seg.path.display());
+    }
+}
+
+pub(super) fn create_segment(dir: &Path, id: u32) -> Result<Arc<Segment>> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_err(format!("create {}", path.display()), e))?;
+    // The directory entry must survive a crash too.
+    let _ = crate::fs::sync_dir(dir);
+    Ok(Arc::new(Segment {
+        id,
+        path,
+        file,
+        live: AtomicU64::new(0),
+        dead: AtomicU64::new(0),
+        tombstones: AtomicU64::new(0),
+        len: AtomicU64::new(0),
+    }))
+}
+
+/// The first offset at or after `from` where an intact record starts.
+pub(super) fn resync(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len().saturating_sub(record::HEADER_SIZE - 1))
+        .find(|&o| record::decode(&data[o..]).is_ok())
+}
+
+impl Store {
+    /// Writes an encoded record to the active segment, rotating when it is full.
+    pub(super) fn append_bytes(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        kind: Kind,
+        clock: u64,
+    ) -> Result<Loc> {
+        let mut log = self.lock_log();
+        if log.active.len.load(Ordering::Relaxed) + bytes.len() as u64
+            > self.inner.options.segment_size
+        {
+            self.rotate_locked(&mut log)?;
+        }
+        let seg = log.active.clone();
+        let offset = seg.len.load(Ordering::Relaxed);
+        if let Err(e) = seg.file.write_all_at(bytes, offset) {
+            // Nothing was acknowledged; cut whatever part landed so the tail stays clean.
+            cut_back(&seg, offset);
+            let e = io_err(format!("write {}", seg.path.display()), e);
+            if matches!(e, Error::Full(_)) && !self.inner.full.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "store {} is full; writes fail until space is freed",
+                    self.inner.dir.display()
+                );
+            }
+            return Err(e);
+        }
+        if self.inner.full.swap(false, Ordering::Relaxed) {
+            log::warn!(
+                "store {}: space is back; writes work again",
+                self.inner.dir.display()
+            );
+        }
+        if self.inner.options.sync == SyncPolicy::Always {
+            if let Err(e) = seg.file.sync_data() {
+                // Refused, so it must not come back after a restart either.
+                cut_back(&seg, offset);
+                return Err(io_err(format!("fsync {}", seg.path.display()), e));
+            }
+        } else {
+            log.dirty = true;
+        }
+        seg.len
+            .store(offset + bytes.len() as u64, Ordering::Relaxed);
+        let loc = Loc {
+            clock,
+            segment: seg.id,
+            offset: offset as u32,
+            len: bytes.len() as u32,
+            kind: kind as u8,
+        };
+        push_hint(&mut log.hint, key, loc);
+        Ok(loc)
+    }
+
+    /// Seals the active segment (writing its hint file) and starts the next one.
+    pub(super) fn rotate_locked(&self, log: &mut Log) -> Result<()> {
+        let old = log.active.clone();
+        old.file
+            .sync_data()
+            .map_err(|e| io_err(format!("fsync {}", old.path.display()), e))?;
+        write_hint(&self.inner.dir, &old, &log.hint);
+        let seg = create_segment(&self.inner.dir, old.id + 1)?;
+        self.inner
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seg.id, seg.clone());
+        log.active = seg;
+        log.hint.clear();
+        log.dirty = false;
+        Ok(())
+    }
+
+    /// Fsyncs the active segment if anything was written since the last sync.
+    pub fn sync(&self) {
+        let seg = {
+            let mut log = self.lock_log();
+            if !log.dirty {
+                return;
+            }
+            log.dirty = false;
+            log.active.clone()
+        };
+        if let Err(e) = seg.file.sync_data() {
+            // Tried again at the next sync: the writes it covers are still only in
+            // the page cache, and a later success covers them too.
+            log::error!("fsync {} failed: {e}; will retry", seg.path.display());
+            self.lock_log().dirty = true;
+        }
+    }
+
+    /// Reads every intact record of a sealed segment in order.
+    pub(super) fn for_each_record(
+        &self,
+        seg: &Segment,
+        mut f: impl FnMut(usize, &[u8], Record, usize),
+    ) -> Result<()> {
+        let len = seg.len.load(Ordering::Relaxed) as usize;
+        let mut data = vec![0u8; len];
+        seg.file
+            .read_exact_at(&mut data, 0)
+            .map_err(|e| io_err(format!("read {}", seg.path.display()), e))?;
+        let mut off = 0;
+        while off < len {
+            match record::decode(&data[off..]) {
+                Ok((key, rec, n)) => {
+                    f(off, key, rec, n);
+                    off += n;
+                }
+                Err(_) => match resync(&data, off + 1) {
+                    Some(next) => off = next,
+                    None => break,
+                },
+            }
+        }
+        Ok(())
+    }
+}
