@@ -7,6 +7,7 @@
 //! - [`membership`]: the manager's view: attach, detach, lost servers.
 //! - [`partition`]: which servers to mark fault when nodes report broken links.
 //! - [`replace`]: who sends which record where when servers join or leave.
+//! - [`replace_run`]: the manager's replace, step by step: copy, settle, delete.
 //! - [`routing`]: which owner a read asks next.
 
 pub mod clock;
@@ -14,5 +15,6 @@ pub mod hash_space;
 pub mod membership;
 pub mod partition;
 pub mod replace;
+pub mod replace_run;
 pub mod routing;
 pub mod write;

@@ -1,0 +1,611 @@
+//! The manager's side of a replace, as a state machine: events and the time go in,
+//! actions come out. It opens no socket and reads no clock (the time is
+//! milliseconds on whatever clock the caller keeps), so unit tests drive it, and a
+//! simulator of the whole cluster can. The manager (`manager/replace.rs`) carries
+//! out the actions and feeds back what the servers answer.
+//!
+//! A replace moves the data from the read table (rhs) to the write table (whs). Its
+//! id is the whs ClockTime it moves to.
+//! 1. **Copy**: every server active in either table copies what it must send
+//!    ([`super::replace::copy_targets`]) and reports the end of its copy.
+//! 2. **Settling**: gateways read by whs at once, while servers still write to the
+//!    old readers too, so a gateway that learns the new table late still reads the
+//!    latest value. After [`SETTLE_GRACE_MS`] the servers follow.
+//! 3. **Delete**: rhs := whs for every node, and each server drops the records it
+//!    no longer owns, and reports.
+//!
+//! It starts over, on the newest tables, when a server taking part is lost, when
+//! one could not send everything, and when whs changed while the data moved:
+//! finishing would send reads where nothing was copied. It waits, and tries again,
+//! while a server that must take part has not kept in touch with the manager.
+
+use super::hash_space::Tables;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// Pause before a phase message that got no acknowledgement is sent again, and
+/// before a waiting start looks again.
+pub const RESEND_MS: u64 = 1000;
+/// How long gateways read by the settled table before servers are told.
+pub const SETTLE_GRACE_MS: u64 = 1000;
+/// Pause before copying again after a server could not send everything.
+pub const COPY_AGAIN_MS: u64 = 2 * RESEND_MS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Copy,
+    /// Copied: gateways read by the new table, servers still write to both.
+    Settling,
+    Delete,
+}
+
+/// A running replace.
+#[derive(Debug)]
+pub struct Run {
+    pub id: u64,
+    /// The tables the replace moves between, fixed at its start.
+    pub tables: Tables,
+    pub full: bool,
+    pub phase: Phase,
+    /// Every server taking part.
+    pub targets: Vec<SocketAddr>,
+    /// The servers whose end of this phase has not been reported.
+    pub pending: BTreeSet<SocketAddr>,
+    pub records: u64,
+    pub bytes: u64,
+    /// Servers whose phase message failed, and when to send it again.
+    resend: BTreeMap<SocketAddr, u64>,
+    /// While settling: the tables gateways read by, and when servers follow.
+    settle: Option<(Tables, u64)>,
+}
+
+/// What the machine needs to know of the world at an event.
+pub struct View<'a> {
+    /// The manager's tables now.
+    pub tables: &'a Tables,
+    /// Whether the manager is in touch with a server: it has a link of its own to
+    /// it and knows its stream port, so the server can take part.
+    pub in_touch: &'a dyn Fn(&SocketAddr) -> bool,
+    /// Milliseconds on the caller's clock.
+    pub now: u64,
+}
+
+/// What the manager does for the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the running replace's `phase` (Copy or Delete) to `to`.
+    Send { to: SocketAddr, phase: Phase },
+    /// Gateways read by [`Replacer::gateway_tables`] now: answer them.
+    GatewaysRead,
+    /// rhs := whs for every node: settle the tables and publish them.
+    Settle,
+}
+
+/// A server's report of the end of its part of a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseEnd {
+    pub id: u64,
+    pub from: SocketAddr,
+    pub phase: Phase,
+    pub records: u64,
+    pub bytes: u64,
+    /// Some records did not reach their new owners.
+    pub failed: bool,
+}
+
+/// The replace state of one manager.
+#[derive(Debug, Default)]
+pub struct Replacer {
+    run: Option<Run>,
+    /// No run, and a start is due then (a start that waits for servers to keep in
+    /// touch, or a copy to run again), with its `full`.
+    retry: Option<(u64, bool)>,
+    /// The newest replace known to have been started, by this manager or (as its
+    /// servers say) by any other.
+    started: u64,
+    /// The whs stamp of the latest `-noreplace` change: the operator moves that
+    /// data later, so no replace is owed until one is started after it.
+    deferred: u64,
+}
+
+impl Replacer {
+    pub fn run(&self) -> Option<&Run> {
+        self.run.as_ref()
+    }
+
+    /// Gateways already read by the new table and servers do not yet. A change of
+    /// whs now would send writes where those gateways do not read, so attach and
+    /// detach wait for the settle.
+    pub fn is_settling(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Settling)
+    }
+
+    /// The tables gateways route by while a replace settles.
+    pub fn gateway_tables(&self) -> Option<&Tables> {
+        self.run.as_ref()?.settle.as_ref().map(|(t, _)| t)
+    }
+
+    /// A start is due later (see `retry`).
+    pub fn is_waiting(&self) -> bool {
+        self.run.is_none() && self.retry.is_some()
+    }
+
+    /// A server says replace `id` was started (by any manager).
+    pub fn note_started(&mut self, id: u64) {
+        self.started = self.started.max(id);
+    }
+
+    /// The tables changed without a replace (`-noreplace`): nothing is owed for
+    /// them until a replace is started after.
+    pub fn defer(&mut self, whs_clock: u64) {
+        self.deferred = whs_clock;
+    }
+
+    /// A replace was started and not finished: reads and writes use different
+    /// layouts, and a replace was started since the last `-noreplace` change. (A
+    /// replace started for that very change has its stamp as id: it counts.)
+    pub fn owed(&self, t: &Tables) -> bool {
+        self.started > 0
+            && self.started >= self.deferred
+            && !t.whs.is_empty()
+            && !t.whs.same_layout(&t.rhs)
+    }
+
+    /// The tables hold data to move that no run is moving.
+    pub fn behind(&self, t: &Tables) -> bool {
+        t.whs != t.rhs && self.run.as_ref().is_none_or(|r| r.id != t.whs.clocktime.0)
+    }
+
+    /// Starts (or restarts) a replace to the current whs. Every server active in
+    /// either table takes part, so the start waits until each keeps in touch; a
+    /// server that never does is lost, which changes the tables.
+    pub fn start(&mut self, v: &View, full: bool) -> Vec<Action> {
+        // A settle in progress is abandoned: gateways keep the tables they have
+        // (newer ones come with this replace's own settle).
+        self.run = None;
+        let members = v.tables.active_servers();
+        let missing: Vec<SocketAddr> = members
+            .iter()
+            .filter(|a| !(v.in_touch)(a))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            log::info!("replace waits for {missing:?} to keep in touch");
+            self.retry = Some((v.now + RESEND_MS, full));
+            return Vec::new();
+        }
+        self.retry = None;
+        if members.is_empty() {
+            return vec![Action::Settle];
+        }
+        let id = v.tables.whs.clocktime.0;
+        self.started = self.started.max(id);
+        log::info!(
+            "start replace copy {id:#x} ({} servers{})",
+            members.len(),
+            if full { ", full" } else { "" }
+        );
+        self.run = Some(Run {
+            id,
+            tables: v.tables.clone(),
+            full,
+            phase: Phase::Copy,
+            pending: members.iter().copied().collect(),
+            targets: members.clone(),
+            records: 0,
+            bytes: 0,
+            resend: BTreeMap::new(),
+            settle: None,
+        });
+        members
+            .into_iter()
+            .map(|to| Action::Send {
+                to,
+                phase: Phase::Copy,
+            })
+            .collect()
+    }
+
+    /// Sending `phase` of replace `id` to `to` failed. A server that runs a newer
+    /// replace (`superseded`) means another manager finishes the job; otherwise the
+    /// message goes again after RESEND_MS while its end is still awaited.
+    pub fn send_failed(
+        &mut self,
+        to: SocketAddr,
+        id: u64,
+        phase: Phase,
+        superseded: bool,
+        now: u64,
+    ) {
+        let Some(run) = self.run.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        if superseded {
+            log::warn!("replace {id:#x}: superseded by a newer one; abandoned");
+            self.run = None;
+        } else if run.phase == phase && run.pending.contains(&to) {
+            run.resend.insert(to, now + RESEND_MS);
+        }
+    }
+
+    /// A server reports the end of its part of a phase. Reports of another
+    /// replace or phase, and repeated ones, change nothing.
+    pub fn phase_done(&mut self, v: &View, end: PhaseEnd) -> Vec<Action> {
+        let Some(run) = self.run.as_mut() else {
+            return Vec::new();
+        };
+        if run.id != end.id || run.phase != end.phase || !run.pending.contains(&end.from) {
+            return Vec::new();
+        }
+        let id = run.id;
+        if end.failed {
+            // Records that did not reach their new owners must not be trimmed
+            // from the old ones: copy again instead of moving on.
+            log::warn!(
+                "replace {id:#x}: {} could not send everything; copying again shortly",
+                end.from
+            );
+            self.retry = Some((v.now + COPY_AGAIN_MS, run.full));
+            self.run = None;
+            return Vec::new();
+        }
+        run.pending.remove(&end.from);
+        run.resend.remove(&end.from);
+        run.records = run.records.saturating_add(end.records);
+        run.bytes = run.bytes.saturating_add(end.bytes);
+        if !run.pending.is_empty() {
+            return Vec::new();
+        }
+        if v.tables.whs.clocktime.0 != id {
+            log::info!(
+                "replace {id:#x}: the tables changed meanwhile; copying again for the new ones"
+            );
+            let full = run.full;
+            return self.start(v, full);
+        }
+        match end.phase {
+            Phase::Copy => {
+                log::info!(
+                    "replace {id:#x}: copy finished ({} records, {} bytes); reads follow writes",
+                    run.records,
+                    run.bytes
+                );
+                let mut settled = v.tables.clone();
+                settled.rhs = settled.whs.clone();
+                run.phase = Phase::Settling;
+                run.settle = Some((settled, v.now + SETTLE_GRACE_MS));
+                vec![Action::GatewaysRead]
+            }
+            Phase::Settling => Vec::new(),
+            Phase::Delete => {
+                log::info!("replace finished {id:#x}");
+                self.run = None;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The time passes: messages to send again, the end of a settle, a start due.
+    pub fn tick(&mut self, v: &View) -> Vec<Action> {
+        let Some(run) = self.run.as_mut() else {
+            return match self.retry {
+                Some((at, full)) if v.now >= at => self.start(v, full),
+                _ => Vec::new(),
+            };
+        };
+        let mut out = Vec::new();
+        let due: Vec<SocketAddr> = run
+            .resend
+            .iter()
+            .filter(|(_, at)| **at <= v.now)
+            .map(|(a, _)| *a)
+            .collect();
+        for to in due {
+            run.resend.remove(&to);
+            if run.pending.contains(&to) {
+                out.push(Action::Send {
+                    to,
+                    phase: run.phase,
+                });
+            }
+        }
+        if run
+            .settle
+            .as_ref()
+            .is_some_and(|(_, until)| v.now >= *until)
+        {
+            run.settle = None;
+            if v.tables.whs.clocktime.0 != run.id {
+                let full = run.full;
+                return self.start(v, full);
+            }
+            run.phase = Phase::Delete;
+            run.pending = run
+                .targets
+                .iter()
+                .copied()
+                .filter(|a| (v.in_touch)(a))
+                .collect();
+            out.push(Action::Settle);
+            out.extend(run.pending.iter().map(|&to| Action::Send {
+                to,
+                phase: Phase::Delete,
+            }));
+            if run.pending.is_empty() {
+                log::info!("replace finished {:#x}", run.id);
+                self.run = None;
+            }
+        }
+        out
+    }
+
+    /// A server was lost. What it was to send or receive must come from the next
+    /// owner: a run it takes part in (or one whose tables the loss changed) starts
+    /// over on the new tables rather than wait for a report that will never come.
+    pub fn server_lost(&mut self, v: &View, addr: SocketAddr, changed: bool) -> Vec<Action> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        if changed || run.pending.contains(&addr) || run.targets.contains(&addr) {
+            log::warn!("server {addr} lost during a replace; restarting it");
+            let full = run.full;
+            return self.start(v, full);
+        }
+        Vec::new()
+    }
+
+    /// Tables newer than the run came from elsewhere (the partner's change, with
+    /// its own replace): servers now run that one and will not report on ours,
+    /// which is dropped. Returns whether it was.
+    pub fn tables_adopted(&mut self, t: &Tables) -> bool {
+        let superseded = self
+            .run
+            .as_ref()
+            .is_some_and(|r| t.whs.clocktime.0 > r.id || t.rhs.clocktime.0 >= r.id);
+        if superseded {
+            log::info!(
+                "replace {:#x}: superseded or finished elsewhere; dropped",
+                self.run.as_ref().map_or(0, |r| r.id)
+            );
+            self.run = None;
+        }
+        superseded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::hash_space::testing::{a, space};
+    use crate::cluster::hash_space::HashSpace;
+
+    fn tables(whs: HashSpace, rhs: HashSpace) -> Tables {
+        Tables { whs, rhs }
+    }
+
+    /// Three servers attached and a fourth added: whs has four, rhs three.
+    fn growing() -> Tables {
+        tables(
+            space(&[(1, true), (2, true), (3, true), (4, true)], 20),
+            space(&[(1, true), (2, true), (3, true)], 10),
+        )
+    }
+
+    fn everyone(_: &SocketAddr) -> bool {
+        true
+    }
+
+    fn view<'a>(t: &'a Tables, in_touch: &'a dyn Fn(&SocketAddr) -> bool, now: u64) -> View<'a> {
+        View {
+            tables: t,
+            in_touch,
+            now,
+        }
+    }
+
+    fn sends(actions: &[Action], phase: Phase) -> Vec<u16> {
+        actions
+            .iter()
+            .filter_map(|x| match x {
+                Action::Send { to, phase: p } if *p == phase => Some(to.port()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn end(id: u64, from: u16, phase: Phase) -> PhaseEnd {
+        PhaseEnd {
+            id,
+            from: a(from),
+            phase,
+            records: 10,
+            bytes: 100,
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn a_replace_copies_settles_and_deletes() {
+        let t = growing();
+        let mut r = Replacer::default();
+        let out = r.start(&view(&t, &everyone, 0), false);
+        assert_eq!(sends(&out, Phase::Copy), vec![1, 2, 3, 4]);
+        for p in [1, 2, 3] {
+            assert!(r
+                .phase_done(&view(&t, &everyone, 5), end(20, p, Phase::Copy))
+                .is_empty());
+        }
+        // A repeated report and one of another replace change nothing.
+        assert!(r
+            .phase_done(&view(&t, &everyone, 6), end(20, 1, Phase::Copy))
+            .is_empty());
+        assert!(r
+            .phase_done(&view(&t, &everyone, 6), end(19, 4, Phase::Copy))
+            .is_empty());
+        let out = r.phase_done(&view(&t, &everyone, 7), end(20, 4, Phase::Copy));
+        assert_eq!(out, vec![Action::GatewaysRead]);
+        assert!(r.is_settling());
+        let g = r
+            .gateway_tables()
+            .expect("gateways read by the settled table");
+        assert_eq!(g.rhs, t.whs);
+        assert_eq!(r.run().map(|x| (x.records, x.bytes)), Some((40, 400)));
+        // The servers follow only after the grace.
+        assert!(r
+            .tick(&view(&t, &everyone, 7 + SETTLE_GRACE_MS - 1))
+            .is_empty());
+        let out = r.tick(&view(&t, &everyone, 7 + SETTLE_GRACE_MS));
+        assert_eq!(out[0], Action::Settle);
+        assert_eq!(sends(&out, Phase::Delete), vec![1, 2, 3, 4]);
+        assert!(r.gateway_tables().is_none());
+        for p in [1, 2, 3, 4] {
+            r.phase_done(&view(&t, &everyone, 2000), end(20, p, Phase::Delete));
+        }
+        assert!(r.run().is_none() && !r.is_waiting());
+    }
+
+    #[test]
+    fn a_start_waits_for_every_server_to_keep_in_touch() {
+        let t = growing();
+        let mut r = Replacer::default();
+        let not_4 = |x: &SocketAddr| x.port() != 4;
+        assert!(r.start(&view(&t, &not_4, 0), false).is_empty());
+        assert!(r.is_waiting() && r.run().is_none());
+        assert!(
+            r.tick(&view(&t, &not_4, RESEND_MS)).is_empty(),
+            "still missing"
+        );
+        assert!(
+            r.tick(&view(&t, &everyone, RESEND_MS + 1)).is_empty(),
+            "not due yet"
+        );
+        let out = r.tick(&view(&t, &everyone, 2 * RESEND_MS));
+        assert_eq!(sends(&out, Phase::Copy), vec![1, 2, 3, 4]);
+        assert!(!r.is_waiting());
+    }
+
+    #[test]
+    fn a_failed_copy_is_copied_again_not_trimmed() {
+        let t = growing();
+        let mut r = Replacer::default();
+        r.start(&view(&t, &everyone, 0), true);
+        let mut e = end(20, 2, Phase::Copy);
+        e.failed = true;
+        assert!(r.phase_done(&view(&t, &everyone, 10), e).is_empty());
+        assert!(r.run().is_none() && r.is_waiting());
+        assert!(r
+            .tick(&view(&t, &everyone, 10 + COPY_AGAIN_MS - 1))
+            .is_empty());
+        let out = r.tick(&view(&t, &everyone, 10 + COPY_AGAIN_MS));
+        assert_eq!(sends(&out, Phase::Copy).len(), 4);
+        assert!(r.run().is_some_and(|x| x.full), "a full replace stays full");
+    }
+
+    #[test]
+    fn tables_changed_during_the_copy_start_it_over() {
+        let t = growing();
+        let mut r = Replacer::default();
+        r.start(&view(&t, &everyone, 0), false);
+        let mut newer = t.clone();
+        newer.whs = space(&[(1, true), (2, true), (3, true), (4, true), (5, true)], 30);
+        for p in [1, 2, 3] {
+            r.phase_done(&view(&newer, &everyone, 5), end(20, p, Phase::Copy));
+        }
+        let out = r.phase_done(&view(&newer, &everyone, 5), end(20, 4, Phase::Copy));
+        assert_eq!(sends(&out, Phase::Copy), vec![1, 2, 3, 4, 5]);
+        assert_eq!(r.run().map(|x| x.id), Some(30));
+        // ...and so do tables that change while it settles.
+        for p in [1, 2, 3, 4, 5] {
+            r.phase_done(&view(&newer, &everyone, 6), end(30, p, Phase::Copy));
+        }
+        let mut newest = newer.clone();
+        newest.whs = space(&[(1, true), (2, true), (3, true), (4, true)], 40);
+        let out = r.tick(&view(&newest, &everyone, 6 + SETTLE_GRACE_MS));
+        assert!(!out.contains(&Action::Settle));
+        assert_eq!(r.run().map(|x| (x.id, x.phase)), Some((40, Phase::Copy)));
+    }
+
+    #[test]
+    fn losing_a_server_restarts_only_a_run_it_takes_part_in() {
+        let t = growing();
+        let mut r = Replacer::default();
+        r.start(&view(&t, &everyone, 0), false);
+        assert!(r
+            .server_lost(&view(&t, &everyone, 1), a(9), false)
+            .is_empty());
+        assert_eq!(r.run().map(|x| x.pending.len()), Some(4));
+        let mut after = t.clone();
+        after
+            .whs
+            .mark_fault(&a(4), crate::cluster::clock::ClockTime(21));
+        after
+            .rhs
+            .mark_fault(&a(4), crate::cluster::clock::ClockTime(21));
+        let out = r.server_lost(&view(&after, &everyone, 2), a(4), true);
+        assert_eq!(sends(&out, Phase::Copy), vec![1, 2, 3]);
+        assert_eq!(r.run().map(|x| x.id), Some(21));
+    }
+
+    #[test]
+    fn a_failed_message_goes_again_while_its_end_is_awaited() {
+        let t = growing();
+        let mut r = Replacer::default();
+        r.start(&view(&t, &everyone, 0), false);
+        r.send_failed(a(2), 20, Phase::Copy, false, 100);
+        r.send_failed(a(3), 20, Phase::Copy, false, 100);
+        r.phase_done(&view(&t, &everyone, 150), end(20, 3, Phase::Copy));
+        assert!(r.tick(&view(&t, &everyone, 100 + RESEND_MS - 1)).is_empty());
+        let out = r.tick(&view(&t, &everyone, 100 + RESEND_MS));
+        assert_eq!(sends(&out, Phase::Copy), vec![2], "3 answered meanwhile");
+        // A server running a newer replace: another manager finishes the job.
+        r.send_failed(a(1), 20, Phase::Copy, true, 200);
+        assert!(r.run().is_none() && !r.is_waiting());
+    }
+
+    #[test]
+    fn newer_tables_from_elsewhere_drop_the_run() {
+        let t = growing();
+        let mut r = Replacer::default();
+        r.start(&view(&t, &everyone, 0), false);
+        assert!(!r.tables_adopted(&t));
+        let mut finished = t.clone();
+        finished.rhs = finished.whs.clone();
+        assert!(r.tables_adopted(&finished));
+        assert!(r.run().is_none());
+    }
+
+    #[test]
+    fn a_replace_is_owed_once_started_unless_deferred_after() {
+        let t = growing();
+        let mut r = Replacer::default();
+        assert!(
+            !r.owed(&t),
+            "never started: an operator's -noreplace attach"
+        );
+        r.note_started(15);
+        assert!(r.owed(&t));
+        r.defer(20);
+        assert!(!r.owed(&t), "the operator moves that data later");
+        assert!(r.behind(&t));
+        r.start(&view(&t, &everyone, 0), false);
+        assert!(!r.behind(&t) && r.owed(&t));
+        let settled = tables(t.whs.clone(), t.whs.clone());
+        assert!(!r.owed(&settled));
+    }
+
+    #[test]
+    fn a_cluster_with_no_active_server_settles_at_once() {
+        let t = tables(
+            space(&[(1, false), (2, false)], 20),
+            space(&[(1, false)], 10),
+        );
+        let mut r = Replacer::default();
+        assert_eq!(
+            r.start(&view(&t, &everyone, 0), false),
+            vec![Action::Settle]
+        );
+        assert!(r.run().is_none());
+    }
+}
