@@ -1,0 +1,217 @@
+//! A peer's connection: making it, taking responses off it, and closing it.
+
+use super::{Callback, Link, Peer, RpcError, State};
+use crate::net::auth;
+use crate::net::conn::{Session, Writer};
+use crate::proto::rpc::{self, Decoded, Message};
+use rmpv::Value;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+impl Peer {
+    pub(super) fn start_connect(self: &Arc<Self>, st: &mut State) {
+        st.generation += 1;
+        let generation = st.generation;
+        let session = Box::new(ClientSession {
+            peer: Arc::downgrade(self),
+            generation,
+        });
+        match self.net.connect(self.addr, session) {
+            Ok(writer) => {
+                st.link = Link::Connecting {
+                    writer,
+                    since: Instant::now(),
+                    generation,
+                }
+            }
+            Err(e) => {
+                log::debug!("{}: connect failed at once: {e}", self.addr);
+                st.attempt_failed();
+            }
+        }
+    }
+
+    pub(super) fn on_connected(self: &Arc<Self>, generation: u64, ok: bool) {
+        let mut st = self.lock();
+        let Link::Connecting {
+            writer,
+            generation: g,
+            ..
+        } = &st.link
+        else {
+            return;
+        };
+        if *g != generation {
+            return;
+        }
+        if !ok {
+            st.attempt_failed();
+            let unsent = st.take_unsent();
+            drop(st);
+            for cb in unsent {
+                cb(Err(RpcError::Unreachable));
+            }
+            self.down();
+            return;
+        }
+        let writer = writer.clone();
+        // `failures` is cleared by the first response, not here: a stopped process
+        // still completes handshakes (the kernel does), and must still be lost.
+        log::debug!("{}: connected", self.addr);
+        let queued = std::mem::take(&mut st.queued);
+        st.link = Link::Up {
+            writer: writer.clone(),
+            generation,
+        };
+        st.last_heard = Instant::now();
+        // The cluster key goes first; its answer (msgid 0) is not waited for.
+        if let Some(hello) = auth::opening_frame() {
+            writer.send(&hello);
+        }
+        // Only frames whose call still waits: the rest were already answered as
+        // timed out (see the module documentation).
+        let live: Vec<u8> = queued
+            .into_iter()
+            .filter(|(id, _)| id.is_none_or(|id| st.pending.contains_key(&id)))
+            .flat_map(|(_, f)| f)
+            .collect();
+        if !live.is_empty() {
+            writer.send(&live);
+        }
+        for p in st.pending.values_mut().filter(|p| p.sent_on == 0) {
+            p.sent_on = generation;
+        }
+    }
+
+    pub(super) fn on_closed(self: &Arc<Self>, generation: u64) {
+        let orphans = self.close_link(generation);
+        for cb in orphans {
+            cb(Err(RpcError::Disconnected));
+        }
+    }
+
+    /// Tells the role that the node cannot be reached now.
+    pub(super) fn down(&self) {
+        self.lock().down_at = Some(Instant::now());
+        if let Some(f) = &self.on_down {
+            f(self.addr);
+        }
+    }
+
+    /// Handles the end of connection `generation`; returns the calls sent on it,
+    /// which can no longer be answered.
+    pub(super) fn close_link(self: &Arc<Self>, generation: u64) -> Vec<Callback> {
+        let mut st = self.lock();
+        Self::close_link_locked(&self.addr, &mut st, generation)
+    }
+
+    pub(super) fn close_link_locked(
+        addr: &SocketAddr,
+        st: &mut State,
+        generation: u64,
+    ) -> Vec<Callback> {
+        let current = match &st.link {
+            Link::Up { generation: g, .. } | Link::Connecting { generation: g, .. } => {
+                *g == generation
+            }
+            _ => false,
+        };
+        if !current {
+            return Vec::new();
+        }
+        let was_up = matches!(st.link, Link::Up { .. });
+        if was_up {
+            log::debug!("{addr}: connection closed; reconnecting");
+            st.link = Link::Backoff {
+                until: Instant::now(),
+            };
+        } else {
+            st.attempt_failed();
+        }
+        // Calls already sent on the dead connection cannot be answered on a new one.
+        let orphaned: Vec<u32> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_on == generation)
+            .map(|(id, _)| *id)
+            .collect();
+        orphaned
+            .into_iter()
+            .filter_map(|id| st.pending.remove(&id))
+            .map(|p| p.callback)
+            .collect()
+    }
+
+    pub(super) fn on_response(&self, msgid: u32, error: Value, result: Value) {
+        let pending = {
+            let mut st = self.lock();
+            st.failures = 0;
+            st.last_heard = Instant::now();
+            st.down_at = None;
+            st.pending.remove(&msgid)
+        };
+        match pending {
+            Some(p) => (p.callback)(if error.is_nil() {
+                Ok(result)
+            } else {
+                Err(RpcError::Remote(error))
+            }),
+            None => log::debug!(
+                "{}: response to unknown or expired msgid {msgid}",
+                self.addr
+            ),
+        }
+    }
+}
+
+/// The session of a peer's outgoing connection.
+struct ClientSession {
+    peer: Weak<Peer>,
+    generation: u64,
+}
+
+impl Session for ClientSession {
+    fn on_input(&mut self, input: &[u8], _out: &Arc<Writer>) -> Result<usize, ()> {
+        let Some(peer) = self.peer.upgrade() else {
+            return Err(());
+        };
+        let mut used = 0;
+        loop {
+            match rpc::decode(&input[used..]) {
+                Ok(Decoded::Incomplete) => return Ok(used),
+                Ok(Decoded::Frame { message, len }) => {
+                    used += len;
+                    match message {
+                        Message::Response {
+                            msgid,
+                            error,
+                            result,
+                        } => peer.on_response(msgid, error, result),
+                        other => log::debug!("{}: ignored {:?} on a client link", peer.addr, other),
+                    }
+                }
+                Err(e) => {
+                    log::warn!("{}: {e}; closing the connection", peer.addr);
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    fn on_connect(&mut self, result: &io::Result<()>, _out: &Arc<Writer>) {
+        if let Some(peer) = self.peer.upgrade() {
+            if let Err(e) = result {
+                log::debug!("{}: connect failed: {e}", peer.addr);
+            }
+            peer.on_connected(self.generation, result.is_ok());
+        }
+    }
+
+    fn on_close(&mut self) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.on_closed(self.generation);
+        }
+    }
+}
