@@ -5,6 +5,7 @@
 
 pub mod node;
 pub mod replace;
+mod write;
 
 use crate::cli::Args;
 use crate::cluster::hash_space::HashSpace;
