@@ -142,8 +142,30 @@ pub fn store_too_stale(
         && last_member.is_some_and(|t| now.saturating_sub(t) > horizon)
 }
 
+/// Whether a server just started has lost its data: the cluster's tables list it
+/// active, yet its store is new (never a member, empty). A wiped or replaced disk
+/// under an old address looks like that. A manager that knew the server's
+/// previous incarnation would tell the restart by itself; a manager restarted
+/// meanwhile cannot, so the server tells it. A new server being attached is not
+/// active in the first tables it gets (those come before its attach).
+pub fn lost_its_data(listed_active: bool, holds_records: bool, last_member: Option<u64>) -> bool {
+    listed_active && !holds_records && last_member.is_none()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_server_lost_its_data_only_when_listed_active_with_a_new_store() {
+        use super::lost_its_data as lost;
+        assert!(lost(true, false, None));
+        assert!(!lost(false, false, None), "a new server, attached later");
+        assert!(!lost(true, true, None), "a store restored from backups");
+        assert!(
+            !lost(true, false, Some(100)),
+            "a member that holds nothing yet"
+        );
+    }
+
     #[test]
     fn a_store_is_stale_only_when_detached_longer_than_the_horizon() {
         use super::store_too_stale as stale;

@@ -48,6 +48,18 @@ impl Manager {
                 self.server_lost(addr);
             }
         }
+        // A server that lost its data says so (see `lost_its_data`): a manager
+        // restarted meanwhile knows no previous incarnation to compare with.
+        if params.get(8).and_then(Value::as_bool) == Some(true) {
+            let listed = {
+                let t = &self.lock().members.tables;
+                t.whs.is_active(&addr) || t.rhs.is_active(&addr)
+            };
+            if listed {
+                log::warn!("server {addr} lost its data (its store is new)");
+                self.server_lost(addr);
+            }
+        }
         let mut st = self.lock();
         if let Ok((w, r)) = msg::spaces_from(params.get(2..).unwrap_or(&[])) {
             if self.adopt(&mut st, w, r) {

@@ -4,7 +4,7 @@
 //!
 //! | to       | method              | params                                   | result                  |
 //! |----------|---------------------|------------------------------------------|-------------------------|
-//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port, incarnation]` (a server) | `[whs, rhs]` |
+//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port, incarnation, replace_id, store_full, lost_data]` (a server) | `[whs, rhs]` |
 //! | manager  | `HashSpaceRequest`  | `[whs_clock, rhs_clock, wait_ms]`        | `[whs, rhs]`            |
 //! | manager  | `HashSpaceSync`     | `[clk, whs, rhs]` (the partner)          | bool: adopted anything  |
 //! | manager  | `GetNodesInfo`      | `[]`                                     | map, see `NodesInfo`    |

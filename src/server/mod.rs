@@ -43,6 +43,8 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             Value::from(node.replace.id.load(std::sync::atomic::Ordering::Acquire)),
             // Whether the store is out of space, for `kumoctl status`.
             Value::from(node.store.is_full()),
+            // This server lost its data: the managers mark it fault.
+            Value::from(node.lost_data.load(std::sync::atomic::Ordering::Acquire)),
         ];
         for m in &managers {
             let n = node.clone();
@@ -78,29 +80,57 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
 const MEMBER_MARK_SECS: u64 = 30;
 
 /// Looks at a manager's tables: a server active in them records that its store
-/// belongs (at most every MEMBER_MARK_SECS); on the first tables after start, a
-/// store too stale to join with (see `store_too_stale`) is copied aside and
-/// emptied, so that the replace after its attach fills it afresh.
+/// belongs (at most every MEMBER_MARK_SECS); the first tables after start are
+/// checked for a store that lost its data or is too stale to join with.
 fn membership_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     use std::sync::atomic::Ordering;
-    let now = unix_now();
-    if whs.is_active(&node.me) {
-        let last = node.member_marked.load(Ordering::Relaxed);
-        if now >= last + MEMBER_MARK_SECS {
-            node.member_marked.store(now, Ordering::Relaxed);
-            if let Err(e) = node.store.mark_member(now) {
-                log::warn!("cannot record membership in the store: {e}");
-            }
-        }
+    if !whs.nodes().is_empty() && !node.membership_checked.swap(true, Ordering::AcqRel) {
+        first_tables_check(node, whs, rhs);
     }
-    if whs.nodes().is_empty() || node.membership_checked.swap(true, Ordering::AcqRel) {
+    if !whs.is_active(&node.me) {
+        if node.lost_data.swap(false, Ordering::AcqRel) {
+            log::warn!(
+                "the managers marked this server fault; its attach and replace fill it again"
+            );
+        }
         return;
     }
+    if node.lost_data.load(Ordering::Acquire) {
+        return; // not a member until it holds the data again
+    }
+    let now = unix_now();
+    let last = node.member_marked.load(Ordering::Relaxed);
+    if now >= last + MEMBER_MARK_SECS {
+        node.member_marked.store(now, Ordering::Relaxed);
+        if let Err(e) = node.store.mark_member(now) {
+            log::warn!("cannot record membership in the store: {e}");
+        }
+    }
+}
+
+/// The first tables after start. A server listed active with a new store lost its
+/// data (see `lost_its_data`): it stops serving and tells the managers. A store
+/// too stale to join with (see `store_too_stale`) is copied aside and emptied, so
+/// that the replace after its attach fills it afresh.
+fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
+    use crate::cluster::membership::{lost_its_data, store_too_stale};
+    use std::sync::atomic::Ordering;
+    let now = unix_now();
     let horizon = node.store.options().tombstone_min_age.as_secs();
     let last = node.store.last_member();
     let listed = whs.contains(&node.me) || rhs.contains(&node.me);
     let holds = node.store.items() + node.store.stats().tombstones > 0;
-    if !crate::cluster::membership::store_too_stale(listed, true, holds, last, now, horizon) {
+    let active = whs.is_active(&node.me) || rhs.is_active(&node.me);
+    if lost_its_data(active, holds, last) {
+        log::error!(
+            "the cluster lists this server active, but its store is new: it lost its data (a \
+             wiped or new disk). It serves nothing until the managers mark it fault; the replace \
+             after its attach fills it again."
+        );
+        node.lost_data.store(true, Ordering::Release);
+        return;
+    }
+    if !store_too_stale(listed, true, holds, last, now, horizon) {
         return;
     }
     let away = now.saturating_sub(last.unwrap_or(now));

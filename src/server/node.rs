@@ -91,6 +91,11 @@ pub struct Node {
     /// server restarted before anyone noticed would otherwise answer from a store
     /// that lost data, under tables that still call it active.
     pub registered: std::sync::atomic::AtomicBool,
+    /// The first tables after start listed this server active while its store is
+    /// new ([`crate::cluster::membership::lost_its_data`]): it serves no reads and
+    /// coordinates no writes, and says so in its keepalives, until the managers
+    /// mark it fault. The replace after its re-attach fills it.
+    pub lost_data: std::sync::atomic::AtomicBool,
     /// When the store last recorded its membership (unix seconds).
     pub member_marked: AtomicU64,
     /// The first tables after start have been checked for a stale store.
@@ -112,6 +117,7 @@ impl Node {
             replace_memory_limit,
             stream_port,
             registered: std::sync::atomic::AtomicBool::new(false),
+            lost_data: std::sync::atomic::AtomicBool::new(false),
             member_marked: AtomicU64::new(0),
             membership_checked: std::sync::atomic::AtomicBool::new(false),
             incarnation: crate::daemon::incarnation(),
@@ -127,6 +133,11 @@ impl Node {
 
     pub fn tables(&self) -> Arc<Tables> {
         self.tables.get()
+    }
+
+    /// Registered with a manager, and holding the data the tables expect of it.
+    pub fn serving(&self) -> bool {
+        self.registered.load(Ordering::Acquire) && !self.lost_data.load(Ordering::Acquire)
     }
 
     /// Takes the newer of our tables and these. Returns whether anything changed.
@@ -153,7 +164,7 @@ impl Node {
             _ => return reply.err("bad parameters: key"),
         };
         let t = self.tables();
-        if (t.rhs.is_empty() && t.whs.is_empty()) || !self.registered.load(Ordering::Acquire) {
+        if (t.rhs.is_empty() && t.whs.is_empty()) || !self.serving() {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(key);

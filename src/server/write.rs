@@ -129,7 +129,7 @@ impl Node {
 
     fn decide(self: &Arc<Self>, req: WriteRequest, deadline: Instant, reply: Reply) {
         let t = self.tables();
-        if t.whs.is_empty() || !self.registered.load(Ordering::Acquire) {
+        if t.whs.is_empty() || !self.serving() {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(&req.key);
