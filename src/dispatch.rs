@@ -1,7 +1,7 @@
 //! The top of the house: the one place that knows every role. It takes the role
 //! and its options from the command line ([`crate::cli`]) and runs it.
 
-use crate::cli::{self, Args, Role};
+use crate::cli::{self, options, Args, Role, EXIT_USAGE};
 use std::ffi::OsString;
 
 /// The multicall entry point: returns the process exit status.
@@ -10,6 +10,16 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 }
 
 fn run(role: Role, args: Args) -> i32 {
+    // The shared secret comes first: every connection of the role presents it.
+    let keyed = options::OPTIONS
+        .iter()
+        .any(|o| o.long == "cluster-key" && o.roles.contains(&role));
+    if let Some(path) = keyed.then(|| args.opt_path("cluster-key")).flatten() {
+        if let Err(e) = crate::net::auth::load(&path) {
+            eprintln!("{}: {e}", role.program());
+            return EXIT_USAGE;
+        }
+    }
     match role {
         Role::Manager => crate::manager::main(args),
         Role::Server => crate::server::main(args),

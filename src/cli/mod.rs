@@ -9,8 +9,12 @@
 //! not open), 2 a usage error (an unknown option, a bad value, a missing argument).
 
 pub mod commands;
+mod help;
 pub mod man;
+mod man_text;
 pub mod options;
+
+pub use help::{help, top_help};
 
 use options::{Kind, Opt, Value};
 use std::ffi::OsString;
@@ -418,101 +422,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The `--help` text of a role.
-pub fn help(role: Role) -> String {
-    let mut s = format!(
-        "{} - {}\n\nUsage: {}",
-        role.program(),
-        role.summary(),
-        role.program()
-    );
-    for o in options::for_role(role).filter(|o| o.required) {
-        s += &format!(" -{} {}", o.short.unwrap_or(o.long), o.kind.placeholder());
-    }
-    s += " [options]";
-    if !role.positional_usage().is_empty() {
-        s += " ";
-        s += role.positional_usage();
-    }
-    s += "\n\nOptions:\n";
-    for o in options::for_role(role) {
-        let mut left = match o.short {
-            Some(sh) => format!("  -{sh}, --{}", o.long),
-            None => format!("      --{}", o.long),
-        };
-        if o.kind != Kind::Switch {
-            left += " ";
-            left += o.kind.placeholder();
-        }
-        let mut text = o.help.to_string();
-        if o.required {
-            text += " Required.";
-        }
-        if let Some(d) = o.default {
-            text += &format!(" [default: {d}]");
-        }
-        s += &format_entry(&left, &text);
-    }
-    s += &format_entry("  -h, --help", "Print this help and exit.");
-    s += &format_entry("      --version", "Print the version and exit.");
-    let commands = role.commands();
-    if !commands.is_empty() {
-        s += "\nCommands:\n";
-        for (name, text) in commands {
-            s += &format_entry(&format!("  {name}"), text);
-        }
-    }
-    s += &format!("\nSee {}(1) for details.\n", role.program());
-    s
-}
-
-const HELP_WIDTH: usize = 79;
-const HELP_INDENT: usize = 32;
-
-fn format_entry(left: &str, text: &str) -> String {
-    let mut out = String::from(left);
-    let mut col = left.len();
-    if col + 2 > HELP_INDENT {
-        out.push('\n');
-        col = 0;
-    }
-    out.push_str(&" ".repeat(HELP_INDENT - col));
-    col = HELP_INDENT;
-    for word in text.split_whitespace() {
-        if col + 1 + word.len() > HELP_WIDTH && col > HELP_INDENT {
-            out.push('\n');
-            out.push_str(&" ".repeat(HELP_INDENT));
-            col = HELP_INDENT;
-        } else if col > HELP_INDENT {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(word);
-        col += word.len();
-    }
-    out.push('\n');
-    out
-}
-
-/// `kumo --help`: the roles that exist, one line each.
-pub fn top_help() -> String {
-    let mut s = format!(
-        "kumo {VERSION} - a distributed key-value store speaking the memcached protocol\n\n\
-         Usage: kumo ROLE [options]\n       \
-         kumo-ROLE [options]   (through a symlink; kumoctl, kumostat, kumohash have no dash)\n\nRoles:\n"
-    );
-    for r in Role::ALL {
-        s += &format!(
-            "  {:<10} {:<14} {}\n",
-            r.subcommand(),
-            r.program(),
-            r.summary()
-        );
-    }
-    s += "\nRun 'kumo ROLE --help' for the options of a role. See kumo(1).\n";
-    s
-}
-
 /// The command line, start to end: picks the role from argv[0] or the first word,
 /// parses its options, answers `--help` and `--version`, and hands the role and
 /// its arguments to `run` (the dispatch at the top, which knows the roles; this
@@ -565,18 +474,7 @@ pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i3
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match parse(role, argv) {
-        Ok(args) => {
-            let keyed = options::OPTIONS
-                .iter()
-                .any(|o| o.long == "cluster-key" && o.roles.contains(&role));
-            if let Some(path) = keyed.then(|| args.opt_path("cluster-key")).flatten() {
-                if let Err(e) = crate::net::auth::load(&path) {
-                    eprintln!("{}: {e}", role.program());
-                    return EXIT_USAGE;
-                }
-            }
-            run(role, args)
-        }
+        Ok(args) => run(role, args),
         Err(Stop::Help(text)) => {
             print!("{text}");
             EXIT_OK
@@ -594,175 +492,4 @@ pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i3
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
-    }
-
-    fn usage(role: Role, list: &[&str]) -> String {
-        match parse(role, args(list)) {
-            Err(Stop::Usage(m)) => m,
-            other => panic!("expected a usage error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_option_parses_in_short_and_long_form() {
-        for role in Role::ALL {
-            let required: Vec<String> = options::for_role(*role)
-                .filter(|o| o.required)
-                .flat_map(|o| [format!("--{}", o.long), sample(o.kind).to_string()])
-                .collect();
-            for o in options::for_role(*role) {
-                let forms = [
-                    o.short.map(|s| format!("-{s}")),
-                    Some(format!("--{}", o.long)),
-                ];
-                for form in forms.into_iter().flatten() {
-                    let mut list: Vec<String> = required.clone();
-                    list.push(form.clone());
-                    if o.kind != Kind::Switch {
-                        list.push(sample(o.kind).into());
-                    }
-                    let parsed = parse(*role, list.iter().map(OsString::from).collect())
-                        .unwrap_or_else(|e| panic!("{form}: {e:?}"));
-                    let want = if o.kind == Kind::Switch {
-                        Value::Switch(true)
-                    } else {
-                        options::parse_value(o.kind, sample(o.kind)).unwrap()
-                    };
-                    assert_eq!(parsed.get(o.long), Some(&want), "{form}");
-                }
-            }
-        }
-    }
-
-    fn sample(kind: Kind) -> &'static str {
-        match kind {
-            Kind::Address { .. } | Kind::Listen { .. } => "127.0.0.1:4000",
-            Kind::Port => "4001",
-            Kind::Seconds => "2.5",
-            Kind::Count => "7",
-            Kind::Size => "4k",
-            Kind::StorePath => "/tmp/x#sync=none",
-            Kind::Path => "/tmp/p",
-            Kind::Text => "t",
-            Kind::Switch => "",
-        }
-    }
-
-    #[test]
-    fn multi_letter_short_options_take_the_next_word() {
-        let a = parse(
-            Role::Server,
-            args(&[
-                "-s",
-                "x",
-                "-m",
-                "127.0.0.1",
-                "-l",
-                "127.0.0.1",
-                "-gS",
-                "100",
-                "-TR",
-                "8",
-                "-Ys",
-                "2.5",
-                "-TW",
-                "3",
-            ]),
-        )
-        .unwrap();
-        assert_eq!(a.count("worker-threads"), 8);
-        assert_eq!(a.count("sender-threads"), 3);
-        assert_eq!(a.seconds("connect-timeout"), Duration::from_millis(2500));
-        assert_eq!(a.count("garbage-mem-limit"), 100);
-        assert_eq!(a.addr("listen"), "127.0.0.1:19800".parse().unwrap());
-        let a = parse(
-            Role::Server,
-            args(&["-m", "127.0.0.1", "-s", "/tmp/x", "-l127.0.0.2:5"]),
-        )
-        .unwrap();
-        assert_eq!(a.addr("listen"), "127.0.0.2:5".parse().unwrap());
-        let a = parse(
-            Role::Server,
-            args(&["-mlocalhost", "-s", "/tmp/x", "--listen=127.0.0.3"]),
-        )
-        .unwrap();
-        assert_eq!(a.addr("listen"), "127.0.0.3:19800".parse().unwrap());
-    }
-
-    #[test]
-    fn defaults_fill_in() {
-        let a = parse(
-            Role::Server,
-            args(&["-s", "/tmp/x", "-l", "127.0.0.1", "-m", "127.0.0.1"]),
-        )
-        .unwrap();
-        assert_eq!(a.count("connect-retry-limit"), 4);
-        assert_eq!(a.addr("manager1"), "127.0.0.1:19700".parse().unwrap());
-        assert_eq!(a.port("stream-listen"), 19900);
-        let g = parse(Role::Gateway, args(&["-m", "127.0.0.1"])).unwrap();
-        assert_eq!(g.addr("memcache-text"), "0.0.0.0:11211".parse().unwrap());
-        assert_eq!(g.size("max-item-size"), 1 << 20);
-        let h = parse(Role::Hash, args(&["a", "b", "--", "assign", "k"])).unwrap();
-        assert_eq!((h.positional.len(), h.before_dashdash), (4, Some(2)));
-        assert_eq!(a.seconds("clock-interval"), Duration::from_secs(2));
-        assert!(!a.switch("verbose"));
-        assert_eq!(a.opt_path("log"), None);
-    }
-
-    #[test]
-    fn errors_name_the_option_and_the_expected_form() {
-        assert_eq!(
-            usage(Role::Server, &["--lsten", "x"]),
-            "unrecognized option '--lsten' (similar: --listen)"
-        );
-        assert_eq!(
-            usage(Role::Server, &["-TQ", "1"]),
-            "unrecognized option '-TQ' (similar: -TR)"
-        );
-        assert_eq!(
-            usage(Role::Server, &["--zzzzzzzz"]),
-            "unrecognized option '--zzzzzzzz'"
-        );
-        let m = usage(Role::Server, &[]);
-        assert!(
-            m.starts_with("missing required option -l/--listen ADDRESS"),
-            "{m}"
-        );
-        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1", "-TR", "many"]);
-        assert_eq!(
-            m,
-            "invalid value 'many' for -TR/--worker-threads: expected a whole number such as 8"
-        );
-        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1", "-Ys"]);
-        assert!(
-            m.starts_with("option -Ys/--connect-timeout needs a value"),
-            "{m}"
-        );
-        let m = usage(Role::Server, &["-s", "x", "-l", "127.0.0.1:notaport"]);
-        assert!(m.contains("-l/--listen") && m.contains("host:port"), "{m}");
-    }
-
-    #[test]
-    fn help_lists_every_option_of_the_role() {
-        let h = help(Role::Server);
-        for o in options::for_role(Role::Server) {
-            assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
-        }
-        assert!(matches!(
-            parse(Role::Server, args(&["--help"])),
-            Err(Stop::Help(_))
-        ));
-    }
-
-    #[test]
-    fn edit_distance_is_levenshtein() {
-        assert_eq!(edit_distance("lsten", "listen"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
-}
+mod tests;

@@ -5,6 +5,8 @@
 
 pub mod node;
 pub mod replace;
+mod replace_state;
+mod service;
 mod write;
 
 use crate::cli::Args;
@@ -13,8 +15,9 @@ use crate::daemon;
 use crate::net::{self, rpc_server::RpcSession, Peer};
 use crate::proto::cluster as msg;
 use crate::store::{self, Store};
-use node::{Node, ServerService, StreamService};
+use node::Node;
 use rmpv::Value;
+use service::{ServerService, StreamService};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,11 +3,12 @@
 //! through [`crate::net`]; what a write does is decided by
 //! [`crate::cluster::write`].
 
+use super::replace_state::{Phase, ReplaceState};
 use crate::cluster::clock::Clock;
 use crate::cluster::hash_space::{key_hash, CurrentTables, Tables};
 use crate::cluster::write;
 use crate::net::report::ServerLinks;
-use crate::net::{Net, Peer, Reply, Service};
+use crate::net::{Net, Peer, Reply};
 use crate::proto::cluster::{self as msg};
 use crate::store::Store;
 use crate::time::unix_now;
@@ -78,7 +79,7 @@ pub struct Node {
     pub counters: Counters,
     started: Instant,
     /// Replace progress and the id of the newest replace.
-    pub replace: super::replace::ReplaceState,
+    pub replace: ReplaceState,
     /// `-M`: bytes a replace copy may buffer for sending.
     pub replace_memory_limit: u64,
     /// `-L`: where other servers push replace data.
@@ -135,6 +136,21 @@ impl Node {
         self.tables.get()
     }
 
+    /// kumostat replstat: `inactive` (not active in whs), `copying`, `deleting`,
+    /// `waiting` (rhs and whs differ: a replace is due or running elsewhere) or `ready`.
+    pub fn replstat(&self) -> &'static str {
+        let t = self.tables();
+        if !t.whs.is_active(&self.me) {
+            return "inactive";
+        }
+        match self.replace.phase() {
+            Phase::Copying => "copying",
+            Phase::Deleting => "deleting",
+            Phase::Idle if !t.whs.same_layout(&t.rhs) => "waiting",
+            Phase::Idle => "ready",
+        }
+    }
+
     /// Registered with a manager, and holding the data the tables expect of it.
     pub fn serving(&self) -> bool {
         self.registered.load(Ordering::Acquire) && !self.lost_data.load(Ordering::Acquire)
@@ -158,7 +174,7 @@ impl Node {
         reply.err(msg::obsolete_error(&t.whs, &t.rhs));
     }
 
-    fn get(&self, params: &[Value], reply: Reply) {
+    pub(super) fn get(&self, params: &[Value], reply: Reply) {
         let key = match params.first() {
             Some(Value::Binary(k)) => k,
             _ => return reply.err("bad parameters: key"),
@@ -230,7 +246,7 @@ impl Node {
         }
     }
 
-    fn sync(&self, params: &[Value], reply: Reply) {
+    pub(super) fn sync(&self, params: &[Value], reply: Reply) {
         if !self.registered.load(Ordering::Acquire) {
             return reply.ok(false);
         }
@@ -255,15 +271,12 @@ impl Node {
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),
             "rhs" => self.tables().rhs.to_value(),
-            "replstat" => Value::from(super::replace::replstat(self)),
+            "replstat" => Value::from(self.replstat()),
             "replace" => {
                 let r = &self.replace;
                 Value::Map(vec![
                     (Value::from("id"), Value::from(r.id.load(Ordering::Relaxed))),
-                    (
-                        Value::from("state"),
-                        Value::from(super::replace::replstat(self)),
-                    ),
+                    (Value::from("state"), Value::from(self.replstat())),
                     (
                         Value::from("records_sent"),
                         Value::from(r.records_sent.load(Ordering::Relaxed)),
@@ -308,95 +321,3 @@ pub const STATS: &[&str] = &[
     "cmd_delete",
     "items",
 ];
-
-/// Sets or clears TCP_NODELAY on every socket of this process (kumostat
-/// set_delay/unset_delay). Returns how many sockets took it.
-fn set_nodelay_everywhere(on: bool) -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    let flag: libc::c_int = on.into();
-    let mut n = 0;
-    for e in dir.flatten() {
-        let Some(fd) = e
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::c_int>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: setsockopt only reads `flag`; on an fd that is not a TCP socket it
-        // fails with ENOTSOCK or ENOPROTOOPT and changes nothing.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                &flag as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// The server's RPC service.
-pub struct ServerService(pub Arc<Node>);
-
-impl Service for ServerService {
-    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
-        let node = &self.0;
-        if let Some(c) = msg::clk(&params) {
-            if matches!(
-                method,
-                msg::KEEP_ALIVE | msg::HASH_SPACE_SYNC | msg::REPLICATE
-            ) {
-                node.clock.merge(c);
-            }
-        }
-        match method {
-            msg::GET => node.get(&params, reply),
-            msg::WRITE => node.write(&params, reply),
-            msg::REPLICATE => node.apply_replica(&params, reply),
-            msg::KEEP_ALIVE => reply.ok(Value::Nil),
-            msg::HASH_SPACE_SYNC => node.sync(&params, reply),
-            msg::REPLACE_COPY_START => super::replace::copy_start(node, &params, reply),
-            msg::REPLACE_DELETE_START => super::replace::delete_start(node, &params, reply),
-            msg::CREATE_BACKUP => super::replace::backup(node, &params, reply),
-            msg::GET_STATUS => {
-                let name = params.first().and_then(Value::as_str).unwrap_or("");
-                match node.status(name) {
-                    Some(v) => reply.ok(v),
-                    None => reply.err(format!("unknown status '{name}'")),
-                }
-            }
-            msg::SET_CONFIG => match (
-                params.first().and_then(Value::as_str),
-                params.get(1).and_then(Value::as_bool),
-            ) {
-                (Some("nodelay"), Some(on)) => reply.ok(set_nodelay_everywhere(on)),
-                _ => reply.err("unknown config; expected [\"nodelay\", bool]"),
-            },
-            _ => reply.unknown_method(method),
-        }
-    }
-}
-
-/// The stream port's service: replace data from other servers, and nothing else.
-pub struct StreamService(pub Arc<Node>);
-
-impl Service for StreamService {
-    fn call(&self, method: &str, params: Vec<Value>, reply: Reply) {
-        if let Some(c) = msg::clk(&params) {
-            self.0.clock.merge(c);
-        }
-        match method {
-            msg::REPLACE_PUSH => super::replace::push(&self.0, &params, reply),
-            msg::KEEP_ALIVE => reply.ok(Value::Nil),
-            _ => reply.unknown_method(method),
-        }
-    }
-}

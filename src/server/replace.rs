@@ -12,6 +12,7 @@
 //! asked for it, again and again until each acknowledges or a newer replace begins.
 
 use super::node::Node;
+use super::replace_state::Phase;
 use crate::cluster::hash_space::{key_hash, HashSpace};
 use crate::cluster::replace::{copy_targets, keeps};
 use crate::net::rpc_client::BlockingClient;
@@ -20,7 +21,7 @@ use crate::proto::cluster::{self as msg, record_to_value};
 use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,69 +38,6 @@ pub const REPORT_RETRY: Duration = Duration::from_secs(1);
 /// Wait between taking the new whs and reading the snapshot, so that writes other
 /// coordinators sent under the old table have landed and are in it.
 pub const SETTLE: Duration = Duration::from_millis(500);
-
-/// What a server is doing about replaces, for kumostat replstat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    Idle = 0,
-    Copying = 1,
-    Deleting = 2,
-}
-
-/// The replace state of one server.
-#[derive(Default)]
-pub struct ReplaceState {
-    /// The newest replace id seen; older work stops when it changes.
-    pub id: AtomicU64,
-    phase: AtomicU8,
-    /// The phase running now, so a repeated start message does not start it twice.
-    running: std::sync::Mutex<Option<(u64, u8)>>,
-    /// Every manager that asked for the newest replace id: reports go to each of
-    /// them. Two managers may run the same replace (one was asked by kumoctl, the
-    /// other took over a replace it believed abandoned); reporting to only the
-    /// last asker would leave each waiting for reports the other got.
-    managers: std::sync::Mutex<(u64, Vec<SocketAddr>)>,
-    pub records_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub records_received: AtomicU64,
-    pub erased: AtomicU64,
-}
-
-impl ReplaceState {
-    /// How many managers asked for replace `id`.
-    fn asked(&self, id: u64) -> usize {
-        let m = self.managers.lock().unwrap_or_else(|p| p.into_inner());
-        if m.0 == id {
-            m.1.len()
-        } else {
-            0
-        }
-    }
-
-    pub fn phase(&self) -> Phase {
-        match self.phase.load(Ordering::Acquire) {
-            1 => Phase::Copying,
-            2 => Phase::Deleting,
-            _ => Phase::Idle,
-        }
-    }
-}
-
-/// kumostat replstat: `inactive` (not active in whs), `copying`, `deleting`,
-/// `waiting` (rhs and whs differ: a replace is due or running elsewhere) or `ready`.
-pub fn replstat(node: &Node) -> &'static str {
-    let t = node.tables();
-    if !t.whs.is_active(&node.me) {
-        return "inactive";
-    }
-    match node.replace.phase() {
-        Phase::Copying => "copying",
-        Phase::Deleting => "deleting",
-        Phase::Idle if !t.whs.same_layout(&t.rhs) => "waiting",
-        Phase::Idle => "ready",
-    }
-}
 
 fn is_current(node: &Node, id: u64) -> bool {
     node.replace.id.load(Ordering::Acquire) == id

@@ -6,9 +6,7 @@
 //! and the key.
 
 use super::index::Loc;
-use super::segment::Segment;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 const HINT_MAGIC: &[u8; 4] = b"KHN1";
 /// A hint is written under its name plus `.tmp` (see `fs::write_atomically`).
@@ -43,19 +41,20 @@ pub(super) fn push_hint(hint: &mut Vec<u8>, key: &[u8], loc: Loc) {
 
 /// Hint file: magic, segment length u64, entries, crc32 of all that. Written to a
 /// temporary name and renamed, so a hint is whole or absent.
-pub(super) fn write_hint(dir: &Path, seg: &Segment, entries: &[u8]) {
+/// The hint of segment `id`, `len` bytes long.
+pub(super) fn write_hint(dir: &Path, id: u32, len: u64, entries: &[u8]) {
     let mut buf = Vec::with_capacity(entries.len() + 16);
     buf.extend_from_slice(HINT_MAGIC);
-    buf.extend_from_slice(&seg.len.load(Ordering::Relaxed).to_le_bytes());
+    buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(entries);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     // A hint fails mostly on a full disk; write_atomically leaves no part behind
     // to hold the space the writes waiting for it need.
-    if let Err(e) = crate::fs::write_atomically(&hint_path(dir, seg.id), &buf) {
+    if let Err(e) = crate::fs::write_atomically(&hint_path(dir, id), &buf) {
         log::warn!(
             "cannot write hint for segment {}: {e}; it will be scanned on open",
-            seg.id
+            id
         );
     }
 }
@@ -63,12 +62,11 @@ pub(super) fn write_hint(dir: &Path, seg: &Segment, entries: &[u8]) {
 /// Reads a sealed segment's index entries from its hint file and gives each to
 /// `apply`, only once the whole hint has checked out. False (with a warning) when
 /// the hint is missing, damaged, or does not match the segment.
-pub(super) fn load_hint(dir: &Path, seg: &Segment, mut apply: impl FnMut(&[u8], Loc)) -> bool {
-    let path = hint_path(dir, seg.id);
+pub(super) fn load_hint(dir: &Path, id: u32, size: u64, mut apply: impl FnMut(&[u8], Loc)) -> bool {
+    let path = hint_path(dir, id);
     let Ok(buf) = std::fs::read(&path) else {
         return false;
     };
-    let size = seg.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     let fail = |why: &str| {
         log::warn!(
             "{}: {why}; ignoring the hint and scanning the segment",
@@ -108,7 +106,7 @@ pub(super) fn load_hint(dir: &Path, seg: &Segment, mut apply: impl FnMut(&[u8], 
             &body[p + 19..p + 19 + klen],
             Loc {
                 clock,
-                segment: seg.id,
+                segment: id,
                 offset,
                 len,
                 kind,
@@ -119,6 +117,5 @@ pub(super) fn load_hint(dir: &Path, seg: &Segment, mut apply: impl FnMut(&[u8], 
     for (key, loc) in entries {
         apply(key, loc);
     }
-    seg.len.store(size, Ordering::Relaxed);
     true
 }

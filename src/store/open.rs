@@ -64,14 +64,13 @@ impl Store {
                 len: AtomicU64::new(0),
             });
             let mut hint = Vec::new();
-            let loaded = if is_last {
-                false
-            } else {
-                load_hint(dir, &seg, |key, loc| {
+            let size = seg.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            let loaded = !is_last
+                && load_hint(dir, id, size, |key, loc| {
                     apply_loc(&shards, &segments, &seg, key, loc)
-                })
-            };
+                });
             if loaded {
+                seg.len.store(size, Ordering::Relaxed);
                 report.from_hints += 1;
             } else {
                 scan_segment(&seg, is_last, &shards, &segments, &mut hint, &mut report)?;

@@ -137,7 +137,12 @@ impl Store {
         old.file
             .sync_data()
             .map_err(|e| io_err(format!("fsync {}", old.path.display()), e))?;
-        write_hint(&self.inner.dir, &old, &log.hint);
+        write_hint(
+            &self.inner.dir,
+            old.id,
+            old.len.load(Ordering::Relaxed),
+            &log.hint,
+        );
         let seg = create_segment(&self.inner.dir, old.id + 1)?;
         self.inner
             .segments
