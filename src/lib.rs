@@ -15,16 +15,20 @@
 //! | roles      | [`manager`], [`server`], [`gateway`], [`tools`], [`local`] | handlers, one module per role |
 //! | process    | [`daemon`]               | logging, daemonizing, signals                  |
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
-//! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership |
+//! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership, replace steps |
 //! | storage    | [`store`]                | append-only segments, index, compaction        |
 //! | leaves     | [`record`], [`time`], [`fs`], [`sizes`] | the record every layer shares, the clock, crash-safe file writes, size syntax |
 //!
 //! A memcached request arrives at the gateway ([`gateway::text`]), is parsed by
-//! [`proto::memtext`], and is routed by the hash spaces ([`cluster::hash_space`]) to
-//! the key's servers as a message of [`proto::cluster`]. There a server
-//! ([`server::node`]) decides it with [`cluster::write`], stores it in its
-//! [`store`] and replicates it. The manager ([`manager`]) keeps the hash spaces with
-//! [`cluster::membership`] and tells every node when they change.
+//! [`proto::memtext`], waits its turn in the connection's pipeline, and is routed
+//! by the hash spaces ([`cluster::hash_space`]) to the key's servers as a message
+//! of [`proto::cluster`]. There a server decides a write with [`cluster::write`],
+//! stores it in its [`store`] and replicates it; a read is answered from the store.
+//! The manager ([`manager`]) keeps the hash spaces with [`cluster::membership`],
+//! tells every node when they change, and moves the data with
+//! [`cluster::replace_run`], which decides each step of a replace, while each
+//! server picks what it sends with [`cluster::replace`]. `tests/layering.rs` holds
+//! the table of which module may import which.
 //!
 //! Every request has a deadline, set by the gateway and carried to the servers. A
 //! get asks the owners in the order of [`cluster::routing`], hedging after a short

@@ -1,5 +1,5 @@
 //! The memcached text protocol session. Commands are parsed by
-//! [`crate::proto::memtext`] and handed to the connection's [`Pipeline`], which
+//! [`crate::proto::memtext`] and handed to the connection's pipeline (`gateway/pipeline.rs`), which
 //! runs them against the cluster and answers in request order. A connection sees
 //! its own writes, as with memcached.
 
