@@ -1,7 +1,7 @@
 //! The memcached text protocol session. Commands are parsed by
-//! [`crate::proto::memtext`] and handed to the connection's pipeline (`gateway/pipeline.rs`), which
-//! runs them against the cluster and answers in request order. A connection sees
-//! its own writes, as with memcached.
+//! [`crate::proto::memtext`] and handed to the connection's pipeline
+//! (`gateway/pipeline.rs`), which runs them against the cluster and answers in
+//! request order. A connection sees its own writes, as with memcached.
 
 use super::pipeline::{Job, Pipeline, Slot, PIPELINE_MAX};
 use super::Gateway;
