@@ -142,14 +142,25 @@ pub fn store_too_stale(
         && last_member.is_some_and(|t| now.saturating_sub(t) > horizon)
 }
 
-/// Whether a server just started has lost its data: the cluster's tables list it
-/// active, yet its store is new (never a member, empty). A wiped or replaced disk
-/// under an old address looks like that. A manager that knew the server's
-/// previous incarnation would tell the restart by itself; a manager restarted
-/// meanwhile cannot, so the server tells it. A new server being attached is not
-/// active in the first tables it gets (those come before its attach).
-pub fn lost_its_data(listed_active: bool, holds_records: bool, last_member: Option<u64>) -> bool {
-    listed_active && !holds_records && last_member.is_none()
+/// Whether a server just started has lost its data: the first tables it gets list
+/// it active, yet its store is new (never a member, empty), and the tables are
+/// older than this start (`tables_secs` is the second whs was stamped, on the
+/// manager's clock): it was attached before, with a disk it no longer has. A
+/// server attached while it runs gets tables stamped after its start. A manager
+/// that knew the server's previous incarnation tells the restart by itself; a
+/// manager restarted meanwhile cannot, so the server tells it. Not caught: a table
+/// change after the restart and before the server's first tables (the server
+/// then serves misses for its keys until a replace), and clocks apart by more
+/// than the time from a start to an attach (a new server is then marked fault
+/// once, and attached again).
+pub fn lost_its_data(
+    listed_active: bool,
+    holds_records: bool,
+    last_member: Option<u64>,
+    tables_secs: u64,
+    started_secs: u64,
+) -> bool {
+    listed_active && !holds_records && last_member.is_none() && tables_secs < started_secs
 }
 
 #[cfg(test)]

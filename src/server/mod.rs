@@ -124,7 +124,9 @@ fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     let listed = whs.contains(&node.me) || rhs.contains(&node.me);
     let holds = node.store.items() + node.store.stats().tombstones > 0;
     let active = whs.is_active(&node.me) || rhs.is_active(&node.me);
-    if lost_its_data(active, holds, last) {
+    let tables_secs = u64::from(whs.clocktime.secs());
+    let started_secs = node.incarnation / 1_000_000_000;
+    if lost_its_data(active, holds, last, tables_secs, started_secs) {
         log::error!(
             "the cluster lists this server active, but its store is new: it lost its data (a \
              wiped or new disk). It serves nothing until the managers mark it fault; the replace \
