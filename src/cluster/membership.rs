@@ -168,12 +168,22 @@ mod tests {
     #[test]
     fn a_server_lost_its_data_only_when_listed_active_with_a_new_store() {
         use super::lost_its_data as lost;
-        assert!(lost(true, false, None));
-        assert!(!lost(false, false, None), "a new server, attached later");
-        assert!(!lost(true, true, None), "a store restored from backups");
         assert!(
-            !lost(true, false, Some(100)),
-            "a member that holds nothing yet"
+            lost(true, false, None, 100, 200),
+            "wiped, restarted, listed"
+        );
+        assert!(!lost(true, false, None, 200, 200), "attached while it runs");
+        assert!(
+            !lost(false, false, None, 100, 200),
+            "a new server, attached later"
+        );
+        assert!(
+            !lost(true, true, None, 100, 200),
+            "a store restored from backups"
+        );
+        assert!(
+            !lost(true, false, Some(9), 100, 200),
+            "a member holding nothing yet"
         );
     }
 
