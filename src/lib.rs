@@ -11,7 +11,7 @@
 //! | layer      | modules                  | what it does                                   |
 //! |------------|--------------------------|------------------------------------------------|
 //! | entry      | `main.rs`, [`dispatch`]  | picks the role from argv[0] and runs it        |
-//! | options    | [`cli`]                  | the option table, parsing, help, man pages (no role) |
+//! | options    | [`cli`]                  | option kinds and shared groups, parsing, help, man pages (no role; each role owns its `OPTIONS` and `Config`) |
 //! | roles      | [`manager`], [`server`], [`gateway`], [`tools`], [`local`] | handlers, one module per role |
 //! | process    | [`daemon`]               | logging, daemonizing, signals                  |
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |

@@ -4,6 +4,9 @@
 //! the gateway answers, and prints how to connect. Ctrl-C (SIGINT) or SIGTERM stops
 //! every child cleanly. The stores stay, so the next start serves the same data.
 
+use crate::cli::options::{
+    Kind, Opt, OptionList, BACKGROUND, GATEWAY_TEXT_PORT, LOGGING, MANAGER_PORT, SERVER_PORT,
+};
 use crate::cli::{Args, EXIT_FAILURE, EXIT_OK};
 use crate::daemon;
 use crate::net::rpc_client::BlockingClient;
@@ -14,6 +17,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The options of kumo local: the shared groups, and its own.
+pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, OWN_OPTIONS];
+
+#[rustfmt::skip]
+static OWN_OPTIONS: &[Opt] = &[
+    Opt { short: Some("n"), long: "servers", kind: Kind::Count, default: Some("3"), required: false,
+        help: "Number of servers to run." },
+    Opt { short: None, long: "dir", kind: Kind::Path, default: Some("./kumo-data"), required: false,
+        help: "Directory for the stores (server1, server2, ...) and the logs of every process. Data is kept across restarts." },
+    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: Some("127.0.0.1:11211"), required: false,
+        help: "Address the gateway serves the memcached text protocol on." },
+    Opt { short: Some("m"), long: "manager", kind: Kind::Address { port: MANAGER_PORT }, default: Some("127.0.0.1:19700"), required: false,
+        help: "Address of the manager." },
+    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: SERVER_PORT }, default: Some("127.0.0.1:19800"), required: false,
+        help: "Address of the first server; the others take the next ports. Each server's stream port is its port plus 100." },
+];
 
 /// How long the cluster may take to come up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,19 +189,44 @@ fn gateway_answers(text: SocketAddr) -> bool {
         && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
 }
 
+/// `kumo local`'s own settings, typed.
+pub struct Config {
+    pub servers: u64,
+    pub dir: PathBuf,
+    pub memcache_text: SocketAddr,
+    pub manager: SocketAddr,
+    /// The first server's address.
+    pub listen: SocketAddr,
+    pub verbose: bool,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Config {
+        Config {
+            servers: args.count("servers"),
+            dir: args
+                .opt_path("dir")
+                .unwrap_or_else(|| PathBuf::from("./kumo-data")),
+            memcache_text: args.addr("memcache-text"),
+            manager: args.addr("manager"),
+            listen: args.addr("listen"),
+            verbose: args.switch("verbose"),
+        }
+    }
+}
+
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();
+    let config = Config::from_args(&args);
     daemon::block_signals();
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
-    let n = args.count("servers");
+    let n = config.servers;
     if !(1..=SERVERS_MAX).contains(&n) {
         return daemon::fatal(program, format!("-n must be from 1 to {SERVERS_MAX}"));
     }
-    let dir = args
-        .opt_path("dir")
-        .unwrap_or_else(|| PathBuf::from("./kumo-data"));
+    let dir = config.dir.clone();
     let logs = dir.join("logs");
     if let Err(e) = std::fs::create_dir_all(&logs) {
         return daemon::fatal(program, format!("cannot create {}: {e}", logs.display()));
@@ -190,9 +235,7 @@ pub fn main(args: Args) -> i32 {
         Ok(e) => e,
         Err(e) => return daemon::fatal(program, format!("cannot find my own binary: {e}")),
     };
-    let manager = args.addr("manager");
-    let first = args.addr("listen");
-    let text = args.addr("memcache-text");
+    let (manager, first, text) = (config.manager, config.listen, config.memcache_text);
     let servers: Option<Vec<SocketAddr>> = (0..n as u16).map(|i| with_port(first, i)).collect();
     let Some(servers) = servers else {
         return daemon::fatal(program, "server ports run past 65535");
@@ -200,7 +243,7 @@ pub fn main(args: Args) -> i32 {
     if let Err(e) = daemon::daemonize_if_asked(&args) {
         return daemon::fatal(program, e);
     }
-    let verbose = args.switch("verbose");
+    let verbose = config.verbose;
     let mut kids = Vec::new();
     let started = (|| -> Result<(), String> {
         let s = |x: &dyn ToString| x.to_string();

@@ -1,16 +1,17 @@
 //! `--help`: a role's options in the width of a terminal, and `kumo --help`.
 
-use super::{options, Kind, Role, VERSION};
+use super::options::{self, OptionList};
+use super::{Kind, Role, VERSION};
 
 /// The `--help` text of a role.
-pub fn help(role: Role) -> String {
+pub fn help(role: Role, list: OptionList) -> String {
     let mut s = format!(
         "{} - {}\n\nUsage: {}",
         role.program(),
         role.summary(),
         role.program()
     );
-    for o in options::for_role(role).filter(|o| o.required) {
+    for o in options::each(list).filter(|o| o.required) {
         s += &format!(" -{} {}", o.short.unwrap_or(o.long), o.kind.placeholder());
     }
     s += " [options]";
@@ -19,7 +20,7 @@ pub fn help(role: Role) -> String {
         s += role.positional_usage();
     }
     s += "\n\nOptions:\n";
-    for o in options::for_role(role) {
+    for o in options::each(list) {
         let mut left = match o.short {
             Some(sh) => format!("  -{sh}, --{}", o.long),
             None => format!("      --{}", o.long),

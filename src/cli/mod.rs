@@ -16,6 +16,7 @@ pub mod options;
 
 pub use help::{help, top_help};
 
+pub use options::OptionList;
 use options::{Kind, Opt, Value};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -146,7 +147,8 @@ pub struct Args {
 }
 
 impl Args {
-    fn get(&self, long: &str) -> Option<&Value> {
+    /// The value given (or defaulted) for the option named `long`.
+    pub fn get(&self, long: &str) -> Option<&Value> {
         self.values
             .iter()
             .rev()
@@ -243,8 +245,8 @@ pub enum Stop {
     Usage(String),
 }
 
-/// Parses the arguments of `role` (without the program name).
-pub fn parse(role: Role, args: Vec<OsString>) -> Result<Args, Stop> {
+/// Parses the arguments of `role` (without the program name) by its options.
+pub fn parse(role: Role, list: OptionList, args: Vec<OsString>) -> Result<Args, Stop> {
     use lexopt::Arg;
     // Everything after a literal `--` is positional, and where it started matters
     // (kumohash SERVER... -- COMMAND).
@@ -259,7 +261,7 @@ pub fn parse(role: Role, args: Vec<OsString>) -> Result<Args, Stop> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut values: Vec<(&'static Opt, Value)> = Vec::new();
     let mut positional = Vec::new();
-    let opts: Vec<&'static Opt> = options::for_role(role).collect();
+    let opts: Vec<&'static Opt> = options::each(list).collect();
     loop {
         let arg = match parser.next() {
             Ok(Some(a)) => a,
@@ -267,7 +269,7 @@ pub fn parse(role: Role, args: Vec<OsString>) -> Result<Args, Stop> {
             Err(e) => return Err(Stop::Usage(e.to_string())),
         };
         let (opt, attached) = match arg {
-            Arg::Long("help") | Arg::Short('h') => return Err(Stop::Help(help(role))),
+            Arg::Long("help") | Arg::Short('h') => return Err(Stop::Help(help(role, list))),
             Arg::Long("version") => return Err(Stop::Version),
             Arg::Long(name) => {
                 let name = name.to_string();
@@ -426,7 +428,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// parses its options, answers `--help` and `--version`, and hands the role and
 /// its arguments to `run` (the dispatch at the top, which knows the roles; this
 /// library of options knows none). Returns the process exit status.
-pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i32 {
+pub fn start(
+    mut argv: Vec<OsString>,
+    options_of: fn(Role) -> OptionList,
+    run: impl FnOnce(Role, Args) -> i32,
+) -> i32 {
     let argv0 = if argv.is_empty() {
         OsString::from("kumo")
     } else {
@@ -473,7 +479,7 @@ pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i3
         // SAFETY: resetting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    match parse(role, argv) {
+    match parse(role, options_of(role), argv) {
         Ok(args) => run(role, args),
         Err(Stop::Help(text)) => {
             print!("{text}");
@@ -492,4 +498,13 @@ pub fn start(mut argv: Vec<OsString>, run: impl FnOnce(Role, Args) -> i32) -> i3
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("lsten", "listen"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}

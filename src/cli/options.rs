@@ -1,10 +1,9 @@
-//! The option table. Every option any role accepts is defined exactly once here, with
-//! its short name as the kumofs user guide writes it, its long name, its value kind,
-//! its default, the roles it applies to and its help text. The parser, `--help` and
-//! the man pages are all generated from this one table (ripgrep's `Flag` registry).
+//! Options: what one is (its short name as the kumofs user guide writes it, its long
+//! name, its value kind, its default and its help text), how values parse, and the
+//! groups of options several roles share. Each role defines its own options and its
+//! list ([`OptionList`]) in its module; the parser, `--help` and the man pages are
+//! generated from those lists (ripgrep's `Flag` registry, one per role).
 
-use super::Role;
-use super::Role::{Ctl, Gateway, Hash, Local, Manager, MergeDb, Server, Stat};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,113 +86,139 @@ pub struct Opt {
     /// The default as the user would type it; parsed by the same code as user input.
     pub default: Option<&'static str>,
     pub required: bool,
-    pub roles: &'static [Role],
     pub help: &'static str,
 }
 
 /// The address `kumo local` and its children use unless told otherwise.
 pub const LOCAL_HOST: &str = "127.0.0.1";
 
-const DAEMONS: &[Role] = &[Manager, Server, Gateway];
-const LOGGING: &[Role] = &[Manager, Server, Gateway, MergeDb, Local];
-const TOOLS: &[Role] = &[Ctl, Stat, Hash];
-/// Everything that speaks to the cluster ports.
-const KEYED: &[Role] = &[Manager, Server, Gateway, Ctl, Stat, Hash];
-
 /// The table. Entries that share a name apply to disjoint roles.
-pub static OPTIONS: &[Opt] = &[
-    // ---- common to every daemon ----
-    Opt { short: Some("v"), long: "verbose", kind: Kind::Switch, default: None, required: false, roles: LOGGING,
+/// A role's options: groups shared with other roles, and its own, in the order
+/// `--help` and the man page list them. Each role module defines its list.
+pub type OptionList = &'static [&'static [Opt]];
+
+/// Every option of a list, in order.
+pub fn each(list: OptionList) -> impl Iterator<Item = &'static Opt> {
+    list.iter().flat_map(|group| group.iter())
+}
+
+/// Logging, for every role that logs.
+pub static LOGGING: &[Opt] = &[
+    Opt { short: Some("v"), long: "verbose", kind: Kind::Switch, default: None, required: false,
         help: "Log debug messages too; without it only warnings and errors are shown." },
-    Opt { short: Some("o"), long: "log", kind: Kind::Path, default: None, required: false, roles: LOGGING,
+    Opt { short: Some("o"), long: "log", kind: Kind::Path, default: None, required: false,
         help: "Append the log to this file instead of standard output. '-' means plain standard output without colours." },
-    Opt { short: Some("d"), long: "daemon", kind: Kind::Path, default: None, required: false, roles: &[Manager, Server, Gateway, Local],
-        help: "Run in the background and write the process id to this file." },
-    Opt { short: Some("Ci"), long: "clock-interval", kind: Kind::Seconds, default: Some("2"), required: false, roles: DAEMONS,
-        help: "Period of the cluster clock: keepalives to peers are sent this often." },
-    Opt { short: Some("Ys"), long: "connect-timeout", kind: Kind::Seconds, default: Some("3"), required: false, roles: DAEMONS,
-        help: "How long one connect(2) to a peer may take." },
-    Opt { short: Some("Yn"), long: "connect-retry-limit", kind: Kind::Count, default: Some("4"), required: false, roles: DAEMONS,
-        help: "Failed reconnects after which a peer is declared lost and its pending calls fail." },
-    Opt { short: Some("TR"), long: "worker-threads", kind: Kind::Count, default: Some("4"), required: false, roles: DAEMONS,
-        help: "Number of worker threads that read requests and run handlers." },
-    Opt { short: Some("TW"), long: "sender-threads", kind: Kind::Count, default: Some("2"), required: false, roles: DAEMONS,
-        help: "Number of sender threads that flush replies a worker could not write at once." },
-    // ---- kumo-manager ----
-    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: true, roles: &[Manager],
-        help: "Address servers, gateways and kumoctl use to reach this manager; it listens on it." },
-    Opt { short: Some("p"), long: "partner", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: false, roles: &[Manager],
-        help: "The other manager of a pair. The two keep each other's hash spaces in step, newer wins." },
-    Opt { short: Some("c"), long: "control", kind: Kind::Listen { port: MANAGER_PORT }, default: None, required: false, roles: &[Manager],
-        help: "Also serve kumoctl on this separate address (for example one only reachable from an admin network). The -l port serves kumoctl too." },
-    Opt { short: Some("a"), long: "auto-replace", kind: Kind::Switch, default: None, required: false, roles: &[Manager],
-        help: "Attach new servers and detach lost ones without waiting for kumoctl, -Rs seconds after the change. kumoctl enable-auto-replace and disable-auto-replace switch it at run time." },
-    Opt { short: Some("Rs"), long: "replace-delay", kind: Kind::Seconds, default: Some("4"), required: false, roles: &[Manager],
-        help: "With auto replace, how long a change must settle before servers are attached or detached." },
-    // ---- kumo-server ----
-    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: SERVER_PORT }, default: None, required: true, roles: &[Server],
-        help: "Address other nodes use to reach this server; the server listens on it. It is the server's identity on the hash ring." },
-    Opt { short: Some("L"), long: "stream-listen", kind: Kind::Port, default: Some("19900"), required: false, roles: &[Server],
-        help: "Port of the bulk data stream other servers pull from while data is moved between servers." },
-    Opt { short: Some("m"), long: "manager1", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: true, roles: &[Server, Gateway],
-        help: "Address of the manager." },
-    Opt { short: Some("p"), long: "manager2", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: false, roles: &[Server, Gateway],
-        help: "Address of the second manager, if there are two." },
-    Opt { short: Some("s"), long: "store", kind: Kind::StorePath, default: None, required: true, roles: &[Server],
-        help: "Directory of the store, created if missing. Options follow as #name=value: sync=none|interval|always (default interval), sync_ms=N, segment_size=SIZE (default 256m), compact_ratio=PERCENT (default 50), compact_min=SIZE (default 1m). Tokyo Cabinet's xmsiz and rcnum are accepted with a warning." },
-    Opt { short: Some("f"), long: "offer-tmp", kind: Kind::Path, default: Some("/tmp"), required: false, roles: &[Server],
-        help: "Accepted for kumofs compatibility and unused: kumo streams replace data from its store and writes no temporary files." },
-    Opt { short: Some("M"), long: "replace-memory-limit", kind: Kind::Size, default: Some("8m"), required: false, roles: &[Server],
-        help: "Bytes of replace data a server may hold for sending at once, over all its targets." },
-    Opt { short: Some("gS"), long: "garbage-mem-limit", kind: Kind::Count, default: Some("2048"), required: false, roles: &[Server],
-        help: "KiB of tombstone bookkeeping above which tombstones older than -gN are collected." },
-    Opt { short: Some("gN"), long: "garbage-min-time", kind: Kind::Seconds, default: Some("60"), required: false, roles: &[Server],
-        help: "Tombstones are kept at least this long; clamped to -gX." },
-    Opt { short: Some("gX"), long: "garbage-max-time", kind: Kind::Seconds, default: Some("3600"), required: false, roles: &[Server],
-        help: "Tombstones older than this are collected. A server that was away longer than this must not rejoin with its old store." },
-    // ---- kumo-gateway ----
-    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: Some("11211"), required: false, roles: &[Gateway],
-        help: "Address to serve the memcached text protocol on. A bare port listens on every interface." },
-    Opt { short: Some("I"), long: "max-item-size", kind: Kind::Size, default: Some("1m"), required: false, roles: &[Gateway],
-        help: "Largest value a client may store; larger ones get SERVER_ERROR object too large for cache." },
-    Opt { short: Some("G"), long: "get-retry", kind: Kind::Count, default: Some("5"), required: false, roles: &[Gateway],
-        help: "A get asks the key's servers in turn (primary, replica 1, replica 2), and goes round them again after an error, up to N rounds within the deadline." },
-    Opt { short: None, long: "deadline", kind: Kind::Seconds, default: Some("0.8"), required: false, roles: &[Gateway],
-        help: "Every request is answered within this many seconds: a value, a miss, or SERVER_ERROR, never silence. A write carries what is left of it to its servers, which give up in time; a get asks the next replica after 40 ms without an answer. Keep it below your clients' own timeout; the default suits a client that waits 1 s." },
-    Opt { short: Some("S"), long: "set-retry", kind: Kind::Count, default: Some("20"), required: false, roles: &[Gateway],
-        help: "Times a failed write (set, add, cas, incr, touch...) is retried, refreshing the hash space in between." },
-    Opt { short: Some("D"), long: "delete-retry", kind: Kind::Count, default: Some("20"), required: false, roles: &[Gateway],
-        help: "Times a failed delete is retried." },
-    Opt { short: Some("As"), long: "async-replicate-set", kind: Kind::Switch, default: None, required: false, roles: &[Gateway],
-        help: "Answer a write once the coordinating server has stored it, without waiting for its replicas. Faster, but an acknowledged write can be lost with that one server." },
-    Opt { short: Some("Ad"), long: "async-replicate-delete", kind: Kind::Switch, default: None, required: false, roles: &[Gateway],
-        help: "Answer a delete once the coordinating server has written it, without waiting for its replicas." },
-    Opt { short: None, long: "cluster-key", kind: Kind::Path, default: None, required: false, roles: KEYED,
-        help: "Read a shared secret from this file (trailing whitespace ignored) and require it of every peer: each connection must present it before anything else is served, and this process presents it on every connection it opens. Give every manager, server, gateway and tool of the cluster the same file. Without it, any peer is served. The key keeps strangers off, not eavesdroppers: it travels in clear." },
-    // ---- tools ----
-    Opt { short: Some("m"), long: "manager", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: false, roles: &[Stat, Hash],
-        help: "Ask this manager for the attached servers instead of naming servers." },
-    Opt { short: Some("j"), long: "json", kind: Kind::Switch, default: None, required: false, roles: TOOLS,
-        help: "Print the result as one JSON document, for scripts." },
-    Opt { short: None, long: "timeout", kind: Kind::Seconds, default: Some("5"), required: false, roles: TOOLS,
-        help: "How long to wait for a connection and for each answer." },
-    // ---- kumo local ----
-    Opt { short: Some("n"), long: "servers", kind: Kind::Count, default: Some("3"), required: false, roles: &[Local],
-        help: "Number of servers to run." },
-    Opt { short: None, long: "dir", kind: Kind::Path, default: Some("./kumo-data"), required: false, roles: &[Local],
-        help: "Directory for the stores (server1, server2, ...) and the logs of every process. Data is kept across restarts." },
-    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: Some("127.0.0.1:11211"), required: false, roles: &[Local],
-        help: "Address the gateway serves the memcached text protocol on." },
-    Opt { short: Some("m"), long: "manager", kind: Kind::Address { port: MANAGER_PORT }, default: Some("127.0.0.1:19700"), required: false, roles: &[Local],
-        help: "Address of the manager." },
-    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: SERVER_PORT }, default: Some("127.0.0.1:19800"), required: false, roles: &[Local],
-        help: "Address of the first server; the others take the next ports. Each server's stream port is its port plus 100." },
 ];
 
-/// Returns the options that apply to `role`, in table order.
-pub fn for_role(role: Role) -> impl Iterator<Item = &'static Opt> {
-    OPTIONS.iter().filter(move |o| o.roles.contains(&role))
-}
+/// Running in the background.
+pub static BACKGROUND: &[Opt] = &[Opt {
+    short: Some("d"),
+    long: "daemon",
+    kind: Kind::Path,
+    default: None,
+    required: false,
+    help: "Run in the background and write the process id to this file.",
+}];
+
+/// The cluster links of every daemon.
+pub static NETWORK: &[Opt] = &[
+    Opt {
+        short: Some("Ci"),
+        long: "clock-interval",
+        kind: Kind::Seconds,
+        default: Some("2"),
+        required: false,
+        help: "Period of the cluster clock: keepalives to peers are sent this often.",
+    },
+    Opt {
+        short: Some("Ys"),
+        long: "connect-timeout",
+        kind: Kind::Seconds,
+        default: Some("3"),
+        required: false,
+        help: "How long one connect(2) to a peer may take.",
+    },
+    Opt {
+        short: Some("Yn"),
+        long: "connect-retry-limit",
+        kind: Kind::Count,
+        default: Some("4"),
+        required: false,
+        help: "Failed reconnects after which a peer is declared lost and its pending calls fail.",
+    },
+    Opt {
+        short: Some("TR"),
+        long: "worker-threads",
+        kind: Kind::Count,
+        default: Some("4"),
+        required: false,
+        help: "Number of worker threads that read requests and run handlers.",
+    },
+    Opt {
+        short: Some("TW"),
+        long: "sender-threads",
+        kind: Kind::Count,
+        default: Some("2"),
+        required: false,
+        help: "Number of sender threads that flush replies a worker could not write at once.",
+    },
+];
+
+/// The managers a server or a gateway keeps in touch with.
+pub static MANAGERS: &[Opt] = &[
+    Opt {
+        short: Some("m"),
+        long: "manager1",
+        kind: Kind::Address { port: MANAGER_PORT },
+        default: None,
+        required: true,
+        help: "Address of the manager.",
+    },
+    Opt {
+        short: Some("p"),
+        long: "manager2",
+        kind: Kind::Address { port: MANAGER_PORT },
+        default: None,
+        required: false,
+        help: "Address of the second manager, if there are two.",
+    },
+];
+
+/// The shared secret of everything that speaks to the cluster ports.
+pub static KEYED: &[Opt] = &[
+    Opt { short: None, long: "cluster-key", kind: Kind::Path, default: None, required: false,
+        help: "Read a shared secret from this file (trailing whitespace ignored) and require it of every peer: each connection must present it before anything else is served, and this process presents it on every connection it opens. Give every manager, server, gateway and tool of the cluster the same file. Without it, any peer is served. The key keeps strangers off, not eavesdroppers: it travels in clear." },
+];
+
+/// A tool that may ask a manager for the servers instead of naming them.
+pub static TOOL_MANAGER: &[Opt] = &[Opt {
+    short: Some("m"),
+    long: "manager",
+    kind: Kind::Address { port: MANAGER_PORT },
+    default: None,
+    required: false,
+    help: "Ask this manager for the attached servers instead of naming servers.",
+}];
+
+/// The output and patience of every tool.
+pub static TOOL: &[Opt] = &[
+    Opt {
+        short: Some("j"),
+        long: "json",
+        kind: Kind::Switch,
+        default: None,
+        required: false,
+        help: "Print the result as one JSON document, for scripts.",
+    },
+    Opt {
+        short: None,
+        long: "timeout",
+        kind: Kind::Seconds,
+        default: Some("5"),
+        required: false,
+        help: "How long to wait for a connection and for each answer.",
+    },
+];
 
 /// A parsed option value.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,36 +348,6 @@ pub fn parse_address(text: &str, default_port: u16, listen: bool) -> Result<Sock
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_entry_is_well_formed_and_unique_per_role() {
-        for role in Role::ALL {
-            let opts: Vec<_> = for_role(*role).collect();
-            for (i, a) in opts.iter().enumerate() {
-                assert!(
-                    !a.help.is_empty() && a.help.ends_with('.'),
-                    "{} help",
-                    a.long
-                );
-                if let Some(d) = a.default {
-                    parse_value(a.kind, d).unwrap_or_else(|e| panic!("default of {}: {e}", a.long));
-                }
-                assert!(
-                    !(a.required && a.default.is_some()),
-                    "{} required with default",
-                    a.long
-                );
-                for b in &opts[i + 1..] {
-                    assert_ne!(a.long, b.long, "{role:?}");
-                    assert!(
-                        a.short.is_none() || a.short != b.short,
-                        "{role:?} -{:?}",
-                        a.short
-                    );
-                }
-            }
-        }
-    }
 
     #[test]
     fn addresses_take_the_default_port() {

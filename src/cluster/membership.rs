@@ -142,49 +142,29 @@ pub fn store_too_stale(
         && last_member.is_some_and(|t| now.saturating_sub(t) > horizon)
 }
 
-/// Whether a server just started has lost its data: the first tables it gets list
-/// it active, yet its store is new (never a member, empty), and the tables are
-/// older than this start (`tables_secs` is the second whs was stamped, on the
+/// Whether a server just started with a new store (never a member, and empty when
+/// it opened) has lost its data: the first tables it gets list it active, and they
+/// are older than this start (`tables_secs` is the second whs was stamped, on the
 /// manager's clock): it was attached before, with a disk it no longer has. A
 /// server attached while it runs gets tables stamped after its start. A manager
 /// that knew the server's previous incarnation tells the restart by itself; a
 /// manager restarted meanwhile cannot, so the server tells it. Not caught: a table
-/// change after the restart and before the server's first tables (the server
-/// then serves misses for its keys until a replace), and clocks apart by more
-/// than the time from a start to an attach (a new server is then marked fault
-/// once, and attached again).
-pub fn lost_its_data(
-    listed_active: bool,
-    holds_records: bool,
-    last_member: Option<u64>,
-    tables_secs: u64,
-    started_secs: u64,
-) -> bool {
-    listed_active && !holds_records && last_member.is_none() && tables_secs < started_secs
+/// change after the restart and before the server's first tables (the server then
+/// serves misses for its keys until a replace), and clocks apart by more than the
+/// time from a start to an attach (a new server is then marked fault once, and
+/// attached again).
+pub fn lost_its_data(listed_active: bool, tables_secs: u64, started_secs: u64) -> bool {
+    listed_active && tables_secs < started_secs
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_server_lost_its_data_only_when_listed_active_with_a_new_store() {
+    fn a_new_store_lost_its_data_only_under_tables_older_than_its_start() {
         use super::lost_its_data as lost;
-        assert!(
-            lost(true, false, None, 100, 200),
-            "wiped, restarted, listed"
-        );
-        assert!(!lost(true, false, None, 200, 200), "attached while it runs");
-        assert!(
-            !lost(false, false, None, 100, 200),
-            "a new server, attached later"
-        );
-        assert!(
-            !lost(true, true, None, 100, 200),
-            "a store restored from backups"
-        );
-        assert!(
-            !lost(true, false, Some(9), 100, 200),
-            "a member holding nothing yet"
-        );
+        assert!(lost(true, 100, 200), "wiped, restarted, listed");
+        assert!(!lost(true, 200, 200), "attached while it runs");
+        assert!(!lost(false, 100, 200), "a new server, attached later");
     }
 
     #[test]

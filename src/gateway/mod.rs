@@ -34,6 +34,9 @@ mod pipeline;
 mod route;
 pub mod text;
 
+use crate::cli::options::{
+    Kind, Opt, OptionList, BACKGROUND, GATEWAY_TEXT_PORT, KEYED, LOGGING, MANAGERS, NETWORK,
+};
 use crate::cli::Args;
 use crate::cluster::hash_space::{CurrentTables, Tables};
 use crate::cluster::write::Outcome;
@@ -47,6 +50,29 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The options of kumo-gateway: the shared groups, and its own.
+pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, MANAGERS, OWN_OPTIONS, KEYED];
+
+#[rustfmt::skip]
+static OWN_OPTIONS: &[Opt] = &[
+    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: Some("11211"), required: false,
+        help: "Address to serve the memcached text protocol on. A bare port listens on every interface." },
+    Opt { short: Some("I"), long: "max-item-size", kind: Kind::Size, default: Some("1m"), required: false,
+        help: "Largest value a client may store; larger ones get SERVER_ERROR object too large for cache." },
+    Opt { short: Some("G"), long: "get-retry", kind: Kind::Count, default: Some("5"), required: false,
+        help: "A get asks the key's servers in turn (primary, replica 1, replica 2), and goes round them again after an error, up to N rounds within the deadline." },
+    Opt { short: None, long: "deadline", kind: Kind::Seconds, default: Some("0.8"), required: false,
+        help: "Every request is answered within this many seconds: a value, a miss, or SERVER_ERROR, never silence. A write carries what is left of it to its servers, which give up in time; a get asks the next replica after 40 ms without an answer. Keep it below your clients' own timeout; the default suits a client that waits 1 s." },
+    Opt { short: Some("S"), long: "set-retry", kind: Kind::Count, default: Some("20"), required: false,
+        help: "Times a failed write (set, add, cas, incr, touch...) is retried, refreshing the hash space in between." },
+    Opt { short: Some("D"), long: "delete-retry", kind: Kind::Count, default: Some("20"), required: false,
+        help: "Times a failed delete is retried." },
+    Opt { short: Some("As"), long: "async-replicate-set", kind: Kind::Switch, default: None, required: false,
+        help: "Answer a write once the coordinating server has stored it, without waiting for its replicas. Faster, but an acknowledged write can be lost with that one server." },
+    Opt { short: Some("Ad"), long: "async-replicate-delete", kind: Kind::Switch, default: None, required: false,
+        help: "Answer a delete once the coordinating server has written it, without waiting for its replicas." },
+];
 
 /// How long a get waits for one owner before it asks the next one as well. A
 /// healthy server answers within a millisecond; a read of a key behind a cut link
@@ -293,20 +319,54 @@ impl Gateway {
     }
 }
 
+/// kumo-gateway's own settings, typed (the shared groups are the daemon layer's).
+pub struct Config {
+    pub memcache_text: SocketAddr,
+    pub managers: Vec<SocketAddr>,
+    pub max_item_size: usize,
+    pub get_retry: u32,
+    pub deadline: Duration,
+    pub set_retry: u32,
+    pub delete_retry: u32,
+    pub async_replicate_set: bool,
+    pub async_replicate_delete: bool,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Config {
+        let retries = |name| args.count(name).min(u32::MAX as u64 / 4) as u32;
+        Config {
+            memcache_text: args.addr("memcache-text"),
+            managers: [Some(args.addr("manager1")), args.opt_addr("manager2")]
+                .into_iter()
+                .flatten()
+                .collect(),
+            max_item_size: args
+                .size("max-item-size")
+                .min(crate::record::DATA_SIZE_MAX as u64) as usize,
+            get_retry: retries("get-retry").max(1),
+            deadline: args.seconds("deadline").max(Duration::from_millis(1)),
+            set_retry: retries("set-retry"),
+            delete_retry: retries("delete-retry"),
+            async_replicate_set: args.switch("async-replicate-set"),
+            async_replicate_delete: args.switch("async-replicate-delete"),
+        }
+    }
+}
+
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();
+    let config = Config::from_args(&args);
     daemon::block_signals();
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
-    let text_addr = args.addr("memcache-text");
+    let text_addr = config.memcache_text;
     let listener = match std::net::TcpListener::bind(text_addr) {
         Ok(l) => l,
         Err(e) => return daemon::fatal(program, format!("cannot listen on {text_addr}: {e}")),
     };
-    let m1 = args.addr("manager1");
-    let m2 = args.opt_addr("manager2");
-    if m2 == Some(m1) {
+    if config.managers.len() == 2 && config.managers[0] == config.managers[1] {
         return daemon::fatal(program, "-p names the same manager as -m");
     }
     if let Err(e) = daemon::daemonize_if_asked(&args) {
@@ -316,28 +376,26 @@ pub fn main(args: Args) -> i32 {
         Ok(n) => n,
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
-    let managers: Vec<Arc<Peer>> = std::iter::once(m1)
-        .chain(m2)
-        .map(|a| Peer::new(&net, a))
+    let managers: Vec<Arc<Peer>> = config
+        .managers
+        .iter()
+        .map(|a| Peer::new(&net, *a))
         .collect();
-    let retries = |name| args.count(name).min(u32::MAX as u64 / 4) as u32;
     let gw = Arc::new(Gateway {
         net: net.clone(),
         managers: managers.clone(),
 
-        deadline: args.seconds("deadline").max(Duration::from_millis(1)),
+        deadline: config.deadline,
         tables: CurrentTables::default(),
         // Gateways are not in the tables: a report names this one by an id of its
         // own, unique enough among the gateways of a cluster.
         servers: ServerLinks::new(&net, Value::from(daemon::incarnation()), managers.clone()),
-        get_attempts: retries("get-retry").max(1),
-        set_retry: retries("set-retry"),
-        delete_retry: retries("delete-retry"),
-        async_set: args.switch("async-replicate-set"),
-        async_delete: args.switch("async-replicate-delete"),
-        value_max: args
-            .size("max-item-size")
-            .min(crate::record::DATA_SIZE_MAX as u64) as usize,
+        get_attempts: config.get_retry,
+        set_retry: config.set_retry,
+        delete_retry: config.delete_retry,
+        async_set: config.async_replicate_set,
+        async_delete: config.async_replicate_delete,
+        value_max: config.max_item_size,
         counters: Counters::default(),
         started: Instant::now(),
         last_refresh_ms: AtomicU64::new(0),

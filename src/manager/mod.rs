@@ -24,6 +24,9 @@ mod membership;
 mod replace;
 mod service;
 
+use crate::cli::options::{
+    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGER_PORT, NETWORK,
+};
 use crate::cli::Args;
 use crate::cluster::clock::{Clock, ClockTime};
 use crate::cluster::hash_space::Tables;
@@ -40,6 +43,23 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The options of kumo-manager: the shared groups, and its own.
+pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, OWN_OPTIONS, KEYED];
+
+#[rustfmt::skip]
+static OWN_OPTIONS: &[Opt] = &[
+    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: true,
+        help: "Address servers, gateways and kumoctl use to reach this manager; it listens on it." },
+    Opt { short: Some("p"), long: "partner", kind: Kind::Address { port: MANAGER_PORT }, default: None, required: false,
+        help: "The other manager of a pair. The two keep each other's hash spaces in step, newer wins." },
+    Opt { short: Some("c"), long: "control", kind: Kind::Listen { port: MANAGER_PORT }, default: None, required: false,
+        help: "Also serve kumoctl on this separate address (for example one only reachable from an admin network). The -l port serves kumoctl too." },
+    Opt { short: Some("a"), long: "auto-replace", kind: Kind::Switch, default: None, required: false,
+        help: "Attach new servers and detach lost ones without waiting for kumoctl, -Rs seconds after the change. kumoctl enable-auto-replace and disable-auto-replace switch it at run time." },
+    Opt { short: Some("Rs"), long: "replace-delay", kind: Kind::Seconds, default: Some("4"), required: false,
+        help: "With auto replace, how long a change must settle before servers are attached or detached." },
+];
 
 /// The longest a gateway's `HashSpaceRequest` is held waiting for a change.
 pub const WATCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -308,13 +328,35 @@ impl Manager {
     }
 }
 
+/// kumo-manager's own settings, typed (the shared groups are the daemon layer's).
+pub struct Config {
+    pub listen: SocketAddr,
+    pub partner: Option<SocketAddr>,
+    pub control: Option<SocketAddr>,
+    pub auto_replace: bool,
+    pub replace_delay: Duration,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Config {
+        Config {
+            listen: args.addr("listen"),
+            partner: args.opt_addr("partner"),
+            control: args.opt_addr("control"),
+            auto_replace: args.switch("auto-replace"),
+            replace_delay: args.seconds("replace-delay"),
+        }
+    }
+}
+
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();
+    let config = Config::from_args(&args);
     daemon::block_signals();
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
-    let listen = args.addr("listen");
+    let listen = config.listen;
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
@@ -322,11 +364,11 @@ pub fn main(args: Args) -> i32 {
         Ok(l) => l,
         Err(e) => return daemon::fatal(program, e),
     };
-    let control = match args.opt_addr("control").map(bind).transpose() {
+    let control = match config.control.map(bind).transpose() {
         Ok(c) => c,
         Err(e) => return daemon::fatal(program, e),
     };
-    let partner = args.opt_addr("partner");
+    let partner = config.partner;
     if partner == Some(listen) {
         return daemon::fatal(
             program,
@@ -349,7 +391,7 @@ pub fn main(args: Args) -> i32 {
         net: net.clone(),
         clock: Clock::default(),
         partner: Mutex::new(None),
-        replace_delay: args.seconds("replace-delay"),
+        replace_delay: config.replace_delay,
         state: Mutex::new(State {
             members: Membership::default(),
             servers: HashMap::new(),
@@ -357,7 +399,7 @@ pub fn main(args: Args) -> i32 {
             incarnations: HashMap::new(),
             replace: Replacer::default(),
             watchers: Vec::new(),
-            auto_replace: args.switch("auto-replace"),
+            auto_replace: config.auto_replace,
             auto_token: 0,
             full: BTreeSet::new(),
             broken: BrokenLinks::default(),

@@ -9,6 +9,9 @@ mod replace_state;
 mod service;
 mod write;
 
+use crate::cli::options::{
+    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGERS, NETWORK, SERVER_PORT,
+};
 use crate::cli::Args;
 use crate::cluster::hash_space::HashSpace;
 use crate::daemon;
@@ -18,8 +21,39 @@ use crate::store::{self, Store};
 use node::Node;
 use rmpv::Value;
 use service::{ServerService, StreamService};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The options of kumo-server: the shared groups, and its own.
+pub static OPTIONS: OptionList = &[
+    LOGGING, BACKGROUND, NETWORK, ADDRESSES, MANAGERS, STORAGE, KEYED,
+];
+
+#[rustfmt::skip]
+static ADDRESSES: &[Opt] = &[
+    Opt { short: Some("l"), long: "listen", kind: Kind::Address { port: SERVER_PORT }, default: None, required: true,
+        help: "Address other nodes use to reach this server; the server listens on it. It is the server's identity on the hash ring." },
+    Opt { short: Some("L"), long: "stream-listen", kind: Kind::Port, default: Some("19900"), required: false,
+        help: "Port of the bulk data stream other servers pull from while data is moved between servers." },
+];
+
+#[rustfmt::skip]
+static STORAGE: &[Opt] = &[
+    Opt { short: Some("s"), long: "store", kind: Kind::StorePath, default: None, required: true,
+        help: "Directory of the store, created if missing. Options follow as #name=value: sync=none|interval|always (default interval), sync_ms=N, segment_size=SIZE (default 256m), compact_ratio=PERCENT (default 50), compact_min=SIZE (default 1m). Tokyo Cabinet's xmsiz and rcnum are accepted with a warning." },
+    Opt { short: Some("f"), long: "offer-tmp", kind: Kind::Path, default: Some("/tmp"), required: false,
+        help: "Accepted for kumofs compatibility and unused: kumo streams replace data from its store and writes no temporary files." },
+    Opt { short: Some("M"), long: "replace-memory-limit", kind: Kind::Size, default: Some("8m"), required: false,
+        help: "Bytes of replace data a server may hold for sending at once, over all its targets." },
+    Opt { short: Some("gS"), long: "garbage-mem-limit", kind: Kind::Count, default: Some("2048"), required: false,
+        help: "KiB of tombstone bookkeeping above which tombstones older than -gN are collected." },
+    Opt { short: Some("gN"), long: "garbage-min-time", kind: Kind::Seconds, default: Some("60"), required: false,
+        help: "Tombstones are kept at least this long; clamped to -gX." },
+    Opt { short: Some("gX"), long: "garbage-max-time", kind: Kind::Seconds, default: Some("3600"), required: false,
+        help: "Tombstones older than this are collected. A server that was away longer than this must not rejoin with its old store." },
+];
 
 /// How often the store is checked for segments worth compacting.
 const COMPACT_INTERVAL_SECS: u64 = 30;
@@ -126,7 +160,7 @@ fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     let active = whs.is_active(&node.me) || rhs.is_active(&node.me);
     let tables_secs = u64::from(whs.clocktime.secs());
     let started_secs = node.incarnation / 1_000_000_000;
-    if lost_its_data(active, holds, last, tables_secs, started_secs) {
+    if node.store_was_new && lost_its_data(active, tables_secs, started_secs) {
         log::error!(
             "the cluster lists this server active, but its store is new: it lost its data (a \
              wiped or new disk). It serves nothing until the managers mark it fault; the replace \
@@ -157,18 +191,54 @@ fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     }
 }
 
+/// kumo-server's own settings, typed (the shared groups are the daemon layer's).
+pub struct Config {
+    pub listen: SocketAddr,
+    pub stream_port: u16,
+    pub managers: Vec<SocketAddr>,
+    pub store: PathBuf,
+    /// The store's `#name=value` options.
+    pub store_params: Vec<(String, String)>,
+    pub replace_memory_limit: u64,
+    /// `-gS`, in bytes.
+    pub garbage_mem_limit: u64,
+    pub garbage_min_time: Duration,
+    pub garbage_max_time: Duration,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Config {
+        let (store, store_params) = args.store("store");
+        Config {
+            listen: args.addr("listen"),
+            stream_port: args.port("stream-listen"),
+            managers: [Some(args.addr("manager1")), args.opt_addr("manager2")]
+                .into_iter()
+                .flatten()
+                .collect(),
+            store,
+            store_params,
+            replace_memory_limit: args.size("replace-memory-limit"),
+            garbage_mem_limit: args.count("garbage-mem-limit").saturating_mul(1024),
+            garbage_min_time: args.seconds("garbage-min-time"),
+            garbage_max_time: args.seconds("garbage-max-time"),
+        }
+    }
+}
+
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();
+    let config = Config::from_args(&args);
     daemon::block_signals();
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
-    let listen = args.addr("listen");
+    let listen = config.listen;
     let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => return daemon::fatal(program, format!("cannot listen on {listen}: {e}")),
     };
-    let stream_port = args.port("stream-listen");
+    let stream_port = config.stream_port;
     let stream_addr = std::net::SocketAddr::new(listen.ip(), stream_port);
     let stream_listener = match std::net::TcpListener::bind(stream_addr) {
         Ok(l) => l,
@@ -176,10 +246,10 @@ pub fn main(args: Args) -> i32 {
             return daemon::fatal(program, format!("cannot listen on {stream_addr} (-L): {e}"))
         }
     };
-    if args.opt_addr("manager2") == Some(args.addr("manager1")) {
+    if config.managers.len() == 2 && config.managers[0] == config.managers[1] {
         return daemon::fatal(program, "-p names the same manager as -m");
     }
-    let store = match open_store(&args) {
+    let store = match open_store(&config) {
         Ok(s) => s,
         Err(e) => return daemon::fatal(program, e),
     };
@@ -191,20 +261,20 @@ pub fn main(args: Args) -> i32 {
         Err(e) => return daemon::fatal(program, format!("cannot start the network layer: {e}")),
     };
     store.claim_lock();
-    let managers: Vec<Arc<Peer>> = [args.opt_addr("manager1"), args.opt_addr("manager2")]
-        .into_iter()
-        .flatten()
-        .map(|a| Peer::new(&net, a))
+    let managers: Vec<Arc<Peer>> = config
+        .managers
+        .iter()
+        .map(|a| Peer::new(&net, *a))
         .collect();
     let node = Node::new(
         listen,
         store.clone(),
         net.clone(),
         stream_port,
-        args.size("replace-memory-limit"),
+        config.replace_memory_limit,
         managers.clone(),
     );
-    let _compactor = start_compactor(&node, &args);
+    let _compactor = start_compactor(&node, &config);
     if let Err(e) = net.listen(
         listener,
         RpcSession::factory(Arc::new(ServerService(node.clone()))),
@@ -230,18 +300,16 @@ fn unix_now() -> u64 {
 }
 
 /// Opens the `-s` store with its `#` options and the `-g` garbage settings.
-fn open_store(args: &Args) -> Result<Store, String> {
-    let (path, params) = args.store("store");
+fn open_store(config: &Config) -> Result<Store, String> {
+    let path = &config.store;
     let mut options = store::Options::default();
     options
-        .apply(&params)
+        .apply(&config.store_params)
         .map_err(|e| format!("-s {}: {e}", path.display()))?;
-    options.tombstone_max_age = args.seconds("garbage-max-time");
-    options.tombstone_min_age = args
-        .seconds("garbage-min-time")
-        .min(options.tombstone_max_age);
-    options.tombstone_mem_limit = args.count("garbage-mem-limit").saturating_mul(1024);
-    let store = Store::open(&path, options)?;
+    options.tombstone_max_age = config.garbage_max_time;
+    options.tombstone_min_age = config.garbage_min_time.min(options.tombstone_max_age);
+    options.tombstone_mem_limit = config.garbage_mem_limit;
+    let store = Store::open(path, options)?;
     let r = store.open_report();
     log::info!(
         "store {} opened: {} segments ({} from hints), {} records scanned",
@@ -259,11 +327,11 @@ fn open_store(args: &Args) -> Result<Store, String> {
 /// Tombstones are not collected while a server of whs is fault: it may come back
 /// with its old store, and the tombstones are what stop its stale values from
 /// returning when the replace brings it up to date.
-fn start_compactor(node: &Arc<Node>, args: &Args) -> Option<net::timer::TimerId> {
+fn start_compactor(node: &Arc<Node>, config: &Config) -> Option<net::timer::TimerId> {
     let net = node.net.clone();
     let store = node.store.clone();
     let weak = Arc::downgrade(node);
-    let gc_every = args.seconds("garbage-min-time").as_secs().max(1);
+    let gc_every = config.garbage_min_time.as_secs().max(1);
     let last_gc = std::sync::Mutex::new(unix_now());
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tick = move |_| {

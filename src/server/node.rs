@@ -92,6 +92,9 @@ pub struct Node {
     /// server restarted before anyone noticed would otherwise answer from a store
     /// that lost data, under tables that still call it active.
     pub registered: std::sync::atomic::AtomicBool,
+    /// The store was new when the server started: never a member, and empty.
+    /// Taken at open, since replicas may land before the first tables do.
+    pub store_was_new: bool,
     /// The first tables after start listed this server active while its store is
     /// new ([`crate::cluster::membership::lost_its_data`]): it serves no reads and
     /// coordinates no writes, and says so in its keepalives, until the managers
@@ -119,6 +122,7 @@ impl Node {
             stream_port,
             registered: std::sync::atomic::AtomicBool::new(false),
             lost_data: std::sync::atomic::AtomicBool::new(false),
+            store_was_new: store.last_member().is_none() && store.is_empty(),
             member_marked: AtomicU64::new(0),
             membership_checked: std::sync::atomic::AtomicBool::new(false),
             incarnation: crate::daemon::incarnation(),

@@ -432,6 +432,15 @@ impl Store {
         st
     }
 
+    /// No record at all, tombstones and erases included: a new (or wiped) store.
+    /// Cheap: it looks at the index sizes only.
+    pub fn is_empty(&self) -> bool {
+        self.inner
+            .shards
+            .iter()
+            .all(|s| self.read_shard(s).is_empty())
+    }
+
     /// Keys with a value (not tombstones).
     pub fn items(&self) -> u64 {
         self.stats().items

@@ -3,10 +3,14 @@
 
 use super::{call, failure, format_space, json_space, json_str, nodes_info, parse_addr, usage};
 use crate::cli::options::MANAGER_PORT;
+use crate::cli::options::{OptionList, KEYED, TOOL};
 use crate::cli::{Args, EXIT_OK};
 use crate::proto::cluster as msg;
 use crate::time::unix_now;
 use rmpv::Value;
+
+/// The options of kumoctl, all shared with other tools.
+pub static OPTIONS: OptionList = &[KEYED, TOOL];
 
 /// The commands, with their help: the table `--help` and the man page show.
 pub use crate::cli::commands::CTL as COMMANDS;

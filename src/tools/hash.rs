@@ -4,9 +4,13 @@
 
 use super::{failure, json_str, nodes_info, parse_addr, usage};
 use crate::cli::options::SERVER_PORT;
+use crate::cli::options::{OptionList, KEYED, TOOL, TOOL_MANAGER};
 use crate::cli::{Args, EXIT_OK};
 use crate::cluster::clock::ClockTime;
 use crate::cluster::hash_space::{key_hash, HashSpace, Node};
+
+/// The options of kumohash, all shared with other tools.
+pub static OPTIONS: OptionList = &[KEYED, TOOL_MANAGER, TOOL];
 
 /// The commands, with their help: the table `--help` and the man page show.
 pub use crate::cli::commands::HASH as COMMANDS;

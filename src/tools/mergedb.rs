@@ -2,8 +2,12 @@
 //! so a tombstone wins over an older value and an older tombstone loses to a newer
 //! value; records that lose are counted as skipped.
 
+use crate::cli::options::{OptionList, LOGGING};
 use crate::cli::{Args, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::store::{Options, Store, SyncPolicy};
+
+/// The options of kumomergedb, all shared with other tools.
+pub static OPTIONS: OptionList = &[LOGGING];
 
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();

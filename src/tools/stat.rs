@@ -4,11 +4,15 @@
 
 use super::{call, failure, format_space, json_str, json_value, nodes_info, parse_addr, usage};
 use crate::cli::options::SERVER_PORT;
+use crate::cli::options::{OptionList, KEYED, TOOL, TOOL_MANAGER};
 use crate::cli::{Args, EXIT_FAILURE, EXIT_OK};
 use crate::cluster::hash_space::HashSpace;
 use crate::proto::cluster as msg;
 use rmpv::Value;
 use std::net::SocketAddr;
+
+/// The options of kumostat, all shared with other tools.
+pub static OPTIONS: OptionList = &[KEYED, TOOL_MANAGER, TOOL];
 
 /// The commands, with their help: the table `--help` and the man page show.
 pub use crate::cli::commands::STAT as COMMANDS;

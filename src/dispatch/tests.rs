@@ -1,6 +1,16 @@
-//! The command line's parsing and help, without running a role.
+//! The command line of every role, parsed and explained by the cli library from
+//! the role's own option list, without running the role; and the man pages.
 
-use super::*;
+use super::options_of;
+use crate::cli::man::{esc, page};
+use crate::cli::options::{self, parse_value, Kind, Value};
+use crate::cli::{help, Role, Stop};
+use std::ffi::OsString;
+use std::time::Duration;
+
+fn parse(role: Role, args: Vec<OsString>) -> Result<crate::cli::Args, Stop> {
+    crate::cli::parse(role, options_of(role), args)
+}
 
 fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
@@ -16,11 +26,11 @@ fn usage(role: Role, list: &[&str]) -> String {
 #[test]
 fn every_option_parses_in_short_and_long_form() {
     for role in Role::ALL {
-        let required: Vec<String> = options::for_role(*role)
+        let required: Vec<String> = options::each(options_of(*role))
             .filter(|o| o.required)
             .flat_map(|o| [format!("--{}", o.long), sample(o.kind).to_string()])
             .collect();
-        for o in options::for_role(*role) {
+        for o in options::each(options_of(*role)) {
             let forms = [
                 o.short.map(|s| format!("-{s}")),
                 Some(format!("--{}", o.long)),
@@ -154,8 +164,8 @@ fn errors_name_the_option_and_the_expected_form() {
 
 #[test]
 fn help_lists_every_option_of_the_role() {
-    let h = help(Role::Server);
-    for o in options::for_role(Role::Server) {
+    let h = help(Role::Server, options_of(Role::Server));
+    for o in options::each(options_of(Role::Server)) {
         assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
     }
     assert!(matches!(
@@ -164,9 +174,63 @@ fn help_lists_every_option_of_the_role() {
     ));
 }
 
+/// The committed pages must be what the table produces. `make man` regenerates
+/// them (it runs this test with KUMO_WRITE_MAN=1).
 #[test]
-fn edit_distance_is_levenshtein() {
-    assert_eq!(edit_distance("lsten", "listen"), 1);
-    assert_eq!(edit_distance("", "abc"), 3);
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
+fn man_pages_in_the_tree_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let write = std::env::var_os("KUMO_WRITE_MAN").is_some();
+    for (name, content) in super::man_pages() {
+        let path = dir.join(&name);
+        if write {
+            std::fs::write(&path, &content).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(on_disk == content, "man/{name} is stale: run `make man`");
+    }
+}
+
+#[test]
+fn every_option_is_in_its_page() {
+    for r in Role::ALL {
+        let p = page(*r, options_of(*r));
+        for o in options::each(options_of(*r)) {
+            assert!(
+                p.contains(&format!("\\-\\-{}", esc(o.long))),
+                "{} lacks --{}",
+                r.program(),
+                o.long
+            );
+        }
+    }
+}
+
+#[test]
+fn every_entry_is_well_formed_and_unique_per_role() {
+    for role in Role::ALL {
+        let opts: Vec<_> = options::each(options_of(*role)).collect();
+        for (i, a) in opts.iter().enumerate() {
+            assert!(
+                !a.help.is_empty() && a.help.ends_with('.'),
+                "{} help",
+                a.long
+            );
+            if let Some(d) = a.default {
+                parse_value(a.kind, d).unwrap_or_else(|e| panic!("default of {}: {e}", a.long));
+            }
+            assert!(
+                !(a.required && a.default.is_some()),
+                "{} required with default",
+                a.long
+            );
+            for b in &opts[i + 1..] {
+                assert_ne!(a.long, b.long, "{role:?}");
+                assert!(
+                    a.short.is_none() || a.short != b.short,
+                    "{role:?} -{:?}",
+                    a.short
+                );
+            }
+        }
+    }
 }

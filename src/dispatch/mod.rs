@@ -1,19 +1,36 @@
 //! The top of the house: the one place that knows every role. It takes the role
 //! and its options from the command line ([`crate::cli`]) and runs it.
 
-use crate::cli::{self, options, Args, Role, EXIT_USAGE};
+use crate::cli::{self, options, Args, OptionList, Role, EXIT_USAGE};
 use std::ffi::OsString;
 
 /// The multicall entry point: returns the process exit status.
 pub fn main(argv: Vec<OsString>) -> i32 {
-    cli::start(argv, run)
+    cli::start(argv, options_of, run)
+}
+
+/// Each role's options, which its module owns.
+pub fn options_of(role: Role) -> OptionList {
+    match role {
+        Role::Manager => crate::manager::OPTIONS,
+        Role::Server => crate::server::OPTIONS,
+        Role::Gateway => crate::gateway::OPTIONS,
+        Role::Ctl => crate::tools::ctl::OPTIONS,
+        Role::Stat => crate::tools::stat::OPTIONS,
+        Role::Hash => crate::tools::hash::OPTIONS,
+        Role::MergeDb => crate::tools::mergedb::OPTIONS,
+        Role::Local => crate::local::OPTIONS,
+    }
+}
+
+/// Every man page, for `make man` and its test.
+pub fn man_pages() -> Vec<(String, String)> {
+    cli::man::all_pages(options_of)
 }
 
 fn run(role: Role, args: Args) -> i32 {
     // The shared secret comes first: every connection of the role presents it.
-    let keyed = options::OPTIONS
-        .iter()
-        .any(|o| o.long == "cluster-key" && o.roles.contains(&role));
+    let keyed = options::each(options_of(role)).any(|o| o.long == "cluster-key");
     if let Some(path) = keyed.then(|| args.opt_path("cluster-key")).flatten() {
         if let Err(e) = crate::net::auth::load(&path) {
             eprintln!("{}: {e}", role.program());
@@ -31,3 +48,6 @@ fn run(role: Role, args: Args) -> i32 {
         Role::Local => crate::local::main(args),
     }
 }
+
+#[cfg(test)]
+mod tests;
