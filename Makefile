@@ -23,7 +23,7 @@ chaos:
 	KUMO_CHAOS_SCHEDULES=$${KUMO_CHAOS_SCHEDULES:-10} KUMO_CHAOS_ROUNDS=$${KUMO_CHAOS_ROUNDS:-30} \
 		cargo test --release --test chaos -- --nocapture
 
-# Regenerates man/ from the option table; the test suite fails while man/ is stale.
+# Regenerates man/ from the roles' option lists; the test suite fails while man/ is stale.
 man:
 	KUMO_WRITE_MAN=1 cargo test --lib man_pages_in_the_tree_are_current
 

@@ -354,7 +354,10 @@ fn a_server_wiped_while_the_managers_were_down_serves_no_read_until_refilled() {
     load.halt();
     let undefined = load.undefined();
     let (acked, _get_errors, _set_errors, wrong) = load.stop();
-    assert_eq!(wrong, 0, "the load read a value other than its last acknowledged one");
+    assert_eq!(
+        wrong, 0,
+        "the load read a value other than its last acknowledged one"
+    );
     check_acked(c.gateway_addr, &acked);
     let mut expect: std::collections::HashMap<String, String> = (0..keys)
         .map(|i| (format!("held-{i}"), format!("v{i}")))

@@ -1,6 +1,6 @@
 //! The commands each tool takes after its addresses, with their help, in the order
 //! `--help` and the man pages list them. They are part of the command line, kept
-//! here with the option table; each tool runs its own.
+//! here with the option kinds; each tool runs its own.
 
 /// kumoctl's commands.
 pub const CTL: &[(&str, &str)] = &[

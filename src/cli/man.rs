@@ -1,4 +1,4 @@
-//! Man pages, generated from the option table and the prose in `man_text`.
+//! Man pages, generated from each role's option list and the prose in `man_text`.
 //! `make man` writes them into `man/`; a test fails when a page there differs from
 //! what this produces, so a changed option cannot ship with a stale page.
 

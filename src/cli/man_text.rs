@@ -1,5 +1,5 @@
 //! The prose of the man pages, in roff: the sections every page shares, and each
-//! role's own. [`super::man`] puts them together with the option table.
+//! role's own. [`super::man`] puts them together with each role's option list.
 
 use super::Role;
 

@@ -75,7 +75,7 @@ impl Kind {
     }
 }
 
-/// One entry of the option table.
+/// One option.
 #[derive(Debug)]
 pub struct Opt {
     /// The short name without its dash, as the user guide writes it (`l`, `TR`, `gS`).
