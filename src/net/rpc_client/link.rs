@@ -50,10 +50,11 @@ impl Peer {
             st.attempt_failed();
             let unsent = st.take_unsent();
             drop(st);
+            // The role hears first (see `tick`).
+            self.down();
             for cb in unsent {
                 cb(Err(RpcError::Unreachable));
             }
-            self.down();
             return;
         }
         let writer = writer.clone();

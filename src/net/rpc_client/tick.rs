@@ -120,6 +120,11 @@ impl Peer {
         for f in slow {
             f();
         }
+        // The role hears of the dead link before the calls on it fail: a caller that
+        // acts on the failure then finds the peer already reported.
+        if down {
+            self.down();
+        }
         for cb in orphans {
             cb(Err(RpcError::Disconnected));
         }
@@ -180,9 +185,6 @@ impl Peer {
         }
         for cb in expired {
             cb(Err(error.clone()));
-        }
-        if down {
-            self.down();
         }
         if lost {
             if let Some(f) = &self.on_lost {
