@@ -428,3 +428,62 @@ fn a_pipelining_client_sees_its_own_writes() {
         assert_eq!(line.trim_end(), w, "reply {n}");
     }
 }
+
+/// flush_all is cluster-wide: every server hides what was stored before it, a
+/// server that was down during it learns it before serving again, and it outlives
+/// a restart of every process (servers keep the point in their stores).
+#[test]
+fn flush_all_reaches_every_server_and_outlives_restarts() {
+    let mut c = Cluster::start(3);
+    let client = c.client();
+    let keys = 300;
+    for i in 0..keys {
+        client.set(&format!("old-{i}"), "v", 0).unwrap();
+    }
+    // One server misses the flush: it is down, and comes back on its old store.
+    c.kill_server(2);
+    c.wait_fault(2);
+    client.flush().unwrap();
+    client.set("new", "n", 0).unwrap();
+    let all_gone = |c: &Cluster, when: &str| {
+        let client = c.client();
+        for i in 0..keys {
+            let got: Option<String> = client.get(&format!("old-{i}")).unwrap();
+            assert_eq!(got, None, "{when}: old-{i} came back");
+        }
+        let new: Option<String> = client.get("new").unwrap();
+        assert_eq!(
+            new.as_deref(),
+            Some("n"),
+            "{when}: a key set after the flush"
+        );
+    };
+    all_gone(&c, "after the flush");
+    // Flushed keys are not items any more: only the key set after the flush is.
+    let mut conn = conformance::Conn::open(c.gateway_addr, "stats after flush_all");
+    conn.send(b"stats\r\n");
+    let stats = conformance::read_stats(&mut conn);
+    assert_eq!(stats.get("curr_items").map(String::as_str), Some("1"));
+    c.restart_server(2);
+    c.wait_newcomers(&[c.servers[2].addr]);
+    let (code, out, err) = c.ctl(&["attach"]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.wait_settled();
+    all_gone(&c, "after the server that missed it came back");
+    // Every process restarts; the managers know nothing, the stores remember.
+    c.kill_manager();
+    for i in 0..3 {
+        c.kill_server(i);
+    }
+    c.restart_manager();
+    for i in 0..3 {
+        c.restart_server(i);
+    }
+    // Nobody kept the tables: the operator attaches the servers again.
+    let addrs: Vec<SocketAddr> = c.servers.iter().map(|s| s.addr).collect();
+    c.wait_newcomers(&addrs);
+    let (code, out, err) = c.ctl(&["attach"]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.wait_settled();
+    all_gone(&c, "after every process restarted");
+}

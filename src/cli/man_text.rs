@@ -155,8 +155,9 @@ path or the error.
 \fBReplaceCopyEnd\fR, \fBReplaceDeleteEnd\fR [\fIclock\fR, \fIid\fR, \fIaddress\fR, ...]
 A server's report that it finished a phase of replace \fIid\fR.
 .TP
-\fBKeepAlive\fR [\fIclock\fR, \fIaddress\fR, \fIwhs\fR, \fIrhs\fR, \fIstream_port\fR, \fIincarnation\fR]
-A server keeping in touch; answered with \fB[whs, rhs]\fR.
+\fBKeepAlive\fR [\fIclock\fR, \fIaddress\fR, \fIwhs\fR, \fIrhs\fR, \fIstream_port\fR, \fIincarnation\fR, \fIreplace_id\fR, \fIstore_full\fR, \fIlost_data\fR, \fIflush_point\fR]
+A server keeping in touch; answered with \fB[whs, rhs, flush_point]\fR, the newest
+flush_all point any server reported.
 .TP
 \fBHashSpaceSync\fR [\fIclock\fR, \fIwhs\fR, \fIrhs\fR]
 The partner's tables; true if any was newer and taken.
@@ -327,7 +328,10 @@ commands\fR and disconnected.
 \fBdelete\fR \fIkey\fR [\fBnoreply\fR],
 \fBincr\fR and \fBdecr\fR \fIkey delta\fR [\fBnoreply\fR],
 \fBtouch\fR \fIkey exptime\fR [\fBnoreply\fR],
-\fBstats\fR, \fBversion\fR, \fBverbosity\fR, \fBquit\fR.
+\fBgat\fR and \fBgats\fR \fIexptime key...\fR,
+\fBflush_all\fR [\fIdelay\fR] [\fBnoreply\fR],
+\fBstats\fR [\fBitems\fR|\fBsettings\fR|\fBconns\fR|\fBslabs\fR|\fBsizes\fR|\fBreset\fR|\fBdetail on\fR|\fBdetail off\fR|\fBdetail dump\fR],
+\fBversion\fR, \fBverbosity\fR \fIlevel\fR [\fBnoreply\fR], \fBquit\fR.
 .PP
 Replies are memcached's. Flags are 32 bits. An exptime up to 30 days is relative,
 a larger one a unix time, a negative one already expired. The CAS value of
@@ -345,7 +349,19 @@ multi\-key get, a key that cannot be read is left out.
 \fBget_misses\fR, \fBcurr_connections\fR, ...), \fBcluster_items\fR (the item count
 of every active server, summed: each key counts once per copy),
 \fBcurr_items\fR (that divided by the number of copies, 3 or fewer with fewer
-servers) and \fBcluster_servers\fR.
+servers) and \fBcluster_servers\fR. \fBstats items\fR gives that item count as
+one class, \fBstats settings\fR this gateway's settings, \fBstats detail\fR
+counts per key prefix (before the first \fB:\fR) while on, \fBstats reset\fR
+zeroes the counters; \fBstats slabs\fR and \fBsizes\fR say there are none, and
+\fBstats conns\fR lists no connection yet. Another group gets \fBERROR\fR.
+.PP
+\fBflush_all\fR empties the whole cluster, not one server: every server takes the
+same flush point and keeps it in its store, so what was stored before the flush
+stays gone through restarts, replaces and a server's return; a server that was
+down during the flush learns it from a manager before it serves again.
+\fBflush_all\fR \fIN\fR empties it N seconds from now (what is stored until then
+goes too). \fBOK\fR comes once every server holding data took the point, and
+\fBSERVER_ERROR\fR names a server that did not.
 "#
         }
         Role::Ctl => {

@@ -4,6 +4,7 @@
 //! - [`clock`]: ClockTime, the version of every write and of every hash space.
 //! - [`hash_space`]: consistent hashing, which servers own a key.
 //! - [`write`]: what each memcached write does to a key's record.
+//! - [`flush`]: which records a cluster-wide `flush_all` hides.
 //! - [`membership`]: the manager's view: attach, detach, lost servers.
 //! - [`partition`]: which servers to mark fault when nodes report broken links.
 //! - [`replace`]: who sends which record where when servers join or leave.
@@ -11,6 +12,7 @@
 //! - [`routing`]: which owner a read asks next.
 
 pub mod clock;
+pub mod flush;
 pub mod hash_space;
 pub mod membership;
 pub mod partition;

@@ -30,8 +30,10 @@
 //! each request goes, [`text`] the memcached text protocol session, and
 //! `pipeline` the order of a connection's commands.
 
+mod flush;
 mod pipeline;
 mod route;
+mod stats;
 pub mod text;
 
 use crate::cli::options::{
@@ -113,6 +115,37 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
+impl Counters {
+    /// `stats reset`: every count starts again from zero, as memcached's does; the
+    /// connections open now stay counted.
+    pub fn reset(&self) {
+        for c in [
+            &self.total_connections,
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+            &self.get_errors,
+            &self.delete_hits,
+            &self.delete_misses,
+            &self.incr_hits,
+            &self.incr_misses,
+            &self.decr_hits,
+            &self.decr_misses,
+            &self.cas_hits,
+            &self.cas_misses,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+            &self.write_errors,
+            &self.retries,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 pub type GetDone = Box<dyn FnOnce(Result<Option<Record>, String>) + Send>;
 pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
 
@@ -132,6 +165,8 @@ pub struct Gateway {
     pub async_delete: bool,
     pub value_max: usize,
     pub counters: Counters,
+    /// `stats detail`.
+    pub detail: stats::Detail,
     started: Instant,
     /// When the tables were last asked for after an error (ms since start).
     last_refresh_ms: AtomicU64,
@@ -397,6 +432,7 @@ pub fn main(args: Args) -> i32 {
         async_delete: config.async_replicate_delete,
         value_max: config.max_item_size,
         counters: Counters::default(),
+        detail: Default::default(),
         started: Instant::now(),
         last_refresh_ms: AtomicU64::new(0),
     });

@@ -5,10 +5,12 @@
 //! order even though they arrive in any order. The commands themselves run here,
 //! against the cluster through [`Gateway`].
 
+use super::stats::DetailOp;
 use super::{Gateway, GetDone, WriteDone};
 use crate::cluster::write::{self, Op, Outcome, Write};
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
+use crate::proto::memtext::StatsGroup;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,8 @@ pub(super) enum Job {
     Get {
         keys: Vec<Vec<u8>>,
         with_cas: bool,
+        /// `gat`: each key's new exptime (absolute), set before it is read.
+        touch: Option<u32>,
         seq: u64,
     },
     Write {
@@ -94,30 +98,43 @@ pub(super) enum Job {
         seq: Option<u64>,
     },
     Stats {
+        group: StatsGroup,
         seq: u64,
+    },
+    /// `flush_all`: every key at once, so it runs alone, after everything before
+    /// it and before everything after it.
+    Flush {
+        delay: i64,
+        seq: Option<u64>,
     },
 }
 
-/// What a job reads or writes: the keys it must not overtake, or be overtaken on.
+/// What a job reads or writes: the keys it must not overtake, or be overtaken on;
+/// a barrier touches every key.
 struct Footprint {
     keys: Vec<Vec<u8>>,
     write: bool,
+    barrier: bool,
 }
 
 impl Job {
     fn footprint(&self) -> Footprint {
         match self {
-            Job::Get { keys, .. } => Footprint {
+            Job::Get { keys, touch, .. } => Footprint {
                 keys: keys.clone(),
-                write: false,
+                write: touch.is_some(),
+                barrier: false,
             },
             Job::Write { key, .. } => Footprint {
                 keys: vec![key.clone()],
                 write: true,
+                barrier: false,
             },
-            Job::Stats { .. } => Footprint {
+            Job::Stats { .. } => Footprint::none(),
+            Job::Flush { .. } => Footprint {
                 keys: Vec::new(),
-                write: false,
+                write: true,
+                barrier: true,
             },
         }
     }
@@ -146,21 +163,45 @@ fn add_use(uses: &mut KeyUse, f: &Footprint) {
     }
 }
 
+impl Footprint {
+    fn none() -> Footprint {
+        Footprint {
+            keys: Vec::new(),
+            write: false,
+            barrier: false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Running {
     jobs: usize,
     keys: KeyUse,
     waiting: VecDeque<Job>,
+    /// A barrier runs: nothing else may start.
+    barrier: bool,
 }
 
 impl Running {
+    /// Whether a job of footprint `f` may start now, as far as running jobs go.
+    fn admits(&self, f: &Footprint) -> bool {
+        self.jobs < INFLIGHT_MAX
+            && !self.barrier
+            && !(f.barrier && self.jobs > 0)
+            && !clashes(&self.keys, f)
+    }
+
     fn take(&mut self, f: &Footprint) {
         self.jobs += 1;
+        self.barrier |= f.barrier;
         add_use(&mut self.keys, f);
     }
 
     fn release(&mut self, f: &Footprint) {
         self.jobs -= 1;
+        if f.barrier {
+            self.barrier = false;
+        }
         for k in &f.keys {
             if let Some(e) = self.keys.get_mut(k) {
                 if f.write {
@@ -204,7 +245,7 @@ impl Pipeline {
         let f = job.footprint();
         let start = {
             let mut r = self.lock();
-            if r.waiting.is_empty() && r.jobs < INFLIGHT_MAX && !clashes(&r.keys, &f) {
+            if r.waiting.is_empty() && r.admits(&f) {
                 r.take(&f);
                 Some(job)
             } else if r.waiting.len() >= PIPELINE_MAX {
@@ -230,16 +271,20 @@ impl Pipeline {
             r.release(&f);
             let mut blocked = KeyUse::new();
             let mut keep = VecDeque::new();
+            // A waiting barrier holds back everything after it.
+            let mut barrier_waits = false;
             let scan = r.waiting.len().min(PIPELINE_SCAN);
             for _ in 0..scan {
                 let Some(job) = r.waiting.pop_front() else {
                     break;
                 };
                 let jf = job.footprint();
-                if r.jobs < INFLIGHT_MAX && !clashes(&r.keys, &jf) && !clashes(&blocked, &jf) {
+                let behind = barrier_waits || (jf.barrier && !keep.is_empty());
+                if !behind && r.admits(&jf) && !clashes(&blocked, &jf) {
                     r.take(&jf);
                     start.push(job);
                 } else {
+                    barrier_waits |= jf.barrier;
                     add_use(&mut blocked, &jf);
                     keep.push_back(job);
                 }
@@ -258,10 +303,12 @@ impl Pipeline {
             Job::Get {
                 keys,
                 with_cas,
+                touch,
                 seq,
-            } => self.get(keys, with_cas, seq),
+            } => self.get(keys, with_cas, touch, seq),
             Job::Write { key, w, seq } => self.write(key, w, seq),
-            Job::Stats { seq } => self.stats(seq),
+            Job::Stats { group, seq } => self.stats(group, seq),
+            Job::Flush { delay, seq } => self.flush(delay, seq),
         }
     }
 
@@ -269,6 +316,14 @@ impl Pipeline {
     fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, seq: Option<u64>) {
         let done_key = key.clone();
         let gw = &self.gw;
+        gw.detail.record(
+            &key,
+            if w.op == Op::Delete {
+                DetailOp::Delete
+            } else {
+                DetailOp::Set
+            },
+        );
         let c = &gw.counters;
         match w.op {
             Op::Touch => c.cmd_touch.fetch_add(1, Ordering::Relaxed),
@@ -321,12 +376,15 @@ impl Pipeline {
             me.finished(Footprint {
                 keys: vec![done_key],
                 write: true,
+                barrier: false,
             });
         });
         gw.write(req, done);
     }
 
-    fn get(self: &Arc<Self>, keys: Vec<Vec<u8>>, with_cas: bool, seq: u64) {
+    /// Reads `keys` and answers their VALUE lines in order; with `touch` (gat), each
+    /// key's exptime is set first, and a key not there to touch is a miss.
+    fn get(self: &Arc<Self>, keys: Vec<Vec<u8>>, with_cas: bool, touch: Option<u32>, seq: u64) {
         struct Multi {
             parts: Vec<Option<Vec<u8>>>,
             left: usize,
@@ -335,6 +393,15 @@ impl Pipeline {
             keys: Vec<Vec<u8>>,
         }
         let n = keys.len();
+        if n == 0 {
+            // `gat 10` names no key: memcached answers the empty list.
+            self.replies.fill(seq, Slot::Ready(b"END\r\n".to_vec()));
+            return self.finished(Footprint {
+                keys,
+                write: touch.is_some(),
+                barrier: false,
+            });
+        }
         let multi = Arc::new(Mutex::new(Multi {
             parts: vec![None; n],
             left: n,
@@ -345,6 +412,12 @@ impl Pipeline {
             .counters
             .cmd_get
             .fetch_add(n as u64, Ordering::Relaxed);
+        if touch.is_some() {
+            self.gw
+                .counters
+                .cmd_touch
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
         for (i, key) in keys.into_iter().enumerate() {
             let key = Arc::new(key);
             let (multi, me, k) = (multi.clone(), self.clone(), key.clone());
@@ -354,6 +427,7 @@ impl Pipeline {
                 match r {
                     Ok(Some(rec)) if write::is_live(&rec, crate::time::unix_now()) => {
                         c.get_hits.fetch_add(1, Ordering::Relaxed);
+                        me.gw.detail.record(&k, DetailOp::Get { hit: true });
                         let mut b = Vec::with_capacity(rec.data.len() + k.len() + 48);
                         b.extend_from_slice(b"VALUE ");
                         b.extend_from_slice(&k);
@@ -370,6 +444,7 @@ impl Pipeline {
                     }
                     Ok(_) => {
                         c.get_misses.fetch_add(1, Ordering::Relaxed);
+                        me.gw.detail.record(&k, DetailOp::Get { hit: false });
                     }
                     Err(e) => {
                         c.get_errors.fetch_add(1, Ordering::Relaxed);
@@ -397,71 +472,79 @@ impl Pipeline {
                 let keys = std::mem::take(&mut m.keys);
                 drop(m);
                 me.replies.fill(seq, Slot::Ready(out));
-                me.finished(Footprint { keys, write: false });
+                me.finished(Footprint {
+                    keys,
+                    write: touch.is_some(),
+                    barrier: false,
+                });
             });
-            self.gw.get(key, done);
+            let Some(exptime) = touch else {
+                self.gw.get(key, done);
+                continue;
+            };
+            let req = Arc::new(WriteRequest {
+                key: key.to_vec(),
+                write: Write {
+                    op: Op::Touch,
+                    flags: 0,
+                    exptime,
+                    data: Vec::new(),
+                },
+                no_wait: false,
+                budget_ms: None,
+            });
+            let gw = self.gw.clone();
+            self.gw.write(
+                req,
+                Box::new(move |r| match r {
+                    Ok((Outcome::Touched, _)) => {
+                        gw.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
+                        gw.get(key, done)
+                    }
+                    Ok(_) => {
+                        gw.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
+                        done(Ok(None))
+                    }
+                    Err(e) => done(Err(e)),
+                }),
+            );
         }
     }
 
-    fn stats(self: &Arc<Self>, seq: u64) {
+    fn flush(self: &Arc<Self>, delay: i64, seq: Option<u64>) {
         let me = self.clone();
-        self.gw
-            .cluster_items(Box::new(move |copies, answered, servers| {
-                let g = &me.gw;
-                let c = &g.counters;
-                let now = crate::time::unix_now();
-                let mut lines: Vec<(&str, String)> = vec![
-                    ("pid", std::process::id().to_string()),
-                    ("uptime", g.uptime().to_string()),
-                    ("time", now.to_string()),
-                    ("version", crate::cli::VERSION.to_string()),
-                    (
-                        "pointer_size",
-                        (8 * std::mem::size_of::<usize>()).to_string(),
-                    ),
-                ];
-                let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
-                lines.extend([
-                    ("curr_connections", load(&c.curr_connections)),
-                    ("total_connections", load(&c.total_connections)),
-                    ("cmd_get", load(&c.cmd_get)),
-                    ("cmd_set", load(&c.cmd_set)),
-                    ("cmd_touch", load(&c.cmd_touch)),
-                    ("get_hits", load(&c.get_hits)),
-                    ("get_misses", load(&c.get_misses)),
-                    ("get_errors", load(&c.get_errors)),
-                    ("delete_misses", load(&c.delete_misses)),
-                    ("delete_hits", load(&c.delete_hits)),
-                    ("incr_misses", load(&c.incr_misses)),
-                    ("incr_hits", load(&c.incr_hits)),
-                    ("decr_misses", load(&c.decr_misses)),
-                    ("decr_hits", load(&c.decr_hits)),
-                    ("cas_misses", load(&c.cas_misses)),
-                    ("cas_hits", load(&c.cas_hits)),
-                    ("cas_badval", load(&c.cas_badval)),
-                    ("touch_hits", load(&c.touch_hits)),
-                    ("touch_misses", load(&c.touch_misses)),
-                    ("write_errors", load(&c.write_errors)),
-                    ("retries", load(&c.retries)),
-                ]);
-                // Every key is on up to three servers; the copies divided by the
-                // replication factor is the number of keys.
-                let factor = answered.clamp(1, crate::cluster::hash_space::REPLICAS) as u64;
-                lines.push(("curr_items", (copies / factor).to_string()));
-                lines.push(("cluster_items", copies.to_string()));
-                lines.push(("cluster_servers", servers.to_string()));
-                lines.push(("cluster_servers_answered", answered.to_string()));
-                let mut out = String::new();
-                for (k, v) in lines {
-                    out += &format!("STAT {k} {v}\r\n");
+        self.gw.flush(
+            delay,
+            Box::new(move |r| {
+                if let Some(seq) = seq {
+                    match r {
+                        Ok(()) => me.replies.answer(seq, b"OK"),
+                        Err(e) => me
+                            .replies
+                            .answer(seq, format!("SERVER_ERROR {e}").as_bytes()),
+                    }
+                } else if let Err(e) = r {
+                    log::warn!("flush_all noreply failed: {e}");
                 }
-                out += "END\r\n";
-                me.replies.fill(seq, Slot::Ready(out.into_bytes()));
                 me.finished(Footprint {
                     keys: Vec::new(),
-                    write: false,
+                    write: true,
+                    barrier: true,
                 });
-            }));
+            }),
+        );
+    }
+
+    fn stats(self: &Arc<Self>, group: StatsGroup, seq: u64) {
+        let me = self.clone();
+        super::stats::answer(
+            &self.gw,
+            group,
+            Box::new(move |text| {
+                me.replies.fill(seq, Slot::Ready(text));
+                me.finished(Footprint::none());
+            }),
+        );
     }
 }
 

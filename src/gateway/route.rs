@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The timeout of a call that must be answered within `left`: a timer tick less,
 /// since timeouts fire on the tick after they pass.
-fn within(left: Duration) -> Duration {
+pub(super) fn within(left: Duration) -> Duration {
     left.saturating_sub(Duration::from_millis(net::TICK_MS))
         .max(Duration::from_millis(1))
 }

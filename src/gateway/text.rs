@@ -131,6 +131,23 @@ impl Session for TextSession {
                                 Job::Get {
                                     keys,
                                     with_cas,
+                                    touch: None,
+                                    seq: replies.reserve(),
+                                },
+                                len,
+                            )
+                        }
+                        Command::GetAndTouch {
+                            exptime,
+                            keys,
+                            with_cas,
+                        } => {
+                            let keys = keys.iter().map(|k| k.to_vec()).collect();
+                            (
+                                Job::Get {
+                                    keys,
+                                    with_cas,
+                                    touch: Some(absolute_exptime(exptime, now)),
                                     seq: replies.reserve(),
                                 },
                                 len,
@@ -227,9 +244,17 @@ impl Session for TextSession {
                                 len,
                             )
                         }
-                        Command::Stats => (
+                        Command::Stats(group) => (
                             Job::Stats {
+                                group,
                                 seq: replies.reserve(),
+                            },
+                            len,
+                        ),
+                        Command::Flush { delay, noreply } => (
+                            Job::Flush {
+                                delay,
+                                seq: slot(noreply),
                             },
                             len,
                         ),
@@ -267,9 +292,10 @@ impl Session for TextSession {
                 let refused = b"SERVER_ERROR too many pipelined commands";
                 match job {
                     Job::Get { seq, .. }
-                    | Job::Stats { seq }
-                    | Job::Write { seq: Some(seq), .. } => replies.answer(seq, refused),
-                    Job::Write { seq: None, .. } => {
+                    | Job::Stats { seq, .. }
+                    | Job::Write { seq: Some(seq), .. }
+                    | Job::Flush { seq: Some(seq), .. } => replies.answer(seq, refused),
+                    Job::Write { seq: None, .. } | Job::Flush { seq: None, .. } => {
                         let seq = replies.reserve();
                         replies.answer(seq, refused);
                     }

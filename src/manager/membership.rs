@@ -70,6 +70,11 @@ impl Manager {
         if let Some(id) = params.get(6).and_then(Value::as_u64) {
             st.replace.note_started(id);
         }
+        // The newest flush_all point any server holds, for the servers that missed
+        // it (see `cluster::flush`).
+        if let Some(point) = params.get(9).and_then(Value::as_u64) {
+            st.flush = st.flush.max(point);
+        }
         if params.get(7).and_then(Value::as_bool) == Some(true) {
             if st.full.insert(addr) {
                 log::error!("server {addr}: its store is full; writes to its keys fail");
@@ -90,7 +95,11 @@ impl Manager {
             self.schedule_auto_replace(&mut st);
         }
         let t = &st.members.tables;
-        reply.ok(msg::spaces_to_value(&t.whs, &t.rhs));
+        reply.ok(Value::Array(vec![
+            t.whs.to_value(),
+            t.rhs.to_value(),
+            Value::from(st.flush),
+        ]));
     }
 
     /// Watches `addr` with a keepalive link of our own, if not yet: when the link

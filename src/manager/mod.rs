@@ -101,6 +101,8 @@ struct State {
     auto_token: u64,
     /// Servers whose last keepalive said their store is full.
     full: BTreeSet<SocketAddr>,
+    /// The newest flush_all point the servers report.
+    flush: u64,
     /// Reports of servers that nodes cannot reach, since the last decision.
     broken: BrokenLinks,
     /// A decision on `broken` is scheduled.
@@ -402,6 +404,7 @@ pub fn main(args: Args) -> i32 {
             auto_replace: config.auto_replace,
             auto_token: 0,
             full: BTreeSet::new(),
+            flush: 0,
             broken: BrokenLinks::default(),
             decision_due: false,
         }),

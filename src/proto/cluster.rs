@@ -4,7 +4,7 @@
 //!
 //! | to       | method              | params                                   | result                  |
 //! |----------|---------------------|------------------------------------------|-------------------------|
-//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port, incarnation, replace_id, store_full, lost_data]` (a server) | `[whs, rhs]` |
+//! | manager  | `KeepAlive`         | `[clk, addr, whs, rhs, stream_port, incarnation, replace_id, store_full, lost_data, flush_point]` (a server) | `[whs, rhs, flush_point]` |
 //! | manager  | `HashSpaceRequest`  | `[whs_clock, rhs_clock, wait_ms]`        | `[whs, rhs]`            |
 //! | manager  | `HashSpaceSync`     | `[clk, whs, rhs]` (the partner)          | bool: adopted anything  |
 //! | manager  | `GetNodesInfo`      | `[]`                                     | map, see `NodesInfo`    |
@@ -26,6 +26,8 @@
 //! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async, budget_ms]` | `[outcome, n, clock]` |
 //! | server   | `Replicate`         | `[clk, key, record, whs_clock, coordinator]` | bool: applied       |
 //! | server   | `GetStatus`         | `[name]`                                 | the value               |
+//! | server   | `Clock`             | `[]`                                     | a fresh ClockTime       |
+//! | server   | `FlushAll`          | `[point]`                                | true                    |
 //! | server   | `SetConfig`         | `[name, value]`                          | nil                     |
 //!
 //! `clk` is the sender's Lamport counter, merged by the receiver. A hash space is
@@ -62,6 +64,10 @@ pub const CREATE_BACKUP: &str = "CreateBackup";
 /// A node tells the managers which servers it cannot reach (see
 /// `cluster::partition` for what a manager makes of it).
 pub const REPORT_UNREACHABLE: &str = "ReportUnreachable";
+/// A fresh stamp of a server's clock, for a flush point.
+pub const CLOCK: &str = "Clock";
+/// Hide every record stamped before a point (`cluster::flush`).
+pub const FLUSH_ALL: &str = "FlushAll";
 
 /// The error a server answers when the caller routed by an out-of-date hash space.
 pub const OBSOLETE: &str = "obsolete hash space";

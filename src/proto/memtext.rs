@@ -57,12 +57,39 @@ pub enum Command<'a> {
         exptime: i64,
         noreply: bool,
     },
-    Stats,
+    /// `gat`/`gats`: a get that also sets each found key's exptime.
+    GetAndTouch {
+        exptime: i64,
+        keys: Vec<&'a [u8]>,
+        with_cas: bool,
+    },
+    Stats(StatsGroup),
     Version,
     Verbosity {
         noreply: bool,
     },
+    /// `flush_all [delay] [noreply]`: every item stored before now + `delay`
+    /// seconds is gone from then on.
+    Flush {
+        delay: i64,
+        noreply: bool,
+    },
     Quit,
+}
+
+/// What `stats` was asked for; memcached answers `ERROR` for a group it lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroup {
+    General,
+    Items,
+    Settings,
+    Conns,
+    Slabs,
+    Sizes,
+    Reset,
+    DetailOn,
+    DetailOff,
+    DetailDump,
 }
 
 /// What the front of the input holds.
@@ -137,6 +164,7 @@ fn asks_noreply(line: &[u8]) -> bool {
                 | b"incr"
                 | b"decr"
                 | b"touch"
+                | b"flush_all"
         )
     );
     quiet && words.next_back() == Some(&b"noreply"[..])
@@ -290,10 +318,61 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
                 noreply,
             }
         }
-        b"stats" => Command::Stats,
+        b"gat" | b"gats" => {
+            // Every word after the exptime is a key, `noreply` included.
+            let Some((exptime, keys)) = args.split_first() else {
+                return err("ERROR");
+            };
+            let Some(exptime) = num::<i64>(exptime) else {
+                return err("CLIENT_ERROR invalid exptime argument");
+            };
+            if keys.len() > GET_KEYS_MAX || !keys.iter().all(|k| key_ok(k)) {
+                return err(BAD_FORMAT);
+            }
+            Command::GetAndTouch {
+                exptime,
+                keys: keys.to_vec(),
+                with_cas: name == b"gats",
+            }
+        }
+        b"stats" => {
+            let group = match (args.first().map(|w| &w[..]), args.get(1).map(|w| &w[..])) {
+                (None, _) => StatsGroup::General,
+                (Some(b"items"), _) => StatsGroup::Items,
+                (Some(b"settings"), _) => StatsGroup::Settings,
+                (Some(b"conns"), _) => StatsGroup::Conns,
+                (Some(b"slabs"), _) => StatsGroup::Slabs,
+                (Some(b"sizes"), _) => StatsGroup::Sizes,
+                (Some(b"reset"), _) => StatsGroup::Reset,
+                (Some(b"detail"), Some(b"on")) => StatsGroup::DetailOn,
+                (Some(b"detail"), Some(b"off")) => StatsGroup::DetailOff,
+                (Some(b"detail"), Some(b"dump")) => StatsGroup::DetailDump,
+                (Some(b"detail"), _) => return err("CLIENT_ERROR usage: stats detail on|off|dump"),
+                _ => return err("ERROR"),
+            };
+            Command::Stats(group)
+        }
+        // memcached ignores anything after `version` and `quit`.
         b"version" => Command::Version,
-        b"verbosity" if (1..=2).contains(&args.len()) => Command::Verbosity { noreply },
+        b"verbosity" if (1..=2).contains(&args.len()) => {
+            if !noreply && num::<u64>(args[0]).is_none() {
+                return err(BAD_FORMAT);
+            }
+            Command::Verbosity { noreply }
+        }
         b"verbosity" => return err("ERROR"),
+        b"flush_all" => {
+            // The delay is the first word unless that word is the closing noreply;
+            // words after it are ignored, as memcached ignores them.
+            let delay = match args.first() {
+                Some(w) if !(noreply && args.len() == 1) => match num::<i64>(w) {
+                    Some(d) => d,
+                    None => return err("CLIENT_ERROR invalid exptime argument"),
+                },
+                _ => 0,
+            };
+            Command::Flush { delay, noreply }
+        }
         b"quit" => Command::Quit,
         // An HTTP request line: memcached closes without a word.
         _ if args.last().is_some_and(|w| w.starts_with(b"HTTP/")) => {
@@ -493,5 +572,76 @@ mod tests {
         assert_eq!(value_of(b"fooval\r\n", 6), Ok(&b"fooval"[..]));
         assert_eq!(value_of(b"foovalXY", 6), Err(BAD_CHUNK));
         assert_eq!(value_of(b"\r\n", 0), Ok(&b""[..]));
+    }
+
+    /// The replies here are memcached 1.6's, taken from a real one.
+    #[test]
+    fn admin_commands_check_their_arguments_as_memcached_does() {
+        assert_eq!(error("verbosity\r\n").0, "ERROR");
+        assert_eq!(error("verbosity invalid\r\n").0, BAD_FORMAT);
+        assert_eq!(error("verbosity -1\r\n").0, BAD_FORMAT);
+        assert_eq!(error("verbosity 1 2 3\r\n").0, "ERROR");
+        assert_eq!(
+            cmd("verbosity 1 2\r\n"),
+            Command::Verbosity { noreply: false }
+        );
+        assert_eq!(
+            cmd("verbosity x noreply\r\n"),
+            Command::Verbosity { noreply: true }
+        );
+        assert_eq!(cmd("version x\r\n"), Command::Version);
+        assert_eq!(cmd("quit x\r\n"), Command::Quit);
+        let flush = |delay, noreply| Command::Flush { delay, noreply };
+        assert_eq!(cmd("flush_all\r\n"), flush(0, false));
+        assert_eq!(cmd("flush_all noreply\r\n"), flush(0, true));
+        assert_eq!(cmd("flush_all 10 noreply\r\n"), flush(10, true));
+        assert_eq!(cmd("flush_all -1\r\n"), flush(-1, false));
+        assert_eq!(cmd("flush_all 1 2\r\n"), flush(1, false));
+        let bad = "CLIENT_ERROR invalid exptime argument";
+        assert_eq!(error("flush_all x\r\n").0, bad);
+        assert_eq!(error("flush_all noreply x\r\n").0, bad);
+        assert_eq!(error("flush_all 99999999999999999999\r\n").0, bad);
+        assert_eq!(
+            error("flush_all x noreply\r\n").0,
+            "",
+            "noreply keeps it quiet"
+        );
+    }
+
+    #[test]
+    fn stats_groups_and_gat() {
+        assert_eq!(cmd("stats\r\n"), Command::Stats(StatsGroup::General));
+        assert_eq!(cmd("stats items x\r\n"), Command::Stats(StatsGroup::Items));
+        assert_eq!(cmd("stats reset\r\n"), Command::Stats(StatsGroup::Reset));
+        assert_eq!(
+            cmd("stats detail dump\r\n"),
+            Command::Stats(StatsGroup::DetailDump)
+        );
+        assert_eq!(error("stats nosuch\r\n").0, "ERROR");
+        assert_eq!(
+            error("stats detail x\r\n").0,
+            "CLIENT_ERROR usage: stats detail on|off|dump"
+        );
+        assert_eq!(error("gat\r\n").0, "ERROR");
+        assert_eq!(
+            cmd("gat 10\r\n"),
+            Command::GetAndTouch {
+                exptime: 10,
+                keys: vec![],
+                with_cas: false
+            }
+        );
+        assert_eq!(
+            cmd("gats -1 a noreply\r\n"),
+            Command::GetAndTouch {
+                exptime: -1,
+                keys: vec![&b"a"[..], &b"noreply"[..]],
+                with_cas: true
+            }
+        );
+        assert_eq!(
+            error("gat x k\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
     }
 }

@@ -82,6 +82,9 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
             Value::from(node.store.is_full()),
             // This server lost its data: the managers mark it fault.
             Value::from(node.lost_data.load(std::sync::atomic::Ordering::Acquire)),
+            // The newest flush_all point: a manager passes it on to servers that
+            // missed it.
+            Value::from(node.flush.load(std::sync::atomic::Ordering::Acquire)),
         ];
         for m in &managers {
             let n = node.clone();
@@ -90,14 +93,20 @@ fn start_keepalive(node: &Arc<Node>, managers: Vec<Arc<Peer>>) -> Option<net::ti
                 msg::KEEP_ALIVE,
                 &params,
                 timeout,
-                Box::new(move |r| match r.map(|v| msg::spaces_from_value(&v)) {
-                    Ok(Ok((w, r))) => {
+                Box::new(move |r| match r.map(|v| (msg::spaces_from_value(&v), v)) {
+                    Ok((Ok((w, r)), v)) => {
+                        // The flush goes in force before the server serves anything.
+                        let flush = v.as_array().and_then(|a| a.get(2)).and_then(Value::as_u64);
+                        if let Err(e) = n.raise_flush(flush.unwrap_or(0)) {
+                            log::error!("manager {addr}: {e}; not serving until it is recorded");
+                            return;
+                        }
                         membership_check(&n, &w, &r);
                         n.adopt(w, r);
                         n.registered
                             .store(true, std::sync::atomic::Ordering::Release);
                     }
-                    Ok(Err(e)) => log::warn!("manager {addr}: {e}"),
+                    Ok((Err(e), _)) => log::warn!("manager {addr}: {e}"),
                     Err(e) => log::debug!("manager {addr}: keepalive failed: {e}"),
                 }),
             );

@@ -95,6 +95,9 @@ pub struct Node {
     /// The store was new when the server started: never a member, and empty.
     /// Taken at open, since replicas may land before the first tables do.
     pub store_was_new: bool,
+    /// The newest `flush_all` point heard of ([`crate::cluster::flush`]); records
+    /// stamped before it are gone once it has come. Kept in the store too.
+    pub flush: AtomicU64,
     /// The first tables after start listed this server active while its store is
     /// new ([`crate::cluster::membership::lost_its_data`]): it serves no reads and
     /// coordinates no writes, and says so in its keepalives, until the managers
@@ -123,6 +126,7 @@ impl Node {
             registered: std::sync::atomic::AtomicBool::new(false),
             lost_data: std::sync::atomic::AtomicBool::new(false),
             store_was_new: store.last_member().is_none() && store.is_empty(),
+            flush: AtomicU64::new(store.flush_point()),
             member_marked: AtomicU64::new(0),
             membership_checked: std::sync::atomic::AtomicBool::new(false),
             incarnation: crate::daemon::incarnation(),
@@ -153,6 +157,36 @@ impl Node {
             Phase::Idle if !t.whs.same_layout(&t.rhs) => "waiting",
             Phase::Idle => "ready",
         }
+    }
+
+    /// Takes a flush point if it is newer than ours: recorded in the store first
+    /// (a flush must outlive a restart), then in force. The clock is raised past
+    /// it, so that every write this server stamps from now on is newer.
+    pub fn raise_flush(&self, point: u64) -> Result<(), String> {
+        if point <= self.flush.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.store.record_flush(point).map_err(|e| e.to_string())?;
+        self.flush.fetch_max(point, Ordering::AcqRel);
+        self.clock
+            .merge(crate::cluster::clock::ClockTime(point).counter());
+        log::info!("flush_all: records stamped before {point:#x} are gone");
+        Ok(())
+    }
+
+    /// Keys holding a value that no flush in force hides.
+    pub fn items(&self) -> u64 {
+        let point = self.flush.load(Ordering::Acquire);
+        if crate::cluster::flush::in_force(point, unix_now()) {
+            self.store.items_since(point)
+        } else {
+            self.store.items()
+        }
+    }
+
+    /// Whether `rec` is gone under the flush in force.
+    pub fn flushed(&self, rec: &crate::record::Record, now: u32) -> bool {
+        crate::cluster::flush::is_flushed(rec.clock, self.flush.load(Ordering::Acquire), now)
     }
 
     /// Registered with a manager, and holding the data the tables expect of it.
@@ -215,8 +249,11 @@ impl Node {
                 t.rhs.clocktime.0
             );
         }
+        let now = unix_now();
         match self.store.get(key) {
-            Ok(Some(r)) if write::is_live(&r, unix_now()) => reply.ok(msg::record_to_value(&r)),
+            Ok(Some(r)) if write::is_live(&r, now) && !self.flushed(&r, now) => {
+                reply.ok(msg::record_to_value(&r))
+            }
             Ok(_) => reply.ok(Value::Nil),
             Err(e) => reply.err(store_error(&e)),
         }
@@ -270,7 +307,7 @@ impl Node {
             "cmd_get" => Value::from(c.cmd_get.load(Ordering::Relaxed)),
             "cmd_set" => Value::from(c.cmd_set.load(Ordering::Relaxed)),
             "cmd_delete" => Value::from(c.cmd_delete.load(Ordering::Relaxed)),
-            "items" => Value::from(self.store.items()),
+            "items" => Value::from(self.items()),
             "store_full" => Value::from(self.store.is_full()),
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),

@@ -65,6 +65,14 @@ impl Service for ServerService {
             msg::REPLACE_COPY_START => replace::copy_start(node, &params, reply),
             msg::REPLACE_DELETE_START => replace::delete_start(node, &params, reply),
             msg::CREATE_BACKUP => replace::backup(node, &params, reply),
+            msg::CLOCK => reply.ok(Value::from(node.clock.stamp(crate::time::unix_now()).0)),
+            msg::FLUSH_ALL => match params.first().and_then(Value::as_u64) {
+                Some(point) => match node.raise_flush(point) {
+                    Ok(()) => reply.ok(true),
+                    Err(e) => reply.err(format!("cannot record the flush: {e}")),
+                },
+                None => reply.err("bad parameters: expected [point]"),
+            },
             msg::GET_STATUS => {
                 let name = params.first().and_then(Value::as_str).unwrap_or("");
                 match node.status(name) {

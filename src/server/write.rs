@@ -146,6 +146,8 @@ impl Node {
         let stamp = self.clock.stamp(now).0;
         let mut outcome = Outcome::NotStored;
         let result = self.store.modify(&req.key, |cur| {
+            // A flushed record is as good as absent: an add after flush_all stores.
+            let cur = cur.filter(|r| !self.flushed(r, now));
             let (o, rec) = write::apply(&req.write, cur, stamp, now);
             outcome = o;
             rec

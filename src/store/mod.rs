@@ -156,6 +156,8 @@ pub enum Modified {
 
 /// The file that says when the store last belonged to a cluster.
 pub const MEMBER_FILE: &str = "member";
+/// The file that holds the newest cluster-wide `flush_all` point this store knows.
+pub const FLUSH_FILE: &str = "flush";
 
 fn shard_of(key: &[u8]) -> usize {
     (index::hash(key) >> 60) as usize & (SHARDS - 1)
@@ -446,6 +448,20 @@ impl Store {
         self.stats().items
     }
 
+    /// Keys with a value stamped at or after `clock`: the items a flush up to
+    /// `clock` leaves. From the index alone.
+    pub fn items_since(&self, clock: u64) -> u64 {
+        let mut n = 0;
+        for shard in &self.inner.shards {
+            self.read_shard(shard).for_each(|_, loc| {
+                if loc.kind == Kind::Value as u8 && loc.clock >= clock {
+                    n += 1;
+                }
+            });
+        }
+        n
+    }
+
     /// Whether the last write found the disk full.
     pub fn is_full(&self) -> bool {
         self.inner.full.load(Ordering::Relaxed)
@@ -459,18 +475,37 @@ impl Store {
     /// When this store last belonged to a cluster (unix seconds, from the
     /// `member` file), or None if it never did (a new store, or a merged backup).
     pub fn last_member(&self) -> Option<u64> {
-        std::fs::read_to_string(self.inner.dir.join(MEMBER_FILE))
+        self.note(MEMBER_FILE)
+    }
+
+    /// Records that the store belongs to a cluster now (`now` in unix seconds).
+    pub fn mark_member(&self, now: u64) -> Result<()> {
+        self.set_note(MEMBER_FILE, now)
+    }
+
+    /// The newest `flush_all` point recorded (see `cluster::flush`), 0 for none.
+    pub fn flush_point(&self) -> u64 {
+        self.note(FLUSH_FILE).unwrap_or(0)
+    }
+
+    /// Records a `flush_all` point, so that it outlives a restart.
+    pub fn record_flush(&self, point: u64) -> Result<()> {
+        self.set_note(FLUSH_FILE, point)
+    }
+
+    /// A number kept in a small file of the store's directory.
+    fn note(&self, name: &str) -> Option<u64> {
+        std::fs::read_to_string(self.inner.dir.join(name))
             .ok()?
             .trim()
             .parse()
             .ok()
     }
 
-    /// Records that the store belongs to a cluster now (`now` in unix seconds):
-    /// written to a temporary file, synced, and renamed over `member`.
-    pub fn mark_member(&self, now: u64) -> Result<()> {
-        let path = self.inner.dir.join(MEMBER_FILE);
-        crate::fs::write_atomically(&path, now.to_string().as_bytes())
+    /// Writes a note to a temporary file, syncs it, and renames it into place.
+    fn set_note(&self, name: &str, value: u64) -> Result<()> {
+        let path = self.inner.dir.join(name);
+        crate::fs::write_atomically(&path, value.to_string().as_bytes())
             .map_err(|e| io_err(format!("write {}", path.display()), e))
     }
 

@@ -95,6 +95,12 @@ impl Store {
                 }
             }
         }
+        // A flush point goes with the data it hides, or a restore brings it back.
+        let flush = self.inner.dir.join(super::FLUSH_FILE);
+        if flush.exists() {
+            std::fs::copy(&flush, tmp.join(super::FLUSH_FILE))
+                .map_err(|e| io_err(format!("copy {}", flush.display()), e))?;
+        }
         let _ = std::fs::remove_dir_all(&dst);
         std::fs::rename(&tmp, &dst)
             .map_err(|e| io_err(format!("rename to {}", dst.display()), e))?;

@@ -40,6 +40,14 @@ pub fn main(args: Args) -> i32 {
                 return EXIT_FAILURE;
             }
         };
+        // The newest flush point of the sources hides, in the result, what it hid
+        // in each of them.
+        if src.flush_point() > dst.flush_point() {
+            if let Err(e) = dst.record_flush(src.flush_point()) {
+                eprintln!("{program}: writing to {}: {e}", args.positional[0]);
+                return EXIT_FAILURE;
+            }
+        }
         let (r0, w0, s0) = (read, written, skipped);
         for item in src.snapshot() {
             match item {

@@ -50,12 +50,15 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("check_incr_wraps", check_incr_wraps),
     ("check_incr_errors", check_incr_errors),
     ("check_touch", check_touch),
+    ("check_gat", check_gat),
+    ("check_flush_all", check_flush_all),
     ("check_exptime", check_exptime),
     ("check_noreply", check_noreply),
     ("check_version", check_version),
     ("check_verbosity", check_verbosity),
     ("check_quit", check_quit),
     ("check_stats", check_stats),
+    ("check_stats_groups", check_stats_groups),
     ("check_unknown_command", check_unknown_command),
     ("check_http_request", check_http_request),
     ("check_garbage_line", check_garbage_line),
@@ -1081,6 +1084,96 @@ pub fn check_verbosity(addr: SocketAddr) {
     c.roundtrip(b"verbosity 1\r\n", b"OK\r\n");
     c.roundtrip(b"verbosity 0\r\n", b"OK\r\n");
     c.roundtrip(b"verbosity\r\n", b"ERROR\r\n");
+    c.roundtrip(
+        b"verbosity invalid\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    );
+    c.roundtrip(b"verbosity 1 2 3\r\n", b"ERROR\r\n");
+    c.send(b"verbosity 1 noreply\r\n");
+    c.expect_in_sync();
+}
+
+/// gat/gats: a get that also sets the exptime of the keys it finds.
+pub fn check_gat(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_gat");
+    let k = key("gat");
+    c.roundtrip(b"gat\r\n", b"ERROR\r\n");
+    c.roundtrip(b"gat 10\r\n", b"END\r\n");
+    c.roundtrip(
+        format!("gat x {k}\r\n"),
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    );
+    c.roundtrip(format!("gat 10 {k}\r\n"), b"END\r\n");
+    // It expires in a second, unless gat moves its exptime.
+    c.roundtrip(set_cmd("set", &k, 5, 1, b"a", false), b"STORED\r\n");
+    c.roundtrip(format!("gat 100 {k}\r\n"), get_reply(&k, 5, b"a"));
+    c.send(format!("gats 100 {k} {k}\r\n"));
+    for _ in 0..2 {
+        let line = String::from_utf8(c.read_line()).unwrap();
+        assert!(
+            line.starts_with(&format!("VALUE {k} 5 1 ")),
+            "check_gat: gats answered {line:?}"
+        );
+        c.expect(b"a\r\n");
+    }
+    c.expect(b"END\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 5, b"a"));
+}
+
+/// flush_all: what was stored before is gone, what is stored after stays; with a
+/// delay, it happens then; its arguments are checked as memcached checks them.
+pub fn check_flush_all(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_flush_all");
+    let (a, b, d) = (key("flush-a"), key("flush-b"), key("flush-delayed"));
+    c.roundtrip(set_cmd("set", &a, 1, 0, b"before", false), b"STORED\r\n");
+    c.roundtrip(b"flush_all\r\n", b"OK\r\n");
+    c.roundtrip(format!("get {a}\r\n"), b"END\r\n");
+    // A flushed key is absent to add, and what is stored after the flush stays.
+    c.roundtrip(set_cmd("add", &a, 2, 0, b"after", false), b"STORED\r\n");
+    c.roundtrip(format!("get {a}\r\n"), get_reply(&a, 2, b"after"));
+    c.roundtrip(set_cmd("set", &b, 3, 0, b"b", false), b"STORED\r\n");
+    c.send(b"flush_all noreply\r\n");
+    c.expect_in_sync();
+    c.roundtrip(format!("get {a} {b}\r\n"), b"END\r\n");
+    c.roundtrip(
+        b"flush_all x\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    );
+    c.send(b"flush_all x noreply\r\n");
+    c.expect_in_sync();
+    c.roundtrip(set_cmd("set", &d, 4, 0, b"d", false), b"STORED\r\n");
+    c.roundtrip(b"flush_all 2\r\n", b"OK\r\n");
+    c.roundtrip(format!("get {d}\r\n"), get_reply(&d, 4, b"d"));
+    std::thread::sleep(Duration::from_millis(3100));
+    c.roundtrip(format!("get {d}\r\n"), b"END\r\n");
+}
+
+/// stats groups: the ones kumo has answer in memcached's form, others `ERROR`.
+pub fn check_stats_groups(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_stats_groups");
+    c.roundtrip(b"stats nosuchgroup\r\n", b"ERROR\r\n");
+    c.roundtrip(
+        b"stats detail\r\n",
+        b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+    );
+    c.roundtrip(b"stats detail on\r\n", b"OK\r\n");
+    c.roundtrip(b"stats detail off\r\n", b"OK\r\n");
+    c.roundtrip(b"stats reset\r\n", b"RESET\r\n");
+    for group in ["items", "settings", "slabs", "sizes", "conns"] {
+        c.send(format!("stats {group}\r\n"));
+        loop {
+            let line = c.read_line();
+            if line == b"END\r\n" {
+                break;
+            }
+            assert!(
+                line.starts_with(b"STAT "),
+                "check_stats_groups: stats {group} answered {:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
     c.expect_in_sync();
 }
 

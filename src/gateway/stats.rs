@@ -1,0 +1,192 @@
+//! `stats` and its groups, answered from the gateway's counters and settings, and
+//! the cluster's item count. The replies follow memcached 1.6's form; groups that
+//! describe memcached's memory (slabs, sizes) say there is nothing of the kind.
+
+use super::Gateway;
+use crate::proto::memtext::StatsGroup;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Answers `stats` for `group` with the whole reply, `END` (or `RESET`, `OK`)
+/// included.
+pub(super) fn answer(gw: &Arc<Gateway>, group: StatsGroup, done: Box<dyn FnOnce(Vec<u8>) + Send>) {
+    let lines = |lines: Vec<(String, String)>| {
+        let mut out = String::new();
+        for (k, v) in lines {
+            out += &format!("STAT {k} {v}\r\n");
+        }
+        out += "END\r\n";
+        out.into_bytes()
+    };
+    match group {
+        StatsGroup::General => {
+            let gw2 = gw.clone();
+            gw.cluster_items(Box::new(move |copies, answered, servers| {
+                done(lines(general(&gw2, copies, answered, servers)))
+            }))
+        }
+        StatsGroup::Items => gw.cluster_items(Box::new(move |copies, answered, _| {
+            // One class holds every item: kumo has no slabs.
+            let items = items(copies, answered);
+            let mut l = Vec::new();
+            if items > 0 {
+                l.push(("items:1:number".to_string(), items.to_string()));
+            }
+            done(lines(l))
+        })),
+        StatsGroup::Settings => done(lines(settings(gw))),
+        // Connections are not listed one by one yet.
+        StatsGroup::Conns => done(lines(Vec::new())),
+        StatsGroup::Slabs => done(lines(vec![
+            ("active_slabs".into(), "0".into()),
+            ("total_malloced".into(), "0".into()),
+        ])),
+        StatsGroup::Sizes => done(lines(vec![("sizes_status".into(), "disabled".into())])),
+        StatsGroup::Reset => {
+            gw.counters.reset();
+            done(b"RESET\r\n".to_vec())
+        }
+        StatsGroup::DetailOn | StatsGroup::DetailOff => {
+            gw.detail.switch(group == StatsGroup::DetailOn);
+            done(b"OK\r\n".to_vec())
+        }
+        StatsGroup::DetailDump => done(gw.detail.dump()),
+    }
+}
+
+/// Every key is on up to three servers; the copies divided by the replication
+/// factor is the number of keys.
+fn items(copies: u64, answered: usize) -> u64 {
+    copies / answered.clamp(1, crate::cluster::hash_space::REPLICAS) as u64
+}
+
+fn general(
+    gw: &Arc<Gateway>,
+    copies: u64,
+    answered: usize,
+    servers: usize,
+) -> Vec<(String, String)> {
+    let g = &gw;
+    let c = &g.counters;
+    let now = crate::time::unix_now();
+    let mut lines: Vec<(&str, String)> = vec![
+        ("pid", std::process::id().to_string()),
+        ("uptime", g.uptime().to_string()),
+        ("time", now.to_string()),
+        ("version", crate::cli::VERSION.to_string()),
+        (
+            "pointer_size",
+            (8 * std::mem::size_of::<usize>()).to_string(),
+        ),
+    ];
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    lines.extend([
+        ("curr_connections", load(&c.curr_connections)),
+        ("total_connections", load(&c.total_connections)),
+        ("cmd_get", load(&c.cmd_get)),
+        ("cmd_set", load(&c.cmd_set)),
+        ("cmd_touch", load(&c.cmd_touch)),
+        ("get_hits", load(&c.get_hits)),
+        ("get_misses", load(&c.get_misses)),
+        ("get_errors", load(&c.get_errors)),
+        ("delete_misses", load(&c.delete_misses)),
+        ("delete_hits", load(&c.delete_hits)),
+        ("incr_misses", load(&c.incr_misses)),
+        ("incr_hits", load(&c.incr_hits)),
+        ("decr_misses", load(&c.decr_misses)),
+        ("decr_hits", load(&c.decr_hits)),
+        ("cas_misses", load(&c.cas_misses)),
+        ("cas_hits", load(&c.cas_hits)),
+        ("cas_badval", load(&c.cas_badval)),
+        ("touch_hits", load(&c.touch_hits)),
+        ("touch_misses", load(&c.touch_misses)),
+        ("write_errors", load(&c.write_errors)),
+        ("retries", load(&c.retries)),
+    ]);
+    lines.push(("curr_items", items(copies, answered).to_string()));
+    lines.push(("cluster_items", copies.to_string()));
+    lines.push(("cluster_servers", servers.to_string()));
+    lines.push(("cluster_servers_answered", answered.to_string()));
+    lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn settings(gw: &Gateway) -> Vec<(String, String)> {
+    let on = |b: bool| if b { "yes" } else { "no" }.to_string();
+    vec![
+        ("item_size_max", gw.value_max.to_string()),
+        ("cas_enabled", on(true)),
+        ("evictions", "off".into()),
+        ("detail_enabled", on(gw.detail.is_on())),
+        ("deadline_ms", gw.deadline.as_millis().to_string()),
+        ("get_retry", gw.get_attempts.to_string()),
+        ("set_retry", gw.set_retry.to_string()),
+        ("delete_retry", gw.delete_retry.to_string()),
+        ("async_replicate_set", on(gw.async_set)),
+        ("async_replicate_delete", on(gw.async_delete)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// What `stats detail` counts for a key.
+#[derive(Debug, Clone, Copy)]
+pub enum DetailOp {
+    Get { hit: bool },
+    Set,
+    Delete,
+}
+
+/// `stats detail`: counts per key prefix (the part of a key before its first `:`,
+/// memcached's default delimiter), kept only while switched on. Keys without the
+/// delimiter are not counted, as in memcached.
+#[derive(Default)]
+pub struct Detail {
+    on: std::sync::atomic::AtomicBool,
+    /// Prefix to [get, hit, set, del].
+    prefixes: std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, [u64; 4]>>,
+}
+
+impl Detail {
+    pub fn switch(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    pub fn record(&self, key: &[u8], op: DetailOp) {
+        if !self.is_on() {
+            return;
+        }
+        let Some(end) = key.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let mut p = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        let c = p.entry(key[..end].to_vec()).or_default();
+        match op {
+            DetailOp::Get { hit } => {
+                c[0] += 1;
+                c[1] += u64::from(hit);
+            }
+            DetailOp::Set => c[2] += 1,
+            DetailOp::Delete => c[3] += 1,
+        }
+    }
+
+    /// memcached's `stats detail dump` reply.
+    pub fn dump(&self) -> Vec<u8> {
+        let p = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (prefix, [get, hit, set, del]) in p.iter() {
+            out.extend_from_slice(b"PREFIX ");
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(
+                format!(" get {get} hit {hit} set {set} del {del}\r\n").as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"END\r\n");
+        out
+    }
+}
