@@ -20,24 +20,12 @@ pub fn kumo_bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now, and never handed out before in this test
-/// process. The kernel picks it, so parallel tests do not collide; the kernel may pick
-/// a port it just gave, so two calls in a row (a server's `-l` and `-L`) could
-/// otherwise collide. The small window until the daemon binds it is accepted.
+/// process. It is taken below the kernel's ephemeral range: a daemon restarted on its
+/// old port (a manager, a server) must find it free, and a port in that range may
+/// meanwhile be the local end of some outgoing connection ("address already in
+/// use"). The small window until the daemon binds it is accepted.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    // Ports already given stay bound until one is found, so the kernel cannot
-    // offer the same one again.
-    let mut held = Vec::new();
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-        held.push(l);
-    }
+    netfault::free_port_on(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 pub fn local(port: u16) -> SocketAddr {

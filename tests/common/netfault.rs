@@ -26,7 +26,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -201,14 +201,34 @@ pub fn peer(n: usize) -> Peer {
     (test_user(n).0, host(n))
 }
 
-/// A port free on `ip`, never handed out before in this test process (as
-/// `common::free_port`, on another address).
+/// A free port on `ip`, below the kernel's ephemeral range (see `common::free_port`),
+/// never handed out before in this test process.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    static GIVEN: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+    static GIVEN: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 10_000;
+    if ephemeral_low > LOW + 1_000 {
+        let span = u32::from(ephemeral_low - LOW);
+        // Different test processes start at different places.
+        let mut x = std::process::id().wrapping_mul(2_654_435_761) ^ given.len() as u32;
+        for _ in 0..span {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let addr = SocketAddr::new(ip, LOW + ((x >> 8) % span) as u16);
+            if !given.contains(&addr) && std::net::TcpListener::bind(addr).is_ok() {
+                given.push(addr);
+                return addr.port();
+            }
+        }
+    }
+    // No room below the ephemeral range: let the kernel pick, holding the ports
+    // given so it cannot offer one again.
     let mut held = Vec::new();
     loop {
-        let l = TcpListener::bind((ip, 0)).unwrap();
+        let l = std::net::TcpListener::bind((ip, 0)).unwrap();
         let addr = l.local_addr().unwrap();
         if !given.contains(&addr) {
             given.push(addr);
