@@ -163,10 +163,13 @@ pub fn apply(
                 Op::Incr(_) => n.wrapping_add(delta),
                 _ => n.saturating_sub(delta),
             };
-            (
-                Outcome::Number(n),
-                value(r.flags, r.exptime, n.to_string().into_bytes()),
-            )
+            // memcached rewrites a counter in place when the new number is no
+            // longer than the old value, padding it with spaces; clients see them.
+            let mut data = n.to_string().into_bytes();
+            if data.len() < r.data.len() {
+                data.resize(r.data.len(), b' ');
+            }
+            (Outcome::Number(n), value(r.flags, r.exptime, data))
         }
         (Op::Touch, None) => (Outcome::NotFound, None),
         (Op::Touch, Some(r)) => (Outcome::Touched, value(r.flags, w.exptime, r.data.clone())),
@@ -178,12 +181,21 @@ pub fn apply(
     }
 }
 
-/// A counter value: decimal digits, at most 20 of them, fitting in a u64.
+/// A counter value as memcached reads one (strtoull): decimal digits, at most 20
+/// of them and fitting in a u64, with white space around them allowed (a counter
+/// that shrank keeps trailing spaces).
 fn parse_number(data: &[u8]) -> Option<u64> {
-    if data.is_empty() || data.len() > 20 || !data.iter().all(u8::is_ascii_digit) {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let start = data.iter().position(|b| !space(b))?;
+    let digits = &data[start..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if end == 0 || end > 20 || !digits[end..].iter().all(space) {
         return None;
     }
-    std::str::from_utf8(data).ok()?.parse().ok()
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -253,6 +265,29 @@ mod tests {
         assert_eq!(
             apply(&w(Op::Cas(10), "b"), Some(&tomb), 20, NOW).0,
             Outcome::NotFound
+        );
+    }
+
+    /// As memcached: a counter that shrinks keeps its length, padded with spaces,
+    /// and a counter with white space around its digits still counts.
+    #[test]
+    fn counters_keep_their_length_as_memcached_does() {
+        let (o, r) = apply(&w(Op::Decr(1), ""), Some(&val(10, "10")), 20, NOW);
+        assert_eq!((o, r.unwrap().data), (Outcome::Number(9), b"9 ".to_vec()));
+        let (o, r) = apply(&w(Op::Incr(1), ""), Some(&val(10, "9 ")), 20, NOW);
+        assert_eq!((o, r.unwrap().data), (Outcome::Number(10), b"10".to_vec()));
+        let (o, r) = apply(&w(Op::Incr(91), ""), Some(&val(10, "9 ")), 20, NOW);
+        assert_eq!(
+            (o, r.unwrap().data),
+            (Outcome::Number(100), b"100".to_vec())
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, " 7")), 20, NOW).0,
+            Outcome::Number(8)
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "7 x")), 20, NOW).0,
+            Outcome::NonNumeric
         );
     }
 

@@ -48,6 +48,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("check_delete", check_delete),
     ("check_incr_decr", check_incr_decr),
     ("check_incr_wraps", check_incr_wraps),
+    ("check_counter_length", check_counter_length),
     ("check_incr_errors", check_incr_errors),
     ("check_touch", check_touch),
     ("check_gat", check_gat),
@@ -867,6 +868,18 @@ pub fn check_incr_decr(addr: SocketAddr) {
 }
 
 /// incr is unsigned 64-bit and wraps: 18446744073709551615 + 1 = 0 (decr never wraps).
+/// A counter that shrinks keeps its length, padded with spaces (memcached rewrites
+/// it in place), and such a counter still counts.
+pub fn check_counter_length(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_counter_length");
+    let k = key("shrink");
+    c.roundtrip(set_cmd("set", &k, 0, 0, b"10", false), b"STORED\r\n");
+    c.roundtrip(format!("decr {k} 1\r\n"), b"9\r\n");
+    c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"9 "));
+    c.roundtrip(format!("incr {k} 91\r\n"), b"100\r\n");
+    c.roundtrip(format!("get {k}\r\n"), get_reply(&k, 0, b"100"));
+}
+
 pub fn check_incr_wraps(addr: SocketAddr) {
     let mut c = Conn::open(addr, "check_incr_wraps");
     let k = key("wrap");
