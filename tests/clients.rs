@@ -1,6 +1,7 @@
-//! Real memcached clients, unmodified, against kumo's gateway: pymemcache with its
-//! defaults (its `flush_all` sends `noreply`, so a stray reply would put every later
-//! command out of step), and the Rust `memcache` crate.
+//! Real memcached clients and tools, unmodified, against kumo's gateway: pymemcache
+//! with its defaults (its `flush_all` sends `noreply`, so a stray reply would put
+//! every later command out of step), and libmemcached's conformance tool. (The Rust
+//! `memcache` crate runs in every conformance check.)
 
 mod common;
 
@@ -57,5 +58,26 @@ print("ok")
         "pymemcache: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// libmemcached's `memccapable -a` (Debian's libmemcached-tools) passes every ascii
+/// test, as it does against memcached 1.6.
+#[test]
+fn memccapable_passes_every_ascii_test() {
+    let c = Cluster::start(3);
+    let out = Command::new("memccapable")
+        .args(["-a", "-h", "127.0.0.1", "-t", "5", "-p"])
+        .arg(c.gateway_addr.port().to_string())
+        .output()
+        .expect("memccapable runs (tests/peers.list installs libmemcached-tools)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("All tests passed"),
+        "memccapable -a:\n{text}"
     );
 }

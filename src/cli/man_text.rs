@@ -355,6 +355,10 @@ counts per key prefix (before the first \fB:\fR) while on, \fBstats reset\fR
 zeroes the counters; \fBstats slabs\fR and \fBsizes\fR say there are none, and
 \fBstats conns\fR lists no connection yet. Another group gets \fBERROR\fR.
 .PP
+\fBversion\fR answers \fBVERSION 1.6.18\-kumo\-\fR\fIkumo's version\fR: the
+memcached protocol version the gateway speaks comes first, since clients read it to
+tell what a server understands.
+.PP
 \fBflush_all\fR empties the whole cluster, not one server: every server takes the
 same flush point and keeps it in its store, so what was stored before the flush
 stays gone through restarts, replaces and a server's return; a server that was

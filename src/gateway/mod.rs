@@ -76,6 +76,16 @@ static OWN_OPTIONS: &[Opt] = &[
         help: "Answer a delete once the coordinating server has written it, without waiting for its replicas." },
 ];
 
+/// The memcached protocol version the gateway speaks, at the front of its
+/// `version` reply: clients (libmemcached among them) read the numbers there to
+/// tell what the server understands.
+pub const MEMCACHED_PROTOCOL: &str = "1.6.18";
+
+/// The `version` reply's text: the protocol version, then kumo's own.
+pub fn version_text() -> String {
+    format!("{MEMCACHED_PROTOCOL}-kumo-{}", crate::cli::VERSION)
+}
+
 /// How long a get waits for one owner before it asks the next one as well. A
 /// healthy server answers within a millisecond; a read of a key behind a cut link
 /// is answered by a replica this much later.

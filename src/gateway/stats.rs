@@ -73,7 +73,7 @@ fn general(
         ("pid", std::process::id().to_string()),
         ("uptime", g.uptime().to_string()),
         ("time", now.to_string()),
-        ("version", crate::cli::VERSION.to_string()),
+        ("version", super::version_text()),
         (
             "pointer_size",
             (8 * std::mem::size_of::<usize>()).to_string(),

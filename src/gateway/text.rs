@@ -260,8 +260,10 @@ impl Session for TextSession {
                         ),
                         Command::Version => {
                             let seq = replies.reserve();
-                            replies
-                                .answer(seq, format!("VERSION {}", crate::cli::VERSION).as_bytes());
+                            replies.answer(
+                                seq,
+                                format!("VERSION {}", super::version_text()).as_bytes(),
+                            );
                             used += len;
                             continue;
                         }
