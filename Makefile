@@ -5,7 +5,7 @@ MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
 ROLES   = kumo-manager kumo-server kumo-gateway kumoctl kumostat kumohash kumomergedb
 
-.PHONY: all test chaos install bench man clean
+.PHONY: all test chaos differential install bench man clean
 
 all:
 	cargo build --release
@@ -22,6 +22,13 @@ chaos:
 	bash tests/peers.sh test
 	KUMO_CHAOS_SCHEDULES=$${KUMO_CHAOS_SCHEDULES:-10} KUMO_CHAOS_ROUNDS=$${KUMO_CHAOS_ROUNDS:-30} \
 		cargo test --release --test chaos -- --nocapture
+
+# Long differential runs against a real memcached (tests/differential.rs; `make test`
+# runs three short ones). KUMO_DIFF_SEED=N replays the seed a failure printed.
+differential:
+	bash tests/peers.sh test
+	KUMO_DIFF_SEEDS=$${KUMO_DIFF_SEEDS:-50} KUMO_DIFF_OPS=$${KUMO_DIFF_OPS:-5000} \
+		cargo test --release --test differential -- --nocapture
 
 # Regenerates man/ from the roles' option lists; the test suite fails while man/ is stale.
 man:

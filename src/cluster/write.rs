@@ -181,21 +181,30 @@ pub fn apply(
     }
 }
 
-/// A counter value as memcached reads one (strtoull): decimal digits, at most 20
-/// of them and fitting in a u64, with white space around them allowed (a counter
-/// that shrank keeps trailing spaces).
+/// A counter value as memcached reads one (`safe_strtoull`): white space, an
+/// optional sign, decimal digits that fit in a u64, and then white space or the end;
+/// whatever follows that is ignored. A minus sign is refused unless the number is
+/// zero (strtoull negates, and memcached refuses what then looks negative).
 fn parse_number(data: &[u8]) -> Option<u64> {
-    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let start = data.iter().position(|b| !space(b))?;
-    let digits = &data[start..];
-    let end = digits
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if end == 0 || end > 20 || !digits[end..].iter().all(space) {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut i = data.iter().position(|&b| !space(b))?;
+    let minus = data[i] == b'-';
+    if matches!(data[i], b'+' | b'-') {
+        i += 1;
+    }
+    let digits = data[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || data.get(i + digits).is_some_and(|&b| !space(b)) {
         return None;
     }
-    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+    let n: u64 = std::str::from_utf8(&data[i..i + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    match (minus, n) {
+        (false, n) => Some(n),
+        (true, 0) => Some(0),
+        (true, _) => None,
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +296,19 @@ mod tests {
         );
         assert_eq!(
             apply(&w(Op::Incr(1), ""), Some(&val(10, "7 x")), 20, NOW).0,
+            Outcome::Number(8),
+            "what follows the space is not read"
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "7x")), 20, NOW).0,
+            Outcome::NonNumeric
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "+7")), 20, NOW).0,
+            Outcome::Number(8)
+        );
+        assert_eq!(
+            apply(&w(Op::Incr(1), ""), Some(&val(10, "-7")), 20, NOW).0,
             Outcome::NonNumeric
         );
     }

@@ -83,6 +83,26 @@ impl Replies {
     }
 }
 
+/// Where a command's answer goes: its place in the reply order, and whether the
+/// client asked for silence (noreply). A silent command still holds its place, so
+/// that a later answer tells the client it has run, as memcached's order does
+/// (`flush_all noreply` then `version`: the flush is done when VERSION comes).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Place {
+    pub seq: u64,
+    pub silent: bool,
+}
+
+impl Place {
+    fn answer(self, replies: &Replies, text: &[u8]) {
+        if self.silent {
+            replies.fill(self.seq, Slot::Ready(Vec::new()));
+        } else {
+            replies.answer(self.seq, text);
+        }
+    }
+}
+
 /// A command waiting for its turn, with its reply slot.
 pub(super) enum Job {
     Get {
@@ -95,7 +115,7 @@ pub(super) enum Job {
     Write {
         key: Vec<u8>,
         w: Write,
-        seq: Option<u64>,
+        place: Place,
     },
     Stats {
         group: StatsGroup,
@@ -105,7 +125,7 @@ pub(super) enum Job {
     /// it and before everything after it.
     Flush {
         delay: i64,
-        seq: Option<u64>,
+        place: Place,
     },
 }
 
@@ -306,14 +326,14 @@ impl Pipeline {
                 touch,
                 seq,
             } => self.get(keys, with_cas, touch, seq),
-            Job::Write { key, w, seq } => self.write(key, w, seq),
+            Job::Write { key, w, place } => self.write(key, w, place),
             Job::Stats { group, seq } => self.stats(group, seq),
-            Job::Flush { delay, seq } => self.flush(delay, seq),
+            Job::Flush { delay, place } => self.flush(delay, place),
         }
     }
 
-    /// Runs one write; without a slot (`noreply`) nothing is answered.
-    fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, seq: Option<u64>) {
+    /// Runs one write; a silent one (`noreply`) answers nothing.
+    fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, place: Place) {
         let done_key = key.clone();
         let gw = &self.gw;
         gw.detail.record(
@@ -331,7 +351,7 @@ impl Pipeline {
             Op::Delete | Op::Incr(_) | Op::Decr(_) => 0,
             _ => c.cmd_set.fetch_add(1, Ordering::Relaxed),
         };
-        let async_ = seq.is_none()
+        let async_ = place.silent
             || if w.op == Op::Delete {
                 gw.async_delete
             } else {
@@ -370,9 +390,7 @@ impl Pipeline {
                     format!("SERVER_ERROR {e}").into_bytes()
                 }
             };
-            if let Some(seq) = seq {
-                me.replies.answer(seq, &text);
-            }
+            place.answer(&me.replies, &text);
             me.finished(Footprint {
                 keys: vec![done_key],
                 write: true,
@@ -511,20 +529,19 @@ impl Pipeline {
         }
     }
 
-    fn flush(self: &Arc<Self>, delay: i64, seq: Option<u64>) {
+    fn flush(self: &Arc<Self>, delay: i64, place: Place) {
         let me = self.clone();
         self.gw.flush(
             delay,
             Box::new(move |r| {
-                if let Some(seq) = seq {
-                    match r {
-                        Ok(()) => me.replies.answer(seq, b"OK"),
-                        Err(e) => me
-                            .replies
-                            .answer(seq, format!("SERVER_ERROR {e}").as_bytes()),
+                match r {
+                    Ok(()) => place.answer(&me.replies, b"OK"),
+                    Err(e) => {
+                        if place.silent {
+                            log::warn!("flush_all noreply failed: {e}");
+                        }
+                        place.answer(&me.replies, format!("SERVER_ERROR {e}").as_bytes())
                     }
-                } else if let Err(e) = r {
-                    log::warn!("flush_all noreply failed: {e}");
                 }
                 me.finished(Footprint {
                     keys: Vec::new(),

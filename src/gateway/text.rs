@@ -3,7 +3,7 @@
 //! (`gateway/pipeline.rs`), which runs them against the cluster and answers in
 //! request order. A connection sees its own writes, as with memcached.
 
-use super::pipeline::{Job, Pipeline, Slot, PIPELINE_MAX};
+use super::pipeline::{Job, Pipeline, Place, Slot, PIPELINE_MAX};
 use super::Gateway;
 use crate::cluster::write::{Op, Write};
 use crate::net::{Session, SessionFactory, Writer};
@@ -98,7 +98,10 @@ impl Session for TextSession {
                             .submit(Job::Write {
                                 key: key.to_vec(),
                                 w,
-                                seq: None,
+                                place: Place {
+                                    seq: replies.reserve(),
+                                    silent: true,
+                                },
                             })
                             .is_err()
                         {
@@ -123,7 +126,10 @@ impl Session for TextSession {
                         exptime,
                         data: data.to_vec(),
                     };
-                    let slot = |noreply: bool| (!noreply).then(|| replies.reserve());
+                    let slot = |noreply: bool| Place {
+                        seq: replies.reserve(),
+                        silent: noreply,
+                    };
                     match command {
                         Command::Get { keys, with_cas } => {
                             let keys = keys.iter().map(|k| k.to_vec()).collect();
@@ -196,7 +202,7 @@ impl Session for TextSession {
                                 Job::Write {
                                     key: key.to_vec(),
                                     w,
-                                    seq: slot(noreply),
+                                    place: slot(noreply),
                                 },
                                 len + bytes + 2,
                             )
@@ -205,7 +211,7 @@ impl Session for TextSession {
                             Job::Write {
                                 key: key.to_vec(),
                                 w: write(Op::Delete, 0, b""),
-                                seq: slot(noreply),
+                                place: slot(noreply),
                             },
                             len,
                         ),
@@ -224,7 +230,7 @@ impl Session for TextSession {
                                 Job::Write {
                                     key: key.to_vec(),
                                     w: write(op, 0, b""),
-                                    seq: slot(noreply),
+                                    place: slot(noreply),
                                 },
                                 len,
                             )
@@ -239,7 +245,7 @@ impl Session for TextSession {
                                 Job::Write {
                                     key: key.to_vec(),
                                     w,
-                                    seq: slot(noreply),
+                                    place: slot(noreply),
                                 },
                                 len,
                             )
@@ -254,7 +260,7 @@ impl Session for TextSession {
                         Command::Flush { delay, noreply } => (
                             Job::Flush {
                                 delay,
-                                seq: slot(noreply),
+                                place: slot(noreply),
                             },
                             len,
                         ),
@@ -268,7 +274,8 @@ impl Session for TextSession {
                             continue;
                         }
                         Command::Verbosity { noreply } => {
-                            if let Some(seq) = slot(noreply) {
+                            if !noreply {
+                                let seq = replies.reserve();
                                 replies.answer(seq, b"OK");
                             }
                             used += len;
@@ -295,12 +302,14 @@ impl Session for TextSession {
                 match job {
                     Job::Get { seq, .. }
                     | Job::Stats { seq, .. }
-                    | Job::Write { seq: Some(seq), .. }
-                    | Job::Flush { seq: Some(seq), .. } => replies.answer(seq, refused),
-                    Job::Write { seq: None, .. } | Job::Flush { seq: None, .. } => {
-                        let seq = replies.reserve();
-                        replies.answer(seq, refused);
+                    | Job::Write {
+                        place: Place { seq, .. },
+                        ..
                     }
+                    | Job::Flush {
+                        place: Place { seq, .. },
+                        ..
+                    } => replies.answer(seq, refused),
                 }
                 let seq = replies.reserve();
                 replies.fill(seq, Slot::Close);

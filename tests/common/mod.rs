@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod memcached;
 pub mod netfault;
 
 use kumo::cluster::hash_space::key_hash;

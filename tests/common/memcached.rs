@@ -1,0 +1,90 @@
+//! A real memcached for the tests that compare kumo with it: started on a free
+//! 127.0.0.1 port and SIGKILLed when dropped. It must be installed (`apt-get
+//! install -y memcached`; `make test` installs it); a missing binary FAILS the test
+//! rather than skipping it. `MEMCACHED_BIN` may point at another binary.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// memcached's path: `$MEMCACHED_BIN`, else the first `memcached` on PATH or in the
+/// usual system directories (a root-less PATH may lack /usr/sbin).
+fn memcached_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MEMCACHED_BIN") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join("memcached"))
+        .find(|p| p.is_file())
+}
+
+/// A running memcached, SIGKILLed (through super::Proc) when dropped.
+pub struct Memcached {
+    pub proc: super::Proc,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// True once `addr` answers `version` with a `VERSION ` line.
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION "))
+}
+
+pub fn start_memcached() -> Memcached {
+    let bin = memcached_bin().unwrap_or_else(|| {
+        panic!(
+            "the `memcached` binary is not installed, and the memcached conformance test needs \
+             the real server: install it with `apt-get install -y memcached` \
+             (`make test` installs it through tests/peers.sh), or set MEMCACHED_BIN"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = super::free_port();
+    let addr = super::local(port);
+    let log = dir.path().join("memcached.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(&bin);
+    // -U 0: no UDP. Defaults otherwise: -I 1m item size limit, -m 64 MiB, 4 threads.
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    // memcached refuses to run as root unless told which user to be (CI runs as root).
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut proc = super::Proc { child, log };
+    super::wait_until(
+        Duration::from_secs(10),
+        &format!("memcached on {addr} to answer"),
+        || {
+            if !proc.is_alive() {
+                panic!(
+                    "memcached exited at start; its output:\n{}",
+                    proc.log_text()
+                );
+            }
+            answers(addr)
+        },
+    );
+    Memcached {
+        proc,
+        addr,
+        _dir: dir,
+    }
+}
