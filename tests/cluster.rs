@@ -487,3 +487,44 @@ fn flush_all_reaches_every_server_and_outlives_restarts() {
     c.wait_settled();
     all_gone(&c, "after every process restarted");
 }
+
+/// `stats conns` lists the open client connections, as memcached's does: each with
+/// its address, the address it came in on, its state and its idle seconds.
+#[test]
+fn stats_conns_lists_the_open_connections() {
+    let c = Cluster::start(3);
+    let mut a = conformance::Conn::open(c.gateway_addr, "stats conns (a)");
+    let b = std::net::TcpStream::connect(c.gateway_addr).unwrap();
+    let b_addr = b.local_addr().unwrap();
+    a.send(b"stats conns\r\n");
+    let stats = conformance::read_stats(&mut a);
+    let peers: Vec<&String> = stats
+        .iter()
+        .filter(|(k, _)| k.ends_with(":addr"))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        peers.contains(&&format!("tcp:{b_addr}")),
+        "{b_addr} not in {stats:?}"
+    );
+    assert!(peers.len() >= 2, "{stats:?}");
+    let listen = format!("tcp:{}", c.gateway_addr);
+    assert!(
+        stats
+            .iter()
+            .filter(|(k, _)| k.ends_with(":listen_addr"))
+            .all(|(_, v)| *v == listen),
+        "{stats:?}"
+    );
+    drop(b);
+    // A closed connection leaves the list.
+    common::wait_until(
+        Duration::from_secs(5),
+        "the closed connection to leave",
+        || {
+            a.send(b"stats conns\r\n");
+            let stats = conformance::read_stats(&mut a);
+            !stats.values().any(|v| *v == format!("tcp:{b_addr}"))
+        },
+    );
+}

@@ -352,8 +352,9 @@ of every active server, summed: each key counts once per copy),
 servers) and \fBcluster_servers\fR. \fBstats items\fR gives that item count as
 one class, \fBstats settings\fR this gateway's settings, \fBstats detail\fR
 counts per key prefix (before the first \fB:\fR) while on, \fBstats reset\fR
-zeroes the counters; \fBstats slabs\fR and \fBsizes\fR say there are none, and
-\fBstats conns\fR lists no connection yet. Another group gets \fBERROR\fR.
+zeroes the counters, \fBstats conns\fR lists the open client connections (address,
+the address they came in on, state, seconds since the last command); \fBstats
+slabs\fR and \fBsizes\fR say there are none. Another group gets \fBERROR\fR.
 .PP
 \fBversion\fR answers \fBVERSION 1.6.18\-kumo\-\fR\fIkumo's version\fR: the
 memcached protocol version the gateway speaks comes first, since clients read it to

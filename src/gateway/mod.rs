@@ -177,6 +177,8 @@ pub struct Gateway {
     pub counters: Counters,
     /// `stats detail`.
     pub detail: stats::Detail,
+    /// `stats conns`.
+    pub conns: stats::Conns,
     started: Instant,
     /// When the tables were last asked for after an error (ms since start).
     last_refresh_ms: AtomicU64,
@@ -443,12 +445,14 @@ pub fn main(args: Args) -> i32 {
         value_max: config.max_item_size,
         counters: Counters::default(),
         detail: Default::default(),
+        conns: Default::default(),
         started: Instant::now(),
         last_refresh_ms: AtomicU64::new(0),
     });
     for m in managers {
         gw.watch(m);
     }
+    gw.conns.set_listen(text_addr);
     if let Err(e) = net.listen(listener, text::factory(gw.clone())) {
         return daemon::fatal(program, format!("cannot serve {text_addr}: {e}"));
     }

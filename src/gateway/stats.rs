@@ -35,8 +35,7 @@ pub(super) fn answer(gw: &Arc<Gateway>, group: StatsGroup, done: Box<dyn FnOnce(
             done(lines(l))
         })),
         StatsGroup::Settings => done(lines(settings(gw))),
-        // Connections are not listed one by one yet.
-        StatsGroup::Conns => done(lines(Vec::new())),
+        StatsGroup::Conns => done(lines(gw.conns.lines(crate::time::unix_now()))),
         StatsGroup::Slabs => done(lines(vec![
             ("active_slabs".into(), "0".into()),
             ("total_malloced".into(), "0".into()),
@@ -187,6 +186,70 @@ impl Detail {
             );
         }
         out.extend_from_slice(b"END\r\n");
+        out
+    }
+}
+
+/// One open client connection, for `stats conns`.
+pub struct ConnInfo {
+    peer: std::net::SocketAddr,
+    /// Unix second of its last command.
+    last_cmd: std::sync::atomic::AtomicU32,
+}
+
+impl ConnInfo {
+    pub fn touched(&self, now: u32) {
+        self.last_cmd.store(now, Ordering::Relaxed);
+    }
+}
+
+/// The open client connections, for `stats conns`. The lock is taken when a
+/// connection opens or closes and when the list is asked for, not per command.
+#[derive(Default)]
+pub struct Conns {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnInfo>>>,
+    /// The address clients connect to (`-t`).
+    listen: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+impl Conns {
+    pub fn set_listen(&self, addr: std::net::SocketAddr) {
+        let _ = self.listen.set(addr);
+    }
+
+    pub fn open(&self, peer: std::net::SocketAddr, now: u32) -> (u64, Arc<ConnInfo>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ConnInfo {
+            peer,
+            last_cmd: std::sync::atomic::AtomicU32::new(now),
+        });
+        self.lock().insert(id, info.clone());
+        (id, info)
+    }
+
+    pub fn close(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnInfo>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// memcached's `stats conns` lines: per connection its address, the address it
+    /// came in on, its state and the seconds since its last command.
+    fn lines(&self, now: u32) -> Vec<(String, String)> {
+        let listen = self.listen.get().map(|a| format!("tcp:{a}"));
+        let mut out = Vec::new();
+        for (id, c) in self.lock().iter() {
+            out.push((format!("{id}:addr"), format!("tcp:{}", c.peer)));
+            if let Some(l) = &listen {
+                out.push((format!("{id}:listen_addr"), l.clone()));
+            }
+            out.push((format!("{id}:state"), "conn_parse_cmd".to_string()));
+            let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
+            out.push((format!("{id}:secs_since_last_cmd"), idle.to_string()));
+        }
         out
     }
 }

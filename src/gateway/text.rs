@@ -20,6 +20,9 @@ pub struct TextSession {
     swallow: usize,
     /// After `quit` (or a refusal) input is ignored until the connection closes.
     closing: bool,
+    /// This connection in `stats conns`.
+    id: u64,
+    info: Arc<super::stats::ConnInfo>,
 }
 
 impl TextSession {
@@ -32,16 +35,19 @@ impl TextSession {
 }
 
 pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
-    Arc::new(move |_peer| {
+    Arc::new(move |peer| {
         gw.counters.curr_connections.fetch_add(1, Ordering::Relaxed);
         gw.counters
             .total_connections
             .fetch_add(1, Ordering::Relaxed);
+        let (id, info) = gw.conns.open(peer, crate::time::unix_now());
         Box::new(TextSession {
             gw: gw.clone(),
             pipeline: None,
             swallow: 0,
             closing: false,
+            id,
+            info,
         })
     })
 }
@@ -61,6 +67,7 @@ impl Session for TextSession {
         if self.closing {
             return Ok(input.len());
         }
+        self.info.touched(crate::time::unix_now());
         let pipe = self.pipeline(out);
         let replies = &pipe.replies;
         let mut used = 0;
@@ -320,6 +327,7 @@ impl Session for TextSession {
     }
 
     fn on_close(&mut self) {
+        self.gw.conns.close(self.id);
         self.gw
             .counters
             .curr_connections
