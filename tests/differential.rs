@@ -337,9 +337,8 @@ fn send(side: &mut Side, c: usize, step: &Step) -> Shape {
             noreply,
         } => {
             side.send(c, &storage(verb, key, *flags, *exptime, data, nr(*noreply)));
-            if *noreply && data.len() <= VALUE_MAX {
-                Shape::None
-            } else if *noreply {
+            // An oversized value under noreply is refused silently too.
+            if *noreply {
                 Shape::None
             } else {
                 Shape::Line

@@ -197,20 +197,15 @@ mod tests {
         assert!(sent_to_2 > 0);
     }
 
+    /// Servers 1 to 6, all active.
+    fn six_active() -> HashSpace {
+        space(&(1..=6).map(|p| (p, true)).collect::<Vec<_>>(), 2)
+    }
+
     #[test]
     fn growing_by_two_and_full_replace() {
         let old = space(&[(1, true), (2, true), (3, true), (4, true)], 1);
-        let new = space(
-            &[
-                (1, true),
-                (2, true),
-                (3, true),
-                (4, true),
-                (5, true),
-                (6, true),
-            ],
-            2,
-        );
+        let new = six_active();
         check(&old, &new, &[1, 2, 3, 4, 5, 6]);
         let h = key_hash(b"k");
         let full = copy_targets(a(1), h, &new, &new, true);
@@ -226,17 +221,7 @@ mod tests {
     #[test]
     fn keys_whose_old_owners_were_all_fault_reach_the_new_owners() {
         let old = space(&[(1, false), (2, true), (3, false), (4, false)], 1);
-        let new = space(
-            &[
-                (1, true),
-                (2, true),
-                (3, true),
-                (4, true),
-                (5, true),
-                (6, true),
-            ],
-            2,
-        );
+        let new = six_active();
         check(&old, &new, &[1, 2, 3, 4, 5, 6]);
         let orphaned = (0..2000u32)
             .map(|k| key_hash(&k.to_le_bytes()))

@@ -15,9 +15,9 @@ pub type FlushDone = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Answers of one round of calls to every server, and what to do with them.
 struct Round {
     left: usize,
-    values: Vec<u64>,
+    values: Vec<Value>,
     failed: Option<String>,
-    then: Option<Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>>,
+    then: Option<Box<dyn FnOnce(Result<Vec<Value>, String>) + Send>>,
 }
 
 impl Gateway {
@@ -37,7 +37,15 @@ impl Gateway {
             Vec::new(),
             deadline,
             Box::new(move |stamps| match stamps {
-                Ok(stamps) => g.flush_at(s, point_after(&stamps), deadline, done),
+                Ok(stamps) => {
+                    // A server that answers anything but a stamp must not pick
+                    // the point: the flush could then miss what it stored.
+                    let stamps: Option<Vec<u64>> = stamps.iter().map(Value::as_u64).collect();
+                    match stamps {
+                        Some(stamps) => g.flush_at(s, point_after(&stamps), deadline, done),
+                        None => done(Err("a server answered no clock stamp".into())),
+                    }
+                }
                 Err(e) => done(Err(e)),
             }),
         );
@@ -60,14 +68,14 @@ impl Gateway {
     }
 
     /// Calls `method` on every server in `servers` within the deadline; `then`
-    /// gets every answer as a number, or the first failure.
+    /// gets every answer, or the first failure.
     fn each_server(
         self: &Arc<Self>,
         servers: &[SocketAddr],
         method: &'static str,
         params: Vec<Value>,
         deadline: Instant,
-        then: Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>,
+        then: Box<dyn FnOnce(Result<Vec<Value>, String>) + Send>,
     ) {
         if servers.is_empty() {
             return then(Ok(Vec::new()));
@@ -88,7 +96,7 @@ impl Gateway {
                 Box::new(move |r| {
                     let mut g = round.lock().unwrap_or_else(|p| p.into_inner());
                     match r {
-                        Ok(v) => g.values.push(v.as_u64().unwrap_or(0)),
+                        Ok(v) => g.values.push(v),
                         Err(e) => {
                             g.failed.get_or_insert(format!("server {addr}: {e}"));
                         }

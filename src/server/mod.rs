@@ -165,7 +165,8 @@ fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     let horizon = node.store.options().tombstone_min_age.as_secs();
     let last = node.store.last_member();
     let listed = whs.contains(&node.me) || rhs.contains(&node.me);
-    let holds = node.store.items() + node.store.stats().tombstones > 0;
+    let held = node.store.stats();
+    let holds = held.items + held.tombstones > 0;
     let active = whs.is_active(&node.me) || rhs.is_active(&node.me);
     let tables_secs = u64::from(whs.clocktime.secs());
     let started_secs = node.incarnation / 1_000_000_000;

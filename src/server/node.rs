@@ -98,6 +98,7 @@ pub struct Node {
     /// The newest `flush_all` point heard of ([`crate::cluster::flush`]); records
     /// stamped before it are gone once it has come. Kept in the store too.
     pub flush: AtomicU64,
+    flush_recording: std::sync::Mutex<()>,
     /// The first tables after start listed this server active while its store is
     /// new ([`crate::cluster::membership::lost_its_data`]): it serves no reads and
     /// coordinates no writes, and says so in its keepalives, until the managers
@@ -127,6 +128,7 @@ impl Node {
             lost_data: std::sync::atomic::AtomicBool::new(false),
             store_was_new: store.last_member().is_none() && store.is_empty(),
             flush: AtomicU64::new(store.flush_point()),
+            flush_recording: std::sync::Mutex::new(()),
             member_marked: AtomicU64::new(0),
             membership_checked: std::sync::atomic::AtomicBool::new(false),
             incarnation: crate::daemon::incarnation(),
@@ -163,6 +165,15 @@ impl Node {
     /// (a flush must outlive a restart), then in force. The clock is raised past
     /// it, so that every write this server stamps from now on is newer.
     pub fn raise_flush(&self, point: u64) -> Result<(), String> {
+        if point <= self.flush.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // One raise at a time: two racing writes could leave the smaller point on
+        // disk, and a restart would then forget the newer flush.
+        let _one = self
+            .flush_recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if point <= self.flush.load(Ordering::Acquire) {
             return Ok(());
         }
