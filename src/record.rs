@@ -27,6 +27,35 @@ impl Kind {
     }
 }
 
+/// The meta protocol's marks on a value: memcached keeps them beside the item,
+/// and so does kumo, so that they survive restarts and travel with the value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// `md <key> I`: the value is stale and should be recached (`X` in `mg`).
+    pub stale: bool,
+    /// A client has been told it won the right to recache it (`W`, then `Z`).
+    pub token_sent: bool,
+    /// The key came in base64 (`ms <key> b`); `mg ... k` shows it so again.
+    pub key_binary: bool,
+}
+
+impl Marks {
+    /// Bits of the marks that exist; any other bit in a stored byte is corruption.
+    pub const BITS: u8 = 0b111;
+
+    pub fn to_bits(self) -> u8 {
+        u8::from(self.stale) | u8::from(self.token_sent) << 1 | u8::from(self.key_binary) << 2
+    }
+
+    pub fn from_bits(b: u8) -> Option<Marks> {
+        (b & !Marks::BITS == 0).then_some(Marks {
+            stale: b & 1 != 0,
+            token_sent: b & 2 != 0,
+            key_binary: b & 4 != 0,
+        })
+    }
+}
+
 /// One version of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -35,6 +64,7 @@ pub struct Record {
     pub flags: u32,
     pub exptime: u32,
     pub data: Vec<u8>,
+    pub marks: Marks,
 }
 
 impl Record {
@@ -45,6 +75,7 @@ impl Record {
             flags,
             exptime,
             data,
+            marks: Marks::default(),
         }
     }
     pub fn tombstone(clock: u64) -> Record {
@@ -54,6 +85,7 @@ impl Record {
             flags: 0,
             exptime: 0,
             data: Vec::new(),
+            marks: Marks::default(),
         }
     }
     pub fn is_value(&self) -> bool {

@@ -36,6 +36,19 @@ const DIFFERENCES: &[&str] = &[
     "incr or decr of a value of white space only: memcached reads on past the value's \
      end (what it finds there decides), kumo answers that it is not a number. The \
      generator makes no such value",
+    "meta flags kumo does not honour: h and l (hit before, last access) would make \
+     every read a write on three servers, and E would let a client choose the version \
+     that orders replicas; kumo refuses them as memcached refuses a flag it does not \
+     know. The generator sends none",
+    "me (meta debug): kumo shows exp, cas and size, not memcached's slab details; \
+     not generated",
+    "meta t tokens: compared as there or not and -1 or not, not by their seconds (a \
+     second can turn between the two servers)",
+    "a t flag before an N or T flag: memcached shows the TTL as it stood when it read \
+     the t, kumo the TTL the command leaves. The generator puts N and T first",
+    "an mg that wins a recache token (W), makes an item (N) or sets a TTL (T) gives the \
+     item a new cas number in kumo, as touch does; neither side's old number is used \
+     again after one",
 ];
 
 /// Keys whose last write was an incr or decr (see DIFFERENCES).
@@ -100,10 +113,21 @@ impl Side {
     }
 
     /// Reads one reply of the given shape, masking cas numbers (and keeping them).
-    fn reply(&mut self, c: usize, shape: Shape, counters: &Counters) -> Vec<u8> {
+    fn reply(&mut self, c: usize, shape: Shape, key: &str, counters: &Counters) -> Vec<u8> {
         match shape {
             Shape::None => Vec::new(),
             Shape::Line => self.line(c),
+            Shape::Meta => self.meta_reply(c, key, counters),
+            Shape::UntilNoop => {
+                let mut out = Vec::new();
+                loop {
+                    let r = self.meta_reply(c, key, counters);
+                    out.extend_from_slice(&r);
+                    if r == b"MN\r\n" {
+                        return out;
+                    }
+                }
+            }
             Shape::Values => {
                 let mut out = Vec::new();
                 loop {
@@ -140,6 +164,43 @@ impl Side {
         }
     }
 
+    /// Reads one meta reply about `key`: cas tokens are masked (and kept), TTLs
+    /// masked, and a counter's padding trimmed (see DIFFERENCES).
+    fn meta_reply(&mut self, c: usize, key: &str, counters: &Counters) -> Vec<u8> {
+        let line = self.line(c);
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let mut words: Vec<String> = text.split(' ').map(String::from).collect();
+        let mut data = Vec::new();
+        if words[0] == "VA" {
+            let len: usize = words[1].parse().unwrap();
+            data = self.exact(c, len + 2);
+            if counters.contains(key) {
+                data.truncate(len);
+                while data.last() == Some(&b' ') {
+                    data.pop();
+                }
+                data.extend_from_slice(b"\r\n");
+                words[1] = (data.len() - 2).to_string();
+            }
+        }
+        if !text.starts_with("CLIENT_ERROR") && !text.starts_with("SERVER_ERROR") {
+            for w in words.iter_mut().skip(1) {
+                if let Some(n) = w.strip_prefix('c').and_then(|n| n.parse::<u64>().ok()) {
+                    if n != 0 {
+                        self.cas.insert(key.to_string(), n);
+                    }
+                    *w = "cCAS".into();
+                } else if w.starts_with('t') && w != "t-1" && w[1..].parse::<i64>().is_ok() {
+                    *w = "tTTL".into();
+                }
+            }
+        }
+        let mut out = words.join(" ").into_bytes();
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&data);
+        out
+    }
+
     /// Waits until everything sent on `c` has been run: `version` answers after it.
     fn sync(&mut self, c: usize) {
         self.send(c, b"version\r\n");
@@ -155,6 +216,10 @@ enum Shape {
     Line,
     /// VALUE lines and their data, then END (or a one-line error).
     Values,
+    /// One meta reply (a VA line and its data, or one line).
+    Meta,
+    /// Meta replies up to `MN` (a quiet meta command, then `mn`).
+    UntilNoop,
 }
 
 /// One generated step, rendered for one side (cas numbers differ per side).
@@ -188,6 +253,15 @@ enum Step {
         noreply: bool,
         shape: Shape,
     },
+    /// A meta command; `compare` asks for a C token with a fresh or a stale cas.
+    Meta {
+        verb: &'static str,
+        key: String,
+        base64: bool,
+        flags: Vec<String>,
+        compare: Option<bool>,
+        data: Option<Vec<u8>>,
+    },
 }
 
 /// The next step. `counters` holds the keys last written by incr or decr and not
@@ -218,6 +292,10 @@ fn generate(d: &mut Dice, prefix: &str, counters: &mut Counters) -> Step {
         v
     };
     let noreply = |d: &mut Dice| d.chance(20);
+    if d.chance(30) {
+        let k = key(d);
+        return generate_meta(d, &k, counters);
+    }
     match d.pick(20) {
         0..=4 => {
             let key = key(d);
@@ -317,6 +395,102 @@ fn generate(d: &mut Dice, prefix: &str, counters: &mut Counters) -> Step {
     }
 }
 
+/// A meta command on `key`, with a random choice of the flags memcached documents
+/// (less those in DIFFERENCES), bad tokens now and then included.
+fn generate_meta(d: &mut Dice, key: &str, counters: &mut Counters) -> Step {
+    let ttl = |d: &mut Dice| ["0", "100000", "-1"][d.pick(3)];
+    let verb = ["mg", "mg", "ms", "ms", "md", "ma", "mn"][d.pick(7)];
+    let mut pool: Vec<String> = ["O1", "Oabc", "k", "q", "b"].map(String::from).to_vec();
+    let mut data = None;
+    let mut compare = None;
+    match verb {
+        "mg" => {
+            pool.extend(["v", "v", "c", "f", "s", "t", "u"].map(String::from));
+            pool.push(format!("T{}", ttl(d)));
+            pool.push(format!("N{}", ttl(d)));
+            pool.push(format!("R{}", ["0", "30", "200000"][d.pick(3)]));
+        }
+        "ms" => {
+            pool.extend(["c", "I"].map(String::from));
+            pool.push(format!("F{}", [0, 7, 4_294_967_295u64][d.pick(3)]));
+            pool.push(format!("T{}", ttl(d)));
+            let mut mode = ["S", "E", "R", "A", "P", "X"][d.pick(6)];
+            if matches!(mode, "A" | "P") && counters.contains(key) {
+                mode = "S";
+            }
+            pool.push(format!("M{mode}"));
+            pool.push(format!("M{mode}"));
+            if d.chance(40) {
+                compare = Some(d.chance(70));
+            }
+            let len = match d.pick(12) {
+                0 => 0,
+                1 if d.chance(10) => VALUE_MAX + 1,
+                _ => d.pick(20),
+            };
+            data = Some(match d.pick(4) {
+                0 => d.pick(100).to_string().into_bytes(),
+                _ => (0..len).map(|_| b"ab\r\n 01"[d.pick(7)]).collect(),
+            });
+        }
+        "md" => {
+            pool.push("I".into());
+            pool.push(format!("T{}", ttl(d)));
+            if d.chance(30) {
+                compare = Some(d.chance(70));
+            }
+        }
+        "ma" => {
+            pool.extend(["v", "v", "c", "t"].map(String::from));
+            pool.push(format!("N{}", ttl(d)));
+            pool.push(format!(
+                "J{}",
+                [0u64, 5, 18_446_744_073_709_551_615][d.pick(3)]
+            ));
+            pool.push(format!("D{}", [0u64, 1, 9][d.pick(3)]));
+            pool.push(format!("M{}", ["I", "+", "D", "-", "Z"][d.pick(5)]));
+            if d.chance(20) {
+                compare = Some(d.chance(70));
+            }
+            counters.insert(key.to_string());
+        }
+        _ => {}
+    }
+    // Now and then a token memcached refuses.
+    if d.chance(5) {
+        pool.push(["Nx", "Tx", "Fx", "Dx", "zz", "MSS"][d.pick(6)].into());
+    }
+    let mut flags: Vec<String> = Vec::new();
+    for _ in 0..d.pick(6) {
+        let f = pool[d.pick(pool.len())].clone();
+        // A repeated flag is an error both sides word alike, but only now and then.
+        if !flags.contains(&f) || d.chance(3) {
+            flags.push(f);
+        }
+    }
+    if verb == "ms" && data.as_ref().is_some_and(|v| !v.is_empty()) {
+        let v = data.as_ref().unwrap();
+        if v.iter().all(|b| b" \t\r\n".contains(b)) {
+            data = Some(b"a".to_vec());
+        }
+    }
+    if verb == "ms" && !flags.iter().any(|f| f == "MA" || f == "MP") {
+        counters.remove(key);
+    }
+    // See DIFFERENCES: N and T before the flags that show a TTL.
+    flags.sort_by_key(|f| !(f.starts_with('N') || f.starts_with('T')));
+    let base64 = flags.iter().any(|f| f == "b");
+    flags.retain(|f| f != "b");
+    Step::Meta {
+        verb,
+        key: key.to_string(),
+        base64,
+        flags,
+        compare,
+        data,
+    }
+}
+
 /// Renders `step` for `side` and sends it; returns the shape of its reply.
 fn send(side: &mut Side, c: usize, step: &Step) -> Shape {
     let storage = |verb: &str, key: &str, flags: u32, exptime: i64, data: &[u8], extra: &str| {
@@ -390,6 +564,65 @@ fn send(side: &mut Side, c: usize, step: &Step) -> Shape {
                 *shape
             }
         }
+        Step::Meta { .. } => send_meta(side, c, step),
+    }
+}
+
+fn send_meta(side: &mut Side, c: usize, step: &Step) -> Shape {
+    let Step::Meta {
+        verb,
+        key,
+        base64,
+        flags,
+        compare,
+        data,
+    } = step
+    else {
+        unreachable!()
+    };
+    let mut line = verb.to_string();
+    if *verb != "mn" {
+        line.push(' ');
+        if *base64 {
+            line.push_str(
+                &String::from_utf8(kumo::proto::memmeta::base64_encode(key.as_bytes())).unwrap(),
+            );
+        } else {
+            line.push_str(key);
+        }
+    }
+    if let Some(v) = data {
+        line.push_str(&format!(" {}", v.len()));
+    }
+    for f in flags {
+        line.push(' ');
+        line.push_str(f);
+    }
+    if *base64 {
+        line.push_str(" b");
+    }
+    if let Some(fresh) = compare {
+        let number = match side.cas.get(key) {
+            Some(&seen) if *fresh => seen,
+            Some(&seen) => seen.wrapping_sub(1),
+            None => NEVER_GIVEN,
+        };
+        line.push_str(&format!(" C{number}"));
+    }
+    let mut bytes = format!("{line}\r\n").into_bytes();
+    if let Some(v) = data {
+        bytes.extend_from_slice(v);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    let quiet = *verb != "mn" && flags.iter().any(|f| f == "q");
+    if quiet {
+        bytes.extend_from_slice(b"mn\r\n");
+    }
+    side.send(c, &bytes);
+    if quiet {
+        Shape::UntilNoop
+    } else {
+        Shape::Meta
     }
 }
 
@@ -425,6 +658,13 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
                 .map(String::from)
                 .into_iter()
                 .collect(),
+            // See DIFFERENCES: an mg that may change its item.
+            Step::Meta {
+                verb: "mg",
+                key,
+                flags,
+                ..
+            } if flags.iter().any(|f| f.starts_with(['N', 'R', 'T'])) => vec![key.clone()],
             _ => Vec::new(),
         };
         for k in &touched {
@@ -443,7 +683,25 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
             km.sync(c);
             continue;
         }
-        let (want, got) = (mc.reply(c, shape, &counters), km.reply(c, shape, &counters));
+        if let Step::Meta {
+            verb: "ma", key, ..
+        } = &step
+        {
+            counters.insert(key.clone());
+        }
+        let key = match &step {
+            Step::Meta { key, .. } => key.as_str(),
+            _ => "",
+        };
+        let (want, got) = (
+            mc.reply(c, shape, key, &counters),
+            km.reply(c, shape, key, &counters),
+        );
+        // See DIFFERENCES: a won token is a new version in kumo.
+        if want.windows(2).any(|w| w == b" W") || got.windows(2).any(|w| w == b" W") {
+            mc.cas.remove(key);
+            km.cas.remove(key);
+        }
         // A store that happened ends a counter's padding; one that did not, not.
         if let (Step::Store { key, .. } | Step::Cas { key, .. }, b"STORED\r\n") =
             (&step, want.as_slice())

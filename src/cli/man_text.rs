@@ -331,7 +331,9 @@ commands\fR and disconnected.
 \fBgat\fR and \fBgats\fR \fIexptime key...\fR,
 \fBflush_all\fR [\fIdelay\fR] [\fBnoreply\fR],
 \fBstats\fR [\fBitems\fR|\fBsettings\fR|\fBconns\fR|\fBslabs\fR|\fBsizes\fR|\fBreset\fR|\fBdetail on\fR|\fBdetail off\fR|\fBdetail dump\fR],
-\fBversion\fR, \fBverbosity\fR \fIlevel\fR [\fBnoreply\fR], \fBquit\fR.
+\fBversion\fR, \fBverbosity\fR \fIlevel\fR [\fBnoreply\fR], \fBquit\fR,
+and the meta commands \fBmg\fR \fIkey flags...\fR, \fBms\fR \fIkey datalen flags...\fR,
+\fBmd\fR, \fBma\fR and \fBme\fR \fIkey flags...\fR, and \fBmn\fR.
 .PP
 Replies are memcached's. Flags are 32 bits. An exptime up to 30 days is relative,
 a larger one a unix time, a negative one already expired. The CAS value of
@@ -359,6 +361,22 @@ slabs\fR and \fBsizes\fR say there are none. Another group gets \fBERROR\fR.
 \fBversion\fR answers \fBVERSION 1.6.18\-kumo\-\fR\fIkumo's version\fR: the
 memcached protocol version the gateway speaks comes first, since clients read it to
 tell what a server understands.
+.PP
+The meta commands take memcached 1.6's flags: \fBb\fR (base64 key), \fBc\fR,
+\fBf\fR, \fBk\fR, \fBs\fR, \fBt\fR, \fBv\fR, \fBO\fR\fIopaque\fR, \fBq\fR
+(quiet: a miss of \fBmg\fR, the success of the others, say nothing; \fBmn\fR
+answers \fBMN\fR after them), \fBu\fR, \fBT\fR\fIttl\fR, \fBN\fR\fIttl\fR (make
+the item on a miss), \fBR\fR\fIttl\fR, \fBI\fR (invalidate: \fBmd\fR marks the item
+stale, \fBms\fR with an older \fBC\fR stores it stale), \fBC\fR\fIcas\fR,
+\fBF\fR\fIflags\fR, \fBM\fR\fImode\fR (\fBms\fR: \fBS E A P R\fR; \fBma\fR:
+\fBI + D \-\fR), \fBJ\fR\fIinitial\fR and \fBD\fR\fIdelta\fR, and the replies
+\fBW\fR, \fBX\fR and \fBZ\fR: the key's coordinator hands out the recache token,
+so one client in the whole cluster wins it. The marks stay with the item through
+restarts and replaces. \fBh\fR and \fBl\fR (hit before, last access) and \fBE\fR
+(choose the CAS value) are refused with \fBCLIENT_ERROR invalid flag\fR, as
+memcached refuses a flag it does not know: the first two would make every read a
+write on three servers, and the CAS value is the version that orders the copies.
+\fBme\fR shows \fBexp\fR, \fBcas\fR and \fBsize\fR.
 .PP
 \fBflush_all\fR empties the whole cluster, not one server: every server takes the
 same flush point and keeps it in its store, so what was stored before the flush

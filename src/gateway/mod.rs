@@ -31,6 +31,7 @@
 //! `pipeline` the order of a connection's commands.
 
 mod flush;
+mod meta;
 mod pipeline;
 mod route;
 mod stats;
@@ -41,11 +42,10 @@ use crate::cli::options::{
 };
 use crate::cli::Args;
 use crate::cluster::hash_space::{CurrentTables, Tables};
-use crate::cluster::write::Outcome;
 use crate::daemon;
 use crate::net::report::ServerLinks;
 use crate::net::{self, Peer, RpcError};
-use crate::proto::cluster::{self as msg};
+use crate::proto::cluster::{self as msg, WriteAnswer};
 use crate::record::Record;
 use rmpv::Value;
 use std::net::SocketAddr;
@@ -157,7 +157,7 @@ impl Counters {
 }
 
 pub type GetDone = Box<dyn FnOnce(Result<Option<Record>, String>) + Send>;
-pub type WriteDone = Box<dyn FnOnce(Result<(Outcome, u64), String>) + Send>;
+pub type WriteDone = Box<dyn FnOnce(Result<WriteAnswer, String>) + Send>;
 
 pub struct Gateway {
     net: net::Net,

@@ -127,14 +127,20 @@ pub(super) enum Job {
         delay: i64,
         place: Place,
     },
+    /// A meta command (`ms` with its data).
+    Meta {
+        req: Box<crate::proto::memmeta::Request>,
+        data: Vec<u8>,
+        seq: u64,
+    },
 }
 
 /// What a job reads or writes: the keys it must not overtake, or be overtaken on;
 /// a barrier touches every key.
-struct Footprint {
-    keys: Vec<Vec<u8>>,
-    write: bool,
-    barrier: bool,
+pub(super) struct Footprint {
+    pub keys: Vec<Vec<u8>>,
+    pub write: bool,
+    pub barrier: bool,
 }
 
 impl Job {
@@ -156,6 +162,7 @@ impl Job {
                 write: true,
                 barrier: true,
             },
+            Job::Meta { req, .. } => Footprint::meta(req),
         }
     }
 }
@@ -184,6 +191,15 @@ fn add_use(uses: &mut KeyUse, f: &Footprint) {
 }
 
 impl Footprint {
+    /// A meta command's: its one key, read or written.
+    pub(super) fn meta(req: &crate::proto::memmeta::Request) -> Footprint {
+        Footprint {
+            keys: vec![req.key.clone()],
+            write: req.may_write(),
+            barrier: false,
+        }
+    }
+
     fn none() -> Footprint {
         Footprint {
             keys: Vec::new(),
@@ -242,7 +258,7 @@ impl Running {
 /// earlier commands on the same keys (a read for writes, a write for anything), so
 /// a client sees its own writes and a bulk load of different keys flows.
 pub struct Pipeline {
-    gw: Arc<Gateway>,
+    pub(super) gw: Arc<Gateway>,
     pub(super) replies: Arc<Replies>,
     running: Mutex<Running>,
 }
@@ -284,7 +300,7 @@ impl Pipeline {
 
     /// A job ended: start the waiting jobs it held back, in order, each one only
     /// if no running job and no earlier waiting job holds it back.
-    fn finished(self: &Arc<Self>, f: Footprint) {
+    pub(super) fn finished(self: &Arc<Self>, f: Footprint) {
         let mut start = Vec::new();
         {
             let mut r = self.lock();
@@ -329,6 +345,7 @@ impl Pipeline {
             Job::Write { key, w, place } => self.write(key, w, place),
             Job::Stats { group, seq } => self.stats(group, seq),
             Job::Flush { delay, place } => self.flush(delay, place),
+            Job::Meta { req, data, seq } => self.meta(req, data, seq),
         }
     }
 
@@ -368,7 +385,7 @@ impl Pipeline {
         let done: WriteDone = Box::new(move |r| {
             let c = &me.gw.counters;
             let text = match r {
-                Ok((o, _)) => {
+                Ok((o, _, _)) => {
                     let pair = match op {
                         Op::Delete => Some((&c.delete_hits, &c.delete_misses)),
                         Op::Incr(_) => Some((&c.incr_hits, &c.incr_misses)),
@@ -502,12 +519,7 @@ impl Pipeline {
             };
             let req = Arc::new(WriteRequest {
                 key: key.to_vec(),
-                write: Write {
-                    op: Op::Touch,
-                    flags: 0,
-                    exptime,
-                    data: Vec::new(),
-                },
+                write: Write::plain(Op::Touch, 0, exptime, Vec::new()),
                 no_wait: false,
                 budget_ms: None,
             });
@@ -515,7 +527,7 @@ impl Pipeline {
             self.gw.write(
                 req,
                 Box::new(move |r| match r {
-                    Ok((Outcome::Touched, _)) => {
+                    Ok((Outcome::Touched, _, _)) => {
                         gw.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
                         gw.get(key, done)
                     }
@@ -573,7 +585,9 @@ fn outcome_text(o: Outcome) -> Vec<u8> {
         Outcome::NotFound => b"NOT_FOUND".to_vec(),
         Outcome::Deleted => b"DELETED".to_vec(),
         Outcome::Touched => b"TOUCHED".to_vec(),
-        Outcome::Number(n) => n.to_string().into_bytes(),
+        Outcome::Number(n) | Outcome::Made(n) => n.to_string().into_bytes(),
+        // Only a meta get asks for this; the text commands never see it.
+        Outcome::Fetched { .. } => b"SERVER_ERROR unexpected outcome".to_vec(),
         Outcome::NonNumeric => {
             b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec()
         }

@@ -7,12 +7,12 @@ use super::pipeline::{Job, Pipeline, Place, Slot, PIPELINE_MAX};
 use super::Gateway;
 use crate::cluster::write::{Op, Write};
 use crate::net::{Session, SessionFactory, Writer};
+use crate::proto::memcache::absolute_exptime;
+use crate::proto::memmeta::Verb;
 use crate::proto::memtext::{self, Command, Parsed, StoreOp};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// memcached: an exptime above this many seconds is an absolute unix time.
-pub const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
 pub struct TextSession {
     gw: Arc<Gateway>,
     pipeline: Option<Arc<Pipeline>>,
@@ -52,16 +52,6 @@ pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
     })
 }
 
-/// A memcached exptime as an absolute unix time (0 = never; in the past = gone).
-pub fn absolute_exptime(exptime: i64, now: u32) -> u32 {
-    match exptime {
-        0 => 0,
-        e if e < 0 => 1,
-        e if e <= RELATIVE_EXPTIME_MAX => now.saturating_add(e as u32),
-        e => e.min(u32::MAX as i64) as u32,
-    }
-}
-
 impl Session for TextSession {
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
         if self.closing {
@@ -95,15 +85,10 @@ impl Session for TextSession {
                         replies.answer(seq, reply.as_bytes());
                     }
                     if let Some(key) = invalidate {
-                        let w = Write {
-                            op: Op::Delete,
-                            flags: 0,
-                            exptime: 0,
-                            data: Vec::new(),
-                        };
+                        let w = Write::plain(Op::Delete, 0, 0, Vec::new());
                         if pipe
                             .submit(Job::Write {
-                                key: key.to_vec(),
+                                key,
                                 w,
                                 place: Place {
                                     seq: replies.reserve(),
@@ -127,12 +112,8 @@ impl Session for TextSession {
                 }
                 Parsed::Command { command, len } => {
                     let now = crate::time::unix_now();
-                    let write = |op, exptime, data: &[u8]| Write {
-                        op,
-                        flags: 0,
-                        exptime,
-                        data: data.to_vec(),
-                    };
+                    let write =
+                        |op, exptime, data: &[u8]| Write::plain(op, 0, exptime, data.to_vec());
                     let slot = |noreply: bool| Place {
                         seq: replies.reserve(),
                         silent: noreply,
@@ -199,12 +180,12 @@ impl Session for TextSession {
                                 StoreOp::Prepend => Op::Prepend,
                                 StoreOp::Cas => Op::Cas(cas),
                             };
-                            let w = Write {
+                            let w = Write::plain(
                                 op,
                                 flags,
-                                exptime: absolute_exptime(exptime, now),
-                                data: data.to_vec(),
-                            };
+                                absolute_exptime(exptime, now),
+                                data.to_vec(),
+                            );
                             (
                                 Job::Write {
                                     key: key.to_vec(),
@@ -288,6 +269,40 @@ impl Session for TextSession {
                             used += len;
                             continue;
                         }
+                        Command::Meta(req) if req.verb == Verb::Noop => {
+                            let seq = replies.reserve();
+                            replies.answer(seq, b"MN");
+                            used += len;
+                            continue;
+                        }
+                        Command::Meta(req) => {
+                            let mut taken = len;
+                            let mut data = Vec::new();
+                            if req.verb == Verb::Set {
+                                if rest.len() < len + req.datalen + 2 {
+                                    return Ok(used);
+                                }
+                                taken += req.datalen + 2;
+                                match memtext::value_of(&rest[len..], req.datalen) {
+                                    Ok(d) => data = d.to_vec(),
+                                    Err(e) => {
+                                        // Meta errors are never quiet.
+                                        let seq = replies.reserve();
+                                        replies.answer(seq, e.as_bytes());
+                                        used += taken;
+                                        continue;
+                                    }
+                                }
+                            }
+                            (
+                                Job::Meta {
+                                    req,
+                                    data,
+                                    seq: replies.reserve(),
+                                },
+                                taken,
+                            )
+                        }
                         Command::Quit => {
                             let seq = replies.reserve();
                             replies.fill(seq, Slot::Close);
@@ -316,7 +331,8 @@ impl Session for TextSession {
                     | Job::Flush {
                         place: Place { seq, .. },
                         ..
-                    } => replies.answer(seq, refused),
+                    }
+                    | Job::Meta { seq, .. } => replies.answer(seq, refused),
                 }
                 let seq = replies.reserve();
                 replies.fill(seq, Slot::Close);
@@ -332,22 +348,5 @@ impl Session for TextSession {
             .counters
             .curr_connections
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exptimes_follow_memcached() {
-        assert_eq!(absolute_exptime(0, 1000), 0);
-        assert_eq!(absolute_exptime(-1, 1000), 1);
-        assert_eq!(absolute_exptime(10, 1000), 1010);
-        assert_eq!(
-            absolute_exptime(RELATIVE_EXPTIME_MAX + 1, 1000),
-            RELATIVE_EXPTIME_MAX as u32 + 1
-        );
-        assert_eq!(absolute_exptime(i64::MAX, 1000), u32::MAX);
     }
 }

@@ -37,8 +37,8 @@
 //! even while every manager is down.
 
 use crate::cluster::hash_space::{decode_addr, encode_addr, HashSpace};
-use crate::cluster::write::{Op, Outcome, Write};
-use crate::record::{Kind, Record};
+use crate::cluster::write::{Meta, Op, Outcome, Write};
+use crate::record::{Kind, Marks, Record};
 use rmpv::Value;
 use std::net::SocketAddr;
 
@@ -110,13 +110,18 @@ pub fn clk(params: &[Value]) -> Option<u32> {
 }
 
 pub fn record_to_value(r: &Record) -> Value {
-    Value::Array(vec![
+    let mut a = vec![
         Value::from(r.kind as u8),
         Value::from(r.clock),
         Value::from(r.flags),
         Value::from(r.exptime),
         Value::Binary(r.data.clone()),
-    ])
+    ];
+    // The meta marks are rare; a record without them stays five elements.
+    if r.marks != Marks::default() {
+        a.push(Value::from(r.marks.to_bits()));
+    }
+    Value::Array(a)
 }
 
 pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
@@ -134,6 +139,13 @@ pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
         flags: u32::try_from(flags).map_err(|_| bad("flags"))?,
         exptime: u32::try_from(exptime).map_err(|_| bad("exptime"))?,
         data: bytes(a.get(4), "data")?.to_vec(),
+        marks: match a.get(5) {
+            None => Marks::default(),
+            Some(m) => u8::try_from(uint(Some(m), "marks")?)
+                .ok()
+                .and_then(Marks::from_bits)
+                .ok_or_else(|| bad("marks"))?,
+        },
     })
 }
 
@@ -202,6 +214,7 @@ impl WriteRequest {
             Value::Binary(self.write.data.clone()),
             Value::from(self.no_wait),
             budget_ms.map(Value::from).unwrap_or(Value::Nil),
+            meta_to_value(&self.write.meta),
         ]
     }
 
@@ -215,6 +228,7 @@ impl WriteRequest {
                 flags: u32::try_from(uint(p.get(3), "flags")?).map_err(|_| bad("flags"))?,
                 exptime: u32::try_from(uint(p.get(4), "exptime")?).map_err(|_| bad("exptime"))?,
                 data: bytes(p.get(5), "data")?.to_vec(),
+                meta: meta_from_value(p.get(8))?,
             },
             no_wait: p
                 .get(6)
@@ -225,17 +239,73 @@ impl WriteRequest {
     }
 }
 
-/// The reply to `Write`: the outcome and the version now stored (the CAS value).
-pub fn outcome_to_value(o: Outcome, clock: u64) -> Value {
-    let (code, n) = o.code();
-    Value::Array(vec![Value::from(code), Value::from(n), Value::from(clock)])
+/// The meta protocol's part of a write: nil for a classic command, else
+/// `[compare, invalidate, vivify, initial, ttl, recache_before, return_record]`
+/// with nil for an absent option.
+fn meta_to_value(m: &Meta) -> Value {
+    if *m == Meta::default() {
+        return Value::Nil;
+    }
+    let opt = |v: Option<u64>| v.map(Value::from).unwrap_or(Value::Nil);
+    Value::Array(vec![
+        opt(m.compare),
+        Value::from(m.invalidate),
+        opt(m.vivify.map(u64::from)),
+        Value::from(m.initial),
+        opt(m.ttl.map(u64::from)),
+        opt(m.recache_before.map(u64::from)),
+        Value::from(m.return_record),
+        Value::from(m.key_binary),
+    ])
 }
 
-pub fn outcome_from_value(v: &Value) -> Result<(Outcome, u64), Bad> {
+fn meta_from_value(v: Option<&Value>) -> Result<Meta, Bad> {
+    let a = match v {
+        None | Some(Value::Nil) => return Ok(Meta::default()),
+        Some(v) => v.as_array().ok_or_else(|| bad("meta"))?,
+    };
+    let opt = |i: usize, what| match a.get(i) {
+        None | Some(Value::Nil) => Ok(None),
+        v => uint(v, what).map(Some),
+    };
+    let time = |i: usize, what| {
+        opt(i, what)?
+            .map(|t| u32::try_from(t).map_err(|_| bad(what)))
+            .transpose()
+    };
+    let flag = |i: usize, what| a.get(i).and_then(Value::as_bool).ok_or_else(|| bad(what));
+    Ok(Meta {
+        compare: opt(0, "meta compare")?,
+        invalidate: flag(1, "meta invalidate")?,
+        vivify: time(2, "meta vivify")?,
+        initial: uint(a.get(3), "meta initial")?,
+        ttl: time(4, "meta ttl")?,
+        recache_before: time(5, "meta recache")?,
+        return_record: flag(6, "meta return")?,
+        key_binary: flag(7, "meta key_binary")?,
+    })
+}
+
+/// The reply to `Write`: the outcome, the version now stored (the CAS value), and
+/// the item as it now is when the write asked for it.
+pub fn outcome_to_value(o: Outcome, clock: u64, rec: Option<&Record>) -> Value {
+    let (code, n) = o.code();
+    let mut a = vec![Value::from(code), Value::from(n), Value::from(clock)];
+    if let Some(r) = rec {
+        a.push(record_to_value(r));
+    }
+    Value::Array(a)
+}
+
+/// What a write answered: the outcome, the CAS value, and the item if asked for.
+pub type WriteAnswer = (Outcome, u64, Option<Record>);
+
+pub fn outcome_from_value(v: &Value) -> Result<WriteAnswer, Bad> {
     let a = v.as_array().ok_or_else(|| bad("outcome"))?;
     let o = Outcome::from_code(uint(a.first(), "outcome")?, uint(a.get(1), "outcome")?)
         .ok_or_else(|| bad("outcome"))?;
-    Ok((o, uint(a.get(2), "clock")?))
+    let rec = a.get(3).map(record_from_value).transpose()?;
+    Ok((o, uint(a.get(2), "clock")?, rec))
 }
 
 pub fn addr_to_value(a: &SocketAddr) -> Value {
@@ -374,12 +444,7 @@ mod tests {
     fn writes_records_and_outcomes_round_trip() {
         let req = WriteRequest {
             key: b"k".to_vec(),
-            write: Write {
-                op: Op::Cas(77),
-                flags: u32::MAX,
-                exptime: 5,
-                data: b"\r\n".to_vec(),
-            },
+            write: Write::plain(Op::Cas(77), u32::MAX, 5, b"\r\n".to_vec()),
             no_wait: true,
             budget_ms: Some(800),
         };
@@ -390,15 +455,40 @@ mod tests {
         };
         assert_eq!(
             WriteRequest::from_params(&unbounded.to_params()),
-            Ok(unbounded)
+            Ok(unbounded.clone())
         );
-        let r = Record::value(9, 1, 2, b"x".to_vec());
-        assert_eq!(record_from_value(&record_to_value(&r)), Ok(r));
+        let mut with_meta = unbounded;
+        with_meta.write.meta = Meta {
+            compare: Some(3),
+            invalidate: true,
+            vivify: Some(0),
+            initial: 7,
+            ttl: None,
+            recache_before: Some(u32::MAX),
+            return_record: true,
+            key_binary: true,
+        };
+        assert_eq!(
+            WriteRequest::from_params(&with_meta.to_params()),
+            Ok(with_meta)
+        );
+        let mut r = Record::value(9, 1, 2, b"x".to_vec());
+        assert_eq!(record_from_value(&record_to_value(&r)), Ok(r.clone()));
+        r.marks.stale = true;
+        assert_eq!(record_from_value(&record_to_value(&r)), Ok(r.clone()));
+        assert_eq!(
+            outcome_from_value(&outcome_to_value(
+                Outcome::Fetched { won: true },
+                9,
+                Some(&r)
+            )),
+            Ok((Outcome::Fetched { won: true }, 9, Some(r)))
+        );
         let t = Record::tombstone(9);
         assert_eq!(record_from_value(&record_to_value(&t)), Ok(t));
         assert_eq!(
-            outcome_from_value(&outcome_to_value(Outcome::Number(3), 8)),
-            Ok((Outcome::Number(3), 8))
+            outcome_from_value(&outcome_to_value(Outcome::Number(3), 8, None)),
+            Ok((Outcome::Number(3), 8, None))
         );
         assert!(WriteRequest::from_params(&[Value::from(1)]).is_err());
         assert!(record_from_value(&Value::Array(vec![Value::from(3)])).is_err());

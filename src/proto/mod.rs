@@ -3,7 +3,11 @@
 //! - [`rpc`]: msgpack-rpc frames between kumo nodes and tools.
 //! - [`cluster`]: the messages between kumo nodes, on top of `rpc`.
 //! - [`memtext`]: the memcached text protocol the gateway speaks to applications.
+//! - [`memmeta`]: memcached's meta commands, which arrive on the same connections.
+//! - [`memcache`]: what the memcached codecs share.
 
 pub mod cluster;
+pub mod memcache;
+pub mod memmeta;
 pub mod memtext;
 pub mod rpc;

@@ -145,22 +145,29 @@ impl Node {
         let now = unix_now();
         let stamp = self.clock.stamp(now).0;
         let mut outcome = Outcome::NotStored;
+        let want_record = req.write.meta.return_record;
+        // The item a write left alone, for a meta command that shows it.
+        let mut unchanged = None;
         let result = self.store.modify(&req.key, |cur| {
             // A flushed record is as good as absent: an add after flush_all stores.
             let cur = cur.filter(|r| !self.flushed(r, now));
             let (o, rec) = write::apply(&req.write, cur, stamp, now);
             outcome = o;
+            if want_record && rec.is_none() {
+                unchanged = cur.filter(|r| write::is_live(r, now)).cloned();
+            }
             rec
         });
         let rec = match result {
             Ok(Modified::Written(r)) => r,
             Ok(Modified::Unchanged) => {
                 let clock = self.store.clock_of(&req.key).map(|(c, _)| c).unwrap_or(0);
-                return reply.ok(msg::outcome_to_value(outcome, clock));
+                return reply.ok(msg::outcome_to_value(outcome, clock, unchanged.as_ref()));
             }
             Err(e) => return reply.err(store_error(&e)),
         };
-        let answer = msg::outcome_to_value(outcome, rec.clock);
+        let shown = (want_record && rec.is_value()).then_some(&rec);
+        let answer = msg::outcome_to_value(outcome, rec.clock, shown);
         // While data moves, the old owners in rhs still serve reads: they get the
         // write too. (kumofs compared only timestamps here and missed it; §14 item 7.)
         let mut replicas: Vec<SocketAddr> = owners[1..].to_vec();

@@ -359,10 +359,7 @@ impl Store {
             Some(loc) if loc.kind != Kind::Erase as u8 && loc.clock <= clock => {
                 let rec = Record {
                     kind: Kind::Erase,
-                    clock: loc.clock,
-                    flags: 0,
-                    exptime: 0,
-                    data: Vec::new(),
+                    ..Record::tombstone(loc.clock)
                 };
                 self.append_locked(&mut shard, key, &rec)?;
                 Ok(true)

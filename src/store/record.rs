@@ -4,7 +4,7 @@
 //! offset  size  field
 //!      0     4  crc32 (IEEE) of bytes 4..end, little-endian
 //!      4     1  kind: 1 value, 2 tombstone, 3 erase
-//!      5     1  reserved, 0
+//!      5     1  meta marks: bit 0 stale, bit 1 token sent, bit 2 base64 key; others 0
 //!      6     2  key length, little-endian u16
 //!      8     4  data length, little-endian u32
 //!     12     8  ClockTime, little-endian u64
@@ -25,7 +25,7 @@ pub const RECORD_SIZE_MAX: usize = HEADER_SIZE + KEY_SIZE_MAX + DATA_SIZE_MAX;
 
 // The record as every layer sees it lives in a leaf module of its own; this file
 // is its form on disk.
-pub use crate::record::{check_sizes, Kind, Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
+pub use crate::record::{check_sizes, Kind, Marks, Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub fn encode(out: &mut Vec<u8>, key: &[u8], rec: &Record) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.push(rec.kind as u8);
-    out.push(0);
+    out.push(rec.marks.to_bits());
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&(rec.data.len() as u32).to_le_bytes());
     out.extend_from_slice(&rec.clock.to_le_bytes());
@@ -68,8 +68,8 @@ pub fn announced_len(header: &[u8]) -> Result<usize, Bad> {
     if Kind::from_u8(header[4]).is_none() {
         return Err(Bad::Header("unknown kind"));
     }
-    if header[5] != 0 {
-        return Err(Bad::Header("reserved byte set"));
+    if Marks::from_bits(header[5]).is_none() {
+        return Err(Bad::Header("unknown mark bits set"));
     }
     let klen = u16::from_le_bytes([header[6], header[7]]) as usize;
     let dlen = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
@@ -102,6 +102,7 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], Record, usize), Bad> {
         flags: u32_at(20),
         exptime: u32_at(24),
         data: buf[HEADER_SIZE + klen..len].to_vec(),
+        marks: Marks::from_bits(buf[5]).ok_or(Bad::Header("unknown mark bits set"))?,
     };
     Ok((key, rec, len))
 }
@@ -112,7 +113,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_every_flipped_byte_is_caught() {
-        let rec = Record::value(0x1234_5678_9abc_def0, 7, 99, b"hello".to_vec());
+        let mut rec = Record::value(0x1234_5678_9abc_def0, 7, 99, b"hello".to_vec());
+        rec.marks.stale = true;
+        rec.marks.key_binary = true;
         let mut buf = Vec::new();
         encode(&mut buf, b"key", &rec);
         assert_eq!(buf.len(), HEADER_SIZE + 3 + 5);

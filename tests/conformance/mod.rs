@@ -196,6 +196,10 @@ impl Conn {
         }
     }
 
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
     pub fn send(&mut self, data: impl AsRef<[u8]>) {
         let data = data.as_ref();
         self.last_sent = data.to_vec();

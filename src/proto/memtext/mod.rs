@@ -7,8 +7,8 @@
 //! `SERVER_ERROR object too large for cache` and its bytes are swallowed so the
 //! stream stays in sync.
 
-/// memcached's key limit.
-pub const KEY_SIZE_MAX: usize = 250;
+use super::memcache::decimal;
+pub use super::memcache::{BAD_CHUNK, KEY_SIZE_MAX, TOO_LARGE};
 /// The longest command line. A multi-get of many 250-byte keys fits; a client that
 /// sends more without a newline is not speaking memcached.
 pub const LINE_SIZE_MAX: usize = 64 << 10;
@@ -75,6 +75,9 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Quit,
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`, `mn`); an `ms`'s data
+    /// (`datalen` bytes, then CRLF) follows the line.
+    Meta(Box<super::memmeta::Request>),
 }
 
 /// What `stats` was asked for; memcached answers `ERROR` for a group it lacks.
@@ -109,13 +112,11 @@ pub enum Parsed<'a> {
         close: bool,
         /// memcached drops the old value of a key whose `set` was refused as too
         /// large, so a reader cannot mistake it for the new one.
-        invalidate: Option<&'a [u8]>,
+        invalidate: Option<Vec<u8>>,
     },
 }
 
 const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
-pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
-pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
 const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
 
 /// Parses the line at the front of `input`. `value_max` is the `-I` limit.
@@ -233,16 +234,17 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
-            let (Some(flags), Some(exptime)) = (num::<u32>(args[1]), num::<i64>(args[2])) else {
+            let (Some(flags), Some(exptime)) = (decimal::<u32>(args[1]), decimal::<i64>(args[2]))
+            else {
                 return err(BAD_FORMAT);
             };
             // memcached reads the length as a 32-bit signed number; anything else
             // is a bad line, and what follows is read as commands.
-            let Some(bytes) = num::<u64>(args[3]).filter(|b| *b <= i32::MAX as u64) else {
+            let Some(bytes) = decimal::<u64>(args[3]).filter(|b| *b <= i32::MAX as u64) else {
                 return err(BAD_FORMAT);
             };
             let cas = if op == StoreOp::Cas {
-                match num::<u64>(args[4]) {
+                match decimal::<u64>(args[4]) {
                     Some(c) => c,
                     None => return err(BAD_FORMAT),
                 }
@@ -255,7 +257,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
                     len,
                     swallow: bytes as usize + 2,
                     close: false,
-                    invalidate: (op == StoreOp::Set).then_some(args[0]),
+                    invalidate: (op == StoreOp::Set).then(|| args[0].to_vec()),
                 };
             }
             Command::Store {
@@ -292,7 +294,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
-            let Some(delta) = num::<u64>(args[1]) else {
+            let Some(delta) = decimal::<u64>(args[1]) else {
                 return err("CLIENT_ERROR invalid numeric delta argument");
             };
             Command::Arith {
@@ -309,7 +311,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             if !key_ok(args[0]) {
                 return err(BAD_FORMAT);
             }
-            let Some(exptime) = num::<i64>(args[1]) else {
+            let Some(exptime) = decimal::<i64>(args[1]) else {
                 return err("CLIENT_ERROR invalid exptime argument");
             };
             Command::Touch {
@@ -323,7 +325,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             let Some((exptime, keys)) = args.split_first() else {
                 return err("ERROR");
             };
-            let Some(exptime) = num::<i64>(exptime) else {
+            let Some(exptime) = decimal::<i64>(exptime) else {
                 return err("CLIENT_ERROR invalid exptime argument");
             };
             if keys.len() > GET_KEYS_MAX || !keys.iter().all(|k| key_ok(k)) {
@@ -355,7 +357,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
         // memcached ignores anything after `version` and `quit`.
         b"version" => Command::Version,
         b"verbosity" if (1..=2).contains(&args.len()) => {
-            if !noreply && num::<u64>(args[0]).is_none() {
+            if !noreply && decimal::<u64>(args[0]).is_none() {
                 return err(BAD_FORMAT);
             }
             Command::Verbosity { noreply }
@@ -365,7 +367,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             // The delay is the first word unless that word is the closing noreply;
             // words after it are ignored, as memcached ignores them.
             let delay = match args.first() {
-                Some(w) if !(noreply && args.len() == 1) => match num::<i64>(w) {
+                Some(w) if !(noreply && args.len() == 1) => match decimal::<i64>(w) {
                     Some(d) => d,
                     None => return err("CLIENT_ERROR invalid exptime argument"),
                 },
@@ -374,6 +376,18 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             Command::Flush { delay, noreply }
         }
         b"quit" => Command::Quit,
+        _ if super::memmeta::is_meta(name) => match super::memmeta::parse(name, &args, value_max) {
+            Ok(req) => Command::Meta(Box::new(req)),
+            Err(r) => {
+                return Parsed::Error {
+                    reply: r.reply,
+                    len,
+                    swallow: r.swallow,
+                    close: false,
+                    invalidate: r.invalidate,
+                }
+            }
+        },
         // An HTTP request line: memcached closes without a word.
         _ if args.last().is_some_and(|w| w.starts_with(b"HTTP/")) => {
             return Parsed::Error {
@@ -395,16 +409,6 @@ pub fn value_of(data: &[u8], bytes: usize) -> Result<&[u8], &'static str> {
         Some(b"\r\n") => Ok(&data[..bytes]),
         _ => Err(BAD_CHUNK),
     }
-}
-
-/// Decimal digits only: no sign, no spaces, no overflow.
-fn num<T: std::str::FromStr>(w: &[u8]) -> Option<T> {
-    let s = std::str::from_utf8(w).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! key's current record. Pure: the coordinator passes in the record it holds, a fresh
 //! stamp and the time, and gets back the reply and the record to store and replicate.
 //! Running it inside the store's per-key read-modify-write makes every conditional
-//! command atomic.
+//! command atomic. The meta protocol's extras (compare, invalidate, vivify, the
+//! recache token) are decided here too, so that one client, and only one, wins a
+//! token however many gateways ask at once.
 
-use crate::record::{Kind, Record};
+use crate::record::{Kind, Marks, Record};
 
 /// The operation of a coordinated write. The code is its wire form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,9 @@ pub enum Op {
     /// Change the expiry time only.
     Touch,
     Delete,
+    /// The meta get's changes (`T`, `N`, `R`, and the token of a stale item),
+    /// decided where the key's writes are; the record comes back with the outcome.
+    Get,
 }
 
 impl Op {
@@ -38,6 +43,7 @@ impl Op {
             Op::Decr(d) => (7, d),
             Op::Touch => (8, 0),
             Op::Delete => (9, 0),
+            Op::Get => (10, 0),
         }
     }
 
@@ -53,6 +59,7 @@ impl Op {
             7 => Op::Decr(arg),
             8 => Op::Touch,
             9 => Op::Delete,
+            10 => Op::Get,
             _ => return None,
         })
     }
@@ -66,6 +73,44 @@ pub struct Write {
     pub flags: u32,
     pub exptime: u32,
     pub data: Vec<u8>,
+    pub meta: Meta,
+}
+
+/// What the meta protocol adds to a write; all off for the classic commands.
+/// Times are absolute unix seconds, as `exptime` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// `C`: only if the item's CAS value (its clock) is this.
+    pub compare: Option<u64>,
+    /// `I`: a cas older than the item's still stores, marked stale; a delete marks
+    /// the item stale instead of removing it.
+    pub invalidate: bool,
+    /// `N`: on a miss, create the item with this exptime (a get makes an empty
+    /// stub and wins its recache token; arithmetic starts from `initial`).
+    pub vivify: Option<u32>,
+    /// `J`: arithmetic's first value on a miss.
+    pub initial: u64,
+    /// `T`: the item's new exptime when the command succeeds.
+    pub ttl: Option<u32>,
+    /// `R`: a get wins the recache token if the item expires before this time.
+    pub recache_before: Option<u32>,
+    /// Send the item as it is after the write back with the outcome.
+    pub return_record: bool,
+    /// The key came in base64: a value this write stores is marked so.
+    pub key_binary: bool,
+}
+
+impl Write {
+    /// A classic memcached command's write.
+    pub fn plain(op: Op, flags: u32, exptime: u32, data: Vec<u8>) -> Write {
+        Write {
+            op,
+            flags,
+            exptime,
+            data,
+            meta: Meta::default(),
+        }
+    }
 }
 
 /// The answer to a write, as memcached words it.
@@ -81,6 +126,13 @@ pub enum Outcome {
     Number(u64),
     /// incr or decr of a value that is not a decimal number.
     NonNumeric,
+    /// A meta get found the item (or made it); `won` says this client won the
+    /// recache token.
+    Fetched {
+        won: bool,
+    },
+    /// Meta arithmetic made the missing item with its initial value (`ma N`).
+    Made(u64),
 }
 
 impl Outcome {
@@ -94,6 +146,8 @@ impl Outcome {
             Outcome::Touched => (5, 0),
             Outcome::Number(n) => (6, n),
             Outcome::NonNumeric => (7, 0),
+            Outcome::Fetched { won } => (8, u64::from(won)),
+            Outcome::Made(n) => (9, n),
         }
     }
 
@@ -107,6 +161,8 @@ impl Outcome {
             5 => Outcome::Touched,
             6 => Outcome::Number(n),
             7 => Outcome::NonNumeric,
+            8 => Outcome::Fetched { won: n != 0 },
+            9 => Outcome::Made(n),
             _ => return None,
         })
     }
@@ -132,10 +188,26 @@ pub fn apply(
         Some(r) => stamp.max(r.clock.saturating_add(1)),
         None => stamp,
     };
+    let m = &w.meta;
+    // A new value from the client carries the way its key came; memcached's other
+    // new items (append, a made stub) do not.
+    let stored = |flags, exptime, data| {
+        let mut rec = Record::value(clock, flags, exptime, data);
+        rec.marks.key_binary = m.key_binary;
+        Some(rec)
+    };
     let value = |flags, exptime, data| Some(Record::value(clock, flags, exptime, data));
+    // `C` on anything but a cas: a live item whose version differs is left alone.
+    // memcached refuses to count an empty value before it compares.
+    if let (Some(expected), Some(r)) = (m.compare, live) {
+        let empty_counter = matches!(w.op, Op::Incr(_) | Op::Decr(_)) && r.data.is_empty();
+        if r.clock != expected && !matches!(w.op, Op::Cas(_) | Op::Add) && !empty_counter {
+            return (Outcome::Exists, None);
+        }
+    }
     match (w.op, live) {
         (Op::Set, _) | (Op::Add, None) | (Op::Replace, Some(_)) => {
-            (Outcome::Stored, value(w.flags, w.exptime, w.data.clone()))
+            (Outcome::Stored, stored(w.flags, w.exptime, w.data.clone()))
         }
         (Op::Add, Some(_)) | (Op::Replace, None) | (Op::Append | Op::Prepend, None) => {
             (Outcome::NotStored, None)
@@ -151,9 +223,28 @@ pub fn apply(
             (Outcome::Stored, value(r.flags, r.exptime, data))
         }
         (Op::Cas(_), None) => (Outcome::NotFound, None),
-        (Op::Cas(expected), Some(r)) if r.clock != expected => (Outcome::Exists, None),
-        (Op::Cas(_), Some(_)) => (Outcome::Stored, value(w.flags, w.exptime, w.data.clone())),
-        (Op::Incr(_) | Op::Decr(_), None) => (Outcome::NotFound, None),
+        (Op::Cas(expected), Some(r)) if r.clock == expected => {
+            (Outcome::Stored, stored(w.flags, w.exptime, w.data.clone()))
+        }
+        // `ms ... C<older> I`: the late writer's value is kept, but as stale, with
+        // the item's exptime and its token, so that a fresh recache still wins.
+        (Op::Cas(expected), Some(r)) if m.invalidate && expected < r.clock => {
+            let mut rec = Record::value(clock, w.flags, r.exptime, w.data.clone());
+            rec.marks = Marks {
+                stale: true,
+                token_sent: r.marks.token_sent,
+                key_binary: m.key_binary,
+            };
+            (Outcome::Stored, Some(rec))
+        }
+        (Op::Cas(_), Some(_)) => (Outcome::Exists, None),
+        (Op::Incr(_) | Op::Decr(_), None) => match m.vivify {
+            Some(exptime) => {
+                let data = m.initial.to_string().into_bytes();
+                (Outcome::Made(m.initial), value(0, exptime, data))
+            }
+            None => (Outcome::NotFound, None),
+        },
         (Op::Incr(delta) | Op::Decr(delta), Some(r)) => {
             let Some(n) = parse_number(&r.data) else {
                 return (Outcome::NonNumeric, None);
@@ -169,15 +260,54 @@ pub fn apply(
             if data.len() < r.data.len() {
                 data.resize(r.data.len(), b' ');
             }
-            (Outcome::Number(n), value(r.flags, r.exptime, data))
+            let mut rec = Record::value(clock, r.flags, m.ttl.unwrap_or(r.exptime), data);
+            rec.marks = r.marks;
+            (Outcome::Number(n), Some(rec))
         }
         (Op::Touch, None) => (Outcome::NotFound, None),
-        (Op::Touch, Some(r)) => (Outcome::Touched, value(r.flags, w.exptime, r.data.clone())),
+        (Op::Touch, Some(r)) => {
+            let mut rec = Record::value(clock, r.flags, w.exptime, r.data.clone());
+            rec.marks = r.marks;
+            (Outcome::Touched, Some(rec))
+        }
+        // `md <key> I`: the value stays, stale, and the next reader wins the token.
+        (Op::Delete, Some(r)) if m.invalidate => {
+            let mut rec = Record::value(clock, r.flags, m.ttl.unwrap_or(r.exptime), r.data.clone());
+            rec.marks = Marks {
+                stale: true,
+                token_sent: false,
+                key_binary: r.marks.key_binary,
+            };
+            (Outcome::Deleted, Some(rec))
+        }
         // The answer is NOT_FOUND, but a tombstone is written and replicated all
         // the same: a coordinator that lacks the key (just restarted, or new to it
         // while data moves) must not leave the other owners' copies alive.
         (Op::Delete, None) => (Outcome::NotFound, Some(Record::tombstone(clock))),
         (Op::Delete, Some(_)) => (Outcome::Deleted, Some(Record::tombstone(clock))),
+        (Op::Get, None) => match m.vivify {
+            Some(exptime) => {
+                let mut rec = Record::value(clock, 0, exptime, Vec::new());
+                rec.marks.token_sent = true;
+                (Outcome::Fetched { won: true }, Some(rec))
+            }
+            None => (Outcome::NotFound, None),
+        },
+        (Op::Get, Some(r)) => {
+            // R looks at the exptime T leaves (memcached reads the flags in order,
+            // and T usually comes first).
+            let exptime = m.ttl.unwrap_or(r.exptime);
+            let expiring = |before: u32| exptime != 0 && exptime < before;
+            let won =
+                !r.marks.token_sent && (r.marks.stale || m.recache_before.is_some_and(expiring));
+            if !won && m.ttl.is_none() {
+                return (Outcome::Fetched { won }, None);
+            }
+            let mut rec = Record::value(clock, r.flags, m.ttl.unwrap_or(r.exptime), r.data.clone());
+            rec.marks = r.marks;
+            rec.marks.token_sent |= won;
+            (Outcome::Fetched { won }, Some(rec))
+        }
     }
 }
 
@@ -208,195 +338,4 @@ fn parse_number(data: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: u32 = 1_000_000;
-
-    fn w(op: Op, data: &str) -> Write {
-        Write {
-            op,
-            flags: 7,
-            exptime: 0,
-            data: data.as_bytes().to_vec(),
-        }
-    }
-
-    fn val(clock: u64, data: &str) -> Record {
-        Record::value(clock, 3, 0, data.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn conditional_stores_follow_memcached() {
-        let cur = val(10, "a");
-        assert_eq!(
-            apply(&w(Op::Add, "b"), Some(&cur), 20, NOW).0,
-            Outcome::NotStored
-        );
-        assert_eq!(apply(&w(Op::Add, "b"), None, 20, NOW).0, Outcome::Stored);
-        assert_eq!(
-            apply(&w(Op::Replace, "b"), None, 20, NOW).0,
-            Outcome::NotStored
-        );
-        let (o, r) = apply(&w(Op::Replace, "b"), Some(&cur), 20, NOW);
-        assert_eq!((o, r.unwrap().data), (Outcome::Stored, b"b".to_vec()));
-        let (_, r) = apply(&w(Op::Append, "b"), Some(&cur), 20, NOW);
-        let r = r.unwrap();
-        assert_eq!(
-            (r.data.as_slice(), r.flags),
-            (&b"ab"[..], 3),
-            "append keeps flags"
-        );
-        let (_, r) = apply(&w(Op::Prepend, "b"), Some(&cur), 20, NOW);
-        assert_eq!(r.unwrap().data, b"ba");
-        assert_eq!(
-            apply(&w(Op::Append, "b"), None, 20, NOW).0,
-            Outcome::NotStored
-        );
-    }
-
-    #[test]
-    fn cas_compares_the_version() {
-        let cur = val(10, "a");
-        assert_eq!(
-            apply(&w(Op::Cas(10), "b"), Some(&cur), 20, NOW).0,
-            Outcome::Stored
-        );
-        assert_eq!(
-            apply(&w(Op::Cas(9), "b"), Some(&cur), 20, NOW),
-            (Outcome::Exists, None)
-        );
-        assert_eq!(
-            apply(&w(Op::Cas(10), "b"), None, 20, NOW),
-            (Outcome::NotFound, None)
-        );
-        let tomb = Record::tombstone(10);
-        assert_eq!(
-            apply(&w(Op::Cas(10), "b"), Some(&tomb), 20, NOW).0,
-            Outcome::NotFound
-        );
-    }
-
-    /// As memcached: a counter that shrinks keeps its length, padded with spaces,
-    /// and a counter with white space around its digits still counts.
-    #[test]
-    fn counters_keep_their_length_as_memcached_does() {
-        let (o, r) = apply(&w(Op::Decr(1), ""), Some(&val(10, "10")), 20, NOW);
-        assert_eq!((o, r.unwrap().data), (Outcome::Number(9), b"9 ".to_vec()));
-        let (o, r) = apply(&w(Op::Incr(1), ""), Some(&val(10, "9 ")), 20, NOW);
-        assert_eq!((o, r.unwrap().data), (Outcome::Number(10), b"10".to_vec()));
-        let (o, r) = apply(&w(Op::Incr(91), ""), Some(&val(10, "9 ")), 20, NOW);
-        assert_eq!(
-            (o, r.unwrap().data),
-            (Outcome::Number(100), b"100".to_vec())
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, " 7")), 20, NOW).0,
-            Outcome::Number(8)
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "7 x")), 20, NOW).0,
-            Outcome::Number(8),
-            "what follows the space is not read"
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "7x")), 20, NOW).0,
-            Outcome::NonNumeric
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "+7")), 20, NOW).0,
-            Outcome::Number(8)
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "-7")), 20, NOW).0,
-            Outcome::NonNumeric
-        );
-    }
-
-    #[test]
-    fn counters_wrap_floor_and_refuse_text() {
-        let max = val(10, "18446744073709551615");
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&max), 20, NOW).0,
-            Outcome::Number(0)
-        );
-        let (o, r) = apply(&w(Op::Decr(5), ""), Some(&val(10, "3")), 20, NOW);
-        assert_eq!((o, r.unwrap().data), (Outcome::Number(0), b"0".to_vec()));
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "x1")), 20, NOW),
-            (Outcome::NonNumeric, None)
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), Some(&val(10, "")), 20, NOW).0,
-            Outcome::NonNumeric
-        );
-        assert_eq!(
-            apply(&w(Op::Incr(1), ""), None, 20, NOW).0,
-            Outcome::NotFound
-        );
-    }
-
-    #[test]
-    fn expired_and_deleted_keys_are_absent() {
-        let mut old = val(10, "a");
-        old.exptime = NOW;
-        assert_eq!(
-            apply(&w(Op::Add, "b"), Some(&old), 20, NOW).0,
-            Outcome::Stored
-        );
-        assert_eq!(
-            apply(&w(Op::Delete, ""), Some(&old), 20, NOW).0,
-            Outcome::NotFound
-        );
-        assert_eq!(
-            apply(&w(Op::Touch, ""), Some(&old), 20, NOW).0,
-            Outcome::NotFound
-        );
-        let (o, r) = apply(&w(Op::Delete, ""), Some(&val(10, "a")), 20, NOW);
-        assert_eq!(o, Outcome::Deleted);
-        assert_eq!(r.unwrap().kind, Kind::Tombstone);
-    }
-
-    #[test]
-    fn the_new_version_is_newer_than_the_current_one() {
-        // The current record came from a host whose clock runs ahead.
-        let ahead = val(500, "a");
-        let (_, r) = apply(&w(Op::Set, "b"), Some(&ahead), 20, NOW);
-        assert_eq!(r.unwrap().clock, 501);
-        let (_, r) = apply(&w(Op::Set, "b"), Some(&val(10, "a")), 20, NOW);
-        assert_eq!(r.unwrap().clock, 20);
-    }
-
-    #[test]
-    fn wire_codes_round_trip() {
-        for op in [
-            Op::Set,
-            Op::Add,
-            Op::Replace,
-            Op::Append,
-            Op::Prepend,
-            Op::Cas(9),
-            Op::Incr(3),
-            Op::Decr(4),
-            Op::Touch,
-            Op::Delete,
-        ] {
-            let (c, a) = op.encode();
-            assert_eq!(Op::decode(c as u64, a), Some(op));
-        }
-        for o in [
-            Outcome::Stored,
-            Outcome::NotStored,
-            Outcome::Exists,
-            Outcome::NotFound,
-            Outcome::Deleted,
-            Outcome::Touched,
-            Outcome::Number(5),
-            Outcome::NonNumeric,
-        ] {
-            let (c, n) = o.code();
-            assert_eq!(Outcome::from_code(c as u64, n), Some(o));
-        }
-        assert_eq!(Op::decode(99, 0), None);
-    }
-}
+mod tests;
