@@ -319,10 +319,13 @@ holds this key\fR only when they run out.
 A client may pipeline: the commands of one connection take effect as if run one by
 one, in order (a get sees the set sent before it), while commands on different keys
 run at the same time. Up to 1024 commands of a connection run at once and 16384 more
-may wait; a client that queues more is answered \fBSERVER_ERROR too many pipelined
-commands\fR and disconnected.
+may wait. A client that sends more, or whose answers pile up unread past 4 MiB, is
+not read from until it has caught up: it is held back, never cut off. A multi\-get
+streams: each value goes out as soon as it and those before it are in, and values
+are asked for only as fast as the client takes them, so the gateway's memory is
+bounded by its connections, not by what they ask for.
 .SH COMMANDS
-\fBget\fR and \fBgets\fR \fIkey...\fR (up to 8192 keys on a line of at most 64 KiB),
+\fBget\fR and \fBgets\fR \fIkey...\fR (any number of keys; a line past 64 KiB is taken key by key as it arrives),
 \fBset\fR, \fBadd\fR, \fBreplace\fR, \fBappend\fR, \fBprepend\fR \fIkey flags exptime bytes\fR [\fBnoreply\fR],
 \fBcas\fR \fIkey flags exptime bytes cas\fR [\fBnoreply\fR],
 \fBdelete\fR \fIkey\fR [\fBnoreply\fR],

@@ -30,8 +30,10 @@
 //! each request goes, [`text`] the memcached text protocol session, and
 //! `pipeline` the order of a connection's commands.
 
+mod flow;
 mod flush;
 mod meta;
+mod multiget;
 mod pipeline;
 mod route;
 mod stats;
@@ -74,6 +76,10 @@ static OWN_OPTIONS: &[Opt] = &[
         help: "Answer a write once the coordinating server has stored it, without waiting for its replicas. Faster, but an acknowledged write can be lost with that one server." },
     Opt { short: Some("Ad"), long: "async-replicate-delete", kind: Kind::Switch, default: None, required: false,
         help: "Answer a delete once the coordinating server has written it, without waiting for its replicas." },
+    Opt { short: None, long: "idle-timeout", kind: Kind::Seconds, default: Some("0"), required: false,
+        help: "Close a client connection that has sent no command for this many seconds. 0, the default as in memcached, never does." },
+    Opt { short: None, long: "command-timeout", kind: Kind::Seconds, default: Some("60"), required: false,
+        help: "Close a client connection whose command line or value stopped arriving partway for this many seconds; 0 never does. Time the gateway itself holds a client back (its answers are not being read) does not count." },
 ];
 
 /// The memcached protocol version the gateway speaks, at the front of its
@@ -377,6 +383,7 @@ pub struct Config {
     pub delete_retry: u32,
     pub async_replicate_set: bool,
     pub async_replicate_delete: bool,
+    pub timeouts: stats::Timeouts,
 }
 
 impl Config {
@@ -397,9 +404,21 @@ impl Config {
             delete_retry: retries("delete-retry"),
             async_replicate_set: args.switch("async-replicate-set"),
             async_replicate_delete: args.switch("async-replicate-delete"),
+            timeouts: stats::Timeouts {
+                idle: whole_seconds(args.seconds("idle-timeout")),
+                command: whole_seconds(args.seconds("command-timeout")),
+            },
         }
     }
 }
+
+/// Seconds for a timeout: a fraction rounds up, so that 0.5 does not mean never.
+fn whole_seconds(d: Duration) -> u32 {
+    (d.as_millis().div_ceil(1000)).min(u32::MAX as u128) as u32
+}
+
+/// How often connections are checked against their timeouts.
+const TIMEOUT_SWEEP: Duration = Duration::from_secs(1);
 
 pub fn main(args: Args) -> i32 {
     let program = args.role.program();
@@ -453,6 +472,22 @@ pub fn main(args: Args) -> i32 {
         gw.watch(m);
     }
     gw.conns.set_listen(text_addr);
+    let timeouts = config.timeouts;
+    // Held for the life of the process: the sweep stops when its id is dropped.
+    let _sweep = if timeouts.idle > 0 || timeouts.command > 0 {
+        let g = gw.clone();
+        let sweep = net.timers().every(TIMEOUT_SWEEP, move |_| {
+            g.conns.close_expired(crate::time::unix_now(), &timeouts);
+        });
+        match sweep {
+            Ok(id) => Some(id),
+            Err(e) => {
+                return daemon::fatal(program, format!("cannot start the timeout sweep: {e}"))
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = net.listen(listener, text::factory(gw.clone())) {
         return daemon::fatal(program, format!("cannot serve {text_addr}: {e}"));
     }

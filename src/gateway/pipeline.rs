@@ -5,14 +5,15 @@
 //! order even though they arrive in any order. The commands themselves run here,
 //! against the cluster through [`Gateway`].
 
+use super::flow::{Fetching, GetRun, OUTPUT_BUDGET_BYTES};
 use super::stats::DetailOp;
-use super::{Gateway, GetDone, WriteDone};
-use crate::cluster::write::{self, Op, Outcome, Write};
+use super::{Gateway, WriteDone};
+use crate::cluster::write::{Op, Outcome, Write};
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::StatsGroup;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Commands one connection may run at once.
@@ -20,7 +21,7 @@ pub const INFLIGHT_MAX: usize = 1024;
 /// Waiting commands looked at when one ends (the rest wait for the next).
 pub const PIPELINE_SCAN: usize = 512;
 /// Commands one connection may have waiting behind a running write. A client that
-/// pipelines more is cut off rather than growing the gateway without bound.
+/// pipelines more is not read from until some have run: backpressure.
 pub const PIPELINE_MAX: usize = 16 * 1024;
 
 pub(super) enum Slot {
@@ -33,34 +34,72 @@ pub(super) enum Slot {
 /// Answers in request order.
 pub struct Replies {
     writer: Arc<Writer>,
-    q: Mutex<(u64, VecDeque<Slot>)>,
+    q: Mutex<Queue>,
+}
+
+struct Queue {
+    /// The place of the front slot.
+    first: u64,
+    slots: VecDeque<Slot>,
+    /// Bytes of answers that wait for an earlier one.
+    held: usize,
 }
 
 impl Replies {
     fn new(writer: Arc<Writer>) -> Arc<Replies> {
         Arc::new(Replies {
             writer,
-            q: Mutex::new((0, VecDeque::new())),
+            q: Mutex::new(Queue {
+                first: 0,
+                slots: VecDeque::new(),
+                held: 0,
+            }),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reserves the next answer's place.
     pub(super) fn reserve(&self) -> u64 {
-        let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
-        q.1.push_back(Slot::Waiting);
-        q.0 + q.1.len() as u64 - 1
+        self.reserve_many(1)
+    }
+
+    /// Reserves `n` places in a row; returns the first.
+    pub(super) fn reserve_many(&self, n: usize) -> u64 {
+        let mut q = self.lock();
+        let first = q.first + q.slots.len() as u64;
+        q.slots.extend((0..n).map(|_| Slot::Waiting));
+        first
+    }
+
+    /// Bytes of answers not yet handed to the connection, and not yet sent by it.
+    pub(super) fn unsent(&self) -> usize {
+        let held = self.lock().held;
+        held + self.writer.queued()
+    }
+
+    pub(super) fn writer(&self) -> &Arc<Writer> {
+        &self.writer
     }
 
     pub(super) fn fill(&self, seq: u64, slot: Slot) {
-        let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
-        let i = (seq - q.0) as usize;
-        q.1[i] = slot;
+        let mut q = self.lock();
+        let i = (seq - q.first) as usize;
+        if let Slot::Ready(b) = &slot {
+            q.held += b.len();
+        }
+        q.slots[i] = slot;
         // Sending under the lock keeps the order of answers on the wire.
         let mut out = Vec::new();
-        while matches!(q.1.front(), Some(Slot::Ready(_) | Slot::Close)) {
-            q.0 += 1;
-            match q.1.pop_front() {
-                Some(Slot::Ready(b)) => out.extend_from_slice(&b),
+        while matches!(q.slots.front(), Some(Slot::Ready(_) | Slot::Close)) {
+            q.first += 1;
+            match q.slots.pop_front() {
+                Some(Slot::Ready(b)) => {
+                    q.held -= b.len();
+                    out.extend_from_slice(&b)
+                }
                 _ => {
                     if !out.is_empty() {
                         self.writer.send(&out);
@@ -105,13 +144,8 @@ impl Place {
 
 /// A command waiting for its turn, with its reply slot.
 pub(super) enum Job {
-    Get {
-        keys: Vec<Vec<u8>>,
-        with_cas: bool,
-        /// `gat`: each key's new exptime (absolute), set before it is read.
-        touch: Option<u32>,
-        seq: u64,
-    },
+    /// A get or gat line, or a part of a long one (see `multiget.rs`).
+    Get(Arc<GetRun>),
     Write {
         key: Vec<u8>,
         w: Write,
@@ -146,11 +180,7 @@ pub(super) struct Footprint {
 impl Job {
     fn footprint(&self) -> Footprint {
         match self {
-            Job::Get { keys, touch, .. } => Footprint {
-                keys: keys.clone(),
-                write: touch.is_some(),
-                barrier: false,
-            },
+            Job::Get(run) => Footprint::get(run),
             Job::Write { key, .. } => Footprint {
                 keys: vec![key.clone()],
                 write: true,
@@ -191,6 +221,15 @@ fn add_use(uses: &mut KeyUse, f: &Footprint) {
 }
 
 impl Footprint {
+    /// A get run's: its keys, written too if it is a gat.
+    pub(super) fn get(run: &GetRun) -> Footprint {
+        Footprint {
+            keys: run.keys.iter().map(|k| (**k).clone()).collect(),
+            write: run.touch.is_some(),
+            barrier: false,
+        }
+    }
+
     /// A meta command's: its one key, read or written.
     pub(super) fn meta(req: &crate::proto::memmeta::Request) -> Footprint {
         Footprint {
@@ -261,31 +300,77 @@ pub struct Pipeline {
     pub(super) gw: Arc<Gateway>,
     pub(super) replies: Arc<Replies>,
     running: Mutex<Running>,
+    /// The reads of multi-gets (see `multiget.rs`).
+    pub(super) fetching: Mutex<Fetching>,
+    /// The session stopped reading commands for want of room.
+    paused: AtomicBool,
 }
 
 impl Pipeline {
     pub(super) fn new(gw: Arc<Gateway>, out: &Arc<Writer>) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
+        let p = Arc::new(Pipeline {
             gw,
             replies: Replies::new(out.clone()),
             running: Mutex::new(Running::default()),
-        })
+            fetching: Mutex::new(Fetching::default()),
+            paused: AtomicBool::new(false),
+        });
+        // A slow reader that caught up makes room: ask for more values, and read
+        // more commands.
+        let weak = Arc::downgrade(&p);
+        out.on_drained(Box::new(move || {
+            if let Some(p) = weak.upgrade() {
+                p.pump();
+                p.room_made();
+            }
+        }));
+        p
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `job` now or queues it; gives it back if the queue is full.
-    pub(super) fn submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+    /// Bytes of answers the client has not been sent yet.
+    pub(super) fn unsent(&self) -> usize {
+        self.replies.unsent()
+    }
+
+    /// Whether the connection may take another command: fewer than PIPELINE_MAX
+    /// wait, and the unsent answers are within the budget. When not, the session
+    /// stops reading until [`Pipeline::room_made`] finds room again.
+    pub(super) fn has_room(&self) -> bool {
+        let room =
+            || self.lock().waiting.len() < PIPELINE_MAX && self.unsent() < OUTPUT_BUDGET_BYTES;
+        if room() {
+            return true;
+        }
+        self.paused.store(true, Ordering::SeqCst);
+        // Room may have been made between the check and the flag: look again, so
+        // that no wake-up is lost.
+        if room() {
+            self.paused.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Something finished or was sent: a paused session may read again.
+    pub(super) fn room_made(&self) {
+        if self.paused.load(Ordering::SeqCst) && self.has_room() {
+            self.paused.store(false, Ordering::SeqCst);
+            self.replies.writer().resume_reading();
+        }
+    }
+
+    /// Starts `job` now or queues it. The session asks [`Pipeline::has_room`] first.
+    pub(super) fn submit(self: &Arc<Self>, job: Job) {
         let f = job.footprint();
         let start = {
             let mut r = self.lock();
             if r.waiting.is_empty() && r.admits(&f) {
                 r.take(&f);
                 Some(job)
-            } else if r.waiting.len() >= PIPELINE_MAX {
-                return Err(job);
             } else {
                 r.waiting.push_back(job);
                 None
@@ -295,7 +380,6 @@ impl Pipeline {
         if let Some(j) = start {
             self.run(j);
         }
-        Ok(())
     }
 
     /// A job ended: start the waiting jobs it held back, in order, each one only
@@ -332,16 +416,14 @@ impl Pipeline {
         for j in start {
             self.run(j);
         }
+        // An answer went out: reads held back by the budget may go.
+        self.pump();
+        self.room_made();
     }
 
     fn run(self: &Arc<Self>, job: Job) {
         match job {
-            Job::Get {
-                keys,
-                with_cas,
-                touch,
-                seq,
-            } => self.get(keys, with_cas, touch, seq),
+            Job::Get(run) => self.get(run),
             Job::Write { key, w, place } => self.write(key, w, place),
             Job::Stats { group, seq } => self.stats(group, seq),
             Job::Flush { delay, place } => self.flush(delay, place),
@@ -415,130 +497,6 @@ impl Pipeline {
             });
         });
         gw.write(req, done);
-    }
-
-    /// Reads `keys` and answers their VALUE lines in order; with `touch` (gat), each
-    /// key's exptime is set first, and a key not there to touch is a miss.
-    fn get(self: &Arc<Self>, keys: Vec<Vec<u8>>, with_cas: bool, touch: Option<u32>, seq: u64) {
-        struct Multi {
-            parts: Vec<Option<Vec<u8>>>,
-            left: usize,
-            failed: Option<String>,
-            /// The keys, handed back to the pipeline when the last one is done.
-            keys: Vec<Vec<u8>>,
-        }
-        let n = keys.len();
-        if n == 0 {
-            // `gat 10` names no key: memcached answers the empty list.
-            self.replies.fill(seq, Slot::Ready(b"END\r\n".to_vec()));
-            return self.finished(Footprint {
-                keys,
-                write: touch.is_some(),
-                barrier: false,
-            });
-        }
-        let multi = Arc::new(Mutex::new(Multi {
-            parts: vec![None; n],
-            left: n,
-            failed: None,
-            keys: keys.clone(),
-        }));
-        self.gw
-            .counters
-            .cmd_get
-            .fetch_add(n as u64, Ordering::Relaxed);
-        if touch.is_some() {
-            self.gw
-                .counters
-                .cmd_touch
-                .fetch_add(n as u64, Ordering::Relaxed);
-        }
-        for (i, key) in keys.into_iter().enumerate() {
-            let key = Arc::new(key);
-            let (multi, me, k) = (multi.clone(), self.clone(), key.clone());
-            let done: GetDone = Box::new(move |r| {
-                let c = &me.gw.counters;
-                let mut m = multi.lock().unwrap_or_else(|p| p.into_inner());
-                match r {
-                    Ok(Some(rec)) if write::is_live(&rec, crate::time::unix_now()) => {
-                        c.get_hits.fetch_add(1, Ordering::Relaxed);
-                        me.gw.detail.record(&k, DetailOp::Get { hit: true });
-                        let mut b = Vec::with_capacity(rec.data.len() + k.len() + 48);
-                        b.extend_from_slice(b"VALUE ");
-                        b.extend_from_slice(&k);
-                        b.extend_from_slice(
-                            format!(" {} {}", rec.flags, rec.data.len()).as_bytes(),
-                        );
-                        if with_cas {
-                            b.extend_from_slice(format!(" {}", rec.clock).as_bytes());
-                        }
-                        b.extend_from_slice(b"\r\n");
-                        b.extend_from_slice(&rec.data);
-                        b.extend_from_slice(b"\r\n");
-                        m.parts[i] = Some(b);
-                    }
-                    Ok(_) => {
-                        c.get_misses.fetch_add(1, Ordering::Relaxed);
-                        me.gw.detail.record(&k, DetailOp::Get { hit: false });
-                    }
-                    Err(e) => {
-                        c.get_errors.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("get failed: {e}");
-                        m.failed.get_or_insert(e);
-                    }
-                }
-                m.left -= 1;
-                if m.left > 0 {
-                    return;
-                }
-                // One failed key of a single get is an error; in a multi-get the
-                // key is left out, as memcached leaves out what it cannot serve.
-                let out = match (&m.failed, n) {
-                    (Some(e), 1) => format!("SERVER_ERROR {e}\r\n").into_bytes(),
-                    _ => {
-                        let mut out = Vec::new();
-                        for p in m.parts.iter_mut().flatten() {
-                            out.append(p);
-                        }
-                        out.extend_from_slice(b"END\r\n");
-                        out
-                    }
-                };
-                let keys = std::mem::take(&mut m.keys);
-                drop(m);
-                me.replies.fill(seq, Slot::Ready(out));
-                me.finished(Footprint {
-                    keys,
-                    write: touch.is_some(),
-                    barrier: false,
-                });
-            });
-            let Some(exptime) = touch else {
-                self.gw.get(key, done);
-                continue;
-            };
-            let req = Arc::new(WriteRequest {
-                key: key.to_vec(),
-                write: Write::plain(Op::Touch, 0, exptime, Vec::new()),
-                no_wait: false,
-                budget_ms: None,
-            });
-            let gw = self.gw.clone();
-            self.gw.write(
-                req,
-                Box::new(move |r| match r {
-                    Ok((Outcome::Touched, _, _)) => {
-                        gw.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
-                        gw.get(key, done)
-                    }
-                    Ok(_) => {
-                        gw.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
-                        done(Ok(None))
-                    }
-                    Err(e) => done(Err(e)),
-                }),
-            );
-        }
     }
 
     fn flush(self: &Arc<Self>, delay: i64, place: Place) {

@@ -190,17 +190,73 @@ impl Detail {
     }
 }
 
-/// One open client connection, for `stats conns`.
+/// One open client connection, for `stats conns` and the timeouts.
 pub struct ConnInfo {
     peer: std::net::SocketAddr,
     /// Unix second of its last command.
     last_cmd: std::sync::atomic::AtomicU32,
+    /// Unix second input last arrived while a command or value was incomplete;
+    /// 0 when none is.
+    partial_since: std::sync::atomic::AtomicU32,
+    /// The session stopped reading for want of room: the wait is the gateway's.
+    paused: std::sync::atomic::AtomicBool,
+    /// To close it when it times out.
+    writer: std::sync::OnceLock<Arc<crate::net::Writer>>,
 }
 
 impl ConnInfo {
     pub fn touched(&self, now: u32) {
         self.last_cmd.store(now, Ordering::Relaxed);
     }
+
+    pub fn set_writer(&self, w: Arc<crate::net::Writer>) {
+        let _ = self.writer.set(w);
+    }
+
+    /// What the session made of its input at `now`: whether a command or value is
+    /// still incomplete, and whether it stopped reading for want of room.
+    pub fn note_input(&self, now: u32, partial: bool, paused: bool) {
+        self.partial_since
+            .store(if partial { now } else { 0 }, Ordering::Relaxed);
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    fn state(&self) -> &'static str {
+        if self.paused.load(Ordering::Relaxed) {
+            "conn_mwrite"
+        } else if self.partial_since.load(Ordering::Relaxed) != 0 {
+            "conn_nread"
+        } else {
+            "conn_parse_cmd"
+        }
+    }
+
+    /// Why the connection should be closed at `now`, if it should.
+    fn expired(&self, now: u32, limits: &Timeouts) -> Option<&'static str> {
+        let since =
+            |t: &std::sync::atomic::AtomicU32| now.saturating_sub(t.load(Ordering::Relaxed));
+        let partial = self.partial_since.load(Ordering::Relaxed) != 0;
+        if limits.command > 0
+            && partial
+            && !self.paused.load(Ordering::Relaxed)
+            && since(&self.partial_since) >= limits.command
+        {
+            return Some("a command stopped arriving partway");
+        }
+        if limits.idle > 0 && !partial && since(&self.last_cmd) >= limits.idle {
+            return Some("idle");
+        }
+        None
+    }
+}
+
+/// The connection timeouts in seconds; 0 is never.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// `--idle-timeout`: no command for this long.
+    pub idle: u32,
+    /// `--command-timeout`: a command or value that stopped arriving partway.
+    pub command: u32,
 }
 
 /// The open client connections, for `stats conns`. The lock is taken when a
@@ -223,6 +279,9 @@ impl Conns {
         let info = Arc::new(ConnInfo {
             peer,
             last_cmd: std::sync::atomic::AtomicU32::new(now),
+            partial_since: std::sync::atomic::AtomicU32::new(0),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            writer: std::sync::OnceLock::new(),
         });
         self.lock().insert(id, info.clone());
         (id, info)
@@ -230,6 +289,22 @@ impl Conns {
 
     pub fn close(&self, id: u64) {
         self.lock().remove(&id);
+    }
+
+    /// Closes the connections past their timeouts; returns how many.
+    pub fn close_expired(&self, now: u32, limits: &Timeouts) -> usize {
+        let expired: Vec<(Arc<ConnInfo>, &'static str)> = self
+            .lock()
+            .values()
+            .filter_map(|c| c.expired(now, limits).map(|why| (c.clone(), why)))
+            .collect();
+        for (c, why) in &expired {
+            log::info!("{}: closing the connection: {why}", c.peer);
+            if let Some(w) = c.writer.get() {
+                w.close();
+            }
+        }
+        expired.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<ConnInfo>>> {
@@ -246,7 +321,7 @@ impl Conns {
             if let Some(l) = &listen {
                 out.push((format!("{id}:listen_addr"), l.clone()));
             }
-            out.push((format!("{id}:state"), "conn_parse_cmd".to_string()));
+            out.push((format!("{id}:state"), c.state().to_string()));
             let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
             out.push((format!("{id}:secs_since_last_cmd"), idle.to_string()));
         }

@@ -1,25 +1,79 @@
-//! The memcached text protocol session. Commands are parsed by
-//! [`crate::proto::memtext`] and handed to the connection's pipeline
-//! (`gateway/pipeline.rs`), which runs them against the cluster and answers in
+//! One memcached text connection, as a state machine. Bytes come in; the codecs of
+//! `proto/` ([`memtext`], and [`crate::proto::memmeta`] for the meta commands) say
+//! what they are; each command becomes a job of the connection's pipeline
+//! (`gateway/pipeline.rs`), which runs it against the cluster and answers in
 //! request order. A connection sees its own writes, as with memcached.
+//!
+//! ```text
+//!              line read                     value + CRLF in
+//!   Command ─────────────────► Value ──────────────────────────► Command
+//!     │  │ get line > 64 KiB                 keys taken as they come, until \n
+//!     │  └──────────────────► GetKeys ─────────────────────────► Command
+//!     │ value over -I                        its bytes skipped
+//!     ├─────────────────────► Swallow ─────────────────────────► Command
+//!     │ quit, or input that cannot be resynchronised
+//!     └─────────────────────► Closing (input ignored; closed once answers are out)
+//! ```
+//!
+//! A line is parsed once: a store's value is then awaited in `Value`, not found by
+//! parsing its line again. Before each command the session asks the pipeline for
+//! room; without it the session stops reading (backpressure), and the pipeline
+//! brings it back once answers have gone out.
 
-use super::pipeline::{Job, Pipeline, Place, Slot, PIPELINE_MAX};
+use super::flow::GetRun;
+use super::pipeline::{Job, Pipeline, Place, Slot};
 use super::Gateway;
 use crate::cluster::write::{Op, Write};
 use crate::net::{Session, SessionFactory, Writer};
 use crate::proto::memcache::absolute_exptime;
-use crate::proto::memmeta::Verb;
+use crate::proto::memmeta::{self, Verb};
 use crate::proto::memtext::{self, Command, Parsed, StoreOp};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Where the connection is in its input.
+enum State {
+    /// At the start of a command line.
+    Command,
+    /// A storage line was read; its value and CRLF are awaited.
+    Value(Pending),
+    /// Inside a get line longer than `LINE_SIZE_MAX`: its keys are taken as they
+    /// arrive.
+    GetKeys { with_cas: bool },
+    /// Dropping the rest of a line refused partway.
+    SkipLine,
+    /// Skipping this many bytes of an oversized value and its CRLF.
+    Swallow(usize),
+    /// After quit or a fatal error: input is ignored until the connection closes.
+    Closing,
+}
+
+/// A storage command whose value is on its way.
+enum Pending {
+    Store {
+        op: Op,
+        key: Vec<u8>,
+        flags: u32,
+        exptime: i64,
+        bytes: usize,
+        noreply: bool,
+    },
+    Meta(Box<memmeta::Request>),
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        match self {
+            Pending::Store { bytes, .. } => *bytes,
+            Pending::Meta(req) => req.datalen,
+        }
+    }
+}
+
 pub struct TextSession {
     gw: Arc<Gateway>,
     pipeline: Option<Arc<Pipeline>>,
-    /// Bytes of an oversized value still to be skipped.
-    swallow: usize,
-    /// After `quit` (or a refusal) input is ignored until the connection closes.
-    closing: bool,
+    state: State,
     /// This connection in `stats conns`.
     id: u64,
     info: Arc<super::stats::ConnInfo>,
@@ -44,8 +98,7 @@ pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
         Box::new(TextSession {
             gw: gw.clone(),
             pipeline: None,
-            swallow: 0,
-            closing: false,
+            state: State::Command,
             id,
             info,
         })
@@ -53,293 +106,127 @@ pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
 }
 
 impl Session for TextSession {
+    fn on_open(&mut self, out: &Arc<Writer>) {
+        // The timeouts may close it before it has sent a byte.
+        self.info.set_writer(out.clone());
+    }
+
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
-        if self.closing {
+        if matches!(self.state, State::Closing) {
             return Ok(input.len());
         }
-        self.info.touched(crate::time::unix_now());
+        let now = crate::time::unix_now();
+        self.info.touched(now);
         let pipe = self.pipeline(out);
-        let replies = &pipe.replies;
         let mut used = 0;
-        loop {
-            if self.swallow > 0 {
-                let n = self.swallow.min(input.len() - used);
-                self.swallow -= n;
-                used += n;
-                if self.swallow > 0 {
-                    return Ok(used);
-                }
-            }
+        let mut paused = false;
+        while used < input.len() {
             let rest = &input[used..];
-            let (job, len) = match memtext::parse(rest, self.gw.value_max) {
-                Parsed::Incomplete => return Ok(used),
-                Parsed::Error {
-                    reply,
-                    len,
-                    swallow,
-                    close,
-                    invalidate,
-                } => {
-                    if !reply.is_empty() {
-                        let seq = replies.reserve();
-                        replies.answer(seq, reply.as_bytes());
-                    }
-                    if let Some(key) = invalidate {
-                        let w = Write::plain(Op::Delete, 0, 0, Vec::new());
-                        if pipe
-                            .submit(Job::Write {
-                                key,
-                                w,
-                                place: Place {
-                                    seq: replies.reserve(),
-                                    silent: true,
-                                },
-                            })
-                            .is_err()
-                        {
-                            return Err(());
-                        }
-                    }
-                    used += len;
-                    self.swallow = swallow;
-                    if close {
-                        let seq = replies.reserve();
-                        replies.fill(seq, Slot::Close);
-                        self.closing = true;
-                        return Ok(input.len());
-                    }
-                    continue;
+            match std::mem::replace(&mut self.state, State::Command) {
+                State::Closing => {
+                    self.state = State::Closing;
+                    return Ok(input.len());
                 }
-                Parsed::Command { command, len } => {
-                    let now = crate::time::unix_now();
-                    let write =
-                        |op, exptime, data: &[u8]| Write::plain(op, 0, exptime, data.to_vec());
-                    let slot = |noreply: bool| Place {
-                        seq: replies.reserve(),
-                        silent: noreply,
-                    };
-                    match command {
-                        Command::Get { keys, with_cas } => {
-                            let keys = keys.iter().map(|k| k.to_vec()).collect();
-                            (
-                                Job::Get {
-                                    keys,
-                                    with_cas,
-                                    touch: None,
-                                    seq: replies.reserve(),
-                                },
-                                len,
-                            )
+                State::Swallow(n) => {
+                    let k = n.min(rest.len());
+                    used += k;
+                    if k < n {
+                        self.state = State::Swallow(n - k);
+                    }
+                }
+                State::SkipLine => match rest.iter().position(|&b| b == b'\n') {
+                    Some(i) => used += i + 1,
+                    None => {
+                        self.state = State::SkipLine;
+                        used = input.len();
+                    }
+                },
+                // Every other state starts work: only with room for it.
+                state if !pipe.has_room() => {
+                    self.state = state;
+                    paused = true;
+                    break;
+                }
+                State::GetKeys { with_cas } => match memtext::take_keys(rest) {
+                    Ok((keys, n, last)) => {
+                        if !keys.is_empty() || last {
+                            submit_get(&pipe, &keys, with_cas, None, last);
                         }
-                        Command::GetAndTouch {
-                            exptime,
-                            keys,
-                            with_cas,
-                        } => {
-                            let keys = keys.iter().map(|k| k.to_vec()).collect();
-                            (
-                                Job::Get {
-                                    keys,
-                                    with_cas,
-                                    touch: Some(absolute_exptime(exptime, now)),
-                                    seq: replies.reserve(),
-                                },
-                                len,
-                            )
-                        }
-                        Command::Store {
-                            op,
-                            key,
-                            flags,
-                            exptime,
-                            bytes,
-                            cas,
-                            noreply,
-                        } => {
-                            if rest.len() < len + bytes + 2 {
-                                return Ok(used);
+                        used += n;
+                        if !last {
+                            self.state = State::GetKeys { with_cas };
+                            if n == 0 {
+                                break;
                             }
-                            let data = match memtext::value_of(&rest[len..], bytes) {
-                                Ok(d) => d,
-                                Err(e) => {
-                                    // memcached reads exactly the announced bytes and
-                                    // goes on after them (silently under noreply).
-                                    if !noreply {
-                                        let seq = replies.reserve();
-                                        replies.answer(seq, e.as_bytes());
-                                    }
-                                    used += len + bytes + 2;
-                                    continue;
-                                }
+                        }
+                    }
+                    Err((reply, n, line_ended)) => {
+                        answer(&pipe, reply);
+                        used += n;
+                        if !line_ended {
+                            self.state = State::SkipLine;
+                        }
+                    }
+                },
+                State::Value(p) => {
+                    let need = p.bytes() + 2;
+                    if rest.len() < need {
+                        self.state = State::Value(p);
+                        break;
+                    }
+                    used += need;
+                    value_arrived(&pipe, p, &rest[..need], now);
+                }
+                State::Command => match memtext::parse(rest, self.gw.value_max) {
+                    Parsed::Incomplete => break,
+                    Parsed::LongGet { with_cas, len } => {
+                        used += len;
+                        self.state = State::GetKeys { with_cas };
+                    }
+                    Parsed::Error {
+                        reply,
+                        len,
+                        swallow,
+                        close,
+                        invalidate,
+                    } => {
+                        if !reply.is_empty() {
+                            answer(&pipe, reply);
+                        }
+                        if let Some(key) = invalidate {
+                            // memcached drops the old value of a key whose set was
+                            // refused as too large.
+                            let w = Write::plain(Op::Delete, 0, 0, Vec::new());
+                            let place = Place {
+                                seq: pipe.replies.reserve(),
+                                silent: true,
                             };
-                            let op = match op {
-                                StoreOp::Set => Op::Set,
-                                StoreOp::Add => Op::Add,
-                                StoreOp::Replace => Op::Replace,
-                                StoreOp::Append => Op::Append,
-                                StoreOp::Prepend => Op::Prepend,
-                                StoreOp::Cas => Op::Cas(cas),
-                            };
-                            let w = Write::plain(
-                                op,
-                                flags,
-                                absolute_exptime(exptime, now),
-                                data.to_vec(),
-                            );
-                            (
-                                Job::Write {
-                                    key: key.to_vec(),
-                                    w,
-                                    place: slot(noreply),
-                                },
-                                len + bytes + 2,
-                            )
+                            pipe.submit(Job::Write { key, w, place });
                         }
-                        Command::Delete { key, noreply } => (
-                            Job::Write {
-                                key: key.to_vec(),
-                                w: write(Op::Delete, 0, b""),
-                                place: slot(noreply),
-                            },
-                            len,
-                        ),
-                        Command::Arith {
-                            incr,
-                            key,
-                            delta,
-                            noreply,
-                        } => {
-                            let op = if incr {
-                                Op::Incr(delta)
-                            } else {
-                                Op::Decr(delta)
-                            };
-                            (
-                                Job::Write {
-                                    key: key.to_vec(),
-                                    w: write(op, 0, b""),
-                                    place: slot(noreply),
-                                },
-                                len,
-                            )
+                        used += len;
+                        if swallow > 0 {
+                            self.state = State::Swallow(swallow);
                         }
-                        Command::Touch {
-                            key,
-                            exptime,
-                            noreply,
-                        } => {
-                            let w = write(Op::Touch, absolute_exptime(exptime, now), b"");
-                            (
-                                Job::Write {
-                                    key: key.to_vec(),
-                                    w,
-                                    place: slot(noreply),
-                                },
-                                len,
-                            )
-                        }
-                        Command::Stats(group) => (
-                            Job::Stats {
-                                group,
-                                seq: replies.reserve(),
-                            },
-                            len,
-                        ),
-                        Command::Flush { delay, noreply } => (
-                            Job::Flush {
-                                delay,
-                                place: slot(noreply),
-                            },
-                            len,
-                        ),
-                        Command::Version => {
-                            let seq = replies.reserve();
-                            replies.answer(
-                                seq,
-                                format!("VERSION {}", super::version_text()).as_bytes(),
-                            );
-                            used += len;
-                            continue;
-                        }
-                        Command::Verbosity { noreply } => {
-                            if !noreply {
-                                let seq = replies.reserve();
-                                replies.answer(seq, b"OK");
-                            }
-                            used += len;
-                            continue;
-                        }
-                        Command::Meta(req) if req.verb == Verb::Noop => {
-                            let seq = replies.reserve();
-                            replies.answer(seq, b"MN");
-                            used += len;
-                            continue;
-                        }
-                        Command::Meta(req) => {
-                            let mut taken = len;
-                            let mut data = Vec::new();
-                            if req.verb == Verb::Set {
-                                if rest.len() < len + req.datalen + 2 {
-                                    return Ok(used);
-                                }
-                                taken += req.datalen + 2;
-                                match memtext::value_of(&rest[len..], req.datalen) {
-                                    Ok(d) => data = d.to_vec(),
-                                    Err(e) => {
-                                        // Meta errors are never quiet.
-                                        let seq = replies.reserve();
-                                        replies.answer(seq, e.as_bytes());
-                                        used += taken;
-                                        continue;
-                                    }
-                                }
-                            }
-                            (
-                                Job::Meta {
-                                    req,
-                                    data,
-                                    seq: replies.reserve(),
-                                },
-                                taken,
-                            )
-                        }
-                        Command::Quit => {
-                            let seq = replies.reserve();
-                            replies.fill(seq, Slot::Close);
-                            self.closing = true;
+                        if close {
+                            self.close(&pipe);
                             return Ok(input.len());
                         }
                     }
-                }
-            };
-            used += len;
-            if let Err(job) = pipe.submit(job) {
-                log::warn!(
-                    "{}: more than {PIPELINE_MAX} commands queued; closing",
-                    out.peer()
-                );
-                // The refused command's own slot carries the error, then the close;
-                // nothing after it runs.
-                let refused = b"SERVER_ERROR too many pipelined commands";
-                match job {
-                    Job::Get { seq, .. }
-                    | Job::Stats { seq, .. }
-                    | Job::Write {
-                        place: Place { seq, .. },
-                        ..
+                    Parsed::Command { command, len } => {
+                        used += len;
+                        self.state = self.command(&pipe, command, now);
+                        if matches!(self.state, State::Closing) {
+                            return Ok(input.len());
+                        }
                     }
-                    | Job::Flush {
-                        place: Place { seq, .. },
-                        ..
-                    }
-                    | Job::Meta { seq, .. } => replies.answer(seq, refused),
-                }
-                let seq = replies.reserve();
-                replies.fill(seq, Slot::Close);
-                self.closing = true;
-                return Ok(input.len());
+                },
             }
         }
+        // A command or value that stopped arriving partway is timed from here (see
+        // `--command-timeout`); time the pipeline made it wait does not count.
+        let partial = used < input.len() || !matches!(self.state, State::Command);
+        self.info.note_input(now, partial, paused);
+        Ok(used)
     }
 
     fn on_close(&mut self) {
@@ -348,5 +235,178 @@ impl Session for TextSession {
             .counters
             .curr_connections
             .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TextSession {
+    /// Runs one parsed command; returns the state the connection goes on in.
+    fn command(&mut self, pipe: &Arc<Pipeline>, command: Command, now: u32) -> State {
+        let replies = &pipe.replies;
+        let write = |key: &[u8], op, exptime, noreply| Job::Write {
+            key: key.to_vec(),
+            w: Write::plain(op, 0, exptime, Vec::new()),
+            place: Place {
+                seq: replies.reserve(),
+                silent: noreply,
+            },
+        };
+        let job = match command {
+            Command::Get { keys, with_cas } => {
+                submit_get(pipe, &keys, with_cas, None, true);
+                return State::Command;
+            }
+            Command::GetAndTouch {
+                exptime,
+                keys,
+                with_cas,
+            } => {
+                let touch = Some(absolute_exptime(exptime, now));
+                submit_get(pipe, &keys, with_cas, touch, true);
+                return State::Command;
+            }
+            Command::Store {
+                op,
+                key,
+                flags,
+                exptime,
+                bytes,
+                cas,
+                noreply,
+            } => {
+                let op = match op {
+                    StoreOp::Set => Op::Set,
+                    StoreOp::Add => Op::Add,
+                    StoreOp::Replace => Op::Replace,
+                    StoreOp::Append => Op::Append,
+                    StoreOp::Prepend => Op::Prepend,
+                    StoreOp::Cas => Op::Cas(cas),
+                };
+                return State::Value(Pending::Store {
+                    op,
+                    key: key.to_vec(),
+                    flags,
+                    exptime,
+                    bytes,
+                    noreply,
+                });
+            }
+            Command::Delete { key, noreply } => write(key, Op::Delete, 0, noreply),
+            Command::Arith {
+                incr,
+                key,
+                delta,
+                noreply,
+            } => {
+                let op = if incr {
+                    Op::Incr(delta)
+                } else {
+                    Op::Decr(delta)
+                };
+                write(key, op, 0, noreply)
+            }
+            Command::Touch {
+                key,
+                exptime,
+                noreply,
+            } => write(key, Op::Touch, absolute_exptime(exptime, now), noreply),
+            Command::Stats(group) => Job::Stats {
+                group,
+                seq: replies.reserve(),
+            },
+            Command::Flush { delay, noreply } => Job::Flush {
+                delay,
+                place: Place {
+                    seq: replies.reserve(),
+                    silent: noreply,
+                },
+            },
+            Command::Version => {
+                answer(pipe, &format!("VERSION {}", super::version_text()));
+                return State::Command;
+            }
+            Command::Verbosity { noreply } => {
+                if !noreply {
+                    answer(pipe, "OK");
+                }
+                return State::Command;
+            }
+            Command::Meta(req) if req.verb == Verb::Noop => {
+                answer(pipe, "MN");
+                return State::Command;
+            }
+            Command::Meta(req) if req.verb == Verb::Set => {
+                return State::Value(Pending::Meta(req));
+            }
+            Command::Meta(req) => Job::Meta {
+                req,
+                data: Vec::new(),
+                seq: replies.reserve(),
+            },
+            Command::Quit => {
+                self.close(pipe);
+                return State::Closing;
+            }
+        };
+        pipe.submit(job);
+        State::Command
+    }
+
+    /// Closes the connection once every answer before this point is out.
+    fn close(&mut self, pipe: &Arc<Pipeline>) {
+        let seq = pipe.replies.reserve();
+        pipe.replies.fill(seq, Slot::Close);
+        self.state = State::Closing;
+    }
+}
+
+/// Answers `text` in the next place of the reply order.
+fn answer(pipe: &Pipeline, text: &str) {
+    let seq = pipe.replies.reserve();
+    pipe.replies.answer(seq, text.as_bytes());
+}
+
+/// Queues a get of `keys`: their answers take places in a row, then `END` if `end`.
+fn submit_get(pipe: &Arc<Pipeline>, keys: &[&[u8]], with_cas: bool, touch: Option<u32>, end: bool) {
+    let seq = pipe.replies.reserve_many(GetRun::places(keys.len(), end));
+    let keys = keys.iter().map(|k| k.to_vec()).collect();
+    pipe.submit(Job::Get(GetRun::new(keys, with_cas, touch, seq, end)));
+}
+
+/// A storage command's value and its CRLF (`data`) have arrived.
+fn value_arrived(pipe: &Arc<Pipeline>, p: Pending, data: &[u8], now: u32) {
+    let value = memtext::value_of(data, p.bytes());
+    match (p, value) {
+        (Pending::Store { noreply, .. }, Err(e)) => {
+            // memcached reads exactly the announced bytes and goes on after them
+            // (silently under noreply).
+            if !noreply {
+                answer(pipe, e);
+            }
+        }
+        // Meta errors are never quiet.
+        (Pending::Meta(_), Err(e)) => answer(pipe, e),
+        (
+            Pending::Store {
+                op,
+                key,
+                flags,
+                exptime,
+                noreply,
+                ..
+            },
+            Ok(v),
+        ) => {
+            let w = Write::plain(op, flags, absolute_exptime(exptime, now), v.to_vec());
+            let place = Place {
+                seq: pipe.replies.reserve(),
+                silent: noreply,
+            };
+            pipe.submit(Job::Write { key, w, place });
+        }
+        (Pending::Meta(req), Ok(v)) => pipe.submit(Job::Meta {
+            req,
+            data: v.to_vec(),
+            seq: pipe.replies.reserve(),
+        }),
     }
 }

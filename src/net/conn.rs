@@ -26,6 +26,17 @@ pub trait Session: Send {
     /// `Err` closes the connection (after a log line, which the session writes).
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()>;
 
+    /// The connection is in a worker's hands; `out` is its sending half.
+    fn on_open(&mut self, _out: &Arc<Writer>) {}
+
+    /// Whether the session takes more input now. While it says no, the worker
+    /// reads nothing more from the connection (what the client sends waits in the
+    /// socket, and its sends block: backpressure) until the session calls
+    /// [`Writer::resume_reading`].
+    fn wants_input(&self) -> bool {
+        true
+    }
+
     /// An outgoing connect finished; `Err` means it failed and `on_close` follows.
     fn on_connect(&mut self, _result: &io::Result<()>, _out: &Arc<Writer>) {}
 
@@ -95,12 +106,19 @@ pub(super) fn uncork() {
     }
 }
 
+/// A hook a thread calls without holding any lock of the connection.
+pub type Hook = Box<dyn Fn() + Send + Sync>;
+
 /// The sending half of a connection, shared by every thread that replies on it.
 pub struct Writer {
     stream: Arc<mio::net::TcpStream>,
     peer: SocketAddr,
     sender: SenderHandle,
     out: Mutex<Out>,
+    /// Set by the owning worker: brings a paused connection back to reading.
+    resume: std::sync::OnceLock<Hook>,
+    /// Set by the session: called when output a slow reader left queued is sent.
+    drained: std::sync::OnceLock<Hook>,
 }
 
 impl Writer {
@@ -123,7 +141,32 @@ impl Writer {
                 connecting,
                 corked: false,
             }),
+            resume: std::sync::OnceLock::new(),
+            drained: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Bytes of output waiting for the socket.
+    pub fn queued(&self) -> usize {
+        let out = self.lock();
+        out.buf.len() - out.sent
+    }
+
+    /// Asks the worker to read this connection again after its session said it
+    /// wanted no input (see [`Session::wants_input`]).
+    pub fn resume_reading(&self) {
+        if let Some(f) = self.resume.get() {
+            f();
+        }
+    }
+
+    pub(super) fn set_resume(&self, f: Hook) {
+        let _ = self.resume.set(f);
+    }
+
+    /// Calls `f` each time queued output has all been sent.
+    pub fn on_drained(&self, f: Hook) {
+        let _ = self.drained.set(f);
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -206,7 +249,15 @@ impl Writer {
     /// Writes as much queued output as the socket takes. True when nothing is left.
     pub(super) fn flush(&self) -> bool {
         let mut out = self.lock();
-        self.flush_locked(&mut out)
+        let had = out.buf.len() > out.sent;
+        let done = self.flush_locked(&mut out);
+        drop(out);
+        if had && done {
+            if let Some(f) = self.drained.get() {
+                f();
+            }
+        }
+        done
     }
 
     fn flush_locked(&self, out: &mut Out) -> bool {

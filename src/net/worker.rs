@@ -9,7 +9,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAKE: Token = Token(usize::MAX);
@@ -48,10 +48,39 @@ pub(super) fn spawn(index: usize) -> io::Result<Handle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (tx, rx) = super::queue();
+    let resumed = Resumed {
+        slots: Arc::new(Mutex::new(Vec::new())),
+        waker: waker.clone(),
+    };
     std::thread::Builder::new()
         .name(format!("worker-{index}"))
-        .spawn(move || Worker::new(poll, rx).run())?;
+        .spawn(move || Worker::new(poll, rx, resumed).run())?;
     Ok(Handle { tx, waker })
+}
+
+/// Connections whose sessions asked to be read again, by slot. A slot reused by
+/// another connection in the meantime is only read once more than it needed.
+#[derive(Clone)]
+struct Resumed {
+    slots: Arc<Mutex<Vec<usize>>>,
+    waker: Arc<Waker>,
+}
+
+impl Resumed {
+    fn hook(&self, slot: usize) -> super::conn::Hook {
+        let me = self.clone();
+        Box::new(move || {
+            me.slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(slot);
+            let _ = me.waker.wake();
+        })
+    }
+
+    fn take(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 struct Conn {
@@ -70,6 +99,7 @@ struct Worker {
     free: Vec<usize>,
     /// Connections that used their read budget and may have more input waiting.
     again: Vec<usize>,
+    resumed: Resumed,
 }
 
 enum Outcome {
@@ -78,13 +108,14 @@ enum Outcome {
 }
 
 impl Worker {
-    fn new(poll: Poll, rx: Receiver<Adopt>) -> Worker {
+    fn new(poll: Poll, rx: Receiver<Adopt>, resumed: Resumed) -> Worker {
         Worker {
             poll,
             rx,
             conns: Vec::new(),
             free: Vec::new(),
             again: Vec::new(),
+            resumed,
         }
     }
 
@@ -106,7 +137,8 @@ impl Worker {
             }
             super::conn::cork();
             let corked = super::conn::Corked;
-            let again = std::mem::take(&mut self.again);
+            let mut again = std::mem::take(&mut self.again);
+            again.extend(self.resumed.take());
             for slot in again {
                 self.service(slot, true, false);
             }
@@ -166,10 +198,13 @@ impl Worker {
             self.free.push(slot);
             return;
         }
+        a.writer.set_resume(self.resumed.hook(slot));
+        let mut session = a.session;
+        session.on_open(&a.writer);
         self.conns[slot] = Some(Conn {
             stream: a.stream,
             writer: a.writer,
-            session: a.session,
+            session,
             input: Vec::new(),
             connecting: a.connecting,
             counted: a.counted,
@@ -199,6 +234,7 @@ impl Worker {
                 Outcome::Open
             }
         } else if readable {
+            // A session that wants no input is left alone until it resumes reading.
             match read_and_dispatch(conn) {
                 ReadResult::Drained => Outcome::Open,
                 ReadResult::MoreWaiting => {
@@ -267,7 +303,15 @@ enum ReadResult {
 
 fn read_and_dispatch(conn: &mut Conn) -> ReadResult {
     let mut budget = READ_BUDGET_BYTES;
+    // Input left over when the session paused comes first.
+    if !conn.input.is_empty() && conn.session.wants_input() && !dispatch(conn) {
+        return ReadResult::Closed;
+    }
     loop {
+        if !conn.session.wants_input() {
+            // Paused: the rest waits in the socket; resume_reading brings us back.
+            return ReadResult::Drained;
+        }
         if budget == 0 {
             return ReadResult::MoreWaiting;
         }

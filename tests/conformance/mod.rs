@@ -68,6 +68,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("check_huge_length", check_huge_length),
     ("check_bad_data_chunk", check_bad_data_chunk),
     ("check_slow_client", check_slow_client),
+    ("check_long_get_line", check_long_get_line),
+    ("check_pipeline_flood", check_pipeline_flood),
 ];
 
 /// Runs every check against `addr`. A failing check does not stop the others: all run,
@@ -1560,4 +1562,53 @@ pub fn check_slow_client(addr: SocketAddr) {
     slow.last_sent = format!("get {k}\r\n").into_bytes();
     slow.expect(get_reply(&k, 0, v.as_bytes()));
     slow.expect_in_sync();
+}
+
+/// A get of 20,000 keys on one line (about 300 KB): memcached serves it, values in
+/// the order asked, then END, and the connection goes on.
+pub fn check_long_get_line(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_long_get_line");
+    let keys: Vec<String> = (0..20_000).map(|i| key(&format!("lg{i}"))).collect();
+    let stored: Vec<usize> = (0..keys.len()).step_by(997).collect();
+    for &i in &stored {
+        c.roundtrip(
+            set_cmd("set", &keys[i], 0, 0, format!("v{i}").as_bytes(), false),
+            b"STORED\r\n",
+        );
+    }
+    let line = format!("get {}\r\n", keys.join(" "));
+    assert!(line.len() > 200_000, "the line should pass 200 KB");
+    // Written from another thread: a server may answer before the line has ended.
+    let mut writer = c.stream.try_clone().unwrap();
+    let send = std::thread::spawn(move || writer.write_all(line.as_bytes()).unwrap());
+    for &i in &stored {
+        let v = format!("v{i}");
+        c.expect(format!("VALUE {} 0 {}\r\n{v}\r\n", keys[i], v.len()));
+    }
+    c.expect(b"END\r\n");
+    send.join().unwrap();
+    c.expect_in_sync();
+}
+
+/// 60,000 commands pipelined while the client reads nothing until it has sent them
+/// all (a writer thread sends): every one is answered, in order, and the connection
+/// is not cut off; the server holds the client back instead.
+pub fn check_pipeline_flood(addr: SocketAddr) {
+    let mut c = Conn::open(addr, "check_pipeline_flood");
+    let k = key("flood");
+    c.roundtrip(set_cmd("set", &k, 0, 0, b"x", false), b"STORED\r\n");
+    const N: usize = 60_000;
+    let mut writer = c.stream.try_clone().unwrap();
+    let line = format!("get {k}\r\n");
+    let send = std::thread::spawn(move || {
+        let all = line.repeat(N);
+        writer.write_all(all.as_bytes()).unwrap();
+    });
+    let want = get_reply(&k, 0, b"x");
+    for i in 0..N {
+        let got = c.read_n(want.len());
+        assert_eq!(got, want, "check_pipeline_flood: answer {i}");
+    }
+    send.join().unwrap();
+    c.expect_in_sync();
 }

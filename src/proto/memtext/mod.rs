@@ -9,12 +9,11 @@
 
 use super::memcache::decimal;
 pub use super::memcache::{BAD_CHUNK, KEY_SIZE_MAX, TOO_LARGE};
-/// The longest command line. A multi-get of many 250-byte keys fits; a client that
-/// sends more without a newline is not speaking memcached.
+/// The longest command line held whole. A `get` or `gets` line may be longer (as
+/// in memcached, a multi-get has no limit): past this it is taken key by key as it
+/// arrives ([`Parsed::LongGet`], [`take_keys`]). Any other command that sends more
+/// without a newline is not speaking memcached, and is cut off.
 pub const LINE_SIZE_MAX: usize = 64 << 10;
-/// Keys in one get or gets. memcached takes any number; the line limit bounds
-/// them here, and this bounds the work one line can start.
-pub const GET_KEYS_MAX: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOp {
@@ -102,6 +101,9 @@ pub enum Parsed<'a> {
     Incomplete,
     /// A command whose line took `len` bytes (CRLF included).
     Command { command: Command<'a>, len: usize },
+    /// A `get` or `gets` line longer than [`LINE_SIZE_MAX`]: its first `len` bytes
+    /// (the command word) are read; its keys follow, for [`take_keys`].
+    LongGet { with_cas: bool, len: usize },
     /// A line that gets `reply` (CRLF not included; empty means no reply). Skip `len` bytes, then
     /// `swallow` more (an oversized value and its CRLF). `close` ends the connection
     /// after the reply, for input that cannot be resynchronised.
@@ -178,6 +180,9 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
         .position(|&b| b == b'\n')
     else {
         if input.len() > LINE_SIZE_MAX {
+            if let Some((with_cas, len)) = long_get(input) {
+                return Parsed::LongGet { with_cas, len };
+            }
             return Parsed::Error {
                 reply: "CLIENT_ERROR line too long",
                 len: input.len(),
@@ -204,13 +209,12 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
     let args: Vec<&[u8]> = words.collect();
     let noreply = args.last() == Some(&&b"noreply"[..]);
     let n = args.len() - usize::from(noreply);
-    let key_ok = |k: &[u8]| k.len() <= KEY_SIZE_MAX && !k.iter().any(|&b| b < 0x21 || b == 0x7f);
     let command = match name {
         b"get" | b"gets" => {
             if args.is_empty() {
                 return err("ERROR");
             }
-            if args.len() > GET_KEYS_MAX || !args.iter().all(|k| key_ok(k)) {
+            if !args.iter().all(|k| key_ok(k)) {
                 return err(BAD_FORMAT);
             }
             Command::Get {
@@ -328,7 +332,7 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
             let Some(exptime) = decimal::<i64>(exptime) else {
                 return err("CLIENT_ERROR invalid exptime argument");
             };
-            if keys.len() > GET_KEYS_MAX || !keys.iter().all(|k| key_ok(k)) {
+            if !keys.iter().all(|k| key_ok(k)) {
                 return err(BAD_FORMAT);
             }
             Command::GetAndTouch {
@@ -401,6 +405,74 @@ fn parse_line(input: &[u8], value_max: usize) -> Parsed<'_> {
         _ => return err("ERROR"),
     };
     Parsed::Command { command, len }
+}
+
+/// What memcached takes for a key in a command line.
+fn key_ok(k: &[u8]) -> bool {
+    k.len() <= KEY_SIZE_MAX && !k.iter().any(|&b| b < 0x21 || b == 0x7f)
+}
+
+/// Whether a line with no newline yet is a `get` or `gets`: (with_cas, the bytes
+/// of the leading spaces, the command word and its space).
+fn long_get(input: &[u8]) -> Option<(bool, usize)> {
+    let spaces = input.iter().take_while(|&&b| b == b' ').count();
+    let word = &input[spaces..];
+    if word.starts_with(b"get ") {
+        Some((false, spaces + 4))
+    } else if word.starts_with(b"gets ") {
+        Some((true, spaces + 5))
+    } else {
+        None
+    }
+}
+
+/// The keys at the front of the rest of a long get line: those complete so far
+/// (each followed by a space, or by the end of the line), the bytes they took, and
+/// whether the line ended. A key too long or malformed is `Err`, with the bytes to
+/// drop up to the end of the line (or all of `input` when it has not come yet).
+pub fn take_keys(input: &[u8]) -> Result<(Vec<&[u8]>, usize, bool), (&'static str, usize, bool)> {
+    let nl = input.iter().position(|&b| b == b'\n');
+    let (region, used) = match nl {
+        Some(i) => {
+            let line = &input[..i];
+            (line.strip_suffix(b"\r").unwrap_or(line), i + 1)
+        }
+        None => match input.iter().rposition(|&b| b == b' ') {
+            Some(i) => (&input[..i], i + 1),
+            None => (&input[..0], 0),
+        },
+    };
+    let refuse = || match nl {
+        Some(i) => Err((BAD_FORMAT, i + 1, true)),
+        None => Err((BAD_FORMAT, input.len(), false)),
+    };
+    // A word still arriving that is already too long for a key.
+    if nl.is_none() && input.len() - used > KEY_SIZE_MAX {
+        return refuse();
+    }
+    let keys: Vec<&[u8]> = region
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
+    if !keys.iter().all(|k| key_ok(k)) {
+        return refuse();
+    }
+    Ok((keys, used, nl.is_some()))
+}
+
+/// A hit of `get`/`gets`: the VALUE line (with the cas for gets) and the data.
+pub fn value_reply(key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(data.len() + key.len() + 48);
+    b.extend_from_slice(b"VALUE ");
+    b.extend_from_slice(key);
+    b.extend_from_slice(format!(" {flags} {}", data.len()).as_bytes());
+    if let Some(cas) = cas {
+        b.extend_from_slice(format!(" {cas}").as_bytes());
+    }
+    b.extend_from_slice(b"\r\n");
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n");
+    b
 }
 
 /// Checks that `data` (at least `bytes + 2` long) holds the value and its CRLF.

@@ -147,6 +147,47 @@ fn errors_are_memcacheds_strings() {
     ));
 }
 
+/// A get line of any length is taken key by key; nothing else may be that long.
+#[test]
+fn long_get_lines_are_taken_key_by_key() {
+    let mut line = b"  gets ".to_vec();
+    while line.len() <= LINE_SIZE_MAX {
+        line.extend_from_slice(b"key ");
+    }
+    assert_eq!(
+        parse(&line, MAX),
+        Parsed::LongGet {
+            with_cas: true,
+            len: 7
+        }
+    );
+    assert_eq!(
+        take_keys(b"a bb cc"),
+        Ok((vec![&b"a"[..], b"bb"], 5, false))
+    );
+    assert_eq!(
+        take_keys(b"cc dd\r\nget"),
+        Ok((vec![&b"cc"[..], b"dd"], 7, true))
+    );
+    assert_eq!(take_keys(b"partial"), Ok((vec![], 0, false)));
+    let long = vec![b'k'; KEY_SIZE_MAX + 1];
+    assert_eq!(
+        take_keys(&long),
+        Err((
+            "CLIENT_ERROR bad command line format",
+            KEY_SIZE_MAX + 1,
+            false
+        ))
+    );
+    let mut bad = b"ok ".to_vec();
+    bad.extend_from_slice(&long);
+    bad.extend_from_slice(b" x\r\nnext");
+    assert_eq!(
+        take_keys(&bad),
+        Err(("CLIENT_ERROR bad command line format", bad.len() - 4, true))
+    );
+}
+
 #[test]
 fn noreply_silences_errors_of_quiet_commands_only() {
     assert_eq!(error("set k x 0 1 noreply\r\n"), ("", 0, false));

@@ -1,0 +1,143 @@
+//! Multi-gets that stream, with the connection's memory bounded. Each key of a
+//! `get` has its own place in the reply order, so its VALUE goes out as soon as it
+//! and every answer before it are in; the connection does not wait for the last key.
+//!
+//! What bounds memory is the connection's budget of unsent reply bytes (answers
+//! waiting for an earlier one, and what the socket has not taken yet) plus the
+//! values still on their way (`flow.rs` decides which key may go next); a reader
+//! that stops reading stops the reads, and the session stops reading its commands
+//! (see `Pipeline::has_room`).
+
+use super::flow::GetRun;
+use super::pipeline::{Footprint, Pipeline, Slot};
+use super::stats::DetailOp;
+use super::GetDone;
+use crate::cluster::write::{self, Op, Outcome, Write};
+use crate::proto::cluster::WriteRequest;
+use crate::proto::memtext;
+use crate::record::Record;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl Pipeline {
+    /// Starts a get run: its keys are asked for as the budget allows.
+    pub(super) fn get(self: &Arc<Self>, run: Arc<GetRun>) {
+        let n = run.keys.len() as u64;
+        let c = &self.gw.counters;
+        c.cmd_get.fetch_add(n, Ordering::Relaxed);
+        if run.touch.is_some() {
+            c.cmd_touch.fetch_add(n, Ordering::Relaxed);
+        }
+        if run.keys.is_empty() {
+            // `gat 10` names no key: memcached answers the empty list.
+            if run.end {
+                self.replies.fill(run.seq, Slot::Ready(b"END\r\n".to_vec()));
+            }
+            return self.finished(Footprint::get(&run));
+        }
+        self.fetching().add(run);
+        self.pump();
+    }
+
+    fn fetching(&self) -> std::sync::MutexGuard<'_, super::flow::Fetching> {
+        self.fetching.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks for the next keys of the waiting runs, in order, while the budget
+    /// allows; at least one value is always on its way, so every run ends.
+    pub(super) fn pump(self: &Arc<Self>) {
+        loop {
+            let unsent = self.unsent();
+            let Some((run, i)) = self.fetching().admit(unsent) else {
+                return;
+            };
+            self.fetch(run, i);
+        }
+    }
+
+    /// Reads key `i` of `run` (touching it first for gat) and fills its place.
+    fn fetch(self: &Arc<Self>, run: Arc<GetRun>, i: usize) {
+        let key = run.keys[i].clone();
+        let touch = run.touch;
+        let me = self.clone();
+        let done: GetDone = Box::new(move |r| me.fetched(run, i, r));
+        match touch {
+            None => self.gw.get(key, done),
+            Some(exptime) => touch_then_get(&self.gw, key, exptime, done),
+        }
+    }
+
+    fn fetched(self: &Arc<Self>, run: Arc<GetRun>, i: usize, r: Result<Option<Record>, String>) {
+        let key = &run.keys[i];
+        let c = &self.gw.counters;
+        let now = crate::time::unix_now();
+        let single = run.end && run.keys.len() == 1;
+        let answer = match r {
+            Ok(Some(rec)) if write::is_live(&rec, now) => {
+                c.get_hits.fetch_add(1, Ordering::Relaxed);
+                self.gw.detail.record(key, DetailOp::Get { hit: true });
+                let cas = run.with_cas.then_some(rec.clock);
+                memtext::value_reply(key, rec.flags, &rec.data, cas)
+            }
+            Ok(_) => {
+                c.get_misses.fetch_add(1, Ordering::Relaxed);
+                self.gw.detail.record(key, DetailOp::Get { hit: false });
+                Vec::new()
+            }
+            // One failed key of a single get is an error; in a multi-get the key is
+            // left out, as memcached leaves out what it cannot serve.
+            Err(e) => {
+                c.get_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("get failed: {e}");
+                if single {
+                    format!("SERVER_ERROR {e}\r\n").into_bytes()
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        let failed = single && answer.starts_with(b"SERVER_ERROR");
+        self.fetching().arrived(answer.len());
+        self.replies.fill(run.seq + i as u64, Slot::Ready(answer));
+        let last = run.answered();
+        if last {
+            if run.end {
+                let end = if failed {
+                    Vec::new()
+                } else {
+                    b"END\r\n".to_vec()
+                };
+                self.replies
+                    .fill(run.seq + run.keys.len() as u64, Slot::Ready(end));
+            }
+            self.finished(Footprint::get(&run));
+        }
+        self.pump();
+        self.room_made();
+    }
+}
+
+/// gat: sets the key's exptime, then reads it; a key not there to touch is a miss.
+fn touch_then_get(gw: &Arc<super::Gateway>, key: Arc<Vec<u8>>, exptime: u32, done: GetDone) {
+    let req = Arc::new(WriteRequest {
+        key: key.to_vec(),
+        write: Write::plain(Op::Touch, 0, exptime, Vec::new()),
+        no_wait: false,
+        budget_ms: None,
+    });
+    let g = gw.clone();
+    gw.write(
+        req,
+        Box::new(move |r| match r {
+            Ok((Outcome::Touched, _, _)) => {
+                g.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
+                g.get(key, done)
+            }
+            Ok(_) => {
+                g.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
+                done(Ok(None))
+            }
+            Err(e) => done(Err(e)),
+        }),
+    );
+}
