@@ -257,11 +257,16 @@ pub fn apply(
             // memcached rewrites a counter in place when the new number is no
             // longer than the old value, padding it with spaces; clients see them.
             let mut data = n.to_string().into_bytes();
+            let in_place = data.len() <= r.data.len();
             if data.len() < r.data.len() {
                 data.resize(r.data.len(), b' ');
             }
             let mut rec = Record::value(clock, r.flags, m.ttl.unwrap_or(r.exptime), data);
-            rec.marks = r.marks;
+            // A counter that grows is a new item in memcached, without the old
+            // item's marks; one rewritten in place keeps them.
+            if in_place {
+                rec.marks = r.marks;
+            }
             (Outcome::Number(n), Some(rec))
         }
         (Op::Touch, None) => (Outcome::NotFound, None),
