@@ -180,6 +180,8 @@ pub struct Gateway {
     pub async_set: bool,
     pub async_delete: bool,
     pub value_max: usize,
+    /// `--idle-timeout` and `--command-timeout`.
+    pub timeouts: stats::Timeouts,
     pub counters: Counters,
     /// `stats detail`.
     pub detail: stats::Detail,
@@ -462,6 +464,7 @@ pub fn main(args: Args) -> i32 {
         async_set: config.async_replicate_set,
         async_delete: config.async_replicate_delete,
         value_max: config.max_item_size,
+        timeouts: config.timeouts,
         counters: Counters::default(),
         detail: Default::default(),
         conns: Default::default(),

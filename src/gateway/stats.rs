@@ -122,6 +122,8 @@ fn settings(gw: &Gateway) -> Vec<(String, String)> {
         ("delete_retry", gw.delete_retry.to_string()),
         ("async_replicate_set", on(gw.async_set)),
         ("async_replicate_delete", on(gw.async_delete)),
+        ("idle_timeout", gw.timeouts.idle.to_string()),
+        ("command_timeout", gw.timeouts.command.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -101,14 +101,12 @@ impl Service for ManagerService {
                     (Some(id), Ok(addr)) => {
                         // Acknowledged whatever it is, so the server stops repeating it.
                         reply.ok(true);
-                        let (phase, failed) = if method == msg::REPLACE_COPY_END {
-                            (
-                                Phase::Copy,
-                                params.get(5).and_then(Value::as_bool).unwrap_or(false),
-                            )
+                        let phase = if method == msg::REPLACE_COPY_END {
+                            Phase::Copy
                         } else {
-                            (Phase::Delete, false)
+                            Phase::Delete
                         };
+                        let failed = params.get(5).and_then(Value::as_bool).unwrap_or(false);
                         m.phase_done(PhaseEnd {
                             id,
                             from: addr,

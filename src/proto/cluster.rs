@@ -12,8 +12,8 @@
 //! | manager  | `DetachFaultServers`| `[replace]`                              | bool: changed           |
 //! | manager  | `SetAutoReplace`    | `[enable]`                               | bool: the old setting   |
 //! | manager  | `StartReplace`      | `[full]`                                 | bool: started           |
-//! | manager  | `ReplaceCopyEnd`    | `[clk, id, addr, records, bytes]`        | true                    |
-//! | manager  | `ReplaceDeleteEnd`  | `[clk, id, addr, erased]`                | true                    |
+//! | manager  | `ReplaceCopyEnd`    | `[clk, id, addr, records, bytes, failed]`| true                    |
+//! | manager  | `ReplaceDeleteEnd`  | `[clk, id, addr, erased, 0, failed]`     | true                    |
 //! | manager  | `CreateBackup`      | `[suffix]`                               | `[[addr, path or error]...]` |
 //! | manager  | `ReportUnreachable` | `[server addr or gateway id, [addr...]]` | nil                     |
 //! | server   | `KeepAlive`         | `[clk]`                                  | nil                     |

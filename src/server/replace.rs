@@ -416,7 +416,7 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         tables,
         reply,
         move |node| {
-            let mut erased = 0u64;
+            let (mut erased, mut failed) = (0u64, 0u64);
             for item in node.store.snapshot() {
                 if !is_current(&node, id) {
                     end(&node, id, Phase::Deleting);
@@ -427,18 +427,27 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                     match node.store.erase(&key, rec.clock) {
                         Ok(true) => erased += 1,
                         Ok(false) => {}
-                        Err(e) => log::error!("replace {id:#x}: cannot erase a key: {e}"),
+                        Err(e) => {
+                            if failed == 0 {
+                                log::error!("replace {id:#x}: cannot erase a key: {e}");
+                            }
+                            failed += 1;
+                        }
                     }
                 }
             }
             node.replace.erased.fetch_add(erased, Ordering::Relaxed);
             end(&node, id, Phase::Deleting);
             log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
+            if failed > 0 {
+                // The manager runs the replace again, by when the disk may have room.
+                log::warn!("replace {id:#x}: {failed} records could not be dropped");
+            }
             report(
                 &node,
                 id,
                 msg::REPLACE_DELETE_END,
-                vec![Value::from(erased)],
+                vec![Value::from(erased), Value::from(0), Value::from(failed > 0)],
             );
         },
     );

@@ -88,7 +88,8 @@ pub struct PhaseEnd {
     pub phase: Phase,
     pub records: u64,
     pub bytes: u64,
-    /// Some records did not reach their new owners.
+    /// Some records did not reach their new owners (copy), or could not be
+    /// erased (delete).
     pub failed: bool,
 }
 
@@ -241,10 +242,13 @@ impl Replacer {
         let id = run.id;
         if end.failed {
             // Records that did not reach their new owners must not be trimmed
-            // from the old ones: copy again instead of moving on.
+            // from the old ones, and records a server could not erase (its disk
+            // was full) must not stay as copies beyond three: the replace runs
+            // again instead of moving on.
             log::warn!(
-                "replace {id:#x}: {} could not send everything; copying again shortly",
-                end.from
+                "replace {id:#x}: {} could not finish its part of the {:?} phase; running it again shortly",
+                end.from,
+                end.phase
             );
             self.retry = Some((v.now + COPY_AGAIN_MS, run.full));
             self.run = None;

@@ -121,6 +121,29 @@ fn a_failed_copy_is_copied_again_not_trimmed() {
     assert!(r.run().is_some_and(|x| x.full), "a full replace stays full");
 }
 
+/// A server that could not erase what it no longer owns (its disk was full) makes
+/// the whole replace run again, so that the copies beyond three go in the end.
+#[test]
+fn a_failed_delete_runs_the_replace_again() {
+    let t = growing();
+    let mut r = Replacer::default();
+    r.start(&view(&t, &everyone, 0), false);
+    for p in [1, 2, 3, 4] {
+        r.phase_done(&view(&t, &everyone, 5), end(20, p, Phase::Copy));
+    }
+    let out = r.tick(&view(&t, &everyone, 5 + SETTLE_GRACE_MS));
+    assert_eq!(sends(&out, Phase::Delete), vec![1, 2, 3, 4]);
+    for p in [1, 2, 3] {
+        r.phase_done(&view(&t, &everyone, 2000), end(20, p, Phase::Delete));
+    }
+    let mut e = end(20, 4, Phase::Delete);
+    e.failed = true;
+    assert!(r.phase_done(&view(&t, &everyone, 2001), e).is_empty());
+    assert!(r.run().is_none() && r.is_waiting());
+    let out = r.tick(&view(&t, &everyone, 2001 + COPY_AGAIN_MS));
+    assert_eq!(sends(&out, Phase::Copy), vec![1, 2, 3, 4]);
+}
+
 #[test]
 fn tables_changed_during_the_copy_start_it_over() {
     let t = growing();
