@@ -11,7 +11,7 @@ use super::{Gateway, WriteDone};
 use crate::cluster::write::{Op, Outcome, Write};
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
-use crate::proto::memtext::StatsGroup;
+use crate::proto::memtext::{self, StatsGroup};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -481,7 +481,7 @@ impl Pipeline {
                         let counter = if o == Outcome::NotFound { miss } else { hit };
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
-                    outcome_text(o)
+                    memtext::outcome_reply(o)
                 }
                 Err(e) => {
                     c.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -532,22 +532,5 @@ impl Pipeline {
                 me.finished(Footprint::none());
             }),
         );
-    }
-}
-
-fn outcome_text(o: Outcome) -> Vec<u8> {
-    match o {
-        Outcome::Stored => b"STORED".to_vec(),
-        Outcome::NotStored => b"NOT_STORED".to_vec(),
-        Outcome::Exists => b"EXISTS".to_vec(),
-        Outcome::NotFound => b"NOT_FOUND".to_vec(),
-        Outcome::Deleted => b"DELETED".to_vec(),
-        Outcome::Touched => b"TOUCHED".to_vec(),
-        Outcome::Number(n) | Outcome::Made(n) => n.to_string().into_bytes(),
-        // Only a meta get asks for this; the text commands never see it.
-        Outcome::Fetched { .. } => b"SERVER_ERROR unexpected outcome".to_vec(),
-        Outcome::NonNumeric => {
-            b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec()
-        }
     }
 }

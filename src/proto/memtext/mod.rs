@@ -1,14 +1,13 @@
-//! The memcached text protocol, as a pure parser: bytes in, a command or the exact
-//! error reply out. The gateway's connection state machine (read a line, read a
-//! value, swallow an oversized value) drives it; nothing here touches a socket.
-//!
-//! Reply strings are memcached's exactly: an unknown command is `ERROR`, a malformed
-//! line is `CLIENT_ERROR <why>`, a value over the limit is
-//! `SERVER_ERROR object too large for cache` and its bytes are swallowed so the
-//! stream stays in sync.
+//! The memcached text protocol, as a pure codec: bytes in, a command or the exact
+//! error reply out; outcomes and values in, reply bytes out. The gateway's
+//! connection state machine (`gateway/text.rs`: read a line, read a value, take a
+//! long get's keys, swallow an oversized value) drives it; nothing here touches a
+//! socket. Meta commands on the same connection go on to [`super::memmeta`].
 
 use super::memcache::decimal;
 pub use super::memcache::{BAD_CHUNK, KEY_SIZE_MAX, TOO_LARGE};
+use crate::cluster::write::Outcome;
+
 /// The longest command line held whole. A `get` or `gets` line may be longer (as
 /// in memcached, a multi-get has no limit): past this it is taken key by key as it
 /// arrives ([`Parsed::LongGet`], [`take_keys`]). Any other command that sends more
@@ -458,6 +457,24 @@ pub fn take_keys(input: &[u8]) -> Result<(Vec<&[u8]>, usize, bool), (&'static st
         return refuse();
     }
     Ok((keys, used, nl.is_some()))
+}
+
+/// The reply line (without CRLF) to a storage, delete, incr/decr or touch command.
+pub fn outcome_reply(o: Outcome) -> Vec<u8> {
+    match o {
+        Outcome::Stored => b"STORED".to_vec(),
+        Outcome::NotStored => b"NOT_STORED".to_vec(),
+        Outcome::Exists => b"EXISTS".to_vec(),
+        Outcome::NotFound => b"NOT_FOUND".to_vec(),
+        Outcome::Deleted => b"DELETED".to_vec(),
+        Outcome::Touched => b"TOUCHED".to_vec(),
+        Outcome::Number(n) | Outcome::Made(n) => n.to_string().into_bytes(),
+        // Only meta commands ask for what gives this; a text command never does.
+        Outcome::Fetched { .. } => b"SERVER_ERROR unexpected outcome".to_vec(),
+        Outcome::NonNumeric => {
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec()
+        }
+    }
 }
 
 /// A hit of `get`/`gets`: the VALUE line (with the cas for gets) and the data.
