@@ -44,7 +44,8 @@ impl Pipeline {
     }
 
     /// Asks for the next keys of the waiting runs, in order, while the budget
-    /// allows; at least one value is always on its way, so every run ends.
+    /// allows (`flow.rs`); what stops here starts again when an answer has gone
+    /// out (a read arrives, a job ends, or the connection drains).
     pub(super) fn pump(self: &Arc<Self>) {
         loop {
             let unsent = self.unsent();
