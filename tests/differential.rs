@@ -192,6 +192,12 @@ impl Side {
                     *w = "cCAS".into();
                 } else if w.starts_with('t') && w != "t-1" && w[1..].parse::<i64>().is_ok() {
                     *w = "tTTL".into();
+                } else if w.starts_with('s')
+                    && counters.contains(key)
+                    && w[1..].parse::<u64>().is_ok()
+                {
+                    // See DIFFERENCES: a counter's padding, and so its size.
+                    *w = "sSIZE".into();
                 }
             }
         }
