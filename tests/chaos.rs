@@ -317,6 +317,26 @@ impl Runner {
         }
     }
 
+    /// Waits until the managers stop counting on server `i`: marked fault, or gone
+    /// from the tables altogether (a `kumoctl detach` for another dead server also
+    /// detaches one that was still fault from an earlier fault).
+    fn wait_out_of_service(&self, i: usize) {
+        let a = self.c.servers[i].addr;
+        wait_until(
+            Duration::from_secs(15),
+            &format!("{a} to be marked fault or detached"),
+            || {
+                !self
+                    .c
+                    .nodes_info()
+                    .whs
+                    .nodes()
+                    .iter()
+                    .any(|n| n.addr == a && n.active)
+            },
+        );
+    }
+
     /// Waits until server `i` shows as not attached, then attaches it.
     fn attach_when_seen(&self, i: usize) {
         self.c.wait_newcomers(&[self.c.servers[i].addr]);
@@ -361,7 +381,7 @@ impl Runner {
             Fault::KillRestart { server, wait_fault } | Fault::KillWipe { server, wait_fault } => {
                 self.c.kill_server(server);
                 if wait_fault {
-                    self.c.wait_fault(server);
+                    self.wait_out_of_service(server);
                 }
                 if matches!(step, Fault::KillWipe { .. }) {
                     self.c.restart_server_fresh(server);
@@ -382,7 +402,7 @@ impl Runner {
             }
             Fault::KillDetach { server } => {
                 self.c.kill_server(server);
-                self.c.wait_fault(server);
+                self.wait_out_of_service(server);
                 let (code, out, err) = self.c.ctl(&["detach"]);
                 assert_eq!(code, 0, "detach: {out}{err}");
                 self.detached.insert(server);
