@@ -90,13 +90,13 @@ fn main() {
     }
     let update = n as f64 / t.elapsed().as_secs_f64();
 
-    let st = store.stats();
+    let st = store.stats(kumo::time::unix_now());
     let per_key = (st.index_bytes - st.index_key_bytes) as f64 / n as f64;
     drop(store);
     let t = Instant::now();
     let store = Store::open(&path, options).expect("reopen");
     let reopen_ms = t.elapsed().as_millis();
-    assert_eq!(store.stats().items, n);
+    assert_eq!(store.stats(kumo::time::unix_now()).items, n);
     drop(store);
 
     println!("store-bench: {n} keys, 16-byte keys, 100-byte values");

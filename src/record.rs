@@ -93,6 +93,13 @@ impl Record {
     }
 }
 
+/// Whether an item with `exptime` (absolute unix seconds, 0 = never) is gone at
+/// `now`: memcached's rule, which the servers' reads and the store's counting and
+/// reclaiming share.
+pub fn is_expired(exptime: u32, now: u32) -> bool {
+    exptime != 0 && exptime <= now
+}
+
 /// Checks sizes; the error names the limit.
 pub fn check_sizes(key: &[u8], data_len: usize) -> Result<(), String> {
     if key.is_empty() || key.len() > KEY_SIZE_MAX {

@@ -488,6 +488,46 @@ fn flush_all_reaches_every_server_and_outlives_restarts() {
     all_gone(&c, "after every process restarted");
 }
 
+/// An expired item leaves curr_items when it expires, and every server holding it
+/// reclaims it in the background (on the compaction tick) without a client asking.
+#[test]
+fn expired_items_leave_curr_items_and_are_reclaimed() {
+    let c = Cluster::start(3);
+    let client = c.client();
+    let mut conn = conformance::Conn::open(c.gateway_addr, "stats and expiry");
+    let mut items = || -> u64 {
+        conformance::read_stats(&mut conn)["curr_items"]
+            .parse()
+            .unwrap()
+    };
+    // The cluster's own readiness probe is an item too.
+    let base = items();
+    client.set("stays", "v", 0).unwrap();
+    client.set("goes", "v", 3).unwrap();
+    assert_eq!(items(), base + 2);
+    wait_until(
+        Duration::from_secs(10),
+        "the expired item to leave curr_items",
+        || items() == base + 1,
+    );
+    let got: Option<String> = client.get("goes").unwrap();
+    assert_eq!(got, None);
+    wait_until(
+        Duration::from_secs(75),
+        "every server to reclaim the expired item",
+        || {
+            c.servers.iter().all(|s| {
+                s.proc
+                    .as_ref()
+                    .is_some_and(|p| p.log_text().contains("reclaimed 1 expired"))
+            })
+        },
+    );
+    assert_eq!(items(), base + 1);
+    let got: Option<String> = client.get("stays").unwrap();
+    assert_eq!(got.as_deref(), Some("v"));
+}
+
 /// `stats conns` lists the open client connections, as memcached's does: each with
 /// its address, the address it came in on, its state and its idle seconds.
 #[test]

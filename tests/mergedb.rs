@@ -69,7 +69,7 @@ fn merge_keeps_the_newest_record_of_every_key_and_reports_counts() {
             _ => assert_eq!(r.data, format!("a{i}").into_bytes()),
         }
     }
-    assert_eq!(m.items(), 99);
+    assert_eq!(m.items(kumo::time::unix_now()), 99);
     let usage = std::process::Command::new(kumo_bin())
         .args(["mergedb", "only-one"])
         .output()

@@ -1,6 +1,8 @@
 //! The store against a model, through crashes, and through damaged files.
 
-use kumo::store::{CasOutcome, Kind, Options, Record, Store, SyncPolicy};
+use kumo::record::is_expired;
+use kumo::store::{CasOutcome, Kind, Options, Reclaimed, Record, Store, SyncPolicy, RECLAIM_BATCH};
+use kumo::time::unix_now;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -70,6 +72,8 @@ enum Op {
     Cas(u8, bool, u8),
     Reopen,
     Compact,
+    /// Reclaims what expired, and what a flush at this counter's clock hides.
+    Reclaim(Option<u32>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,7 +84,13 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..40, any::<bool>(), any::<u8>()).prop_map(|(k, m, v)| Op::Cas(k, m, v)),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        1 => proptest::option::of(0u32..12_000).prop_map(Op::Reclaim),
     ]
+}
+
+/// Exptimes of every kind: never, long past, far ahead.
+fn exptime(v: u8) -> u32 {
+    [0, 1, u32::MAX][v as usize % 3]
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -103,7 +113,7 @@ proptest! {
             match op {
                 Op::Put(k, v) => {
                     counter += 1;
-                    let r = Record::value(clock(counter), v as u32, 0, value(v, k));
+                    let r = Record::value(clock(counter), v as u32, exptime(v), value(v, k));
                     store.put(&key(k), &r).unwrap();
                     model.insert(key(k), r);
                 }
@@ -146,6 +156,25 @@ proptest! {
                 Op::Compact => {
                     store.compact(now_secs(), true).unwrap();
                 }
+                Op::Reclaim(point) => {
+                    let now = unix_now();
+                    let point = point.map(clock);
+                    let flushed = |c: u64| point.is_some_and(|p| c < p);
+                    let expected = Reclaimed {
+                        expired: model
+                            .values()
+                            .filter(|r| r.is_value() && !flushed(r.clock) && is_expired(r.exptime, now))
+                            .count(),
+                        flushed: model.values().filter(|r| r.is_value() && flushed(r.clock)).count(),
+                    };
+                    prop_assert_eq!(store.reclaim_expired(now, flushed, RECLAIM_BATCH).unwrap(), expected);
+                    model.retain(|_, r| !(r.is_value() && flushed(r.clock)));
+                    for r in model.values_mut() {
+                        if r.is_value() && is_expired(r.exptime, now) {
+                            *r = Record::tombstone(r.clock);
+                        }
+                    }
+                }
             }
         }
         drop(store);
@@ -153,8 +182,13 @@ proptest! {
         for k in 0..40u8 {
             prop_assert_eq!(store.get(&key(k)).unwrap(), model.get(&key(k)).cloned(), "key {}", k);
         }
-        let items = model.values().filter(|r| r.is_value()).count() as u64;
-        prop_assert_eq!(store.stats().items, items);
+        let now = unix_now();
+        let live = |r: &&Record| r.is_value() && !is_expired(r.exptime, now);
+        let items = model.values().filter(live).count() as u64;
+        let expired = model.values().filter(|r| r.is_value()).count() as u64 - items;
+        let stats = store.stats(now);
+        prop_assert_eq!((stats.items, stats.expired), (items, expired));
+        prop_assert_eq!(store.items(now), items);
         let mut seen = 0;
         for item in store.snapshot() {
             let (k, r) = item.unwrap();
@@ -195,7 +229,7 @@ fn compaction_reclaims_space_and_collects_old_tombstones_while_serving() {
             )
             .unwrap();
     }
-    let before = store.stats();
+    let before = store.stats(unix_now());
     assert!(before.dead_bytes > before.live_bytes);
     // A reader runs throughout compaction and must always see a whole value.
     let reader = {
@@ -215,7 +249,7 @@ fn compaction_reclaims_space_and_collects_old_tombstones_while_serving() {
         store.compact(now_secs() + 10, true).unwrap();
     }
     reader.join().unwrap();
-    let after = store.stats();
+    let after = store.stats(unix_now());
     assert!(
         after.dead_bytes < before.dead_bytes / 4,
         "{before:?} -> {after:?}"
@@ -258,7 +292,7 @@ fn young_tombstones_survive_compaction_and_reopen() {
     }
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
-    assert_eq!(store.stats().tombstones, 60);
+    assert_eq!(store.stats(unix_now()).tombstones, 60);
     // A replica write older than the delete must still lose.
     assert!(!store
         .update(&key(3), &Record::value(at(100), 0, 0, b"stale".to_vec()))
@@ -288,7 +322,7 @@ fn backup_is_a_consistent_copy_taken_while_serving() {
         .put(&key(0), &Record::value(clock(999), 0, 0, b"after".to_vec()))
         .unwrap();
     let copy = Store::open(&b, small()).unwrap();
-    assert_eq!(copy.stats().items, 100);
+    assert_eq!(copy.stats(unix_now()).items, 100);
     assert_eq!(copy.get(&key(0)).unwrap().unwrap().data, value(0, 1));
     assert!(store.backup("a/b").is_err());
 }
@@ -321,7 +355,7 @@ fn backups_during_compaction_are_whole() {
     for round in 0..20 {
         let b = store.backup(&format!("r{round}")).unwrap();
         let copy = Store::open(&b, small()).unwrap();
-        assert_eq!(copy.stats().items, 100, "backup {round}");
+        assert_eq!(copy.stats(unix_now()).items, 100, "backup {round}");
         for k in 0..100u8 {
             let got = copy.get(&key(k)).unwrap().unwrap().data;
             assert!(
@@ -710,4 +744,195 @@ fn leftover_hint_temporaries_are_removed_on_open() {
     for k in 0..100u8 {
         assert_eq!(store.get(&key(k)).unwrap().unwrap().data, value(k, 5));
     }
+}
+
+/// Far from any real time, so that counting does not depend on when the test runs.
+const NOW: u32 = 1_000_000;
+
+/// Never, at NOW (expired: memcached's rule), and a second after NOW.
+fn exptime_around_now(k: u8) -> u32 {
+    [0, NOW, NOW + 1][k as usize % 3]
+}
+
+#[test]
+fn expired_values_are_not_items_and_the_index_keeps_exptimes_through_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    for k in 0..60u8 {
+        let rec = Record::value(u64::from(k) + 1, 0, exptime_around_now(k), value(k, 30));
+        store.put(&key(k), &rec).unwrap();
+    }
+    assert!(store.delete(&key(0), 100).unwrap());
+    let check = |store: &Store| {
+        assert_eq!(store.items(NOW - 1), 59, "nothing expired yet");
+        assert_eq!(store.items(NOW), 39);
+        assert_eq!(store.items(NOW + 1), 19);
+        // From clock 31 on: keys 30..60, less the expired and the deleted.
+        assert_eq!(store.items_since(31, NOW), 20);
+        let st = store.stats(NOW);
+        assert_eq!((st.items, st.expired, st.tombstones), (39, 20, 1));
+        // Expired values are still stored until reclaimed: lazily hidden above.
+        assert_eq!(store.get(&key(1)).unwrap().unwrap().exptime, NOW);
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert!(store.open_report().from_hints > 0);
+    check(&store);
+}
+
+#[test]
+fn reclaiming_expired_values_writes_tombstones_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    for k in 0..150u8 {
+        let rec = Record::value(u64::from(k) + 1, 0, exptime_around_now(k), value(k, 1));
+        store.put(&key(k), &rec).unwrap();
+    }
+    // Key 1 expired, then was set again: its newest record is not expired.
+    store
+        .put(&key(1), &Record::value(1_000, 0, 0, value(1, 1)))
+        .unwrap();
+    let before = store.stats(NOW);
+    assert_eq!(before.expired, 49);
+    let none = |_: u64| false;
+    let mut passes = Vec::new();
+    loop {
+        let r = store.reclaim_expired(NOW, none, 20).unwrap();
+        passes.push(r.expired);
+        if r.total() < 20 {
+            break;
+        }
+    }
+    assert_eq!(passes, [20, 20, 9]);
+    let after = store.stats(NOW);
+    assert_eq!((after.items, after.expired), (before.items, 0));
+    assert_eq!(after.tombstones, 49);
+    assert!(after.dead_bytes > before.dead_bytes);
+    for k in 0..150u8 {
+        let got = store.get(&key(k)).unwrap().unwrap();
+        match k % 3 {
+            1 if k != 1 => assert_eq!(got, Record::tombstone(u64::from(k) + 1), "key {k}"),
+            _ => assert!(got.is_value(), "key {k}"),
+        }
+    }
+    assert_eq!(store.reclaim_expired(NOW, none, 20).unwrap().total(), 0);
+    // A second later, the rest expire too.
+    let r = store.reclaim_expired(NOW + 1, none, RECLAIM_BATCH).unwrap();
+    assert_eq!(
+        r,
+        Reclaimed {
+            expired: 50,
+            flushed: 0
+        }
+    );
+    assert_eq!(store.items(NOW + 1), 51);
+}
+
+/// The value under an expired one lives on in an older segment. The expired value
+/// is reclaimed; neither a reopen, nor compaction, nor a replica offering the older
+/// version (a replace, a pull) may bring that older value back.
+#[test]
+fn a_reclaimed_value_never_brings_back_the_one_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    let v1 = Record::value(1, 0, 0, b"v1".to_vec());
+    store.put(b"k", &v1).unwrap();
+    // Filler seals v1's segment, so that v2 lands in a later one.
+    for k in 0..100u8 {
+        store
+            .put(
+                &key(k),
+                &Record::value(10 + u64::from(k), 0, 0, value(k, 5)),
+            )
+            .unwrap();
+    }
+    let v2 = Record::value(500, 0, NOW - 10, b"v2".to_vec());
+    store.put(b"k", &v2).unwrap();
+    assert_eq!(store.items(NOW), 100);
+    let r = store
+        .reclaim_expired(NOW, |_| false, RECLAIM_BATCH)
+        .unwrap();
+    assert_eq!(
+        r,
+        Reclaimed {
+            expired: 1,
+            flushed: 0
+        }
+    );
+    let gone = |store: &Store, when: &str| {
+        let got = store.get(b"k").unwrap();
+        assert!(
+            got.as_ref().is_none_or(|r| !r.is_value()),
+            "{when}: {got:?}"
+        );
+    };
+    gone(&store, "after reclaim");
+    assert!(
+        !store.update(b"k", &v1).unwrap(),
+        "an older version was taken"
+    );
+    gone(&store, "after a replica offered v1");
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    gone(&store, "after reopen");
+    assert_eq!(store.get(b"k").unwrap(), Some(Record::tombstone(500)));
+    // Collection of tombstones walks them to the oldest segment and drops them.
+    for _ in 0..20 {
+        store.compact(now_secs() + 10, true).unwrap();
+    }
+    gone(&store, "after compaction");
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    gone(&store, "after compaction and reopen");
+    assert_eq!(store.items(NOW), 100);
+}
+
+/// Values a flush hides are erased: gone on reopen, older versions included, while
+/// what was written after the flush point stays.
+#[test]
+fn reclaiming_flushed_values_erases_them_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    let point = 1_000u64;
+    store
+        .put(b"k", &Record::value(1, 0, 0, b"v1".to_vec()))
+        .unwrap();
+    for k in 0..100u8 {
+        // Keys 0..50 before the point, 50..100 after it.
+        let clock = (if k < 50 { 10 } else { point }) + u64::from(k);
+        store
+            .put(&key(k), &Record::value(clock, 0, 0, value(k, 5)))
+            .unwrap();
+    }
+    store
+        .put(b"k", &Record::value(500, 0, 0, b"v2".to_vec()))
+        .unwrap();
+    assert_eq!(store.items_since(point, NOW), 50);
+    let flushed = |clock: u64| clock < point;
+    let r = store.reclaim_expired(NOW, flushed, RECLAIM_BATCH).unwrap();
+    assert_eq!(
+        r,
+        Reclaimed {
+            expired: 0,
+            flushed: 51
+        }
+    );
+    let check = |store: &Store| {
+        assert_eq!(store.get(b"k").unwrap(), None);
+        for k in 0..100u8 {
+            assert_eq!(store.get(&key(k)).unwrap().is_some(), k >= 50, "key {k}");
+        }
+        assert_eq!(store.items(NOW), 50);
+        assert_eq!(store.stats(NOW).tombstones, 0, "an erase is no tombstone");
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    check(&store);
+    for _ in 0..20 {
+        store.compact(now_secs(), true).unwrap();
+    }
+    drop(store);
+    check(&Store::open(dir.path(), small()).unwrap());
 }

@@ -352,7 +352,8 @@ multi\-key get, a key that cannot be read is left out.
 .PP
 \fBstats\fR gives the gateway's counters (\fBcmd_get\fR, \fBget_hits\fR,
 \fBget_misses\fR, \fBcurr_connections\fR, ...), \fBcluster_items\fR (the item count
-of every active server, summed: each key counts once per copy),
+of every active server, summed: each key counts once per copy; an expired or
+flushed item counts no more, and the servers reclaim its space in the background),
 \fBcurr_items\fR (that divided by the number of copies, 3 or fewer with fewer
 servers) and \fBcluster_servers\fR. \fBstats items\fR gives that item count as
 one class, \fBstats settings\fR this gateway's settings, \fBstats detail\fR

@@ -55,8 +55,12 @@ static STORAGE: &[Opt] = &[
         help: "Tombstones older than this are collected. A server that was away longer than this must not rejoin with its old store." },
 ];
 
-/// How often the store is checked for segments worth compacting.
+/// How often the store is checked for segments worth compacting (and for expired
+/// and flushed values to reclaim just before).
 const COMPACT_INTERVAL_SECS: u64 = 30;
+/// Reclaim batches (of `store::RECLAIM_BATCH` keys) one tick runs at most: what is
+/// left waits for the next tick rather than keep the compactor from its work.
+const RECLAIM_BATCHES_PER_TICK: usize = 64;
 
 /// Registers with the managers and keeps the hash spaces current: every `-Ci` it
 /// sends KeepAlive with its address and tables, and takes the newer tables back.
@@ -165,8 +169,9 @@ fn first_tables_check(node: &Node, whs: &HashSpace, rhs: &HashSpace) {
     let horizon = node.store.options().tombstone_min_age.as_secs();
     let last = node.store.last_member();
     let listed = whs.contains(&node.me) || rhs.contains(&node.me);
-    let held = node.store.stats();
-    let holds = held.items + held.tombstones > 0;
+    let held = node.store.stats(crate::time::unix_now());
+    // Expired values are data too: a store holding only those is not new.
+    let holds = held.items + held.expired + held.tombstones > 0;
     let active = whs.is_active(&node.me) || rhs.is_active(&node.me);
     let tables_secs = u64::from(whs.clocktime.secs());
     let started_secs = node.incarnation / 1_000_000_000;
@@ -361,10 +366,15 @@ fn start_compactor(node: &Arc<Node>, config: &Config) -> Option<net::timer::Time
             }
             due
         };
+        let flush_point = weak
+            .upgrade()
+            .map_or(0, |n| n.flush.load(std::sync::atomic::Ordering::Acquire));
         let (store, busy) = (store.clone(), busy.clone());
         let _ = std::thread::Builder::new()
             .name("compact".into())
             .spawn(move || {
+                // First, so that the bytes it frees are compacted away in this pass.
+                reclaim(&store, flush_point, crate::time::unix_now());
                 if let Err(e) = store.compact(now, gc) {
                     log::error!("compaction failed: {e}");
                 }
@@ -380,5 +390,34 @@ fn start_compactor(node: &Arc<Node>, config: &Config) -> Option<net::timer::Time
             log::error!("cannot schedule compaction: {e}");
             None
         }
+    }
+}
+
+/// Drops from the store the values no client can see any more: those past their
+/// exptime, and those the flush at `flush_point` hides once it is in force.
+fn reclaim(store: &Store, flush_point: u64, now: u32) {
+    let flushed = move |clock| crate::cluster::flush::is_flushed(clock, flush_point, now);
+    let mut total = store::Reclaimed::default();
+    for _ in 0..RECLAIM_BATCHES_PER_TICK {
+        match store.reclaim_expired(now, flushed, store::RECLAIM_BATCH) {
+            Ok(r) => {
+                total.expired += r.expired;
+                total.flushed += r.flushed;
+                if r.total() < store::RECLAIM_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                log::error!("reclaiming expired items failed: {e}");
+                break;
+            }
+        }
+    }
+    if total.total() > 0 {
+        log::info!(
+            "reclaimed {} expired and {} flushed items",
+            total.expired,
+            total.flushed
+        );
     }
 }

@@ -185,13 +185,14 @@ impl Node {
         Ok(())
     }
 
-    /// Keys holding a value that no flush in force hides.
+    /// Keys holding a value that has not expired and that no flush in force hides.
     pub fn items(&self) -> u64 {
         let point = self.flush.load(Ordering::Acquire);
-        if crate::cluster::flush::in_force(point, unix_now()) {
-            self.store.items_since(point)
+        let now = unix_now();
+        if crate::cluster::flush::in_force(point, now) {
+            self.store.items_since(point, now)
         } else {
-            self.store.items()
+            self.store.items(now)
         }
     }
 

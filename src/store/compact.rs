@@ -26,7 +26,8 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let o = &self.inner.options;
-        let stats = self.stats();
+        // Tombstones only: the time is irrelevant to them.
+        let stats = self.stats(u32::try_from(now_secs).unwrap_or(u32::MAX));
         let gc_age = if stats.tombstones * TOMBSTONE_BOOKKEEPING_BYTES > o.tombstone_mem_limit {
             o.tombstone_min_age
         } else {
@@ -119,7 +120,7 @@ impl Store {
             }
             let mut buf = Vec::with_capacity(len);
             record::encode(&mut buf, &key, &rec);
-            let new = self.append_bytes(&key, &buf, rec.kind, rec.clock)?;
+            let new = self.append_bytes(&key, &buf, &rec)?;
             self.index_insert(&mut shard, &key, new);
         }
         // Make the copies durable before the originals go.

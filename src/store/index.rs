@@ -4,17 +4,18 @@
 //! bytes per key at 1M keys (a 24-byte Vec header, a malloc'd key, the entry, and
 //! a power-of-two table at half load). Here each key costs:
 //!
-//! - one 28-byte [`Entry`] in a dense vector,
+//! - one 32-byte [`Entry`] in a dense vector,
 //! - one 4-byte slot in an open-addressing table (linear probing, load ≤ 7/8), so
 //!   4.6 to 9 bytes per key depending on where the table is in its doubling,
 //! - the key bytes themselves, packed in an arena without per-key allocation.
 //!
-//! That is 33 to 37 bytes per key plus the key (the benchmark prints the figure).
+//! That is 37 to 41 bytes per key plus the key (the benchmark prints the figure).
 //! Vector growth can leave up to half the entry vector unused just after doubling,
 //! but the unused tail is never touched and costs no resident memory.
 
 /// Where the newest record of a key is, and what the index needs to decide without
-/// reading it (newer-wins compares clocks; tombstones count for GC).
+/// reading it (newer-wins compares clocks; tombstones count for GC; the exptime
+/// lets counting and reclaiming skip expired values without a read per key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, packed(4))]
 pub struct Entry {
@@ -23,13 +24,15 @@ pub struct Entry {
     pub offset: u32,
     pub len: u32,
     key_off: u32,
+    /// The record's exptime (unix seconds, 0 = never).
+    pub exptime: u32,
     key_len: u16,
     /// The record kind (record::Kind as u8).
     pub kind: u8,
     _reserved: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 28);
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
 impl Entry {
     fn loc(&self) -> Loc {
@@ -39,6 +42,7 @@ impl Entry {
             offset: self.offset,
             len: self.len,
             kind: self.kind,
+            exptime: self.exptime,
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct Loc {
     pub offset: u32,
     pub len: u32,
     pub kind: u8,
+    /// Unix seconds, 0 = never (always 0 for tombstones and erases).
+    pub exptime: u32,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -155,8 +161,14 @@ impl Index {
         if found {
             let e = &mut self.entries[self.slots[slot] as usize];
             let old = e.loc();
-            (e.clock, e.segment, e.offset, e.len, e.kind) =
-                (loc.clock, loc.segment, loc.offset, loc.len, loc.kind);
+            (e.clock, e.segment, e.offset, e.len, e.kind, e.exptime) = (
+                loc.clock,
+                loc.segment,
+                loc.offset,
+                loc.len,
+                loc.kind,
+                loc.exptime,
+            );
             return Some(old);
         }
         assert!(self.entries.len() < EMPTY as usize - 1, "index shard full");
@@ -172,6 +184,7 @@ impl Index {
             offset: loc.offset,
             len: loc.len,
             key_off,
+            exptime: loc.exptime,
             key_len: key.len() as u16,
             kind: loc.kind,
             _reserved: 0,
@@ -270,6 +283,7 @@ mod tests {
             offset: n,
             len: n,
             kind: 1,
+            exptime: n.rotate_left(7),
         }
     }
 

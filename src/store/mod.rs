@@ -24,6 +24,9 @@
 //!   its still-indexed records to the active segment, then deletes it. Tombstones and
 //!   erases are dropped only from the oldest segment, and only when old enough: no
 //!   older record of their key can then survive to come back.
+//! - **Expiry**: the index keeps each value's exptime, so expired values are not
+//!   counted, and a pass the caller runs (see `expiry`) turns them into tombstones
+//!   and erases the values a flush hides.
 //!
 //! Lock order: index shard → log → segment table. Readers never hold a shard lock
 //! while reading a file, so they do not wait behind a long write or a compaction.
@@ -31,10 +34,12 @@
 //! The files: this one holds the store's handle and its reads and writes by key;
 //! [`record`] the on-disk record, [`index`] the in-memory index, `segment` the
 //! segment files and appending, `hint` the hint files, `open` opening and
-//! recovery, `lock` the lock file, `compact` compaction, `snapshot` snapshots and
-//! backups, and `options` the tuning.
+//! recovery, `lock` the lock file, `compact` compaction, `expiry` counting and
+//! reclaiming what expired or was flushed, `snapshot` snapshots and backups, and
+//! `options` the tuning.
 
 mod compact;
+mod expiry;
 mod hint;
 pub mod index;
 mod lock;
@@ -44,6 +49,7 @@ pub mod record;
 mod segment;
 mod snapshot;
 
+pub use expiry::{Reclaimed, RECLAIM_BATCH};
 pub use options::{Options, SyncPolicy, OPTION_HELP};
 use segment::{Log, Segment};
 pub use snapshot::Snapshot;
@@ -95,11 +101,13 @@ fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> Error {
     }
 }
 
-/// Counters for `stats`.
+/// Counters for `stats`, at the `now` they were taken for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Keys holding a value.
+    /// Keys holding a value that has not expired.
     pub items: u64,
+    /// Keys holding an expired value not reclaimed yet.
+    pub expired: u64,
     /// Keys holding a tombstone.
     pub tombstones: u64,
     pub live_bytes: u64,
@@ -351,7 +359,8 @@ impl Store {
     }
 
     /// Drops `key` locally if its newest record is not newer than `clock` (a replace
-    /// trimming what this node no longer owns). Durable: an erase record is written.
+    /// trimming what this node no longer owns, or a value a flush hides). Durable:
+    /// an erase record is written.
     pub fn erase(&self, key: &[u8], clock: u64) -> Result<bool> {
         let shard_lock = self.shard(key);
         let mut shard = self.write_shard(shard_lock);
@@ -374,7 +383,7 @@ impl Store {
         record::check_sizes(key, rec.data.len()).map_err(Error::Invalid)?;
         let mut buf = Vec::with_capacity(record::HEADER_SIZE + key.len() + rec.data.len());
         record::encode(&mut buf, key, rec);
-        let loc = self.append_bytes(key, &buf, rec.kind, rec.clock)?;
+        let loc = self.append_bytes(key, &buf, rec)?;
         self.index_insert(shard, key, loc);
         Ok(())
     }
@@ -399,38 +408,6 @@ impl Store {
         }
     }
 
-    pub fn stats(&self) -> Stats {
-        let mut st = Stats::default();
-        for shard in &self.inner.shards {
-            let s = self.read_shard(shard);
-            s.for_each(|_, loc| {
-                if loc.kind == Kind::Value as u8 {
-                    st.items += 1
-                } else if loc.kind == Kind::Tombstone as u8 {
-                    st.tombstones += 1
-                }
-            });
-            st.index_bytes += s.allocated_bytes() as u64;
-            st.index_key_bytes += s.key_bytes() as u64;
-        }
-        for seg in self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            let (l, d) = (
-                seg.live.load(Ordering::Relaxed),
-                seg.dead.load(Ordering::Relaxed),
-            );
-            st.live_bytes += l;
-            st.dead_bytes += d;
-            st.segments.push((seg.id, l, d));
-        }
-        st
-    }
-
     /// No record at all, tombstones and erases included: a new (or wiped) store.
     /// Cheap: it looks at the index sizes only.
     pub fn is_empty(&self) -> bool {
@@ -438,25 +415,6 @@ impl Store {
             .shards
             .iter()
             .all(|s| self.read_shard(s).is_empty())
-    }
-
-    /// Keys with a value (not tombstones).
-    pub fn items(&self) -> u64 {
-        self.stats().items
-    }
-
-    /// Keys with a value stamped at or after `clock`: the items a flush up to
-    /// `clock` leaves. From the index alone.
-    pub fn items_since(&self, clock: u64) -> u64 {
-        let mut n = 0;
-        for shard in &self.inner.shards {
-            self.read_shard(shard).for_each(|_, loc| {
-                if loc.kind == Kind::Value as u8 && loc.clock >= clock {
-                    n += 1;
-                }
-            });
-        }
-        n
     }
 
     /// Whether the last write found the disk full.

@@ -1,7 +1,7 @@
 //! Opening a store: taking its lock, loading each sealed segment from its hint or
 //! by scanning it, and cutting a torn tail off the last one.
 
-use super::hint::{is_hint_temporary, load_hint, push_hint};
+use super::hint::{is_hint_temporary, load_hint, push_hint, write_hint, Hint};
 use super::index::{Index, Loc};
 use super::lock::take_lock;
 use super::record;
@@ -65,15 +65,24 @@ impl Store {
             });
             let mut hint = Vec::new();
             let size = seg.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            let loaded = !is_last
-                && load_hint(dir, id, size, |key, loc| {
+            let loaded = if is_last {
+                Hint::Unusable
+            } else {
+                load_hint(dir, id, size, |key, loc| {
                     apply_loc(&shards, &segments, &seg, key, loc)
-                });
-            if loaded {
+                })
+            };
+            if loaded == Hint::Loaded {
                 seg.len.store(size, Ordering::Relaxed);
                 report.from_hints += 1;
             } else {
+                let damaged = report.damaged_records;
                 scan_segment(&seg, is_last, &shards, &segments, &mut hint, &mut report)?;
+                // An old-format hint is rewritten so that the next open reads it. A
+                // damaged segment keeps being scanned, so that its damage is reported.
+                if loaded == Hint::Old && report.damaged_records == damaged {
+                    write_hint(dir, id, size, &hint);
+                }
             }
             if is_last {
                 last_hint = hint;
@@ -153,6 +162,7 @@ fn scan_segment(
                     offset: off as u32,
                     len: n as u32,
                     kind: rec.kind as u8,
+                    exptime: rec.exptime,
                 };
                 apply_loc(shards, segments, seg, key, loc);
                 push_hint(hint, key, loc);

@@ -3,7 +3,7 @@
 
 use super::hint::{push_hint, write_hint};
 use super::index::Loc;
-use super::record::{self, Kind, Record};
+use super::record::{self, Record};
 use super::{io_err, Error, Result, Store, SyncPolicy};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -75,14 +75,9 @@ pub(super) fn resync(data: &[u8], from: usize) -> Option<usize> {
 }
 
 impl Store {
-    /// Writes an encoded record to the active segment, rotating when it is full.
-    pub(super) fn append_bytes(
-        &self,
-        key: &[u8],
-        bytes: &[u8],
-        kind: Kind,
-        clock: u64,
-    ) -> Result<Loc> {
+    /// Writes `bytes`, the encoding of `rec`, to the active segment, rotating when
+    /// it is full.
+    pub(super) fn append_bytes(&self, key: &[u8], bytes: &[u8], rec: &Record) -> Result<Loc> {
         let mut log = self.lock_log();
         if log.active.len.load(Ordering::Relaxed) + bytes.len() as u64
             > self.inner.options.segment_size
@@ -121,11 +116,12 @@ impl Store {
         seg.len
             .store(offset + bytes.len() as u64, Ordering::Relaxed);
         let loc = Loc {
-            clock,
+            clock: rec.clock,
             segment: seg.id,
             offset: offset as u32,
             len: bytes.len() as u32,
-            kind: kind as u8,
+            kind: rec.kind as u8,
+            exptime: rec.exptime,
         };
         push_hint(&mut log.hint, key, loc);
         Ok(loc)

@@ -7,7 +7,7 @@
 //! recache token) are decided here too, so that one client, and only one, wins a
 //! token however many gateways ask at once.
 
-use crate::record::{Kind, Marks, Record};
+use crate::record::{is_expired, Kind, Marks, Record};
 
 /// The operation of a coordinated write. The code is its wire form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl Outcome {
 
 /// Whether `rec` is a value a client can see at `now`.
 pub fn is_live(rec: &Record, now: u32) -> bool {
-    rec.kind == Kind::Value && (rec.exptime == 0 || rec.exptime > now)
+    rec.kind == Kind::Value && !is_expired(rec.exptime, now)
 }
 
 /// Decides `w` against the key's current record. `stamp` is a fresh ClockTime from
