@@ -491,9 +491,8 @@ fn generate_meta(d: &mut Dice, key: &str, counters: &mut Counters) -> Step {
             data = Some(b"a".to_vec());
         }
     }
-    if verb == "ms" && !flags.iter().any(|f| f == "MA" || f == "MP") {
-        counters.remove(key);
-    }
+    // An ms may be refused (a cas, a mode, a bad flag): the key stays a counter
+    // for the generator until a text set, which always replaces it.
     // See DIFFERENCES: N and T before the flags that show a TTL.
     flags.sort_by_key(|f| !(f.starts_with('N') || f.starts_with('T')));
     let base64 = flags.iter().any(|f| f == "b");
