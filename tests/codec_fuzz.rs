@@ -10,6 +10,7 @@
 mod common;
 mod conformance;
 
+use kumo::proto::membin;
 use kumo::proto::memtext::{self, Parsed, LINE_SIZE_MAX};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -112,12 +113,69 @@ fn check(input: &[u8]) {
     }
 }
 
+/// A binary request packet with the given fields (the body as given, whatever the
+/// lengths say), the material of the binary mutations.
+fn packet(opcode: u8, key_len: u16, extras_len: u8, body: &[u8], declared: u32) -> Vec<u8> {
+    let mut b = vec![membin::REQUEST, opcode];
+    b.extend_from_slice(&key_len.to_be_bytes());
+    b.push(extras_len);
+    b.extend_from_slice(&[0, 0, 0]);
+    b.extend_from_slice(&declared.to_be_bytes());
+    b.extend_from_slice(&[0; 12]);
+    b.extend_from_slice(body);
+    b
+}
+
+fn binary_input() -> impl Strategy<Value = Vec<u8>> {
+    let sane = (
+        0u8..0x30,
+        0u16..300,
+        prop_oneof![Just(0u8), Just(4), Just(8), Just(20), any::<u8>()],
+        proptest::collection::vec(any::<u8>(), 0..400),
+    )
+        .prop_map(|(op, k, e, body)| {
+            let declared = body.len() as u32;
+            packet(op, k.min(body.len() as u16), e, &body, declared)
+        });
+    let lying = (
+        any::<u8>(),
+        any::<u16>(),
+        any::<u8>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(op, k, e, declared, body)| packet(op, k, e, &body, declared));
+    prop_oneof![sane, lying, proptest::collection::vec(any::<u8>(), 0..128)]
+}
+
+/// What every binary parse must respect.
+fn check_binary(input: &[u8]) {
+    match membin::parse(input, VALUE_MAX) {
+        membin::Parsed::Incomplete => {}
+        membin::Parsed::Request { len, header, .. } => {
+            assert!(len <= input.len());
+            // The whole packet, or (STAT, TOUCH, GAT) its header, extras and key.
+            assert!(len <= membin::HEADER_SIZE + header.body_len as usize);
+            assert!(len >= membin::HEADER_SIZE);
+        }
+        membin::Parsed::Refused { len, swallow, .. } => {
+            assert!(len <= input.len());
+            assert!(swallow <= u32::MAX as usize);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
     #[test]
     fn the_text_and_meta_codecs_take_any_bytes(input in any_input()) {
         check(&input);
+    }
+
+    #[test]
+    fn the_binary_codec_takes_any_bytes(input in binary_input()) {
+        check_binary(&input);
     }
 }
 
@@ -140,10 +198,20 @@ fn a_gateway_fed_garbage_keeps_serving() {
     let c = common::Cluster::start(3);
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = proptest::collection::vec(any_input(), 1..8);
+    let binary = proptest::collection::vec(binary_input(), 1..8);
     let mut healthy = conformance::Conn::open(c.gateway_addr, "healthy");
     for round in 0..30 {
-        let inputs = strategy.new_tree(&mut runner).unwrap().current();
-        let mut s = std::net::TcpStream::connect(c.gateway_addr).unwrap();
+        let mut inputs = strategy.new_tree(&mut runner).unwrap().current();
+        if round % 2 == 1 {
+            inputs.extend(binary.new_tree(&mut runner).unwrap().current());
+        }
+        // Even rounds go to the text listener, odd ones to the binary one.
+        let target = if round % 2 == 0 {
+            c.gateway_addr
+        } else {
+            c.gateway_binary_addr
+        };
+        let mut s = std::net::TcpStream::connect(target).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_millis(150)))
             .unwrap();
         for input in &inputs {

@@ -382,6 +382,20 @@ memcached refuses a flag it does not know: the first two would make every read a
 write on three servers, and the CAS value is the version that orders the copies.
 \fBme\fR shows \fBexp\fR, \fBcas\fR and \fBsize\fR.
 .PP
+With \fB\-b\fR the gateway also speaks memcached's binary protocol, on its own
+address: GET, GETK, GAT, GATK and their quiet forms, SET, ADD, REPLACE, APPEND,
+PREPEND and their quiet forms (a CAS in the header makes SET, ADD and REPLACE a
+compare\-and\-swap, and is compared by APPEND, PREPEND, DELETE, INCREMENT and
+DECREMENT), DELETE, INCREMENT and DECREMENT (an expiration other than 0xffffffff
+makes a missing counter with its initial value), TOUCH, FLUSH, STAT (with a group
+as its key), NOOP, VERSION, QUIT and QUITQ, answered as memcached 1.6 answers them,
+in request order, on the same pipeline and with the same memory bounds as the text
+protocol. VERBOSITY is an unknown command, as in memcached. A request the cluster
+cannot answer in time gets status 0x86 (temporary failure) with the reason, and a
+full store 0x82 (out of memory). A packet whose lengths do not add up gets
+\fBInvalid arguments\fR (or \fBUnknown command\fR) and the connection closes; a
+wrong magic byte closes it without a word.
+.PP
 \fBflush_all\fR empties the whole cluster, not one server: every server takes the
 same flush point and keeps it in its store, so what was stored before the flush
 stays gone through restarts, replaces and a server's return; a server that was

@@ -120,8 +120,15 @@ fn defaults_fill_in() {
     assert_eq!(a.addr("manager1"), "127.0.0.1:19700".parse().unwrap());
     assert_eq!(a.port("stream-listen"), 19900);
     let g = parse(Role::Gateway, args(&["-m", "127.0.0.1"])).unwrap();
-    assert_eq!(g.addr("memcache-text"), "0.0.0.0:11211".parse().unwrap());
     assert_eq!(g.size("max-item-size"), 1 << 20);
+    // Neither -t nor -b: the text protocol on 11211. -b alone: binary only.
+    let c = crate::gateway::Config::from_args(&g);
+    assert_eq!(c.memcache_text, Some("0.0.0.0:11211".parse().unwrap()));
+    assert_eq!(c.memcache_binary, None);
+    let b = parse(Role::Gateway, args(&["-m", "127.0.0.1", "-b", "11311"])).unwrap();
+    let c = crate::gateway::Config::from_args(&b);
+    assert_eq!(c.memcache_text, None);
+    assert_eq!(c.memcache_binary, Some("0.0.0.0:11311".parse().unwrap()));
     let h = parse(Role::Hash, args(&["a", "b", "--", "assign", "k"])).unwrap();
     assert_eq!((h.positional.len(), h.before_dashdash), (4, Some(2)));
     assert_eq!(a.seconds("clock-interval"), Duration::from_secs(2));

@@ -6,6 +6,7 @@
 //! [`OUTPUT_BUDGET_BYTES`]. Under the budget one value may always go, however large,
 //! so that every get ends; over it, none until the connection has sent some.
 
+use super::form::Form;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,8 @@ pub(super) struct GetRun {
     pub seq: u64,
     /// This part ends its line: `END` goes after it.
     pub end: bool,
+    /// The protocol its answers are worded in.
+    pub form: Form,
     state: Mutex<RunState>,
 }
 
@@ -53,6 +56,7 @@ impl GetRun {
         touch: Option<u32>,
         seq: u64,
         end: bool,
+        form: Form,
     ) -> Arc<GetRun> {
         Arc::new(GetRun {
             keys: keys.into_iter().map(Arc::new).collect(),
@@ -60,6 +64,7 @@ impl GetRun {
             touch,
             seq,
             end,
+            form,
             state: Mutex::new(RunState {
                 next: 0,
                 answered: 0,
@@ -133,13 +138,8 @@ mod tests {
     use super::*;
 
     fn run(keys: usize) -> Arc<GetRun> {
-        GetRun::new(
-            (0..keys).map(|k| vec![k as u8]).collect(),
-            false,
-            None,
-            0,
-            true,
-        )
+        let keys = (0..keys).map(|k| vec![k as u8]).collect();
+        GetRun::new(keys, false, None, 0, true, Form::text())
     }
 
     #[test]

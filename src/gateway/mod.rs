@@ -30,8 +30,11 @@
 //! each request goes, [`text`] the memcached text protocol session, and
 //! `pipeline` the order of a connection's commands.
 
+mod binary;
+mod client;
 mod flow;
 mod flush;
+mod form;
 mod meta;
 mod multiget;
 mod pipeline;
@@ -60,8 +63,10 @@ pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, MANAGERS, OWN_O
 
 #[rustfmt::skip]
 static OWN_OPTIONS: &[Opt] = &[
-    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: Some("11211"), required: false,
-        help: "Address to serve the memcached text protocol on. A bare port listens on every interface." },
+    Opt { short: Some("t"), long: "memcache-text", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: None, required: false,
+        help: "Address to serve the memcached text protocol (and its meta commands) on. A bare port listens on every interface. Without -t and -b, the text protocol is served on 11211." },
+    Opt { short: Some("b"), long: "memcache-binary", kind: Kind::Listen { port: GATEWAY_TEXT_PORT }, default: None, required: false,
+        help: "Address to serve the memcached binary protocol on. A bare port listens on every interface. With -t too, both are served." },
     Opt { short: Some("I"), long: "max-item-size", kind: Kind::Size, default: Some("1m"), required: false,
         help: "Largest value a client may store; larger ones get SERVER_ERROR object too large for cache." },
     Opt { short: Some("G"), long: "get-retry", kind: Kind::Count, default: Some("5"), required: false,
@@ -376,7 +381,9 @@ impl Gateway {
 
 /// kumo-gateway's own settings, typed (the shared groups are the daemon layer's).
 pub struct Config {
-    pub memcache_text: SocketAddr,
+    /// `-t`; 11211 on every interface when neither `-t` nor `-b` is given.
+    pub memcache_text: Option<SocketAddr>,
+    pub memcache_binary: Option<SocketAddr>,
     pub managers: Vec<SocketAddr>,
     pub max_item_size: usize,
     pub get_retry: u32,
@@ -392,7 +399,14 @@ impl Config {
     pub fn from_args(args: &Args) -> Config {
         let retries = |name| args.count(name).min(u32::MAX as u64 / 4) as u32;
         Config {
-            memcache_text: args.addr("memcache-text"),
+            memcache_text: match (
+                args.opt_addr("memcache-text"),
+                args.opt_addr("memcache-binary"),
+            ) {
+                (None, None) => Some(SocketAddr::from(([0, 0, 0, 0], GATEWAY_TEXT_PORT))),
+                (t, _) => t,
+            },
+            memcache_binary: args.opt_addr("memcache-binary"),
             managers: [Some(args.addr("manager1")), args.opt_addr("manager2")]
                 .into_iter()
                 .flatten()
@@ -429,11 +443,18 @@ pub fn main(args: Args) -> i32 {
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
-    let text_addr = config.memcache_text;
-    let listener = match std::net::TcpListener::bind(text_addr) {
-        Ok(l) => l,
-        Err(e) => return daemon::fatal(program, format!("cannot listen on {text_addr}: {e}")),
-    };
+    // Both bound before going to the background, so that a taken port is told.
+    let mut listeners = Vec::new();
+    for (addr, binary) in [
+        (config.memcache_text, false),
+        (config.memcache_binary, true),
+    ] {
+        let Some(addr) = addr else { continue };
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => listeners.push((l, addr, binary)),
+            Err(e) => return daemon::fatal(program, format!("cannot listen on {addr}: {e}")),
+        }
+    }
     if config.managers.len() == 2 && config.managers[0] == config.managers[1] {
         return daemon::fatal(program, "-p names the same manager as -m");
     }
@@ -474,7 +495,6 @@ pub fn main(args: Args) -> i32 {
     for m in managers {
         gw.watch(m);
     }
-    gw.conns.set_listen(text_addr);
     let timeouts = config.timeouts;
     // Held for the life of the process: the sweep stops when its id is dropped.
     let _sweep = if timeouts.idle > 0 || timeouts.command > 0 {
@@ -491,10 +511,17 @@ pub fn main(args: Args) -> i32 {
     } else {
         None
     };
-    if let Err(e) = net.listen(listener, text::factory(gw.clone())) {
-        return daemon::fatal(program, format!("cannot serve {text_addr}: {e}"));
+    for (listener, addr, binary) in listeners {
+        let (factory, what) = if binary {
+            (binary::factory(gw.clone(), addr), "binary")
+        } else {
+            (text::factory(gw.clone(), addr), "text")
+        };
+        if let Err(e) = net.listen(listener, factory) {
+            return daemon::fatal(program, format!("cannot serve {addr}: {e}"));
+        }
+        log::info!("memcached {what} protocol on {addr}");
     }
-    log::info!("memcached text protocol on {text_addr}");
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");
     crate::cli::EXIT_OK

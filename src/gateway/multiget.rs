@@ -9,12 +9,12 @@
 //! (see `Pipeline::has_room`).
 
 use super::flow::GetRun;
+use super::form::Form;
 use super::pipeline::{Footprint, Pipeline, Slot};
 use super::stats::DetailOp;
 use super::GetDone;
 use crate::cluster::write::{self, Op, Outcome, Write};
 use crate::proto::cluster::WriteRequest;
-use crate::proto::memtext;
 use crate::record::Record;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -77,21 +77,21 @@ impl Pipeline {
             Ok(Some(rec)) if write::is_live(&rec, now) => {
                 c.get_hits.fetch_add(1, Ordering::Relaxed);
                 self.gw.detail.record(key, DetailOp::Get { hit: true });
-                let cas = run.with_cas.then_some(rec.clock);
-                memtext::value_reply(key, rec.flags, &rec.data, cas)
+                run.form
+                    .value(key, rec.flags, &rec.data, rec.clock, run.with_cas)
             }
             Ok(_) => {
                 c.get_misses.fetch_add(1, Ordering::Relaxed);
                 self.gw.detail.record(key, DetailOp::Get { hit: false });
-                Vec::new()
+                run.form.miss(key)
             }
             // One failed key of a single get is an error; in a multi-get the key is
             // left out, as memcached leaves out what it cannot serve.
             Err(e) => {
                 c.get_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("get failed: {e}");
-                if single {
-                    format!("SERVER_ERROR {e}\r\n").into_bytes()
+                if single || matches!(run.form, Form::Binary { .. }) {
+                    run.form.error(&e)
                 } else {
                     Vec::new()
                 }

@@ -6,12 +6,13 @@
 //! against the cluster through [`Gateway`].
 
 use super::flow::{Fetching, GetRun, OUTPUT_BUDGET_BYTES};
+use super::form::Form;
 use super::stats::DetailOp;
 use super::{Gateway, WriteDone};
 use crate::cluster::write::{Op, Outcome, Write};
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
-use crate::proto::memtext::{self, StatsGroup};
+use crate::proto::memtext::StatsGroup;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,17 +130,8 @@ impl Replies {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Place {
     pub seq: u64,
-    pub silent: bool,
-}
-
-impl Place {
-    fn answer(self, replies: &Replies, text: &[u8]) {
-        if self.silent {
-            replies.fill(self.seq, Slot::Ready(Vec::new()));
-        } else {
-            replies.answer(self.seq, text);
-        }
-    }
+    /// The protocol the answer is worded in, and whether it is silent.
+    pub form: Form,
 }
 
 /// A command waiting for its turn, with its reply slot.
@@ -153,7 +145,7 @@ pub(super) enum Job {
     },
     Stats {
         group: StatsGroup,
-        seq: u64,
+        place: Place,
     },
     /// `flush_all`: every key at once, so it runs alone, after everything before
     /// it and before everything after it.
@@ -425,7 +417,7 @@ impl Pipeline {
         match job {
             Job::Get(run) => self.get(run),
             Job::Write { key, w, place } => self.write(key, w, place),
-            Job::Stats { group, seq } => self.stats(group, seq),
+            Job::Stats { group, place } => self.stats(group, place),
             Job::Flush { delay, place } => self.flush(delay, place),
             Job::Meta { req, data, seq } => self.meta(req, data, seq),
         }
@@ -450,7 +442,7 @@ impl Pipeline {
             Op::Delete | Op::Incr(_) | Op::Decr(_) => 0,
             _ => c.cmd_set.fetch_add(1, Ordering::Relaxed),
         };
-        let async_ = place.silent
+        let async_ = place.form.is_silent()
             || if w.op == Op::Delete {
                 gw.async_delete
             } else {
@@ -466,8 +458,8 @@ impl Pipeline {
         let me = self.clone();
         let done: WriteDone = Box::new(move |r| {
             let c = &me.gw.counters;
-            let text = match r {
-                Ok((o, _, _)) => {
+            let reply = match r {
+                Ok((o, cas, _)) => {
                     let pair = match op {
                         Op::Delete => Some((&c.delete_hits, &c.delete_misses)),
                         Op::Incr(_) => Some((&c.incr_hits, &c.incr_misses)),
@@ -481,15 +473,15 @@ impl Pipeline {
                         let counter = if o == Outcome::NotFound { miss } else { hit };
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
-                    memtext::outcome_reply(o)
+                    place.form.write(op, Ok((o, cas)))
                 }
                 Err(e) => {
                     c.write_errors.fetch_add(1, Ordering::Relaxed);
                     log::warn!("write failed: {e}");
-                    format!("SERVER_ERROR {e}").into_bytes()
+                    place.form.write(op, Err(&e))
                 }
             };
-            place.answer(&me.replies, &text);
+            me.replies.fill(place.seq, Slot::Ready(reply));
             me.finished(Footprint {
                 keys: vec![done_key],
                 write: true,
@@ -504,15 +496,19 @@ impl Pipeline {
         self.gw.flush(
             delay,
             Box::new(move |r| {
-                match r {
-                    Ok(()) => place.answer(&me.replies, b"OK"),
+                let reply = match r {
+                    Ok(()) => place.form.ok(),
                     Err(e) => {
-                        if place.silent {
+                        if place.form.is_silent() {
                             log::warn!("flush_all noreply failed: {e}");
                         }
-                        place.answer(&me.replies, format!("SERVER_ERROR {e}").as_bytes())
+                        match place.form {
+                            Form::Text { silent: true } => Vec::new(),
+                            f => f.error(&e),
+                        }
                     }
-                }
+                };
+                me.replies.fill(place.seq, Slot::Ready(reply));
                 me.finished(Footprint {
                     keys: Vec::new(),
                     write: true,
@@ -522,13 +518,14 @@ impl Pipeline {
         );
     }
 
-    fn stats(self: &Arc<Self>, group: StatsGroup, seq: u64) {
+    fn stats(self: &Arc<Self>, group: StatsGroup, place: Place) {
         let me = self.clone();
         super::stats::answer(
             &self.gw,
             group,
             Box::new(move |text| {
-                me.replies.fill(seq, Slot::Ready(text));
+                me.replies
+                    .fill(place.seq, Slot::Ready(place.form.stats(text)));
                 me.finished(Footprint::none());
             }),
         );

@@ -195,6 +195,8 @@ impl Detail {
 /// One open client connection, for `stats conns` and the timeouts.
 pub struct ConnInfo {
     peer: std::net::SocketAddr,
+    /// The address it came in on.
+    listen: std::net::SocketAddr,
     /// Unix second of its last command.
     last_cmd: std::sync::atomic::AtomicU32,
     /// Unix second input last arrived while a command or value was incomplete;
@@ -267,19 +269,19 @@ pub struct Timeouts {
 pub struct Conns {
     next: std::sync::atomic::AtomicU64,
     open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnInfo>>>,
-    /// The address clients connect to (`-t`).
-    listen: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Conns {
-    pub fn set_listen(&self, addr: std::net::SocketAddr) {
-        let _ = self.listen.set(addr);
-    }
-
-    pub fn open(&self, peer: std::net::SocketAddr, now: u32) -> (u64, Arc<ConnInfo>) {
+    pub fn open(
+        &self,
+        peer: std::net::SocketAddr,
+        listen: std::net::SocketAddr,
+        now: u32,
+    ) -> (u64, Arc<ConnInfo>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ConnInfo {
             peer,
+            listen,
             last_cmd: std::sync::atomic::AtomicU32::new(now),
             partial_since: std::sync::atomic::AtomicU32::new(0),
             paused: std::sync::atomic::AtomicBool::new(false),
@@ -316,13 +318,10 @@ impl Conns {
     /// memcached's `stats conns` lines: per connection its address, the address it
     /// came in on, its state and the seconds since its last command.
     fn lines(&self, now: u32) -> Vec<(String, String)> {
-        let listen = self.listen.get().map(|a| format!("tcp:{a}"));
         let mut out = Vec::new();
         for (id, c) in self.lock().iter() {
             out.push((format!("{id}:addr"), format!("tcp:{}", c.peer)));
-            if let Some(l) = &listen {
-                out.push((format!("{id}:listen_addr"), l.clone()));
-            }
+            out.push((format!("{id}:listen_addr"), format!("tcp:{}", c.listen)));
             out.push((format!("{id}:state"), c.state().to_string()));
             let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
             out.push((format!("{id}:secs_since_last_cmd"), idle.to_string()));

@@ -20,7 +20,9 @@
 //! room; without it the session stops reading (backpressure), and the pipeline
 //! brings it back once answers have gone out.
 
+use super::client::Client;
 use super::flow::GetRun;
+use super::form::Form;
 use super::pipeline::{Job, Pipeline, Place, Slot};
 use super::Gateway;
 use crate::cluster::write::{Op, Write};
@@ -28,7 +30,6 @@ use crate::net::{Session, SessionFactory, Writer};
 use crate::proto::memcache::absolute_exptime;
 use crate::proto::memmeta::{self, Verb};
 use crate::proto::memtext::{self, Command, Parsed, StoreOp};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Where the connection is in its input.
@@ -71,44 +72,23 @@ impl Pending {
 }
 
 pub struct TextSession {
-    gw: Arc<Gateway>,
-    pipeline: Option<Arc<Pipeline>>,
+    client: Client,
     state: State,
-    /// This connection in `stats conns`.
-    id: u64,
-    info: Arc<super::stats::ConnInfo>,
 }
 
-impl TextSession {
-    fn pipeline(&mut self, out: &Arc<Writer>) -> Arc<Pipeline> {
-        let gw = self.gw.clone();
-        self.pipeline
-            .get_or_insert_with(|| Pipeline::new(gw, out))
-            .clone()
-    }
-}
-
-pub fn factory(gw: Arc<Gateway>) -> SessionFactory {
+/// Sessions for the connections accepted on `listen`.
+pub fn factory(gw: Arc<Gateway>, listen: std::net::SocketAddr) -> SessionFactory {
     Arc::new(move |peer| {
-        gw.counters.curr_connections.fetch_add(1, Ordering::Relaxed);
-        gw.counters
-            .total_connections
-            .fetch_add(1, Ordering::Relaxed);
-        let (id, info) = gw.conns.open(peer, crate::time::unix_now());
         Box::new(TextSession {
-            gw: gw.clone(),
-            pipeline: None,
+            client: Client::open(&gw, peer, listen),
             state: State::Command,
-            id,
-            info,
         })
     })
 }
 
 impl Session for TextSession {
     fn on_open(&mut self, out: &Arc<Writer>) {
-        // The timeouts may close it before it has sent a byte.
-        self.info.set_writer(out.clone());
+        self.client.opened(out);
     }
 
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
@@ -116,8 +96,7 @@ impl Session for TextSession {
             return Ok(input.len());
         }
         let now = crate::time::unix_now();
-        self.info.touched(now);
-        let pipe = self.pipeline(out);
+        let pipe = self.client.input(out, now);
         let mut used = 0;
         let mut paused = false;
         while used < input.len() {
@@ -177,7 +156,7 @@ impl Session for TextSession {
                     used += need;
                     value_arrived(&pipe, p, &rest[..need], now);
                 }
-                State::Command => match memtext::parse(rest, self.gw.value_max) {
+                State::Command => match memtext::parse(rest, self.client.gw.value_max) {
                     Parsed::Incomplete => break,
                     Parsed::LongGet { with_cas, len } => {
                         used += len;
@@ -199,7 +178,7 @@ impl Session for TextSession {
                             let w = Write::plain(Op::Delete, 0, 0, Vec::new());
                             let place = Place {
                                 seq: pipe.replies.reserve(),
-                                silent: true,
+                                form: Form::Text { silent: true },
                             };
                             pipe.submit(Job::Write { key, w, place });
                         }
@@ -225,16 +204,12 @@ impl Session for TextSession {
         // A command or value that stopped arriving partway is timed from here (see
         // `--command-timeout`); time the pipeline made it wait does not count.
         let partial = used < input.len() || !matches!(self.state, State::Command);
-        self.info.note_input(now, partial, paused);
+        self.client.info.note_input(now, partial, paused);
         Ok(used)
     }
 
     fn on_close(&mut self) {
-        self.gw.conns.close(self.id);
-        self.gw
-            .counters
-            .curr_connections
-            .fetch_sub(1, Ordering::Relaxed);
+        self.client.closed();
     }
 }
 
@@ -247,7 +222,7 @@ impl TextSession {
             w: Write::plain(op, 0, exptime, Vec::new()),
             place: Place {
                 seq: replies.reserve(),
-                silent: noreply,
+                form: Form::Text { silent: noreply },
             },
         };
         let job = match command {
@@ -311,13 +286,16 @@ impl TextSession {
             } => write(key, Op::Touch, absolute_exptime(exptime, now), noreply),
             Command::Stats(group) => Job::Stats {
                 group,
-                seq: replies.reserve(),
+                place: Place {
+                    seq: replies.reserve(),
+                    form: Form::text(),
+                },
             },
             Command::Flush { delay, noreply } => Job::Flush {
                 delay,
                 place: Place {
                     seq: replies.reserve(),
-                    silent: noreply,
+                    form: Form::Text { silent: noreply },
                 },
             },
             Command::Version => {
@@ -369,7 +347,8 @@ fn answer(pipe: &Pipeline, text: &str) {
 fn submit_get(pipe: &Arc<Pipeline>, keys: &[&[u8]], with_cas: bool, touch: Option<u32>, end: bool) {
     let seq = pipe.replies.reserve_many(GetRun::places(keys.len(), end));
     let keys = keys.iter().map(|k| k.to_vec()).collect();
-    pipe.submit(Job::Get(GetRun::new(keys, with_cas, touch, seq, end)));
+    let run = GetRun::new(keys, with_cas, touch, seq, end, Form::text());
+    pipe.submit(Job::Get(run));
 }
 
 /// A storage command's value and its CRLF (`data`) have arrived.
@@ -399,7 +378,7 @@ fn value_arrived(pipe: &Arc<Pipeline>, p: Pending, data: &[u8], now: u32) {
             let w = Write::plain(op, flags, absolute_exptime(exptime, now), v.to_vec());
             let place = Place {
                 seq: pipe.replies.reserve(),
-                silent: noreply,
+                form: Form::Text { silent: noreply },
             };
             pipe.submit(Job::Write { key, w, place });
         }

@@ -4,9 +4,11 @@
 //! - [`cluster`]: the messages between kumo nodes, on top of `rpc`.
 //! - [`memtext`]: the memcached text protocol the gateway speaks to applications.
 //! - [`memmeta`]: memcached's meta commands, which arrive on the same connections.
+//! - [`membin`]: memcached's binary protocol, on its own listener.
 //! - [`memcache`]: what the memcached codecs share.
 
 pub mod cluster;
+pub mod membin;
 pub mod memcache;
 pub mod memmeta;
 pub mod memtext;

@@ -262,6 +262,8 @@ pub struct Cluster {
     pub servers: Vec<ServerNode>,
     pub gateway: Proc,
     pub gateway_addr: SocketAddr,
+    /// Where the gateway serves the binary protocol (`-b`).
+    pub gateway_binary_addr: SocketAddr,
     /// The gateway's `--deadline`: every request is answered within it.
     pub deadline: Duration,
     /// In an isolated cluster, each server's store is on a small disk of its own,
@@ -327,6 +329,8 @@ impl Cluster {
         let manager_addr = addr_of(End::Manager(0));
         let partner_addr = pair.then(|| addr_of(End::Manager(1)));
         let gateway_addr = addr_of(End::Gateway);
+        let gateway_binary_addr =
+            SocketAddr::new(gateway_addr.ip(), netfault::free_port_on(gateway_addr.ip()));
         let deadline = if isolated.is_some() {
             DEFAULT_DEADLINE
         } else {
@@ -346,6 +350,7 @@ impl Cluster {
                 log: PathBuf::new(),
             },
             gateway_addr,
+            gateway_binary_addr,
             deadline,
             disks: Default::default(),
             dir,
@@ -369,7 +374,13 @@ impl Cluster {
             End::Gateway,
             "gateway",
             &[
-                &["gateway", "-t", &gateway_addr.to_string()],
+                &[
+                    "gateway",
+                    "-t",
+                    &gateway_addr.to_string(),
+                    "-b",
+                    &gateway_binary_addr.to_string(),
+                ],
                 deadline_flag,
                 &c.manager_flags()
                     .iter()
