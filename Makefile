@@ -28,7 +28,7 @@ chaos:
 differential:
 	bash tests/peers.sh test
 	KUMO_DIFF_SEEDS=$${KUMO_DIFF_SEEDS:-50} KUMO_DIFF_OPS=$${KUMO_DIFF_OPS:-5000} \
-		cargo test --release --test differential -- --nocapture
+		cargo test --release --test differential --test differential_binary -- --nocapture
 
 # Regenerates man/ from the roles' option lists; the test suite fails while man/ is stale.
 man:

@@ -29,20 +29,38 @@ pub struct Memcached {
     _dir: tempfile::TempDir,
 }
 
-/// True once `addr` answers `version` with a `VERSION ` line.
-fn answers(addr: SocketAddr) -> bool {
+/// True once `addr` answers `version` with a `VERSION ` line (or, `binary`, a
+/// NOOP with its response).
+fn answers(addr: SocketAddr, binary: bool) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"version\r\n").is_err() {
+    let mut noop = [0u8; 24];
+    noop[0] = 0x80;
+    noop[1] = 0x0a;
+    let ask: &[u8] = if binary { &noop } else { b"version\r\n" };
+    if s.write_all(ask).is_err() {
         return false;
     }
     let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION "))
+    match s.read(&mut buf) {
+        Ok(n) if binary => n >= 2 && buf[0] == 0x81 && buf[1] == 0x0a,
+        Ok(n) => buf[..n].starts_with(b"VERSION "),
+        Err(_) => false,
+    }
 }
 
 pub fn start_memcached() -> Memcached {
+    start(false)
+}
+
+/// A memcached that speaks only the binary protocol (`-B binary`).
+pub fn start_memcached_binary() -> Memcached {
+    start(true)
+}
+
+fn start(binary: bool) -> Memcached {
     let bin = memcached_bin().unwrap_or_else(|| {
         panic!(
             "the `memcached` binary is not installed, and the memcached conformance test needs \
@@ -58,6 +76,9 @@ pub fn start_memcached() -> Memcached {
     let mut cmd = Command::new(&bin);
     // -U 0: no UDP. Defaults otherwise: -I 1m item size limit, -m 64 MiB, 4 threads.
     cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    if binary {
+        cmd.args(["-B", "binary"]);
+    }
     // memcached refuses to run as root unless told which user to be (CI runs as root).
     if unsafe { libc::geteuid() } == 0 {
         cmd.args(["-u", "root"]);
@@ -79,7 +100,7 @@ pub fn start_memcached() -> Memcached {
                     proc.log_text()
                 );
             }
-            answers(addr)
+            answers(addr, binary)
         },
     );
     Memcached {

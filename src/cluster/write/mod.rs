@@ -328,7 +328,9 @@ fn parse_number(data: &[u8]) -> Option<u64> {
         i += 1;
     }
     let digits = data[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || data.get(i + digits).is_some_and(|&b| !space(b)) {
+    // A NUL ends the number too: memcached reads the value as a C string.
+    let ends = |b: u8| space(b) || b == 0;
+    if digits == 0 || data.get(i + digits).is_some_and(|&b| !ends(b)) {
         return None;
     }
     let n: u64 = std::str::from_utf8(&data[i..i + digits])

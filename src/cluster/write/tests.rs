@@ -92,6 +92,11 @@ fn counters_keep_their_length_as_memcached_does() {
         Outcome::NonNumeric
     );
     assert_eq!(
+        apply(&w(Op::Incr(1), ""), Some(&val(10, "10\0ba")), 20, NOW).0,
+        Outcome::Number(11),
+        "a NUL ends the number, as in memcached's C string"
+    );
+    assert_eq!(
         apply(&w(Op::Incr(1), ""), Some(&val(10, "+7")), 20, NOW).0,
         Outcome::Number(8)
     );

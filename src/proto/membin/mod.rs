@@ -337,8 +337,9 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
     let value = body.get(elen + klen..).unwrap_or_default();
     let u32_at = |i: usize| u32::from_be_bytes(extras[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |i: usize| u64::from_be_bytes(extras[i..i + 8].try_into().expect("8 bytes"));
-    // memcached reads an exptime as a signed 32-bit number.
-    let exptime = |i: usize| i64::from(u32_at(i) as i32);
+    // Unlike the text protocol's, a binary exptime is unsigned: 0xffffffff is a
+    // time in 2106, not one in the past.
+    let exptime = |i: usize| i64::from(u32_at(i));
     let command = match h.opcode {
         op::GET | op::GETQ | op::GETK | op::GETKQ => Command::Get {
             key,
