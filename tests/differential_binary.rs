@@ -104,6 +104,8 @@ struct Step {
     cas: Option<bool>,
     /// The server closes the connection after its answer.
     closes: bool,
+    /// Sent with a wrong magic byte: the server closes without a word.
+    bad_magic: bool,
 }
 
 fn quiet(opcode: u8) -> bool {
@@ -150,6 +152,7 @@ fn generate(d: &mut Dice, prefix: &str, counters: &mut HashSet<Vec<u8>>) -> Step
         value,
         cas,
         closes: false,
+        bad_magic: false,
     };
     let cas = |d: &mut Dice| match d.pick(4) {
         0 => Some(true),
@@ -228,6 +231,11 @@ fn generate(d: &mut Dice, prefix: &str, counters: &mut HashSet<Vec<u8>>) -> Step
                 ..step(opcode, key, extras, value, None)
             }
         }
+        19 if d.chance(10) => Step {
+            closes: true,
+            bad_magic: true,
+            ..step(op::GET, key, Vec::new(), Vec::new(), None)
+        },
         _ => step(op::GET, key, Vec::new(), Vec::new(), None),
     }
 }
@@ -242,7 +250,8 @@ fn render(side: &Side, s: &Step) -> Vec<u8> {
         },
     };
     let body = s.extras.len() + s.key.len() + s.value.len();
-    let mut b = vec![REQUEST, s.opcode];
+    let magic = if s.bad_magic { 0x42 } else { REQUEST };
+    let mut b = vec![magic, s.opcode];
     b.extend_from_slice(&(s.key.len() as u16).to_be_bytes());
     b.push(s.extras.len() as u8);
     b.extend_from_slice(&[0, 0, 0]);
@@ -310,12 +319,13 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
                         value: Vec::new(),
                         cas: None,
                         closes: false,
+                        bad_magic: false,
                     },
                 ));
             }
             side.send(c, &bytes);
             let mut got = Vec::new();
-            loop {
+            while !s.bad_magic {
                 let p = side.packet(c);
                 let done = !q || p[1] == op::NOOP;
                 got.extend(normalise(side, &s, p, &padded));
