@@ -7,7 +7,26 @@
 //! over suspect ones while an unsuspected one is left, and a read that has waited
 //! its hedge time asks the next one too.
 
+use super::hash_space::Tables;
 use std::net::SocketAddr;
+
+/// The owners a read of `hash` may ask, in ring order: the active owners in rhs
+/// (whs when rhs routes nothing), less any server a newer whs calls fault. The rhs
+/// a replace settled can outlive the fault that came after it (the replace was
+/// abandoned, and the managers' rhs is older than the one gateways took), and a
+/// fault server may have come back empty.
+pub fn readers(t: &Tables, hash: u64) -> Vec<SocketAddr> {
+    let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
+    let fault = |a: &SocketAddr| {
+        t.whs.clocktime.0 > reads.clocktime.0
+            && t.whs.nodes().iter().any(|n| n.addr == *a && !n.active)
+    };
+    reads
+        .active_owners(hash)
+        .into_iter()
+        .filter(|a| !fault(a))
+        .collect()
+}
 
 /// The owner to ask next, given those asked already in this round: the first one in
 /// ring order not asked and not suspect, else the first one not asked. None when
@@ -27,6 +46,33 @@ pub fn next_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::hash_space::testing::space;
+
+    /// A server fault in the newer whs is not read from, though the older rhs
+    /// still lists it; a server active in whs only (data still coming) is not
+    /// read from either; with rhs the newer, rhs alone decides.
+    #[test]
+    fn reads_avoid_what_newer_tables_call_fault() {
+        let settled = space(&[(1, true), (2, true), (3, true)], 10);
+        let t = Tables {
+            whs: space(&[(1, true), (2, false), (3, true)], 20),
+            rhs: settled.clone(),
+        };
+        for h in [1u64, 99, 12345, u64::MAX] {
+            let r = readers(&t, h);
+            assert!(!r.contains(&a(2)) && r.len() == 2, "{r:?}");
+        }
+        let growing = Tables {
+            whs: space(&[(1, true), (2, true), (3, true), (4, true)], 30),
+            rhs: settled.clone(),
+        };
+        assert!(!readers(&growing, 7).contains(&a(4)));
+        let older_whs = Tables {
+            whs: space(&[(1, true), (2, false), (3, true)], 5),
+            rhs: settled,
+        };
+        assert_eq!(readers(&older_whs, 7).len(), 3);
+    }
 
     fn a(p: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], p))

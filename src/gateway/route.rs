@@ -81,9 +81,9 @@ impl Gateway {
         let t = self.tables();
         // Reads follow rhs; an rhs that routes nothing (the managers never publish
         // one while whs routes, but a gateway may hold older tables) means the
-        // write owners are the ones holding the data.
+        // write owners are the ones holding the data (see `routing::readers`).
         let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
-        let owners = reads.active_owners(key_hash(&read.key));
+        let owners = routing::readers(&t, key_hash(&read.key));
         let left = read.deadline.saturating_duration_since(Instant::now());
         let mut st = read.lock();
         if st.done.is_none() {
