@@ -141,8 +141,61 @@ impl Form {
 /// The cluster could not answer: binary clients get a temporary failure with the
 /// reason, and a full store memcached's out of memory.
 fn failure(to: To, e: &str) -> Vec<u8> {
-    if e.contains("out of memory") || e.contains("full") {
+    if e == crate::proto::cluster::STORE_FULL {
         return membin::error(to, Status::OutOfMemory);
     }
     membin::response(to, Status::TemporaryFailure, 0, &[], &[], e.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::membin::op;
+
+    fn status(packet: &[u8]) -> u16 {
+        u16::from_be_bytes([packet[6], packet[7]])
+    }
+
+    /// Outcomes in binary: memcached's statuses, quiet success silent, a full store
+    /// out of memory, another failure a temporary one that says why.
+    #[test]
+    fn binary_answers_follow_memcached() {
+        let to = To {
+            opcode: op::ADD,
+            opaque: 1,
+            quiet: false,
+        };
+        let f = Form::Binary {
+            to,
+            with_key: false,
+        };
+        assert_eq!(status(&f.write(Op::Add, Ok((Outcome::NotStored, 0)))), 0x02);
+        assert_eq!(
+            status(&f.write(Op::Replace, Ok((Outcome::NotStored, 0)))),
+            0x01
+        );
+        assert_eq!(
+            status(&f.write(Op::Append, Ok((Outcome::NotStored, 0)))),
+            0x05
+        );
+        let ok = f.write(Op::Delete, Ok((Outcome::Deleted, 9)));
+        assert_eq!(
+            (status(&ok), &ok[16..24]),
+            (0, &[0u8; 8][..]),
+            "a delete has no CAS"
+        );
+        let full = f.write(Op::Set, Err(crate::proto::cluster::STORE_FULL));
+        assert_eq!(status(&full), 0x82);
+        let late = f.write(Op::Set, Err("deadline passed"));
+        assert_eq!(status(&late), 0x86);
+        assert_eq!(&late[24..], b"deadline passed");
+        let quiet = Form::Binary {
+            to: To { quiet: true, ..to },
+            with_key: false,
+        };
+        assert!(quiet.write(Op::Set, Ok((Outcome::Stored, 3))).is_empty());
+        assert!(!quiet.write(Op::Add, Ok((Outcome::NotStored, 0))).is_empty());
+        let n = f.write(Op::Incr(1), Ok((Outcome::Number(258), 4)));
+        assert_eq!(&n[24..], &258u64.to_be_bytes());
+    }
 }
