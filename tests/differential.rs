@@ -746,20 +746,7 @@ fn env(name: &str) -> Option<u64> {
 fn random_command_sequences_get_memcacheds_replies() {
     let mc = start_memcached();
     let c = Cluster::start(3);
-    let steps = env("KUMO_DIFF_OPS").unwrap_or(400) as usize;
-    let seeds: Vec<u64> = match env("KUMO_DIFF_SEED") {
-        Some(s) => vec![s],
-        None => {
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                % 1_000_000;
-            (0..env("KUMO_DIFF_SEEDS").unwrap_or(3))
-                .map(|n| base + n)
-                .collect()
-        }
-    };
+    let (seeds, steps) = common::memcached::diff_plan();
     for seed in seeds {
         eprintln!("differential: seed {seed}, {steps} steps");
         run(seed, steps, mc.addr, c.gateway_addr);

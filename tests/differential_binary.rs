@@ -13,7 +13,7 @@ mod common;
 
 use common::memcached::start_memcached_binary;
 use common::{Cluster, Dice};
-use kumo::proto::membin::{op, HEADER_SIZE, REQUEST};
+use kumo::proto::membin::{self, op, HEADER_SIZE, REQUEST};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,25 +106,6 @@ struct Step {
     closes: bool,
     /// Sent with a wrong magic byte: the server closes without a word.
     bad_magic: bool,
-}
-
-fn quiet(opcode: u8) -> bool {
-    matches!(
-        opcode,
-        op::GETQ
-            | op::GETKQ
-            | op::SETQ
-            | op::ADDQ
-            | op::REPLACEQ
-            | op::DELETEQ
-            | op::INCREMENTQ
-            | op::DECREMENTQ
-            | op::FLUSHQ
-            | op::APPENDQ
-            | op::PREPENDQ
-            | op::GATQ
-            | op::GATKQ
-    )
 }
 
 fn generate(d: &mut Dice, prefix: &str, counters: &mut HashSet<Vec<u8>>) -> Step {
@@ -308,7 +289,7 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
         let mut answers = Vec::new();
         for side in [&mut mc, &mut km] {
             let mut bytes = render(side, &s);
-            let q = quiet(s.opcode);
+            let q = membin::is_quiet(s.opcode);
             if q {
                 bytes.extend(render(
                     side,
@@ -358,28 +339,11 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
     }
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
 #[test]
 fn random_binary_sequences_get_memcacheds_responses() {
     let mc = start_memcached_binary();
     let c = Cluster::start(3);
-    let steps = env("KUMO_DIFF_OPS").unwrap_or(400) as usize;
-    let seeds: Vec<u64> = match env("KUMO_DIFF_SEED") {
-        Some(s) => vec![s],
-        None => {
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                % 1_000_000;
-            (0..env("KUMO_DIFF_SEEDS").unwrap_or(3))
-                .map(|n| base + n)
-                .collect()
-        }
-    };
+    let (seeds, steps) = common::memcached::diff_plan();
     for seed in seeds {
         eprintln!("binary differential: seed {seed}, {steps} steps");
         run(seed, steps, mc.addr, c.gateway_binary_addr);

@@ -109,3 +109,25 @@ fn start(binary: bool) -> Memcached {
         _dir: dir,
     }
 }
+
+/// The seeds and steps of a differential run: `KUMO_DIFF_SEED` replays one seed;
+/// otherwise `KUMO_DIFF_SEEDS` fresh ones (3 by default) of `KUMO_DIFF_OPS` steps
+/// (400 by default).
+pub fn diff_plan() -> (Vec<u64>, usize) {
+    let env = |name: &str| -> Option<u64> { std::env::var(name).ok()?.parse().ok() };
+    let steps = env("KUMO_DIFF_OPS").unwrap_or(400) as usize;
+    let seeds = match env("KUMO_DIFF_SEED") {
+        Some(s) => vec![s],
+        None => {
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000;
+            (0..env("KUMO_DIFF_SEEDS").unwrap_or(3))
+                .map(|n| base + n)
+                .collect()
+        }
+    };
+    (seeds, steps)
+}

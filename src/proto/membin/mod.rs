@@ -116,24 +116,29 @@ impl Header {
 
     /// Whether the opcode is a quiet one.
     pub fn quiet(&self) -> bool {
-        matches!(
-            self.opcode,
-            op::GETQ
-                | op::GETKQ
-                | op::SETQ
-                | op::ADDQ
-                | op::REPLACEQ
-                | op::DELETEQ
-                | op::INCREMENTQ
-                | op::DECREMENTQ
-                | op::QUITQ
-                | op::FLUSHQ
-                | op::APPENDQ
-                | op::PREPENDQ
-                | op::GATQ
-                | op::GATKQ
-        )
+        is_quiet(self.opcode)
     }
+}
+
+/// Whether `opcode` is a quiet one: it says nothing about its common outcome.
+pub fn is_quiet(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        op::GETQ
+            | op::GETKQ
+            | op::SETQ
+            | op::ADDQ
+            | op::REPLACEQ
+            | op::DELETEQ
+            | op::INCREMENTQ
+            | op::DECREMENTQ
+            | op::QUITQ
+            | op::FLUSHQ
+            | op::APPENDQ
+            | op::PREPENDQ
+            | op::GATQ
+            | op::GATKQ
+    )
 }
 
 /// Where a response goes: the request's opcode and opaque, echoed.
