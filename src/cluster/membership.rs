@@ -3,6 +3,15 @@
 //! lost server change the tables. Pure: each change takes the ClockTime to stamp the
 //! new table with, and says whether anything changed so the caller knows to publish.
 //!
+//! Every change stamps both tables, rhs with the change's stamp and whs one later,
+//! even when rhs itself did not change. A gateway may read by a settled rhs (a
+//! copy of whs that a replace's settle handed to gateways before servers): that
+//! table is only right while its whs is current, and a settle can be abandoned or
+//! overtaken by another manager's change. Stamped after it, the managers' own rhs
+//! replaces it everywhere in the same message as the new whs. (A manager that
+//! changed whs only, because rhs was unchanged, left gateways reading a wiped
+//! server that came back, by a settle whose replace had been abandoned.)
+//!
 //! The invariant every change keeps: **rhs routes reads whenever whs routes writes.**
 //! A write is acknowledged by the active owners in whs; a read asks the active owners
 //! in rhs. If rhs had no active server while whs had one (a new cluster's first
@@ -57,14 +66,20 @@ impl Membership {
     /// layouts differ, and rhs := whs later is a change every node takes.
     pub fn server_lost(&mut self, addr: SocketAddr, stamp: ClockTime) -> bool {
         self.newcomers.retain(|a| *a != addr);
-        let later = ClockTime(stamp.0 + 1);
         let r = self.tables.rhs.mark_fault(&addr, stamp);
-        let w = self.tables.whs.mark_fault(&addr, later);
-        if r && !w {
-            self.tables.whs.clocktime = later;
+        let w = self.tables.whs.mark_fault(&addr, stamp);
+        self.changed(r || w, stamp)
+    }
+
+    /// Finishes a change: both tables stamped (see the module documentation),
+    /// reads kept routable. Returns `changed`.
+    fn changed(&mut self, changed: bool, stamp: ClockTime) -> bool {
+        if changed {
+            self.tables.rhs.clocktime = stamp;
+            self.tables.whs.clocktime = ClockTime(stamp.0 + 1);
         }
         self.keep_reads_routable();
-        w || r
+        changed
     }
 
     /// Keeps the invariant of the module documentation: an rhs that routes nothing
@@ -85,15 +100,13 @@ impl Membership {
     pub fn attach(&mut self, stamp: ClockTime) -> bool {
         let add = std::mem::take(&mut self.newcomers);
         let changed = self.tables.whs.attach(&add, stamp);
-        self.keep_reads_routable();
-        changed
+        self.changed(changed, stamp)
     }
 
     /// Removes every fault server from whs. Returns whether whs changed.
     pub fn detach(&mut self, stamp: ClockTime) -> bool {
         let changed = self.tables.whs.detach_faults(stamp);
-        self.keep_reads_routable();
-        changed
+        self.changed(changed, stamp)
     }
 
     /// Reads follow writes: rhs := whs. Done when data movement has finished, or
@@ -289,6 +302,44 @@ mod tests {
         assert!(
             old_rhs.should_adopt(&m.tables.rhs, 0),
             "servers take the settled rhs"
+        );
+    }
+
+    /// A gateway reading by a settled rhs (whs as it was when a copy finished)
+    /// drops it at the next change any manager makes, whichever table the change
+    /// touched: a wiped server lost and attached again is never read by it.
+    #[test]
+    fn every_change_outdates_a_settled_read_table() {
+        let mut m = Membership::default();
+        for p in 1..=3 {
+            m.server_seen(a(p));
+        }
+        m.attach(ClockTime(10));
+        m.server_lost(a(2), ClockTime(20));
+        m.server_seen(a(2));
+        m.attach(ClockTime(30));
+        // The copy to 2 finished and gateways took rhs := whs; the managers have
+        // not settled yet when 2 is lost again (it is fault in rhs already) and
+        // comes back wiped.
+        let settled = m.tables.whs.clone();
+        let mut gateway = Tables {
+            whs: m.tables.whs.clone(),
+            rhs: settled,
+        };
+        assert!(m.server_lost(a(2), ClockTime(40)));
+        assert!(gateway.adopt(m.tables.whs.clone(), m.tables.rhs.clone(), 0));
+        assert_eq!(gateway.rhs, m.tables.rhs, "the settled rhs is dropped");
+        m.server_seen(a(2));
+        assert!(m.attach(m.floor()));
+        gateway.adopt(m.tables.whs.clone(), m.tables.rhs.clone(), 0);
+        assert!(gateway.whs.is_active(&a(2)));
+        assert!(
+            !gateway.rhs.is_active(&a(2)),
+            "2 is read only after its copy"
+        );
+        assert!(
+            gateway.whs.clocktime > gateway.rhs.clocktime,
+            "whs stays newer than rhs"
         );
     }
 

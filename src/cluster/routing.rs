@@ -11,10 +11,11 @@ use super::hash_space::Tables;
 use std::net::SocketAddr;
 
 /// The owners a read of `hash` may ask, in ring order: the active owners in rhs
-/// (whs when rhs routes nothing), less any server a newer whs calls fault. The rhs
-/// a replace settled can outlive the fault that came after it (the replace was
-/// abandoned, and the managers' rhs is older than the one gateways took), and a
-/// fault server may have come back empty.
+/// (whs when rhs routes nothing), less any server a newer whs calls fault. The
+/// managers mark a lost server fault in both tables and stamp both at every change
+/// (`cluster::membership`), so this only matters when a node holds tables from two
+/// sources out of step, such as a settled rhs and a later whs: a fault server may
+/// have come back empty, and it is not read before a table says it was copied to.
 pub fn readers(t: &Tables, hash: u64) -> Vec<SocketAddr> {
     let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
     let fault = |a: &SocketAddr| {

@@ -199,9 +199,14 @@ impl Manager {
     }
 
     /// The tables gateways route by: the servers' tables, except while a settled
-    /// rhs is being handed to gateways before servers.
+    /// rhs is being handed to gateways before servers. A settle is of one whs: once
+    /// whs has changed (a server lost meanwhile), gateways get the managers' tables.
     fn gateway_tables(st: &State) -> &Tables {
-        st.replace.gateway_tables().unwrap_or(&st.members.tables)
+        let now = &st.members.tables;
+        st.replace
+            .gateway_tables()
+            .filter(|t| t.whs.clocktime == now.whs.clocktime)
+            .unwrap_or(now)
     }
 
     /// Answers the gateways waiting for tables newer than theirs.

@@ -14,11 +14,12 @@
 //! 3. **Delete**: rhs := whs for every node, and each server drops the records it
 //!    no longer owns, and reports.
 //!
-//! It starts over on the newest tables when a server taking part is lost, when one
-//! could not send everything, and when whs changed while the data moved. It waits
+//! It starts over on the newest tables when a server taking part is lost while it
+//! copies, when one could not send everything, and when whs changed while the data
+//! moved. A server lost once the copy is done does not stop it. It waits
 //! while a server that must take part has not kept in touch with the manager.
 
-use super::hash_space::Tables;
+use super::hash_space::{HashSpace, Tables};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
@@ -261,7 +262,11 @@ impl Replacer {
         if !run.pending.is_empty() {
             return Vec::new();
         }
-        if v.tables.whs.clocktime.0 != id {
+        // Servers lost since the settle changed nothing the delete phase needs:
+        // rhs took the write table with them fault.
+        let lost_only =
+            end.phase == Phase::Delete && only_lost_since(&run.tables.whs, &v.tables.whs);
+        if v.tables.whs.clocktime.0 != id && !lost_only {
             log::info!(
                 "replace {id:#x}: the tables changed meanwhile; copying again for the new ones"
             );
@@ -319,8 +324,9 @@ impl Replacer {
             .as_ref()
             .is_some_and(|(_, until)| v.now >= *until)
         {
-            run.settle = None;
-            if v.tables.whs.clocktime.0 != run.id {
+            let settled = run.settle.take().map(|(t, _)| t.whs);
+            let still_right = settled.is_some_and(|s| only_lost_since(&s, &v.tables.whs));
+            if v.tables.whs.clocktime.0 != run.id && !still_right {
                 let full = run.full;
                 return self.start(v, full);
             }
@@ -347,10 +353,26 @@ impl Replacer {
     /// A server was lost. What it was to send or receive must come from the next
     /// owner: a run it takes part in (or one whose tables the loss changed) starts
     /// over on the new tables rather than wait for a report that will never come.
+    ///
+    /// A run that is settling goes on: gateways already read by its settled table,
+    /// and with one server lost since, that table minus the server is still where
+    /// every acknowledged write is. Starting over would leave the gateways on a
+    /// read table newer than any the managers publish next, which lists the lost
+    /// server as active (a wiped server, back and attached, was then read before
+    /// its copy).
     pub fn server_lost(&mut self, v: &View, addr: SocketAddr, changed: bool) -> Vec<Action> {
         let Some(run) = &self.run else {
             return Vec::new();
         };
+        if let Some((settled, _)) = &run.settle {
+            if only_lost_since(&settled.whs, &v.tables.whs) {
+                log::warn!(
+                    "server {addr} lost while replace {:#x} settles; the settle goes on",
+                    run.id
+                );
+                return Vec::new();
+            }
+        }
         if changed || run.pending.contains(&addr) || run.targets.contains(&addr) {
             log::warn!("server {addr} lost during a replace; restarting it");
             let full = run.full;
@@ -376,6 +398,18 @@ impl Replacer {
         }
         superseded
     }
+}
+
+/// Whether `now` is `earlier` with some of its active servers marked fault, and
+/// nothing else changed: every server active in `now` was active in `earlier`.
+/// Data copied to the owners of `earlier` is then on every active owner of `now`.
+pub fn only_lost_since(earlier: &HashSpace, now: &HashSpace) -> bool {
+    earlier.nodes().len() == now.nodes().len()
+        && earlier
+            .nodes()
+            .iter()
+            .zip(now.nodes())
+            .all(|(e, n)| e.addr == n.addr && (e.active || !n.active))
 }
 
 #[cfg(test)]

@@ -252,3 +252,54 @@ fn a_cluster_with_no_active_server_settles_at_once() {
     );
     assert!(r.run().is_none());
 }
+
+/// A copy done, gateways reading by the settled table, and then server 2 lost:
+/// the settle goes on to rhs := whs with 2 fault, which gateways take over the
+/// settled table (it is stamped later). Starting over instead left the gateways
+/// on the settled table, with 2 active in it, once 2 came back empty.
+#[test]
+fn a_server_lost_while_settling_does_not_abandon_the_settle() {
+    use crate::cluster::clock::ClockTime;
+    let t = growing();
+    let mut r = Replacer::default();
+    r.start(&view(&t, &everyone, 0), false);
+    for p in [1, 2, 3, 4] {
+        r.phase_done(&view(&t, &everyone, 5), end(20, p, Phase::Copy));
+    }
+    assert!(r.is_settling());
+    let mut after = t.clone();
+    after.rhs.mark_fault(&a(2), ClockTime(21));
+    after.whs.mark_fault(&a(2), ClockTime(22));
+    let not_2 = |x: &SocketAddr| *x != a(2);
+    assert!(r
+        .server_lost(&view(&after, &not_2, 6), a(2), true)
+        .is_empty());
+    assert!(r.is_settling(), "the settle goes on");
+    let out = r.tick(&view(&after, &not_2, 5 + SETTLE_GRACE_MS));
+    assert_eq!(out[0], Action::Settle);
+    assert_eq!(sends(&out, Phase::Delete), vec![1, 3, 4]);
+    for p in [1, 3] {
+        assert!(r
+            .phase_done(&view(&after, &not_2, 2000), end(20, p, Phase::Delete))
+            .is_empty());
+    }
+    let out = r.phase_done(&view(&after, &not_2, 2000), end(20, 4, Phase::Delete));
+    assert!(out.is_empty(), "no copy starts over: {out:?}");
+    assert!(r.run().is_none(), "the replace is finished");
+}
+
+#[test]
+fn only_servers_marked_fault_leave_a_settled_table_right() {
+    use crate::cluster::clock::ClockTime;
+    let t = growing();
+    let mut lost = t.whs.clone();
+    lost.mark_fault(&a(3), ClockTime(30));
+    assert!(only_lost_since(&t.whs, &lost));
+    assert!(only_lost_since(&t.whs, &t.whs));
+    assert!(
+        !only_lost_since(&lost, &t.whs),
+        "a server back is not a loss"
+    );
+    assert!(!only_lost_since(&t.rhs, &t.whs), "a server added");
+    assert!(!only_lost_since(&t.whs, &t.rhs), "a server removed");
+}
