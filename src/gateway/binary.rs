@@ -5,7 +5,7 @@
 //! same pipeline the text protocol uses, answered in the binary [`Form`].
 
 use super::client::Client;
-use super::flow::GetRun;
+use super::flow::{Gathering, GetRun};
 use super::form::Form;
 use super::pipeline::{Job, Pipeline, Place, Slot};
 use super::Gateway;
@@ -19,6 +19,8 @@ use std::sync::Arc;
 enum State {
     /// At the start of a packet.
     Packet,
+    /// A store packet whose header was read, gathered as the rest of it comes.
+    Body(Gathering),
     /// Skipping this many bytes of an oversized value.
     Swallow(usize),
     /// After QUIT, or input that cannot be read in step.
@@ -55,6 +57,12 @@ impl Session for BinarySession {
         let mut paused = false;
         while used < input.len() {
             let rest = &input[used..];
+            // A store whose body has not all come is gathered, not left waiting
+            // in the input.
+            let gather = match self.state {
+                State::Packet => membin::gathers(rest, self.client.gw.value_max),
+                _ => None,
+            };
             match std::mem::replace(&mut self.state, State::Packet) {
                 State::Closing => {
                     self.state = State::Closing;
@@ -67,9 +75,24 @@ impl Session for BinarySession {
                         self.state = State::Swallow(n - k);
                     }
                 }
+                State::Body(mut packet) => {
+                    used += packet.take(rest);
+                    if !packet.is_complete() {
+                        self.state = State::Body(packet);
+                        break;
+                    }
+                    if !self.gathered(&pipe, packet.into_inner(), now) {
+                        return Ok(input.len());
+                    }
+                }
                 State::Packet if !pipe.has_room() => {
                     paused = true;
                     break;
+                }
+                State::Packet if gather.is_some() => {
+                    let mut packet = Gathering::new(gather.unwrap_or_default());
+                    used += packet.take(rest);
+                    self.state = State::Body(packet);
                 }
                 State::Packet => match membin::parse(rest, self.client.gw.value_max) {
                     Parsed::Incomplete => break,
@@ -129,10 +152,47 @@ impl Session for BinarySession {
     }
 }
 
+/// The write of a store request: SET, ADD, REPLACE, APPEND, PREPEND, quiet or not.
+fn store_job(
+    pipe: &Pipeline,
+    h: &Header,
+    (op, key, flags, exptime): (StoreOp, Vec<u8>, u32, i64),
+    value: Vec<u8>,
+    now: u32,
+) -> Job {
+    let cas = (h.cas != 0).then_some(h.cas);
+    let (op, compare) = match (op, cas) {
+        // memcached: a cas turns set, add and replace into cas.
+        (StoreOp::Set | StoreOp::Add | StoreOp::Replace, Some(c)) => (Op::Cas(c), None),
+        (StoreOp::Set, None) => (Op::Set, None),
+        (StoreOp::Replace, None) => (Op::Replace, None),
+        (StoreOp::Add, None) => (Op::Add, None),
+        (StoreOp::Append, c) => (Op::Append, c),
+        (StoreOp::Prepend, c) => (Op::Prepend, c),
+    };
+    Job::Write {
+        key,
+        w: Write {
+            meta: Meta {
+                compare,
+                ..Meta::default()
+            },
+            ..Write::plain(op, flags, absolute_exptime(exptime, now), value)
+        },
+        place: Place {
+            seq: pipe.replies.reserve(),
+            form: Form::Binary {
+                to: To::of(h),
+                with_key: false,
+            },
+        },
+    }
+}
+
 /// Answers `bytes` in the next place of the reply order.
 fn reply(pipe: &Pipeline, bytes: Vec<u8>) {
     let seq = pipe.replies.reserve();
-    pipe.replies.fill(seq, Slot::Ready(bytes));
+    pipe.replies.fill(seq, Slot::Ready(bytes.into()));
 }
 
 impl BinarySession {
@@ -172,25 +232,8 @@ impl BinarySession {
                 exptime,
                 value,
             } => {
-                let exptime = absolute_exptime(exptime, now);
-                let (op, compare) = match (op, cas) {
-                    // memcached: a cas turns set, add and replace into cas.
-                    (StoreOp::Set | StoreOp::Add | StoreOp::Replace, Some(c)) => (Op::Cas(c), None),
-                    (StoreOp::Set, None) => (Op::Set, None),
-                    (StoreOp::Replace, None) => (Op::Replace, None),
-                    (StoreOp::Add, None) => (Op::Add, None),
-                    (StoreOp::Append, c) => (Op::Append, c),
-                    (StoreOp::Prepend, c) => (Op::Prepend, c),
-                };
-                let meta = Meta {
-                    compare,
-                    ..Meta::default()
-                };
-                Job::Write {
-                    key: key.to_vec(),
-                    w: write(op, flags, exptime, value, meta),
-                    place: place(pipe),
-                }
+                let key = key.to_vec();
+                store_job(pipe, h, (op, key, flags, exptime), value.to_vec(), now)
             }
             Command::Delete { key } => Job::Write {
                 key: key.to_vec(),
@@ -288,6 +331,36 @@ impl BinarySession {
             }
         };
         pipe.submit(job);
+        true
+    }
+
+    /// Runs a store packet gathered whole (see [`State::Body`]): its value is
+    /// taken out of the packet's own buffer, not copied. False when the connection
+    /// is to close.
+    fn gathered(&mut self, pipe: &Arc<Pipeline>, mut packet: Vec<u8>, now: u32) -> bool {
+        let store = match membin::parse(&packet, self.client.gw.value_max) {
+            Parsed::Request {
+                header,
+                command:
+                    Command::Store {
+                        op,
+                        key,
+                        flags,
+                        exptime,
+                        ..
+                    },
+                ..
+            } => (header, (op, key.to_vec(), flags, exptime)),
+            // `gathers` takes only what `parse` reads as a store.
+            _ => {
+                log::warn!("a gathered binary packet does not read as a store; closing");
+                self.close(pipe);
+                return false;
+            }
+        };
+        let (header, fields) = store;
+        packet.drain(..membin::value_offset(&header));
+        pipe.submit(store_job(pipe, &header, fields, packet, now));
         true
     }
 

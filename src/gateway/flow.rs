@@ -18,6 +18,51 @@ pub const FETCHES_MAX: usize = 64;
 /// The size a value is assumed to have before the connection has seen one.
 pub const FIRST_VALUE_GUESS_BYTES: usize = 256 << 10;
 
+/// A value (or a whole binary packet) on its way in, gathered into one buffer that
+/// grows as its bytes arrive and never past the size announced: the connection's
+/// input then holds at most a read's worth of it, and the buffer becomes the write's
+/// value without a copy. Capacity is not reserved from the announcement alone, so
+/// a client that announces a large value and sends little holds little.
+pub(super) struct Gathering {
+    buf: Vec<u8>,
+    need: usize,
+}
+
+/// The first reservation of a gathering buffer; it grows fourfold from there.
+const GATHER_FIRST_BYTES: usize = 64 << 10;
+
+impl Gathering {
+    pub fn new(need: usize) -> Gathering {
+        Gathering {
+            buf: Vec::new(),
+            need,
+        }
+    }
+
+    /// Takes what it still needs from the front of `input`; returns bytes used.
+    pub fn take(&mut self, input: &[u8]) -> usize {
+        let n = (self.need - self.buf.len()).min(input.len());
+        let want = self.buf.len() + n;
+        if want > self.buf.capacity() {
+            // Growing fourfold, the last move holds at most a quarter more than
+            // the value (and the allocator may remap rather than copy).
+            let grown = (self.buf.capacity() * 4).max(GATHER_FIRST_BYTES).max(want);
+            self.buf
+                .reserve_exact(grown.min(self.need) - self.buf.len());
+        }
+        self.buf.extend_from_slice(&input[..n]);
+        n
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.buf.len() == self.need
+    }
+
+    pub fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
 /// One get (or gat) line, or one part of a long one.
 pub(super) struct GetRun {
     pub keys: Vec<Arc<Vec<u8>>>,
@@ -136,6 +181,28 @@ impl Fetching {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_is_gathered_in_pieces_never_past_its_size() {
+        let need = 1 << 20;
+        let mut g = Gathering::new(need);
+        assert_eq!(g.take(b"abc"), 3);
+        assert!(
+            g.buf.capacity() <= GATHER_FIRST_BYTES,
+            "no reservation up front"
+        );
+        let chunk = vec![7u8; 48 << 10];
+        let mut taken = 3;
+        while !g.is_complete() {
+            taken += g.take(&chunk);
+            assert!(g.buf.capacity() <= need, "never past the announced size");
+        }
+        assert_eq!(taken, need);
+        assert_eq!(g.take(b"more"), 0, "the next command's bytes stay");
+        let v = g.into_inner();
+        assert_eq!((v.len(), v.capacity()), (need, need));
+        assert_eq!(&v[..4], b"abc\x07");
+    }
 
     fn run(keys: usize) -> Arc<GetRun> {
         let keys = (0..keys).map(|k| vec![k as u8]).collect();

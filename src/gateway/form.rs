@@ -3,6 +3,7 @@
 //! request came in, which the codecs of `proto/` turn into bytes.
 
 use crate::cluster::write::{Op, Outcome};
+use crate::net::chain::{Chain, Shared};
 use crate::proto::membin::{self, Status, To};
 use crate::proto::memtext;
 
@@ -74,14 +75,31 @@ impl Form {
         }
     }
 
-    /// A get's hit.
-    pub fn value(&self, key: &[u8], flags: u32, data: &[u8], cas: u64, with_cas: bool) -> Vec<u8> {
+    /// A get's hit, its value by reference (see `net::chain`).
+    pub fn value(&self, key: &[u8], flags: u32, data: &Shared, cas: u64, with_cas: bool) -> Chain {
+        let mut c = Chain::new();
         match *self {
-            Form::Text { .. } => memtext::value_reply(key, flags, data, with_cas.then_some(cas)),
+            Form::Text { .. } => {
+                c.bytes(&memtext::value_head(
+                    key,
+                    flags,
+                    data.len(),
+                    with_cas.then_some(cas),
+                ));
+                c.shared(data);
+                c.bytes(memtext::VALUE_END);
+            }
             Form::Binary { to, with_key } => {
-                membin::value_response(to, with_key.then_some(key), flags, data, cas)
+                let key = with_key.then_some(key);
+                let (head, with_value) =
+                    membin::value_response_head(to, key, flags, data.len(), cas);
+                c.bytes(&head);
+                if with_value {
+                    c.shared(data);
+                }
             }
         }
+        c
     }
 
     /// A get's miss: nothing in text (the END says it), an error or nothing in

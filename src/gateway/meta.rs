@@ -43,7 +43,7 @@ impl Pipeline {
     }
 
     fn meta_done(self: &Arc<Self>, req: &Request, seq: u64, reply: Vec<u8>) {
-        self.replies.fill(seq, Slot::Ready(reply));
+        self.replies.fill(seq, Slot::Ready(reply.into()));
         self.finished(Footprint::meta(req));
     }
 

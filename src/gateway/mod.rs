@@ -6,9 +6,14 @@
 //!   carries what is left of it to its coordinator, which answers in time too.
 //! - Reads follow rhs. A get goes to the key's first active owner, passing over
 //!   suspect servers ([`crate::cluster::routing`]); if no answer has come after
-//!   [`HEDGE_AFTER`] it asks the next owner as well, and the first answer wins. An
-//!   error moves on to the next owner at once; after every owner, the round starts
-//!   again after [`RETRY_DELAY`], up to `-G` rounds.
+//!   [`HEDGE_AFTER`] it asks the next owner as well, and the first answer wins.
+//!   Once one answer starts to arrive (a large value comes in pieces) the other
+//!   call is forgotten and its bytes skipped, so a value is not fetched and held
+//!   twice. An error moves on to the next owner at once; after every owner, the
+//!   round starts again after [`RETRY_DELAY`], up to `-G` rounds.
+//! - A value passes through held once: a client's value is gathered as it comes
+//!   and sent on from that buffer, and a server's answer becomes the reply's
+//!   value by reference (`net::chain`, `proto::rpc::FrameReader`).
 //! - Writes follow whs. A write goes to the key's coordinator, its first active
 //!   owner, and is never redirected elsewhere: the coordinator decides and
 //!   replicates to every other owner before it answers (the rule that makes an

@@ -14,6 +14,7 @@ use super::pipeline::{Footprint, Pipeline, Slot};
 use super::stats::DetailOp;
 use super::GetDone;
 use crate::cluster::write::{self, Op, Outcome, Write};
+use crate::net::chain::Chain;
 use crate::proto::cluster::WriteRequest;
 use crate::record::Record;
 use std::sync::atomic::Ordering;
@@ -31,7 +32,8 @@ impl Pipeline {
         if run.keys.is_empty() {
             // `gat 10` names no key: memcached answers the empty list.
             if run.end {
-                self.replies.fill(run.seq, Slot::Ready(b"END\r\n".to_vec()));
+                self.replies
+                    .fill(run.seq, Slot::Ready(b"END\r\n".to_vec().into()));
             }
             return self.finished(Footprint::get(&run));
         }
@@ -73,40 +75,42 @@ impl Pipeline {
         let c = &self.gw.counters;
         let now = crate::time::unix_now();
         let single = run.end && run.keys.len() == 1;
-        let answer = match r {
+        let mut failed = false;
+        let answer: Chain = match r {
             Ok(Some(rec)) if write::is_live(&rec, now) => {
                 c.get_hits.fetch_add(1, Ordering::Relaxed);
                 self.gw.detail.record(key, DetailOp::Get { hit: true });
+                let data = Arc::new(rec.data);
                 run.form
-                    .value(key, rec.flags, &rec.data, rec.clock, run.with_cas)
+                    .value(key, rec.flags, &data, rec.clock, run.with_cas)
             }
             Ok(_) => {
                 c.get_misses.fetch_add(1, Ordering::Relaxed);
                 self.gw.detail.record(key, DetailOp::Get { hit: false });
-                run.form.miss(key)
+                run.form.miss(key).into()
             }
             // One failed key of a single get is an error; in a multi-get the key is
             // left out, as memcached leaves out what it cannot serve.
             Err(e) => {
                 c.get_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("get failed: {e}");
+                failed = single && matches!(run.form, Form::Text { .. });
                 if single || matches!(run.form, Form::Binary { .. }) {
-                    run.form.error(&e)
+                    run.form.error(&e).into()
                 } else {
-                    Vec::new()
+                    Chain::new()
                 }
             }
         };
-        let failed = single && answer.starts_with(b"SERVER_ERROR");
         self.fetching().arrived(answer.len());
         self.replies.fill(run.seq + i as u64, Slot::Ready(answer));
         let last = run.answered();
         if last {
             if run.end {
                 let end = if failed {
-                    Vec::new()
+                    Chain::new()
                 } else {
-                    b"END\r\n".to_vec()
+                    b"END\r\n".to_vec().into()
                 };
                 self.replies
                     .fill(run.seq + run.keys.len() as u64, Slot::Ready(end));

@@ -10,6 +10,7 @@ use super::form::Form;
 use super::stats::DetailOp;
 use super::{Gateway, WriteDone};
 use crate::cluster::write::{Op, Outcome, Write};
+use crate::net::chain::Chain;
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::StatsGroup;
@@ -27,7 +28,7 @@ pub const PIPELINE_MAX: usize = 16 * 1024;
 
 pub(super) enum Slot {
     Waiting,
-    Ready(Vec<u8>),
+    Ready(Chain),
     /// `quit`: close once everything before it is sent.
     Close,
 }
@@ -93,32 +94,31 @@ impl Replies {
         }
         q.slots[i] = slot;
         // Sending under the lock keeps the order of answers on the wire.
-        let mut out = Vec::new();
+        let mut out = Chain::new();
         while matches!(q.slots.front(), Some(Slot::Ready(_) | Slot::Close)) {
             q.first += 1;
             match q.slots.pop_front() {
                 Some(Slot::Ready(b)) => {
                     q.held -= b.len();
-                    out.extend_from_slice(&b)
+                    out.append(b)
                 }
                 _ => {
                     if !out.is_empty() {
-                        self.writer.send(&out);
-                        out.clear();
+                        let _ = self.writer.send_chain(std::mem::take(&mut out));
                     }
                     self.writer.close_after_flush();
                 }
             }
         }
         if !out.is_empty() {
-            self.writer.send(&out);
+            let _ = self.writer.send_chain(out);
         }
     }
 
     pub(super) fn answer(&self, seq: u64, text: &[u8]) {
-        let mut b = Vec::with_capacity(text.len() + 2);
-        b.extend_from_slice(text);
-        b.extend_from_slice(b"\r\n");
+        let mut b = Chain::new();
+        b.bytes(text);
+        b.bytes(b"\r\n");
         self.fill(seq, Slot::Ready(b));
     }
 }
@@ -481,7 +481,7 @@ impl Pipeline {
                     place.form.write(op, Err(&e))
                 }
             };
-            me.replies.fill(place.seq, Slot::Ready(reply));
+            me.replies.fill(place.seq, Slot::Ready(reply.into()));
             me.finished(Footprint {
                 keys: vec![done_key],
                 write: true,
@@ -508,7 +508,7 @@ impl Pipeline {
                         }
                     }
                 };
-                me.replies.fill(place.seq, Slot::Ready(reply));
+                me.replies.fill(place.seq, Slot::Ready(reply.into()));
                 me.finished(Footprint {
                     keys: Vec::new(),
                     write: true,
@@ -525,7 +525,7 @@ impl Pipeline {
             group,
             Box::new(move |text| {
                 me.replies
-                    .fill(place.seq, Slot::Ready(place.form.stats(text)));
+                    .fill(place.seq, Slot::Ready(place.form.stats(text).into()));
                 me.finished(Footprint::none());
             }),
         );

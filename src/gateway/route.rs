@@ -6,7 +6,7 @@ use super::{Gateway, GetDone, WriteDone, HEDGE_AFTER, RETRY_DELAY};
 use crate::cluster::hash_space::key_hash;
 use crate::cluster::routing;
 use crate::cluster::write::Op;
-use crate::net::{self, RpcError};
+use crate::net::{self, Hedge, RpcError};
 use crate::proto::cluster::{self as msg, WriteRequest};
 use rmpv::Value;
 use std::net::SocketAddr;
@@ -39,6 +39,11 @@ struct ReadState {
     rounds: u32,
     /// The last error, for the client if nothing better comes.
     error: Option<String>,
+    /// The calls out, by server and msgid.
+    flying: Vec<(SocketAddr, u32)>,
+    /// The server whose answer has started to arrive: the others are forgotten,
+    /// so that a large value does not come twice.
+    arriving: Option<SocketAddr>,
 }
 
 impl Read {
@@ -71,6 +76,8 @@ impl Gateway {
                 out: 0,
                 rounds: 0,
                 error: None,
+                flying: Vec::new(),
+                arriving: None,
             }),
         });
         self.read(&read);
@@ -128,9 +135,15 @@ impl Gateway {
         drop(st);
         let (g, r) = (self.clone(), read.clone());
         let (g2, r2) = (self.clone(), read.clone());
+        let (g3, r3) = (self.clone(), read.clone());
+        let hedge = Hedge {
+            after: HEDGE_AFTER,
+            on_slow: Box::new(move || g2.read(&r2)),
+            on_arrival: Box::new(move || g3.arriving(&r3, addr)),
+        };
         // The rhs stamp tells the server which table we read by (see the server's
         // `serves_read`).
-        self.server(addr).call_hedged(
+        let msgid = self.server(addr).call_hedged(
             msg::GET,
             &[
                 Value::Binary((*read.key).clone()),
@@ -138,12 +151,11 @@ impl Gateway {
                 Value::from(reads.clocktime.0),
             ],
             within(left),
-            HEDGE_AFTER,
-            Box::new(move || g2.read(&r2)),
+            hedge,
             Box::new(move |result| {
                 let answer = match result {
                     Ok(Value::Nil) => Ok(None),
-                    Ok(v) => msg::record_from_value(&v)
+                    Ok(v) => msg::record_take(v)
                         .map(Some)
                         .map_err(|e| format!("server {addr}: {e}")),
                     Err(e) => {
@@ -151,6 +163,10 @@ impl Gateway {
                         let mut st = r.lock();
                         st.out -= 1;
                         st.error = Some(format!("server {addr}: {e}"));
+                        st.flying.retain(|(a, _)| *a != addr);
+                        if st.arriving == Some(addr) {
+                            st.arriving = None;
+                        }
                         drop(st);
                         return g.read(&r);
                     }
@@ -162,6 +178,34 @@ impl Gateway {
                 }
             }),
         );
+        let mut st = read.lock();
+        if st.arriving.is_some_and(|a| a != addr) {
+            // Another server's answer started to come meanwhile.
+            st.out -= 1;
+            drop(st);
+            return self.server(addr).forget(msgid);
+        }
+        st.flying.push((addr, msgid));
+    }
+
+    /// The answer from `addr` has started to arrive: the read's other calls are
+    /// forgotten, so that a large value comes once (their bytes are skipped as
+    /// they arrive). Should this answer fail, the read goes on to the next owner.
+    fn arriving(&self, read: &Read, addr: SocketAddr) {
+        let others: Vec<(SocketAddr, u32)> = {
+            let mut st = read.lock();
+            if st.done.is_none() {
+                return;
+            }
+            st.arriving = Some(addr);
+            let (mine, others) = st.flying.drain(..).partition(|(a, _)| *a == addr);
+            st.flying = mine;
+            st.out -= others.len();
+            others
+        };
+        for (a, id) in others {
+            self.server(a).forget(id);
+        }
     }
 
     /// Answers from the timer thread: `read` may run inside a caller that holds a
@@ -216,9 +260,11 @@ impl Gateway {
             return self.answer_later(Some(done), Err("no server holds this key".into()));
         };
         let g = self.clone();
-        self.server(coordinator).call(
+        let value = req.write.data.clone();
+        self.server(coordinator).call_with_tail(
             msg::WRITE,
-            &req.to_params_within(Some(left.as_millis() as u64)),
+            &req.head_params(Some(left.as_millis() as u64)),
+            &value,
             within(left),
             Box::new(move |r| {
                 let e = match r.map(|v| msg::outcome_from_value(&v)) {

@@ -21,7 +21,7 @@
 //! brings it back once answers have gone out.
 
 use super::client::Client;
-use super::flow::GetRun;
+use super::flow::{Gathering, GetRun};
 use super::form::Form;
 use super::pipeline::{Job, Pipeline, Place, Slot};
 use super::Gateway;
@@ -36,8 +36,9 @@ use std::sync::Arc;
 enum State {
     /// At the start of a command line.
     Command,
-    /// A storage line was read; its value and CRLF are awaited.
-    Value(Pending),
+    /// A storage line was read; its value and CRLF are awaited, gathered as
+    /// they come.
+    Value(Pending, Gathering),
     /// Inside a get line longer than `LINE_SIZE_MAX`: its keys are taken as they
     /// arrive.
     GetKeys { with_cas: bool },
@@ -147,14 +148,13 @@ impl Session for TextSession {
                         }
                     }
                 },
-                State::Value(p) => {
-                    let need = p.bytes() + 2;
-                    if rest.len() < need {
-                        self.state = State::Value(p);
+                State::Value(p, mut value) => {
+                    used += value.take(rest);
+                    if !value.is_complete() {
+                        self.state = State::Value(p, value);
                         break;
                     }
-                    used += need;
-                    value_arrived(&pipe, p, &rest[..need], now);
+                    value_arrived(&pipe, p, value.into_inner(), now);
                 }
                 State::Command => match memtext::parse(rest, self.client.gw.value_max) {
                     Parsed::Incomplete => break,
@@ -256,14 +256,17 @@ impl TextSession {
                     StoreOp::Prepend => Op::Prepend,
                     StoreOp::Cas => Op::Cas(cas),
                 };
-                return State::Value(Pending::Store {
-                    op,
-                    key: key.to_vec(),
-                    flags,
-                    exptime,
-                    bytes,
-                    noreply,
-                });
+                return State::Value(
+                    Pending::Store {
+                        op,
+                        key: key.to_vec(),
+                        flags,
+                        exptime,
+                        bytes,
+                        noreply,
+                    },
+                    Gathering::new(bytes + 2),
+                );
             }
             Command::Delete { key, noreply } => write(key, Op::Delete, 0, noreply),
             Command::Arith {
@@ -313,7 +316,8 @@ impl TextSession {
                 return State::Command;
             }
             Command::Meta(req) if req.verb == Verb::Set => {
-                return State::Value(Pending::Meta(req));
+                let value = Gathering::new(req.datalen + 2);
+                return State::Value(Pending::Meta(req), value);
             }
             Command::Meta(req) => Job::Meta {
                 req,
@@ -352,8 +356,8 @@ fn submit_get(pipe: &Arc<Pipeline>, keys: &[&[u8]], with_cas: bool, touch: Optio
 }
 
 /// A storage command's value and its CRLF (`data`) have arrived.
-fn value_arrived(pipe: &Arc<Pipeline>, p: Pending, data: &[u8], now: u32) {
-    let value = memtext::value_of(data, p.bytes());
+fn value_arrived(pipe: &Arc<Pipeline>, p: Pending, mut data: Vec<u8>, now: u32) {
+    let value = memtext::value_of(&data, p.bytes()).map(<[u8]>::len);
     match (p, value) {
         (Pending::Store { noreply, .. }, Err(e)) => {
             // memcached reads exactly the announced bytes and goes on after them
@@ -373,19 +377,23 @@ fn value_arrived(pipe: &Arc<Pipeline>, p: Pending, data: &[u8], now: u32) {
                 noreply,
                 ..
             },
-            Ok(v),
+            Ok(len),
         ) => {
-            let w = Write::plain(op, flags, absolute_exptime(exptime, now), v.to_vec());
+            data.truncate(len);
+            let w = Write::plain(op, flags, absolute_exptime(exptime, now), data);
             let place = Place {
                 seq: pipe.replies.reserve(),
                 form: Form::Text { silent: noreply },
             };
             pipe.submit(Job::Write { key, w, place });
         }
-        (Pending::Meta(req), Ok(v)) => pipe.submit(Job::Meta {
-            req,
-            data: v.to_vec(),
-            seq: pipe.replies.reserve(),
-        }),
+        (Pending::Meta(req), Ok(len)) => {
+            data.truncate(len);
+            pipe.submit(Job::Meta {
+                req,
+                data,
+                seq: pipe.replies.reserve(),
+            })
+        }
     }
 }

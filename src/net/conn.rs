@@ -1,17 +1,15 @@
 //! A connection as the roles see it: a [`Session`] that consumes input, and a
-//! [`Writer`] that any thread may use to send output. This file owns the whole
-//! write path: the writer, the cork of a worker's batch, and the sender threads
-//! (`-TW`) that flush what a socket refused. A worker or callback writes first;
-//! only the remainder goes to a sender, so a slow reader never blocks the thread
-//! that produced its reply.
+//! [`Writer`] that any thread may use to send output. This file owns the write
+//! path: the writer, its queue of pieces (`chain`), and the cork of a worker's
+//! batch. A worker or callback writes first; only the remainder goes to a sender
+//! thread (`sender.rs`), so a slow reader never blocks the thread that produced
+//! its reply.
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use super::chain::{Chain, Piece, SHARE_MIN_BYTES};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// Output a connection may have queued before the peer is considered too slow to
 /// keep. A peer that stops reading while it keeps sending requests is cut off here
@@ -52,18 +50,89 @@ pub trait Session: Send {
 }
 
 struct Out {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
+    /// Output not yet written, front first (see [`super::chain`]).
+    queue: VecDeque<Piece>,
+    /// Bytes of the front piece already written.
     sent: usize,
+    /// Bytes in `queue` not yet written.
+    unsent: usize,
+    /// An emptied buffer, kept to gather the next small output in.
+    spare: Vec<u8>,
     closed: bool,
-    /// Close once `buf` is flushed (the peer half-closed after its last request).
+    /// Close once the queue is flushed (the peer half-closed after its last request).
     close_when_flushed: bool,
     /// A sender thread watches this connection for writability.
     with_sender: bool,
     /// The connect has not completed; hold output until it has.
     connecting: bool,
-    /// Output waits in `buf` for the cork of the worker that queued it.
+    /// Output waits in the queue for the cork of the worker that queued it.
     corked: bool,
+}
+
+/// The most pieces one `writev` takes.
+const IOV_MAX_PIECES: usize = 64;
+/// A gathering buffer larger than this is not kept for reuse once written.
+const SPARE_KEEP_MAX_BYTES: usize = 64 << 10;
+
+impl Out {
+    /// Queues a copy of `b`, in the last owned piece where there is one.
+    fn push_bytes(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            return;
+        }
+        self.unsent += b.len();
+        if let Some(Piece::Own(last)) = self.queue.back_mut() {
+            return last.extend_from_slice(b);
+        }
+        let mut v = std::mem::take(&mut self.spare);
+        v.extend_from_slice(b);
+        self.queue.push_back(Piece::Own(v));
+    }
+
+    /// Queues a chain's pieces, shared values by reference.
+    fn push_chain(&mut self, chain: Chain) {
+        for p in chain.into_pieces() {
+            match (p, self.queue.back_mut()) {
+                (Piece::Own(b), Some(Piece::Own(last))) if b.len() < SHARE_MIN_BYTES => {
+                    self.unsent += b.len();
+                    last.extend_from_slice(&b);
+                }
+                (p, _) => {
+                    self.unsent += p.bytes().len();
+                    self.queue.push_back(p);
+                }
+            }
+        }
+    }
+
+    /// `n` more bytes were written: drop the pieces that are done.
+    fn advance(&mut self, mut n: usize) {
+        self.unsent -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let left = front.bytes().len() - self.sent;
+            if n < left {
+                self.sent += n;
+                return;
+            }
+            n -= left;
+            self.sent = 0;
+            if let Some(Piece::Own(mut v)) = self.queue.pop_front() {
+                if v.capacity() <= SPARE_KEEP_MAX_BYTES && v.capacity() > self.spare.capacity() {
+                    v.clear();
+                    self.spare = v;
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.sent = 0;
+        self.unsent = 0;
+    }
 }
 
 thread_local! {
@@ -113,7 +182,7 @@ pub type Hook = Box<dyn Fn() + Send + Sync>;
 pub struct Writer {
     stream: Arc<mio::net::TcpStream>,
     peer: SocketAddr,
-    sender: SenderHandle,
+    sender: super::sender::SenderHandle,
     out: Mutex<Out>,
     /// Set by the owning worker: brings a paused connection back to reading.
     resume: std::sync::OnceLock<Hook>,
@@ -125,7 +194,7 @@ impl Writer {
     pub(super) fn new(
         stream: Arc<mio::net::TcpStream>,
         peer: SocketAddr,
-        sender: SenderHandle,
+        sender: super::sender::SenderHandle,
         connecting: bool,
     ) -> Writer {
         Writer {
@@ -133,8 +202,10 @@ impl Writer {
             peer,
             sender,
             out: Mutex::new(Out {
-                buf: Vec::new(),
+                queue: VecDeque::new(),
                 sent: 0,
+                unsent: 0,
+                spare: Vec::new(),
                 closed: false,
                 close_when_flushed: false,
                 with_sender: false,
@@ -148,8 +219,7 @@ impl Writer {
 
     /// Bytes of output waiting for the socket.
     pub fn queued(&self) -> usize {
-        let out = self.lock();
-        out.buf.len() - out.sent
+        self.lock().unsent
     }
 
     /// Asks the worker to read this connection again after its session said it
@@ -183,38 +253,15 @@ impl Writer {
     /// a sender thread. Returns false if the connection is closed.
     pub fn send(self: &Arc<Self>, bytes: &[u8]) -> bool {
         let mut out = self.lock();
-        if out.closed {
+        if !self.room_for(&mut out, bytes.len()) {
             return false;
         }
-        if out.buf.len() - out.sent + bytes.len() > OUTPUT_BUFFER_MAX_BYTES {
-            log::warn!(
-                "{}: peer is not reading; {} bytes of output queued, closing",
-                self.peer,
-                out.buf.len()
-            );
-            self.close_locked(&mut out);
-            return false;
-        }
-        if out.corked {
-            out.buf.extend_from_slice(bytes);
+        if self.gathered(&mut out) {
+            out.push_bytes(bytes);
             return true;
         }
-        if out.buf.len() == out.sent && !out.connecting && !out.with_sender {
-            let gathered = CORK.with(|c| match c.borrow_mut().as_mut() {
-                Some(list) => {
-                    list.push(self.clone());
-                    true
-                }
-                None => false,
-            });
-            if gathered {
-                out.corked = true;
-                out.buf.extend_from_slice(bytes);
-                return true;
-            }
-        }
         let mut written = 0;
-        if out.buf.len() == out.sent && !out.connecting {
+        if out.unsent == 0 && !out.connecting {
             match write_some(&self.stream, bytes) {
                 Ok(n) => written = n,
                 Err(_) => {
@@ -224,10 +271,106 @@ impl Writer {
             }
         }
         if written < bytes.len() {
-            out.buf.extend_from_slice(&bytes[written..]);
+            out.push_bytes(&bytes[written..]);
             self.ensure_sender(&mut out);
         }
         true
+    }
+
+    /// Sends a chain of pieces, its shared values by reference (see
+    /// [`super::chain`]). Gives the chain back, unsent, if the connection is
+    /// closed or dies on this write.
+    pub fn send_chain(self: &Arc<Self>, chain: Chain) -> Result<(), Chain> {
+        let mut out = self.lock();
+        if !self.room_for(&mut out, chain.len()) {
+            return Err(chain);
+        }
+        if self.gathered(&mut out) {
+            out.push_chain(chain);
+            return Ok(());
+        }
+        if out.unsent > 0 || out.connecting {
+            out.push_chain(chain);
+            self.ensure_sender(&mut out);
+            return Ok(());
+        }
+        let pieces = chain.into_pieces();
+        let mut written = 0;
+        loop {
+            let total: usize = pieces.iter().map(|p| p.bytes().len()).sum();
+            if written == total {
+                return Ok(());
+            }
+            match write_pieces(&self.stream, &pieces, written) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(_) => {
+                    self.close_locked(&mut out);
+                    let mut back = Chain::new();
+                    for p in pieces {
+                        back.push(p);
+                    }
+                    return Err(back);
+                }
+            }
+        }
+        // The socket is full: queue what is left, the first piece part-sent.
+        for p in pieces {
+            let len = p.bytes().len();
+            if written >= len {
+                written -= len;
+                continue;
+            }
+            if out.queue.is_empty() {
+                out.sent = written;
+                out.unsent += len - written;
+                out.queue.push_back(p);
+            } else {
+                out.unsent += len;
+                out.queue.push_back(p);
+            }
+            written = 0;
+        }
+        self.ensure_sender(&mut out);
+        Ok(())
+    }
+
+    /// Whether `more` bytes may be queued; a peer that lets too much pile up is
+    /// cut off (see [`OUTPUT_BUFFER_MAX_BYTES`]).
+    fn room_for(&self, out: &mut Out, more: usize) -> bool {
+        if out.closed {
+            return false;
+        }
+        if out.unsent + more > OUTPUT_BUFFER_MAX_BYTES {
+            log::warn!(
+                "{}: peer is not reading; {} bytes of output queued, closing",
+                self.peer,
+                out.unsent
+            );
+            self.close_locked(out);
+            return false;
+        }
+        true
+    }
+
+    /// Whether output goes to this thread's cork (see [`cork`]) rather than to the
+    /// socket now: true when the connection is corked already or joins the cork.
+    fn gathered(self: &Arc<Self>, out: &mut Out) -> bool {
+        if out.corked {
+            return true;
+        }
+        if out.unsent != 0 || out.connecting || out.with_sender {
+            return false;
+        }
+        let joined = CORK.with(|c| match c.borrow_mut().as_mut() {
+            Some(list) => {
+                list.push(self.clone());
+                true
+            }
+            None => false,
+        });
+        out.corked = joined;
+        joined
     }
 
     /// The connect completed: release held output.
@@ -249,7 +392,7 @@ impl Writer {
     /// Writes as much queued output as the socket takes. True when nothing is left.
     pub(super) fn flush(&self) -> bool {
         let mut out = self.lock();
-        let had = out.buf.len() > out.sent;
+        let had = out.unsent > 0;
         let done = self.flush_locked(&mut out);
         drop(out);
         if had && done {
@@ -264,20 +407,15 @@ impl Writer {
         if out.closed {
             return true;
         }
-        while out.sent < out.buf.len() {
-            match write_some(&self.stream, &out.buf[out.sent..]) {
+        while out.unsent > 0 {
+            match write_queue(&self.stream, out) {
                 Ok(0) => return false,
-                Ok(n) => out.sent += n,
+                Ok(n) => out.advance(n),
                 Err(_) => {
                     self.close_locked(out);
                     return true;
                 }
             }
-        }
-        out.buf.clear();
-        out.sent = 0;
-        if out.buf.capacity() > 1 << 20 {
-            out.buf.shrink_to(64 << 10);
         }
         if out.close_when_flushed {
             self.close_locked(out);
@@ -316,7 +454,7 @@ impl Writer {
     /// Closes the connection once queued output has been written.
     pub fn close_after_flush(&self) {
         let mut out = self.lock();
-        if out.buf.len() == out.sent {
+        if out.unsent == 0 {
             self.close_locked(&mut out);
         } else {
             out.close_when_flushed = true;
@@ -330,8 +468,8 @@ impl Writer {
     fn close_locked(&self, out: &mut Out) {
         if !out.closed {
             out.closed = true;
-            out.buf = Vec::new();
-            out.sent = 0;
+            out.clear();
+            out.spare = Vec::new();
             // The owning worker sees the shutdown as an error or EOF and reaps the
             // connection; the file descriptor stays valid until every Arc is gone.
             let _ = self.stream.shutdown(Shutdown::Both);
@@ -360,97 +498,66 @@ fn write_some(mut stream: &mio::net::TcpStream, bytes: &[u8]) -> io::Result<usiz
     Ok(done)
 }
 
-// ---- sender threads ----
-
-const WAKE: Token = Token(usize::MAX);
-/// How often a sender sweeps connections that were closed while it watched them.
-const SWEEP_INTERVAL_MS: u64 = 500;
-
-#[derive(Clone)]
-pub(super) struct SenderHandle {
-    tx: SyncSender<Arc<Writer>>,
-    waker: Arc<Waker>,
-}
-
-impl SenderHandle {
-    /// Asks this sender to flush `writer` now and whenever its socket becomes writable.
-    pub(super) fn watch(&self, writer: Arc<Writer>) {
-        super::handoff(&self.tx, &self.waker, writer);
+impl super::sender::Watched for Writer {
+    fn flush(&self) -> bool {
+        Writer::flush(self)
     }
-
-    pub(super) fn wake(&self) {
-        let _ = self.waker.wake();
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        Writer::raw_fd(self)
+    }
+    fn peer(&self) -> SocketAddr {
+        Writer::peer(self)
+    }
+    fn close(&self) {
+        Writer::close(self)
+    }
+    fn is_closed(&self) -> bool {
+        Writer::is_closed(self)
     }
 }
 
-pub(super) fn spawn_sender(index: usize) -> io::Result<SenderHandle> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    let (tx, rx) = super::queue();
-    let handle = SenderHandle { tx, waker };
-    std::thread::Builder::new()
-        .name(format!("sender-{index}"))
-        .spawn(move || run_sender(poll, rx))?;
-    Ok(handle)
+/// Writes the front of the queue with one `writev`. Returns bytes written, 0 when
+/// the socket would block; errors other than WouldBlock and Interrupted mean the
+/// connection is dead.
+fn write_queue(stream: &mio::net::TcpStream, out: &Out) -> io::Result<usize> {
+    writev(stream, out.queue.iter(), out.sent)
 }
 
-fn run_sender(mut poll: Poll, rx: Receiver<Arc<Writer>>) {
-    let mut events = Events::with_capacity(256);
-    // Slots indexed by token; freed slots are reused.
-    let mut watched: Vec<Option<Arc<Writer>>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut last_sweep = std::time::Instant::now();
-    loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(SWEEP_INTERVAL_MS))) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                log::error!("sender poll failed: {e}");
-            }
+/// Writes `pieces`, less their first `skip` bytes, with one `writev`.
+fn write_pieces(stream: &mio::net::TcpStream, pieces: &[Piece], skip: usize) -> io::Result<usize> {
+    writev(stream, pieces.iter(), skip)
+}
+
+fn writev<'a>(
+    mut stream: &mio::net::TcpStream,
+    pieces: impl Iterator<Item = &'a Piece>,
+    mut skip: usize,
+) -> io::Result<usize> {
+    let mut slices = [io::IoSlice::new(&[]); IOV_MAX_PIECES];
+    let mut n = 0;
+    for p in pieces {
+        let b = p.bytes();
+        if skip >= b.len() {
+            skip -= b.len();
             continue;
         }
-        for event in events.iter() {
-            if event.token() == WAKE {
-                continue;
-            }
-            if let Some(Some(w)) = watched.get(event.token().0) {
-                w.flush();
-            }
+        if n == IOV_MAX_PIECES {
+            break;
         }
-        loop {
-            let w = match rx.try_recv() {
-                Ok(w) => w,
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-            };
-            let slot = free.pop().unwrap_or_else(|| {
-                watched.push(None);
-                watched.len() - 1
-            });
-            let fd = w.raw_fd();
-            if let Err(e) =
-                poll.registry()
-                    .register(&mut SourceFd(&fd), Token(slot), Interest::WRITABLE)
-            {
-                log::warn!("{}: cannot watch for writability: {e}; closing", w.peer());
-                w.close();
-                free.push(slot);
-                continue;
-            }
-            // The socket may have drained between the refused write and registration;
-            // edge-triggered readiness would not tell us, so flush once now.
-            w.flush();
-            watched[slot] = Some(w);
-        }
-        if last_sweep.elapsed() >= Duration::from_millis(SWEEP_INTERVAL_MS) {
-            last_sweep = std::time::Instant::now();
-            for (slot, entry) in watched.iter_mut().enumerate() {
-                if entry.as_ref().is_some_and(|w| w.is_closed()) {
-                    if let Some(w) = entry.take() {
-                        let fd = w.raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                    }
-                    free.push(slot);
-                }
-            }
+        slices[n] = io::IoSlice::new(&b[skip..]);
+        skip = 0;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    loop {
+        match stream.write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => return Ok(w),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -21,15 +21,17 @@
 //! held). `rpc_client::Peer` state is released before any callback runs.
 
 pub mod auth;
+pub mod chain;
 mod conn;
 pub mod report;
 pub mod rpc_client;
 pub mod rpc_server;
+mod sender;
 pub mod timer;
 mod worker;
 
 pub use conn::{Session, Writer};
-pub use rpc_client::{Peer, RpcError};
+pub use rpc_client::{Hedge, Peer, RpcError};
 pub use rpc_server::{Reply, Service};
 
 use std::io;
@@ -97,7 +99,7 @@ pub struct Net {
 struct Shared {
     config: Config,
     workers: Vec<worker::Handle>,
-    senders: Vec<conn::SenderHandle>,
+    senders: Vec<sender::SenderHandle>,
     next_worker: AtomicUsize,
     next_sender: AtomicUsize,
     /// Accepted connections open now, checked against CONNECTIONS_MAX.
@@ -114,7 +116,7 @@ impl Net {
             "thread pools need at least one thread"
         );
         let senders = (0..config.senders)
-            .map(conn::spawn_sender)
+            .map(sender::spawn_sender)
             .collect::<io::Result<Vec<_>>>()?;
         let workers = (0..config.workers)
             .map(worker::spawn)

@@ -3,7 +3,7 @@
 
 use super::conn::{Session, Writer};
 use super::SessionFactory;
-use crate::proto::rpc::{self, Decoded, Message};
+use crate::proto::rpc::{self, FrameReader, Message};
 use rmpv::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +75,7 @@ pub struct RpcSession {
     /// The peer presented the cluster key (always true without one; see
     /// [`super::auth`]).
     authenticated: bool,
+    frames: FrameReader,
 }
 
 impl RpcSession {
@@ -84,6 +85,7 @@ impl RpcSession {
                 service: service.clone(),
                 peer,
                 authenticated: super::auth::token().is_none(),
+                frames: FrameReader::default(),
             })
         })
     }
@@ -93,10 +95,15 @@ impl Session for RpcSession {
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
         let mut used = 0;
         loop {
-            match rpc::decode(&input[used..]) {
-                Ok(Decoded::Incomplete) => return Ok(used),
-                Ok(Decoded::Frame { message, len }) => {
-                    used += len;
+            match self.frames.read(&input[used..]) {
+                Ok((n, None)) => {
+                    used += n;
+                    if n == 0 || used == input.len() {
+                        return Ok(used);
+                    }
+                }
+                Ok((n, Some(message))) => {
+                    used += n;
                     match message {
                         Message::Request {
                             msgid,

@@ -125,7 +125,20 @@ pub fn record_to_value(r: &Record) -> Value {
 }
 
 pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
-    let a = v.as_array().ok_or_else(|| bad("record"))?;
+    record_take(v.clone())
+}
+
+/// [`record_from_value`], taking the value's bytes rather than copying them: a
+/// gateway hands them on to its client as they came.
+pub fn record_take(v: Value) -> Result<Record, Bad> {
+    let Value::Array(mut a) = v else {
+        return Err(bad("record"));
+    };
+    let data = match a.get_mut(4) {
+        Some(Value::Binary(b)) => std::mem::take(b),
+        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        _ => return Err(bad("data")),
+    };
     let kind = match uint(a.first(), "record kind")? {
         1 => Kind::Value,
         2 => Kind::Tombstone,
@@ -138,7 +151,7 @@ pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
         clock: uint(a.get(1), "clock")?,
         flags: u32::try_from(flags).map_err(|_| bad("flags"))?,
         exptime: u32::try_from(exptime).map_err(|_| bad("exptime"))?,
-        data: bytes(a.get(4), "data")?.to_vec(),
+        data,
         marks: match a.get(5) {
             None => Marks::default(),
             Some(m) => u8::try_from(uint(Some(m), "marks")?)
@@ -198,12 +211,18 @@ pub struct WriteRequest {
 }
 
 impl WriteRequest {
+    /// The parameters, the value last:
+    /// `[key, op, op argument, flags, exptime, no_wait, budget_ms, meta, data]`.
     pub fn to_params(&self) -> Vec<Value> {
-        self.to_params_within(self.budget_ms)
+        let mut p = self.head_params(self.budget_ms);
+        p.push(Value::Binary(self.write.data.to_vec()));
+        p
     }
 
-    /// The parameters, giving the write `budget_ms` from its arrival.
-    pub fn to_params_within(&self, budget_ms: Option<u64>) -> Vec<Value> {
+    /// The parameters before the value, giving the write `budget_ms` from its
+    /// arrival: a caller sends the value after them from where it is
+    /// (`Peer::call_with_tail`), so that a large one is not copied.
+    pub fn head_params(&self, budget_ms: Option<u64>) -> Vec<Value> {
         let (code, arg) = self.write.op.encode();
         vec![
             Value::Binary(self.key.clone()),
@@ -211,7 +230,6 @@ impl WriteRequest {
             Value::from(arg),
             Value::from(self.write.flags),
             Value::from(self.write.exptime),
-            Value::Binary(self.write.data.clone()),
             Value::from(self.no_wait),
             budget_ms.map(Value::from).unwrap_or(Value::Nil),
             meta_to_value(&self.write.meta),
@@ -227,14 +245,14 @@ impl WriteRequest {
                 op,
                 flags: u32::try_from(uint(p.get(3), "flags")?).map_err(|_| bad("flags"))?,
                 exptime: u32::try_from(uint(p.get(4), "exptime")?).map_err(|_| bad("exptime"))?,
-                data: bytes(p.get(5), "data")?.to_vec(),
-                meta: meta_from_value(p.get(8))?,
+                data: std::sync::Arc::new(bytes(p.get(8), "data")?.to_vec()),
+                meta: meta_from_value(p.get(7))?,
             },
             no_wait: p
-                .get(6)
+                .get(5)
                 .and_then(Value::as_bool)
                 .ok_or_else(|| bad("async"))?,
-            budget_ms: p.get(7).and_then(Value::as_u64),
+            budget_ms: p.get(6).and_then(Value::as_u64),
         })
     }
 }

@@ -292,7 +292,7 @@ impl Cluster {
     /// new user would go on: the first replace may still run, and the gateway may
     /// not have heard of any server yet.
     pub fn start_pair_unsettled(n: usize) -> Cluster {
-        Self::start_inner(n, true, &[], |_, _| {}, false, false)
+        Self::start_inner(n, true, &[], |_, _| {}, false, false, &[])
     }
 
     /// Like `start_pair_unsettled` (or a single manager, and settled), with every
@@ -300,7 +300,7 @@ impl Cluster {
     /// them can be cut ([`netfault`]). The caller holds a [`netfault::Chain`],
     /// created before this: connections opened before it are only half cut.
     pub fn start_isolated(n: usize, pair: bool) -> Cluster {
-        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true)
+        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true, &[])
     }
 
     fn start_full(
@@ -309,7 +309,12 @@ impl Cluster {
         manager_args: &[&str],
         prepare: impl Fn(usize, &Path),
     ) -> Cluster {
-        Self::start_inner(n, pair, manager_args, prepare, true, false)
+        Self::start_inner(n, pair, manager_args, prepare, true, false, &[])
+    }
+
+    /// Like `start`, with extra gateway options.
+    pub fn start_gateway_with(n: usize, gateway_args: &[&str]) -> Cluster {
+        Self::start_inner(n, false, &[], |_, _| {}, true, false, gateway_args)
     }
 
     fn start_inner(
@@ -319,6 +324,7 @@ impl Cluster {
         prepare: impl Fn(usize, &Path),
         settle: bool,
         isolated: bool,
+        gateway_args: &[&str],
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let isolated = isolated.then(|| shared_binary(dir.path()));
@@ -382,6 +388,7 @@ impl Cluster {
                     &gateway_binary_addr.to_string(),
                 ],
                 deadline_flag,
+                gateway_args,
                 &c.manager_flags()
                     .iter()
                     .map(String::as_str)

@@ -8,6 +8,7 @@
 //! token however many gateways ask at once.
 
 use crate::record::{is_expired, Kind, Marks, Record};
+use std::sync::Arc;
 
 /// The operation of a coordinated write. The code is its wire form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,8 @@ pub struct Write {
     pub op: Op,
     pub flags: u32,
     pub exptime: u32,
-    pub data: Vec<u8>,
+    /// Shared, not copied: a gateway keeps it for retries while a link sends it.
+    pub data: Arc<Vec<u8>>,
     pub meta: Meta,
 }
 
@@ -107,7 +109,7 @@ impl Write {
             op,
             flags,
             exptime,
-            data,
+            data: Arc::new(data),
             meta: Meta::default(),
         }
     }
@@ -207,7 +209,7 @@ pub fn apply(
     }
     match (w.op, live) {
         (Op::Set, _) | (Op::Add, None) | (Op::Replace, Some(_)) => {
-            (Outcome::Stored, stored(w.flags, w.exptime, w.data.clone()))
+            (Outcome::Stored, stored(w.flags, w.exptime, w.data.to_vec()))
         }
         (Op::Add, Some(_)) | (Op::Replace, None) | (Op::Append | Op::Prepend, None) => {
             (Outcome::NotStored, None)
@@ -218,18 +220,18 @@ pub fn apply(
             (Outcome::Stored, value(r.flags, r.exptime, data))
         }
         (Op::Prepend, Some(r)) => {
-            let mut data = w.data.clone();
+            let mut data = w.data.to_vec();
             data.extend_from_slice(&r.data);
             (Outcome::Stored, value(r.flags, r.exptime, data))
         }
         (Op::Cas(_), None) => (Outcome::NotFound, None),
         (Op::Cas(expected), Some(r)) if r.clock == expected => {
-            (Outcome::Stored, stored(w.flags, w.exptime, w.data.clone()))
+            (Outcome::Stored, stored(w.flags, w.exptime, w.data.to_vec()))
         }
         // `ms ... C<older> I`: the late writer's value is kept, but as stale, with
         // the item's exptime and its token, so that a fresh recache still wins.
         (Op::Cas(expected), Some(r)) if m.invalidate && expected < r.clock => {
-            let mut rec = Record::value(clock, w.flags, r.exptime, w.data.clone());
+            let mut rec = Record::value(clock, w.flags, r.exptime, w.data.to_vec());
             rec.marks = Marks {
                 stale: true,
                 token_sent: r.marks.token_sent,

@@ -2,8 +2,9 @@
 
 use super::{Callback, Link, Peer, RpcError, State};
 use crate::net::auth;
+use crate::net::chain::Chain;
 use crate::net::conn::{Session, Writer};
-use crate::proto::rpc::{self, Decoded, Message};
+use crate::proto::rpc::{FrameReader, Message};
 use rmpv::Value;
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ impl Peer {
         let session = Box::new(ClientSession {
             peer: Arc::downgrade(self),
             generation,
+            frames: FrameReader::default(),
         });
         match self.net.connect(self.addr, session) {
             Ok(writer) => {
@@ -73,13 +75,15 @@ impl Peer {
         }
         // Only frames whose call still waits: the rest were already answered as
         // timed out (see the module documentation).
-        let live: Vec<u8> = queued
+        let mut live = Chain::new();
+        for (_, f) in queued
             .into_iter()
             .filter(|(id, _)| id.is_none_or(|id| st.pending.contains_key(&id)))
-            .flat_map(|(_, f)| f)
-            .collect();
+        {
+            live.append(f);
+        }
         if !live.is_empty() {
-            writer.send(&live);
+            let _ = writer.send_chain(live);
         }
         for p in st.pending.values_mut().filter(|p| p.sent_on == 0) {
             p.sent_on = generation;
@@ -145,6 +149,26 @@ impl Peer {
             .collect()
     }
 
+    /// The answer to call `msgid` is arriving (a large one, in pieces): the
+    /// server is not silent, and asking another one too would only fetch the
+    /// value twice.
+    /// Returns false when no call waits for it (forgotten, or timed out).
+    fn arriving(&self, msgid: u32) -> bool {
+        let arrival = {
+            let mut st = self.lock();
+            st.last_heard = Instant::now();
+            let Some(p) = st.pending.get_mut(&msgid) else {
+                return false;
+            };
+            p.slow = None;
+            p.arrival.take()
+        };
+        if let Some(f) = arrival {
+            f();
+        }
+        true
+    }
+
     pub(super) fn on_response(&self, msgid: u32, error: Value, result: Value) {
         let pending = {
             let mut st = self.lock();
@@ -171,6 +195,7 @@ impl Peer {
 struct ClientSession {
     peer: Weak<Peer>,
     generation: u64,
+    frames: FrameReader,
 }
 
 impl Session for ClientSession {
@@ -180,10 +205,21 @@ impl Session for ClientSession {
         };
         let mut used = 0;
         loop {
-            match rpc::decode(&input[used..]) {
-                Ok(Decoded::Incomplete) => return Ok(used),
-                Ok(Decoded::Frame { message, len }) => {
-                    used += len;
+            match self.frames.read(&input[used..]) {
+                Ok((n, None)) => {
+                    used += n;
+                    if n == 0 || used == input.len() {
+                        if let Some(id) = self.frames.arriving_response() {
+                            if !peer.arriving(id) {
+                                // Forgotten: its bytes are skipped, not kept.
+                                self.frames.discard();
+                            }
+                        }
+                        return Ok(used);
+                    }
+                }
+                Ok((n, Some(message))) => {
+                    used += n;
                     match message {
                         Message::Response {
                             msgid,

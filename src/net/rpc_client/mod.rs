@@ -33,6 +33,7 @@ mod tick;
 
 pub use blocking::BlockingClient;
 
+use super::chain::{Chain, Shared};
 use super::conn::Writer;
 use super::timer::TimerId;
 use super::{Net, LINK_PROBE_AFTER, RECONNECT_DELAY_MS, TICK_MS};
@@ -86,6 +87,24 @@ pub type Callback = Box<dyn FnOnce(CallResult) + Send>;
 pub type KeepaliveFn = Box<dyn Fn() -> (String, Vec<Value>) + Send + Sync>;
 /// Runs when a call has waited its soft deadline without an answer.
 pub type SlowFn = Box<dyn FnOnce() + Send>;
+
+/// A call that may be asked of another node too: `on_slow` runs if nothing of its
+/// answer has come `after` it was made, `on_arrival` once its answer starts to come
+/// (a large one arrives in pieces), and then `on_slow` no longer runs.
+pub struct Hedge {
+    pub after: Duration,
+    pub on_slow: SlowFn,
+    pub on_arrival: SlowFn,
+}
+
+/// What a call carries besides its callback.
+#[derive(Default)]
+struct Extra {
+    slow: Option<(Instant, SlowFn)>,
+    arrival: Option<SlowFn>,
+    /// A heartbeat probe: one at a time per link.
+    probe: bool,
+}
 /// Hears that a link to this address was found dead or could not be made.
 pub type DownFn = Box<dyn Fn(SocketAddr) + Send + Sync>;
 
@@ -96,6 +115,8 @@ struct Pending {
     sent_on: u64,
     /// A soft deadline and what to run when it passes unanswered.
     slow: Option<(Instant, SlowFn)>,
+    /// What to run when the answer starts to arrive.
+    arrival: Option<SlowFn>,
     /// A heartbeat probe: one at a time per link.
     probe: bool,
 }
@@ -123,7 +144,7 @@ struct State {
     pending: HashMap<u32, Pending>,
     /// Frames written while no connection was up, sent once one is, each with the
     /// msgid of its call (None for a notification).
-    queued: Vec<(Option<u32>, Vec<u8>)>,
+    queued: Vec<(Option<u32>, Chain)>,
     /// Connect attempts that failed in a row.
     failures: u32,
     last_sent: Instant,
@@ -294,34 +315,64 @@ impl Peer {
         timeout: Duration,
         callback: Callback,
     ) {
-        self.call_full(method, params, timeout, None, false, callback)
+        self.call_full(method, (params, None), timeout, Extra::default(), callback);
     }
 
-    /// Like [`Peer::call`], and runs `on_slow` once if no answer has come after
-    /// `soft` (while the call itself goes on).
+    /// Like [`Peer::call`], with a [`Hedge`]. Returns the call's msgid, for
+    /// [`Peer::forget`].
     pub fn call_hedged(
         self: &Arc<Self>,
         method: &str,
         params: &[Value],
         timeout: Duration,
-        soft: Duration,
-        on_slow: SlowFn,
+        hedge: Hedge,
+        callback: Callback,
+    ) -> u32 {
+        let slow = Some((Instant::now() + hedge.after, hedge.on_slow));
+        let extra = Extra {
+            slow,
+            arrival: Some(hedge.on_arrival),
+            probe: false,
+        };
+        self.call_full(method, (params, None), timeout, extra, callback)
+    }
+
+    /// Drops call `msgid`: its callback is never run, and its answer, if it comes,
+    /// is not kept (a hedged read answered by another server).
+    pub fn forget(&self, msgid: u32) {
+        let mut st = self.lock();
+        st.pending.remove(&msgid);
+        st.queued.retain(|(id, _)| *id != Some(msgid));
+    }
+
+    /// Like [`Peer::call`], with one more parameter after `params`: a binary sent
+    /// from where it is, never copied into the frame (see `net::chain`).
+    pub fn call_with_tail(
+        self: &Arc<Self>,
+        method: &str,
+        params: &[Value],
+        tail: &Shared,
+        timeout: Duration,
         callback: Callback,
     ) {
-        let slow = Some((Instant::now() + soft, on_slow));
-        self.call_full(method, params, timeout, slow, false, callback)
+        self.call_full(
+            method,
+            (params, Some(tail)),
+            timeout,
+            Extra::default(),
+            callback,
+        );
     }
 
     fn call_full(
         self: &Arc<Self>,
         method: &str,
-        params: &[Value],
+        (params, tail): (&[Value], Option<&Shared>),
         timeout: Duration,
-        slow: Option<(Instant, SlowFn)>,
-        probe: bool,
+        extra: Extra,
         callback: Callback,
-    ) {
-        let mut frame = Vec::new();
+    ) -> u32 {
+        let mut head = Vec::new();
         let mut st = self.lock();
         // After a wrap, skip ids still waiting so no callback is overwritten.
         let mut msgid = st.next_msgid;
@@ -329,7 +380,18 @@ impl Peer {
             msgid = msgid.wrapping_add(1).max(1);
         }
         st.next_msgid = msgid.wrapping_add(1).max(1);
-        rpc::encode_request(&mut frame, msgid, method, params);
+        let frame = match tail {
+            None => {
+                rpc::encode_request(&mut head, msgid, method, params);
+                Chain::from(head)
+            }
+            Some(t) => {
+                rpc::encode_request_with_tail(&mut head, msgid, method, params, t.len());
+                let mut frame = Chain::from(head);
+                frame.shared(t);
+                frame
+            }
+        };
         if st.pending.is_empty() {
             st.last_heard = st.last_heard.max(Instant::now());
         }
@@ -339,8 +401,9 @@ impl Peer {
                 deadline: Instant::now() + timeout,
                 callback,
                 sent_on: 0,
-                slow,
-                probe,
+                slow: extra.slow,
+                arrival: extra.arrival,
+                probe: extra.probe,
             },
         );
         if let Some(generation) = self.transmit(&mut st, Some(msgid), frame) {
@@ -348,6 +411,7 @@ impl Peer {
                 p.sent_on = generation;
             }
         }
+        msgid
     }
 
     /// Calls and waits. Never use it on a worker or the timer thread: the response
@@ -368,24 +432,20 @@ impl Peer {
         let mut frame = Vec::new();
         rpc::encode_notify(&mut frame, method, params);
         let mut st = self.lock();
-        self.transmit(&mut st, None, frame);
+        self.transmit(&mut st, None, Chain::from(frame));
     }
 
     /// Sends `frame` now if a connection is up (returning its generation), or queues it.
-    fn transmit(
-        self: &Arc<Self>,
-        st: &mut State,
-        msgid: Option<u32>,
-        frame: Vec<u8>,
-    ) -> Option<u64> {
+    fn transmit(self: &Arc<Self>, st: &mut State, msgid: Option<u32>, frame: Chain) -> Option<u64> {
         st.last_sent = Instant::now();
         match &st.link {
             Link::Up { writer, generation } => {
-                if writer.send(&frame) {
-                    return Some(*generation);
+                match writer.send_chain(frame) {
+                    Ok(()) => return Some(*generation),
+                    // The connection died under us; on_close will follow and
+                    // reconnect.
+                    Err(frame) => st.queued.push((msgid, frame)),
                 }
-                // The connection died under us; on_close will follow and reconnect.
-                st.queued.push((msgid, frame));
             }
             Link::Idle => {
                 st.queued.push((msgid, frame));

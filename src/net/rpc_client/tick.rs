@@ -133,12 +133,15 @@ impl Peer {
         }
         if probe {
             // Any node answers a bare KeepAlive; the answer is all a probe wants.
+            let probe = super::Extra {
+                probe: true,
+                ..Default::default()
+            };
             self.call_full(
                 crate::proto::cluster::KEEP_ALIVE,
-                &[],
+                (&[], None),
                 LINK_SILENCE_MAX,
-                None,
-                true,
+                probe,
                 Box::new(|_| {}),
             );
         }

@@ -241,6 +241,48 @@ pub enum Parsed<'a> {
 }
 
 /// Parses the packet at the front of `input`. `value_max` is the `-I` limit.
+/// A store request whose header `parse` accepts and whose body has not all come:
+/// the length of the whole packet, for a caller to gather it as it arrives rather
+/// than hold it in the connection's input. None for anything else.
+pub fn gathers(input: &[u8], value_max: usize) -> Option<usize> {
+    let h = Header::read(input)?;
+    let (klen, elen, blen) = (
+        h.key_len as usize,
+        h.extras_len as usize,
+        h.body_len as usize,
+    );
+    let ok = h.magic == REQUEST
+        && HEADER_SIZE + elen + klen <= HEADER_READ_MAX
+        && klen + elen <= blen
+        && klen <= KEY_SIZE_MAX
+        && is_store(h.opcode)
+        && blen - klen - elen <= value_max
+        && shape_ok(&h, blen - klen - elen)
+        && input.len() < HEADER_SIZE + blen;
+    ok.then_some(HEADER_SIZE + blen)
+}
+
+/// Where a store request's value starts in its packet.
+pub fn value_offset(h: &Header) -> usize {
+    HEADER_SIZE + h.extras_len as usize + h.key_len as usize
+}
+
+fn is_store(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        op::SET
+            | op::SETQ
+            | op::ADD
+            | op::ADDQ
+            | op::REPLACE
+            | op::REPLACEQ
+            | op::APPEND
+            | op::APPENDQ
+            | op::PREPEND
+            | op::PREPENDQ
+    )
+}
+
 pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
     let Some(h) = Header::read(input) else {
         return Parsed::Incomplete;
@@ -286,21 +328,8 @@ pub fn parse(input: &[u8], value_max: usize) -> Parsed<'_> {
         return refuse(Status::Invalid, HEADER_SIZE, 0, true);
     }
     let value_len = blen - klen - elen;
-    let is_store = matches!(
-        h.opcode,
-        op::SET
-            | op::SETQ
-            | op::ADD
-            | op::ADDQ
-            | op::REPLACE
-            | op::REPLACEQ
-            | op::APPEND
-            | op::APPENDQ
-            | op::PREPEND
-            | op::PREPENDQ
-    );
     // A value over the limit is refused before it has all come, and skipped.
-    if is_store && value_len > value_max && shape_ok(&h, value_len) {
+    if is_store(h.opcode) && value_len > value_max && shape_ok(&h, value_len) {
         if input.len() < HEADER_SIZE + elen + klen {
             return Parsed::Incomplete;
         }
@@ -441,8 +470,22 @@ pub fn response(
     key: &[u8],
     value: &[u8],
 ) -> Vec<u8> {
-    let body = extras.len() + key.len() + value.len();
-    let mut out = Vec::with_capacity(HEADER_SIZE + body);
+    let mut out = response_head(to, status, cas, extras, key, value.len());
+    out.extend_from_slice(value);
+    out
+}
+
+/// A response up to its value, for a value of `value_len` bytes sent after it.
+pub fn response_head(
+    to: To,
+    status: Status,
+    cas: u64,
+    extras: &[u8],
+    key: &[u8],
+    value_len: usize,
+) -> Vec<u8> {
+    let body = extras.len() + key.len() + value_len;
+    let mut out = Vec::with_capacity(HEADER_SIZE + extras.len() + key.len());
     out.push(RESPONSE);
     out.push(to.opcode);
     out.extend_from_slice(&(key.len() as u16).to_be_bytes());
@@ -454,7 +497,6 @@ pub fn response(
     out.extend_from_slice(&cas.to_be_bytes());
     out.extend_from_slice(extras);
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
     out
 }
 
@@ -466,19 +508,32 @@ pub fn error(to: To, status: Status) -> Vec<u8> {
 /// A get's hit: the flags as extras, the key for GETK and GATK, the value (none
 /// for TOUCH).
 pub fn value_response(to: To, key: Option<&[u8]>, flags: u32, value: &[u8], cas: u64) -> Vec<u8> {
-    let value = if to.opcode == op::TOUCH {
-        &[][..]
-    } else {
-        value
-    };
-    response(
+    let (mut out, with_value) = value_response_head(to, key, flags, value.len(), cas);
+    if with_value {
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// [`value_response`] up to its value, and whether the value follows (TOUCH
+/// answers without it).
+pub fn value_response_head(
+    to: To,
+    key: Option<&[u8]>,
+    flags: u32,
+    value_len: usize,
+    cas: u64,
+) -> (Vec<u8>, bool) {
+    let with_value = to.opcode != op::TOUCH;
+    let head = response_head(
         to,
         Status::Ok,
         cas,
         &flags.to_be_bytes(),
         key.unwrap_or_default(),
-        value,
-    )
+        if with_value { value_len } else { 0 },
+    );
+    (head, with_value)
 }
 
 /// A get's miss: silent when quiet; GETK names the key instead of the words.

@@ -124,3 +124,32 @@ fn responses_echo_the_opcode_and_opaque() {
     let quiet = To { quiet: true, ..to };
     assert!(miss_response(quiet, None).is_empty());
 }
+
+/// A store whose body is still coming is gathered whole; its value starts after
+/// the extras and key. What `parse` would refuse, or reads without a value, is not.
+#[test]
+fn only_a_store_parse_accepts_is_gathered() {
+    let mut extras = 7u32.to_be_bytes().to_vec();
+    extras.extend_from_slice(&0u32.to_be_bytes());
+    let value = vec![b'v'; 1000];
+    let p = packet(op::SET, &extras, b"key", &value, 0);
+    for cut in [HEADER_SIZE, HEADER_SIZE + 5, p.len() - 1] {
+        assert_eq!(gathers(&p[..cut], 1 << 20), Some(p.len()), "cut at {cut}");
+    }
+    assert_eq!(gathers(&p, 1 << 20), None, "whole: parsed where it lies");
+    assert_eq!(gathers(&p[..10], 1 << 20), None, "no header yet");
+    assert_eq!(
+        gathers(&p[..30], 999),
+        None,
+        "too large: refused and skipped"
+    );
+    let h = Header::read(&p).unwrap();
+    assert_eq!(&p[value_offset(&h)..], &value[..]);
+    let get = packet(op::GET, &[], b"key", &[], 0);
+    assert_eq!(gathers(&get[..HEADER_SIZE], 1 << 20), None);
+    let no_extras = packet(op::SET, &[], b"key", &value, 0);
+    assert_eq!(gathers(&no_extras[..30], 1 << 20), None, "bad shape");
+    let mut wrong_magic = p.clone();
+    wrong_magic[0] = 0x81;
+    assert_eq!(gathers(&wrong_magic[..30], 1 << 20), None);
+}

@@ -479,18 +479,27 @@ pub fn outcome_reply(o: Outcome) -> Vec<u8> {
 
 /// A hit of `get`/`gets`: the VALUE line (with the cas for gets) and the data.
 pub fn value_reply(key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) -> Vec<u8> {
-    let mut b = Vec::with_capacity(data.len() + key.len() + 48);
+    let mut b = value_head(key, flags, data.len(), cas);
+    b.extend_from_slice(data);
+    b.extend_from_slice(VALUE_END);
+    b
+}
+
+/// The line before a value of `len` bytes; the value and [`VALUE_END`] follow.
+pub fn value_head(key: &[u8], flags: u32, len: usize, cas: Option<u64>) -> Vec<u8> {
+    let mut b = Vec::with_capacity(key.len() + 48);
     b.extend_from_slice(b"VALUE ");
     b.extend_from_slice(key);
-    b.extend_from_slice(format!(" {flags} {}", data.len()).as_bytes());
+    b.extend_from_slice(format!(" {flags} {len}").as_bytes());
     if let Some(cas) = cas {
         b.extend_from_slice(format!(" {cas}").as_bytes());
     }
     b.extend_from_slice(b"\r\n");
-    b.extend_from_slice(data);
-    b.extend_from_slice(b"\r\n");
     b
 }
+
+/// What ends a value in a reply.
+pub const VALUE_END: &[u8] = b"\r\n";
 
 /// Checks that `data` (at least `bytes + 2` long) holds the value and its CRLF.
 pub fn value_of(data: &[u8], bytes: usize) -> Result<&[u8], &'static str> {

@@ -1,0 +1,362 @@
+//! The framing checked against rmpv and at its limits.
+
+/// The hand-written headers are the ones rmpv writes for the same values, at
+/// every size boundary.
+#[test]
+fn headers_match_rmpv_at_every_boundary() {
+    use super::{write_array_len, write_str, write_uint};
+    use rmpv::Value;
+    let by_rmpv = |v: &Value| {
+        let mut b = Vec::new();
+        rmpv::encode::write_value(&mut b, v).unwrap();
+        b
+    };
+    for n in [
+        0u64,
+        1,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0xffff,
+        0x1_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        u64::MAX,
+    ] {
+        let mut b = Vec::new();
+        write_uint(&mut b, n);
+        assert_eq!(b, by_rmpv(&Value::from(n)), "uint {n}");
+    }
+    for n in [0usize, 15, 16, 0xffff, 0x1_0000] {
+        let mut b = Vec::new();
+        write_array_len(&mut b, n);
+        let full = by_rmpv(&Value::Array(vec![Value::Nil; n]));
+        assert_eq!(b, full[..full.len() - n], "array of {n}");
+    }
+    for len in [0usize, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000] {
+        let s = "y".repeat(len);
+        let mut b = Vec::new();
+        write_str(&mut b, &s);
+        assert_eq!(b, by_rmpv(&Value::from(s.as_str())), "str of {len}");
+    }
+}
+
+/// A request whose last parameter is sent after its header decodes as the
+/// same request encoded whole, at every binary size boundary.
+#[test]
+fn a_request_with_its_value_sent_after_is_one_frame() {
+    use super::{decode, encode_request, encode_request_with_tail, Decoded};
+    use rmpv::Value;
+    for len in [0usize, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0x2_0001] {
+        let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let params = [Value::from(7), Value::Binary(b"key".to_vec())];
+        let mut split = Vec::new();
+        encode_request_with_tail(&mut split, 9, "Write", &params, len);
+        split.extend_from_slice(&value);
+        let mut whole = Vec::new();
+        let mut all = params.to_vec();
+        all.push(Value::Binary(value));
+        encode_request(&mut whole, 9, "Write", &all);
+        assert_eq!(split, whole, "value of {len} bytes");
+        assert!(matches!(decode(&split), Ok(Decoded::Frame { len, .. }) if len == split.len()));
+    }
+}
+
+/// A write of the largest value with the longest key, as the coordinator sends
+/// it to a replica, fits in one frame: the link is not dropped.
+#[test]
+fn the_largest_replication_fits_in_a_frame() {
+    use crate::record::{Record, DATA_SIZE_MAX, KEY_SIZE_MAX};
+    assert_eq!(FRAME_VALUE_MAX, DATA_SIZE_MAX);
+    let rec = Record::value(u64::MAX, u32::MAX, u32::MAX, vec![7u8; DATA_SIZE_MAX]);
+    let params = [
+        Value::from(u64::MAX),
+        Value::Binary(vec![b'k'; KEY_SIZE_MAX]),
+        crate::proto::cluster::record_to_value(&rec),
+        Value::from(u64::MAX),
+    ];
+    let mut wire = Vec::new();
+    super::encode_request(&mut wire, u32::MAX, "Replicate", &params);
+    assert_eq!(frame_len(&wire, FRAME_SIZE_MAX), Ok(Some(wire.len())));
+    assert!(matches!(decode(&wire), Ok(Decoded::Frame { len, .. }) if len == wire.len()));
+}
+
+use super::*;
+use proptest::prelude::*;
+
+fn request(id: u32) -> Message {
+    Message::Request {
+        msgid: id,
+        method: "Echo".into(),
+        params: vec![Value::from(id), Value::Binary(vec![7; id as usize % 300])],
+    }
+}
+
+#[test]
+fn byte_at_a_time_is_incomplete_until_the_last_byte() {
+    let mut wire = Vec::new();
+    encode(&mut wire, &request(42));
+    for cut in 0..wire.len() {
+        assert_eq!(
+            decode(&wire[..cut]),
+            Ok(Decoded::Incomplete),
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(
+        decode(&wire),
+        Ok(Decoded::Frame {
+            message: request(42),
+            len: wire.len()
+        })
+    );
+}
+
+#[test]
+fn many_frames_in_one_buffer_decode_in_order() {
+    let mut wire = Vec::new();
+    for id in 0..100 {
+        encode(&mut wire, &request(id));
+    }
+    let mut at = 0;
+    for id in 0..100 {
+        match decode(&wire[at..]).unwrap() {
+            Decoded::Frame { message, len } => {
+                assert_eq!(message, request(id));
+                at += len;
+            }
+            Decoded::Incomplete => panic!("frame {id} incomplete"),
+        }
+    }
+    assert_eq!(at, wire.len());
+}
+
+#[test]
+fn oversized_frame_is_refused_from_its_header_alone() {
+    // [0, 1, "m", [bin32 of 3 GB]]: only the headers are present.
+    let wire = [
+        0x94, 0x00, 0x01, 0xa1, b'm', 0x91, 0xc6, 0xb2, 0xd0, 0x5e, 0x00,
+    ];
+    assert!(matches!(decode(&wire), Err(DecodeError::TooLarge { .. })));
+    // An array announcing 2^32-1 elements is refused the same way.
+    let wire = [0xdd, 0xff, 0xff, 0xff, 0xff];
+    assert!(matches!(decode(&wire), Err(DecodeError::TooLarge { .. })));
+}
+
+#[test]
+fn garbage_is_malformed_not_a_panic() {
+    assert!(matches!(
+        decode(b"GET / HTTP/1.0\r\n"),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(decode(&[0xc1]), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode(&[0x93, 0x07, 0x01, 0x02]),
+        Err(DecodeError::Malformed(_))
+    ));
+    let deep = [0x91u8; 100];
+    assert!(matches!(decode(&deep), Err(DecodeError::Malformed(_))));
+}
+
+#[test]
+fn response_round_trips_with_error_and_result() {
+    for outcome in [
+        Ok(Value::from("yes")),
+        Err(Value::from("obsolete hash space")),
+    ] {
+        let mut wire = Vec::new();
+        encode_response(&mut wire, 9, &outcome);
+        let Decoded::Frame { message, .. } = decode(&wire).unwrap() else {
+            panic!()
+        };
+        let (error, result) = match outcome {
+            Ok(v) => (Value::Nil, v),
+            Err(e) => (e, Value::Nil),
+        };
+        assert_eq!(
+            message,
+            Message::Response {
+                msgid: 9,
+                error,
+                result
+            }
+        );
+    }
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Binary),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn frame_len_agrees_with_rmpv(v in arb_value(), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
+        let mut wire = Vec::new();
+        rmpv::encode::write_value(&mut wire, &v).unwrap();
+        let exact = wire.len();
+        wire.extend_from_slice(&tail);
+        prop_assert_eq!(frame_len(&wire, FRAME_SIZE_MAX), Ok(Some(exact)));
+        for cut in 0..exact {
+            prop_assert_eq!(frame_len(&wire[..cut], FRAME_SIZE_MAX), Ok(None));
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode(&bytes);
+    }
+}
+
+/// Frames fed in pieces of every size: a large one is gathered and decoded with
+/// its value in place, the small ones around it where they lie, and each comes
+/// out as a whole decode of the same bytes would give it.
+#[test]
+fn a_frame_reader_gathers_large_frames_and_keeps_the_next_ones() {
+    use super::{decode, encode_request, Decoded, FrameReader, GATHER_MIN_BYTES};
+    use rmpv::Value;
+    let big: Vec<u8> = (0..GATHER_MIN_BYTES * 3).map(|i| (i % 253) as u8).collect();
+    let mut wire = Vec::new();
+    encode_request(&mut wire, 1, "Small", &[Value::from(1)]);
+    let with_big = [
+        Value::Binary(b"key".to_vec()),
+        Value::Binary(big.clone()),
+        Value::Array(vec![Value::from(7), Value::Binary(vec![1, 2, 3])]),
+    ];
+    encode_request(&mut wire, 2, "Big", &with_big);
+    // A marker of the reader's own inside a frame is just data.
+    let marked = [Value::Ext(0x7f, vec![0]), Value::Binary(big.clone())];
+    encode_request(&mut wire, 3, "Marked", &marked);
+    encode_request(&mut wire, 4, "Small", &[]);
+    let mut expected = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        match decode(&wire[at..]) {
+            Ok(Decoded::Frame { message, len }) => {
+                expected.push(message);
+                at += len;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for piece in [1usize, 7, 4096, 65536, 1 << 20, wire.len()] {
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        let mut input: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        while got.len() < expected.len() {
+            let end = (fed + piece).min(wire.len());
+            input.extend_from_slice(&wire[fed..end]);
+            fed = end;
+            loop {
+                let (n, m) = reader.read(&input).unwrap();
+                input.drain(..n);
+                match m {
+                    Some(m) => got.push(m),
+                    None if n == 0 || input.is_empty() => break,
+                    None => {}
+                }
+            }
+            assert!(
+                input.len() <= piece.max(super::GATHER_MIN_BYTES) + 64,
+                "the input holds no large frame ({} bytes)",
+                input.len()
+            );
+            if fed == wire.len() && input.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got, expected, "fed {piece} bytes at a time");
+    }
+}
+
+#[test]
+fn a_frame_reader_refuses_what_decode_refuses() {
+    use super::{DecodeError, FrameReader, FRAME_SIZE_MAX};
+    let mut reader = FrameReader::default();
+    assert!(matches!(
+        reader.read(&[0xc1]),
+        Err(DecodeError::Malformed(_))
+    ));
+    let mut huge = vec![0x94, 0x00, 0x01, 0xa1, b'x', 0x91, 0xc6];
+    huge.extend_from_slice(&((FRAME_SIZE_MAX as u32) + 1).to_be_bytes());
+    assert!(matches!(
+        FrameReader::default().read(&huge),
+        Err(DecodeError::TooLarge { .. })
+    ));
+}
+
+/// While a large answer is gathered, its msgid is known from its first bytes.
+#[test]
+fn a_response_being_gathered_names_its_call() {
+    use super::{encode_response, FrameReader, GATHER_MIN_BYTES};
+    use rmpv::Value;
+    for msgid in [5u32, 200, 300, 70_000] {
+        let mut wire = Vec::new();
+        let big = Value::Binary(vec![1; GATHER_MIN_BYTES * 2]);
+        encode_response(&mut wire, msgid, &Ok(big));
+        let mut reader = FrameReader::default();
+        let (n, m) = reader.read(&wire[..4096]).unwrap();
+        assert_eq!((n, m), (4096, None), "gathered");
+        assert_eq!(reader.arriving_response(), Some(msgid));
+        let (n, m) = reader.read(&wire[4096..]).unwrap();
+        assert_eq!(n, wire.len() - 4096);
+        assert!(m.is_some());
+        assert_eq!(reader.arriving_response(), None, "nothing is on its way");
+    }
+}
+
+/// A large answer no one waits for is skipped, not kept: the reader holds only
+/// the frame around its value, and the frame after it is read as usual.
+#[test]
+fn a_discarded_frame_is_skipped_and_the_next_one_read() {
+    use super::{encode_response, FrameReader, Message, GATHER_MIN_BYTES};
+    use rmpv::Value;
+    let mut wire = Vec::new();
+    let record = Value::Array(vec![
+        Value::from(1),
+        Value::Binary(vec![9; GATHER_MIN_BYTES * 4]),
+        Value::from(7),
+    ]);
+    encode_response(&mut wire, 11, &Ok(record));
+    let first = wire.len();
+    encode_response(&mut wire, 12, &Ok(Value::from("next")));
+    let mut reader = FrameReader::default();
+    let (n, m) = reader.read(&wire[..1000]).unwrap();
+    assert_eq!((n, m), (1000, None));
+    reader.discard();
+    let mut at = 1000;
+    let mut got = Vec::new();
+    while at < wire.len() {
+        let end = (at + 4096).min(wire.len());
+        let (n, m) = reader.read(&wire[at..end]).unwrap();
+        at += n;
+        got.extend(m);
+        let held = format!("{reader:?}").len();
+        assert!(held < 10_000, "the skipped value is not held ({held})");
+    }
+    assert_eq!(got.len(), 2);
+    assert!(matches!(&got[0], Message::Response { msgid: 11, .. }));
+    assert_eq!(
+        got[1],
+        Message::Response {
+            msgid: 12,
+            error: Value::Nil,
+            result: Value::from("next")
+        }
+    );
+    assert!(at == wire.len() && first < at);
+}
