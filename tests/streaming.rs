@@ -91,6 +91,80 @@ fn a_reader_that_stops_reading_holds_the_gateway_to_its_budget() {
     }
 }
 
+/// The same in the binary protocol: GETKs pipelined for 320 MB, nothing read.
+#[test]
+fn a_binary_reader_that_stops_reading_holds_the_gateway_to_its_budget() {
+    let c = Cluster::start(3);
+    let mut conn = conformance::Conn::open(c.gateway_addr, "loader");
+    let value = |k: usize| vec![b'A' + k as u8; VALUE_BYTES];
+    for k in 0..KEYS {
+        let mut cmd = format!("set bin{k} 3 0 {VALUE_BYTES}\r\n").into_bytes();
+        cmd.extend_from_slice(&value(k));
+        cmd.extend_from_slice(b"\r\n");
+        conn.roundtrip(cmd, b"STORED\r\n");
+    }
+    let before = rss(c.gateway.pid());
+    let mut slow = TcpStream::connect(c.gateway_binary_addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // GETK (0x0c), opaque = the request's number.
+    let getk = |key: &str, opaque: u32| {
+        let mut p = vec![0x80, 0x0c];
+        p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        p.extend_from_slice(&opaque.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(key.as_bytes());
+        p
+    };
+    let mut batch = Vec::new();
+    for l in 0..LINES {
+        for k in 0..KEYS {
+            batch.extend(getk(&format!("bin{k}"), (l * KEYS + k) as u32));
+        }
+    }
+    slow.write_all(&batch).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut peak = before;
+    while Instant::now() < deadline {
+        conn.roundtrip("get bin0x\r\n", "END\r\n");
+        peak = peak.max(rss(c.gateway.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "binary: gateway RSS {} MB before, {} MB at most while {} MB of answers waited",
+        before >> 20,
+        peak >> 20,
+        (LINES * KEYS * VALUE_BYTES) >> 20
+    );
+    assert!(
+        peak < before + RSS_GROWTH_MAX,
+        "the gateway grew from {} MB to {} MB for a binary client that reads nothing",
+        before >> 20,
+        peak >> 20
+    );
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, slow);
+    for n in 0..LINES * KEYS {
+        let k = n % KEYS;
+        let key = format!("bin{k}");
+        let mut head = [0u8; 24];
+        reader.read_exact(&mut head).unwrap();
+        assert_eq!((head[0], head[1], head[7]), (0x81, 0x0c, 0), "answer {n}");
+        assert_eq!(
+            u32::from_be_bytes(head[12..16].try_into().unwrap()),
+            n as u32
+        );
+        let body = u32::from_be_bytes(head[8..12].try_into().unwrap()) as usize;
+        assert_eq!(body, 4 + key.len() + VALUE_BYTES, "answer {n}");
+        let mut data = vec![0; body];
+        reader.read_exact(&mut data).unwrap();
+        assert_eq!(&data[..4], &3u32.to_be_bytes(), "flags of answer {n}");
+        assert_eq!(&data[4..4 + key.len()], key.as_bytes());
+        assert!(data[4 + key.len()..] == value(k)[..], "value of answer {n}");
+    }
+}
+
 /// Reads until the server closes the connection; returns how long that took.
 fn closed_within(mut s: TcpStream, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
