@@ -80,10 +80,19 @@ pub fn format_local(secs: libc::time_t, fmt: &str) -> String {
     }
 }
 
+/// The CPU cores this process may run on: the default number of workers, so
+/// that a process does not run more busy threads than it has cores.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The network-layer settings of the common options.
 pub fn net_config(args: &Args) -> crate::net::Config {
     crate::net::Config {
-        workers: args.count("worker-threads").clamp(1, 1024) as usize,
+        workers: match args.get("worker-threads") {
+            Some(_) => args.count("worker-threads").clamp(1, 1024) as usize,
+            None => cores(),
+        },
         senders: args.count("sender-threads").clamp(1, 1024) as usize,
         connect_timeout: args.seconds("connect-timeout"),
         retry_limit: args.count("connect-retry-limit").min(u32::MAX as u64) as u32,

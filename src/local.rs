@@ -50,6 +50,14 @@ struct Kid {
     log: PathBuf,
 }
 
+/// Worker threads (`-TR`) for each server and the gateway of a local cluster:
+/// they share the host's cores (the manager is mostly idle), at least one each.
+/// Each taking every core, as a lone daemon does, runs several busy threads per
+/// core and spends the difference switching between them.
+pub fn local_workers(cores: usize, servers: usize) -> usize {
+    (cores / (servers + 1)).max(1)
+}
+
 fn with_port(a: SocketAddr, offset: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(a.ip(), a.port().checked_add(offset)?))
 }
@@ -254,6 +262,7 @@ pub fn main(args: Args) -> i32 {
             verbose,
             &["manager".into(), "-l".into(), s(&manager)],
         )?);
+        let workers = local_workers(daemon::cores(), servers.len()).to_string();
         for (i, a) in servers.iter().enumerate() {
             let stream = with_port(*a, STREAM_PORT_OFFSET).ok_or("stream port past 65535")?;
             let store = dir.join(format!("server{}", i + 1));
@@ -272,6 +281,8 @@ pub fn main(args: Args) -> i32 {
                     s(&manager),
                     "-s".into(),
                     store.display().to_string(),
+                    "-TR".into(),
+                    workers.clone(),
                 ],
             )?);
         }
@@ -286,6 +297,8 @@ pub fn main(args: Args) -> i32 {
                 s(&manager),
                 "-t".into(),
                 s(&text),
+                "-TR".into(),
+                workers,
             ],
         )?);
         bring_up(&mut kids, manager, &servers, text)
@@ -333,5 +346,17 @@ pub fn main(args: Args) -> i32 {
         EXIT_FAILURE
     } else {
         EXIT_OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_local_cluster_shares_the_cores() {
+        use super::local_workers;
+        assert_eq!(local_workers(2, 3), 1, "a small host: one each");
+        assert_eq!(local_workers(16, 3), 4);
+        assert_eq!(local_workers(64, 1), 32);
+        assert_eq!(local_workers(1, 5), 1, "never none");
     }
 }

@@ -78,6 +78,19 @@ impl Record {
             marks: Marks::default(),
         }
     }
+    /// What the store's index knows of a record without reading it: its kind,
+    /// clock and exptime; flags, data and marks are left empty. Enough for the
+    /// writes that decide on no more (`cluster::write::Write::decides_on_header`).
+    pub fn header(kind: Kind, clock: u64, exptime: u32) -> Record {
+        Record {
+            kind,
+            clock,
+            flags: 0,
+            exptime,
+            data: Vec::new(),
+            marks: Marks::default(),
+        }
+    }
     pub fn tombstone(clock: u64) -> Record {
         Record {
             kind: Kind::Tombstone,

@@ -482,6 +482,11 @@ servers, waits until the gateway answers, and prints how to connect. The stores 
 \fIDIR\fR\fB/logs/\fR\fIname\fR\fB.log\fR. SIGINT (Ctrl\-C) or SIGTERM stops every
 child; the data stays, and the next start serves it again. If a child dies, the
 cluster is stopped with a message naming it and its log.
+.PP
+The processes share this host's cores: each server and the gateway runs
+\fIcores\fR / (\fB\-n\fR + 1) worker threads (\fB\-TR\fR), at least one, rather than
+one per core each, which on a small host would run several times more busy threads
+than there are cores.
 .SH EXAMPLE
 .nf
 kumo local

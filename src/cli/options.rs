@@ -150,9 +150,9 @@ pub static NETWORK: &[Opt] = &[
         short: Some("TR"),
         long: "worker-threads",
         kind: Kind::Count,
-        default: Some("4"),
+        default: None,
         required: false,
-        help: "Number of worker threads that read requests and run handlers.",
+        help: "Number of worker threads that read requests and run handlers; by default one per CPU core the process may use.",
     },
     Opt {
         short: Some("TW"),

@@ -148,7 +148,7 @@ impl Node {
         let want_record = req.write.meta.return_record;
         // The item a write left alone, for a meta command that shows it.
         let mut unchanged = None;
-        let result = self.store.modify(&req.key, |cur| {
+        let decide = |cur: Option<&crate::record::Record>| {
             // A flushed record is as good as absent: an add after flush_all stores.
             let cur = cur.filter(|r| !self.flushed(r, now));
             let (o, rec) = write::apply(&req.write, cur, stamp, now);
@@ -157,7 +157,14 @@ impl Node {
                 unchanged = cur.filter(|r| write::is_live(r, now)).cloned();
             }
             rec
-        });
+        };
+        // A set, add, replace, cas or delete decides on the index alone: the old
+        // value is not read.
+        let result = if req.write.decides_on_header() {
+            self.store.modify_by_header(&req.key, decide)
+        } else {
+            self.store.modify(&req.key, decide)
+        };
         let rec = match result {
             Ok(Modified::Written(r)) => r,
             Ok(Modified::Unchanged) => {

@@ -336,10 +336,33 @@ impl Store {
         key: &[u8],
         f: impl FnOnce(Option<&Record>) -> Option<Record>,
     ) -> Result<Modified> {
+        self.modify_with(key, true, f)
+    }
+
+    /// [`Store::modify`] for a change that needs only the current record's
+    /// [`Record::header`]: the index has it, and nothing is read from disk.
+    pub fn modify_by_header(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&Record>) -> Option<Record>,
+    ) -> Result<Modified> {
+        self.modify_with(key, false, f)
+    }
+
+    fn modify_with(
+        &self,
+        key: &[u8],
+        whole: bool,
+        f: impl FnOnce(Option<&Record>) -> Option<Record>,
+    ) -> Result<Modified> {
         let shard_lock = self.shard(key);
         let mut shard = self.write_shard(shard_lock);
         let current = match shard.get(key) {
-            Some(loc) if loc.kind != Kind::Erase as u8 => match self.read_at(key, loc) {
+            Some(loc) if loc.kind == Kind::Erase as u8 => None,
+            Some(loc) if !whole => {
+                Kind::from_u8(loc.kind).map(|k| Record::header(k, loc.clock, loc.exptime))
+            }
+            Some(loc) => match self.read_at(key, loc) {
                 Ok(r) => Some(r),
                 Err(Error::Corrupt(why)) => {
                     log::error!("{why}; the key is written as if absent, superseding it");
@@ -347,7 +370,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             },
-            _ => None,
+            None => None,
         };
         match f(current.as_ref()) {
             Some(rec) => {

@@ -104,6 +104,18 @@ pub struct Meta {
 
 impl Write {
     /// A classic memcached command's write.
+    /// Whether [`apply`] decides this write on the current record's
+    /// [`Record::header`] alone (kind, clock, exptime): a set, add, replace, cas
+    /// or delete that keeps nothing of the old item. The store then reads no old
+    /// value for it.
+    pub fn decides_on_header(&self) -> bool {
+        matches!(
+            self.op,
+            Op::Set | Op::Add | Op::Replace | Op::Cas(_) | Op::Delete
+        ) && !self.meta.invalidate
+            && !self.meta.return_record
+    }
+
     pub fn plain(op: Op, flags: u32, exptime: u32, data: Vec<u8>) -> Write {
         Write {
             op,

@@ -308,3 +308,69 @@ fn meta_compare_and_invalidate_follow_memcached() {
     let (o, r) = apply(&meta(Op::Incr(2), ttl), Some(&cur), 20, NOW);
     assert_eq!((o, r.unwrap().exptime), (Outcome::Number(7), NOW + 9));
 }
+
+/// A write that decides on the header alone decides the same on the whole record
+/// as on its header, whatever the record, the op, its options and the time; the
+/// others are shown to need more (so the rule is not vacuous).
+#[test]
+fn writes_deciding_on_the_header_decide_as_on_the_whole_record() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut checked = 0;
+    let mut needs_more = 0;
+    for _ in 0..20_000 {
+        let now = 1_000 + (next() % 20) as u32;
+        let clock = next() % 64;
+        let mut cur = match next() % 3 {
+            0 => Record::tombstone(clock),
+            _ => Record::value(
+                clock,
+                next() as u32,
+                (next() % 30) as u32 + 990,
+                b"12".to_vec(),
+            ),
+        };
+        cur.marks = Marks {
+            stale: next() % 2 == 0,
+            token_sent: next() % 2 == 0,
+            key_binary: next() % 2 == 0,
+        };
+        let op = match next() % 9 {
+            0 => Op::Set,
+            1 => Op::Add,
+            2 => Op::Replace,
+            3 => Op::Cas(next() % 64),
+            4 => Op::Delete,
+            5 => Op::Append,
+            6 => Op::Incr(3),
+            7 => Op::Touch,
+            _ => Op::Prepend,
+        };
+        let mut write = Write::plain(op, 5, 1_010, b"v".to_vec());
+        write.meta = Meta {
+            compare: (next() % 3 == 0).then(|| next() % 64),
+            invalidate: next() % 4 == 0,
+            return_record: next() % 4 == 0,
+            key_binary: next() % 2 == 0,
+            ..Meta::default()
+        };
+        let header = Record::header(cur.kind, cur.clock, cur.exptime);
+        let whole = apply(&write, Some(&cur), 100, now);
+        let by_header = apply(&write, Some(&header), 100, now);
+        if write.decides_on_header() {
+            assert_eq!(whole, by_header, "{write:?} on {cur:?}");
+            checked += 1;
+        } else if whole != by_header {
+            needs_more += 1;
+        }
+    }
+    assert!(
+        checked > 5_000 && needs_more > 100,
+        "{checked} {needs_more}"
+    );
+}
