@@ -6,9 +6,12 @@
 #   kumo        `kumo local -n 3`: a manager, three servers and a gateway
 #
 # Reference load (examples/loadgen.rs): 2 threads x 25 connections, 32-byte values,
-# 100000 keys, every key set once, then pure GET for BENCH_SECS seconds, then pure SET
-# for BENCH_SECS seconds. Prints ops/s and p99 per target and op, and each target's
-# ratio to memcached. A target that cannot start is reported and skipped.
+# 100000 keys, every key set once (a warm-up, not measured), then pure GET for
+# BENCH_SECS seconds, then pure SET for BENCH_SECS seconds. Prints ops/s and p99 per
+# target and op, each target's ratio to memcached, and its CPU per request: the user
+# plus system time of every process the target runs (not loadgen's) over the requests
+# served, and that against memcached's. CPU per request is the figure noise moves
+# least. A target that cannot start is reported and skipped.
 #
 # Environment:
 #   BENCH_SECS     seconds per measured run (default 10)
@@ -301,14 +304,34 @@ stop_target() {
 # jfield JSON KEY: a number field of loadgen's JSON line.
 jfield() { sed -nE "s/.*\"$2\":([0-9.]+).*/\1/p" <<<"$1"; }
 
-declare -A OPS P99 FAILED
+declare -A OPS P99 CPU FAILED
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks: user plus system time, in clock ticks, of every process the current target
+# started (each in its own process group, children included); loadgen is not counted.
+cpu_ticks() {
+    local i pg p total=0 t
+    for ((i = MARK; i < ${#PIDS[@]}; i++)); do
+        pg=${PIDS[$i]}
+        for p in $(pgrep -g "$pg" 2>/dev/null); do
+            # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends comm.
+            t=$(sed -E 's/^.*\) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+            total=$((total + ${t:-0}))
+        done
+    done
+    echo "$total"
+}
 
 # run_load TARGET OP [--prefill]: one loadgen run; prints loadgen's line, records figures.
 run_load() {
     local target=$1 op=$2 json out="$WORK/loadgen-$1-$2.out" err="$WORK/loadgen-$1-$2.err" errors
     shift 2
+    local ticks_before ticks
+    ticks_before=$(cpu_ticks)
     # In the background, so that a signal to this script is handled at once.
-    "$LOADGEN" --addr "$ADDR" "${LOAD[@]}" --mix "$op" --label "$target" --json "$@" >"$out" 2>"$err" &
+    local mix=$op
+    [[ $op != warmup ]] || mix=get
+    "$LOADGEN" --addr "$ADDR" "${LOAD[@]}" --mix "$mix" --label "$target" --json "$@" >"$out" 2>"$err" &
     LOADGEN_PID=$!
     if ! wait "$LOADGEN_PID"; then
         LOADGEN_PID=""
@@ -316,7 +339,9 @@ run_load() {
         return 1
     fi
     LOADGEN_PID=""
+    ticks=$(($(cpu_ticks) - ticks_before))
     json=$(tail -n 1 "$out")
+    [[ $op != warmup ]] || return 0
     errors=$(($(jfield "$json" errors) + $(jfield "$json" prefill_errors)))
     printf '%s %s: %s ops/s  p50 %sus p99 %sus p999 %sus  errors %s misses %s\n' \
         "$target" "$op" "$(jfield "$json" ops_per_sec)" "$(jfield "$json" p50_us)" \
@@ -324,6 +349,9 @@ run_load() {
     [[ ! -s $err ]] || sed 's/^/    /' "$err" >&2
     OPS[$target/$op]=$(jfield "$json" ops_per_sec)
     P99[$target/$op]=$(jfield "$json" p99_us)
+    # CPU per request: the target's user plus system time over the requests served.
+    CPU[$target/$op]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$(jfield "$json" ops)" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }')
     # Figures from a run with errors are not comparable: mark them.
     ((errors == 0)) || P99[$target/$op]+="*"
 }
@@ -350,7 +378,8 @@ for target in $BENCH_TARGETS; do
                 tail -n 15 "$f" | sed 's/^/    /' >&2
             fi
         done
-    elif ! run_load "$target" get --prefill || ! run_load "$target" set; then
+    elif ! run_load "$target" warmup --prefill --duration 0.5 ||
+        ! run_load "$target" get || ! run_load "$target" set; then
         FAILED[$target]=$WHY
         log "$target: $WHY"
     fi
@@ -362,7 +391,7 @@ done
 
 echo
 printf 'compare: %s s per run, 2 threads x 25 conns, 32-byte values, 100000 keys\n' "$BENCH_SECS"
-printf '%-10s %-4s %10s %9s %8s\n' target op ops/s p99_us vs_mc
+printf '%-10s %-4s %10s %9s %8s %11s %8s\n' target op ops/s p99_us vs_mc cpu_us/op cpu_vs_mc
 for target in $BENCH_TARGETS; do
     if [[ -n ${FAILED[$target]:-} ]]; then
         printf '%-10s %-4s %s\n' "$target" - "FAILED: ${FAILED[$target]}"
@@ -374,7 +403,13 @@ for target in $BENCH_TARGETS; do
         if [[ -n $base ]]; then
             ratio=$(awk -v a="${OPS[$target/$op]}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
         fi
-        printf '%-10s %-4s %10s %9s %8s\n' "$target" "$op" "${OPS[$target/$op]}" "${P99[$target/$op]}" "$ratio"
+        cpu_ratio=n/a
+        cpu_base=${CPU[memcached/$op]:-}
+        if [[ -n $cpu_base ]]; then
+            cpu_ratio=$(awk -v a="${CPU[$target/$op]}" -v b="$cpu_base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        fi
+        printf '%-10s %-4s %10s %9s %8s %11s %8s\n' "$target" "$op" "${OPS[$target/$op]}" \
+            "${P99[$target/$op]}" "$ratio" "${CPU[$target/$op]}" "$cpu_ratio"
     done
 done
 if [[ ${P99[*]} == *"*"* ]]; then
