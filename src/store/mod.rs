@@ -43,6 +43,7 @@ mod expiry;
 mod hint;
 pub mod index;
 mod lock;
+mod map;
 mod open;
 mod options;
 pub mod record;
@@ -239,11 +240,23 @@ impl Store {
         let seg = self.segment(loc.segment).ok_or_else(|| {
             Error::Corrupt(format!("segment {} of a key is missing", loc.segment))
         })?;
-        let mut buf = vec![0u8; loc.len as usize];
-        seg.file
-            .read_exact_at(&mut buf, loc.offset as u64)
-            .map_err(|e| io_err(format!("read {}", seg.path.display()), e))?;
-        match record::decode(&buf) {
+        let written = seg.len.load(Ordering::Acquire);
+        let mapped = seg
+            .map
+            .as_ref()
+            .and_then(|m| m.get(loc.offset as u64, loc.len as usize, written));
+        let mut buf = Vec::new();
+        let bytes = match mapped {
+            Some(b) => b,
+            None => {
+                buf.resize(loc.len as usize, 0);
+                seg.file
+                    .read_exact_at(&mut buf, loc.offset as u64)
+                    .map_err(|e| io_err(format!("read {}", seg.path.display()), e))?;
+                &buf[..]
+            }
+        };
+        match record::decode(bytes) {
             Ok((k, rec, _)) if k == key => Ok(rec),
             Ok(_) => Err(Error::Corrupt(format!(
                 "{} offset {}: record holds another key",

@@ -4,8 +4,9 @@
 use super::hint::{is_hint_temporary, load_hint, push_hint, write_hint, Hint};
 use super::index::{Index, Loc};
 use super::lock::take_lock;
+use super::map::Map;
 use super::record;
-use super::segment::{create_segment, resync, segment_path, Segment};
+use super::segment::{create_segment, growing_map_bytes, resync, segment_path, Segment};
 use super::{shard_of, Inner, Kind, Log, OpenReport, Options, Store, SyncPolicy, SHARDS};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -54,9 +55,17 @@ impl Store {
                 .write(true)
                 .open(&path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let size_now = file.metadata().map(|m| m.len()).unwrap_or(0);
+            // The last segment may become the active one and grow.
+            let map_bytes = if is_last {
+                growing_map_bytes(options.segment_size.max(size_now))
+            } else {
+                size_now as usize
+            };
             let seg = Arc::new(Segment {
                 id,
                 path: path.clone(),
+                map: Map::new(&file, map_bytes),
                 file,
                 live: AtomicU64::new(0),
                 dead: AtomicU64::new(0),
@@ -93,7 +102,8 @@ impl Store {
             Some(s) if s.len.load(Ordering::Relaxed) < options.segment_size => s.clone(),
             _ => {
                 let id = ids.last().map_or(1, |l| l + 1);
-                let seg = create_segment(dir, id).map_err(|e| e.to_string())?;
+                let seg = create_segment(dir, id, growing_map_bytes(options.segment_size))
+                    .map_err(|e| e.to_string())?;
                 last_hint.clear();
                 segments.insert(id, seg.clone());
                 seg

@@ -3,6 +3,7 @@
 
 use super::hint::{push_hint, write_hint};
 use super::index::Loc;
+use super::map::Map;
 use super::record::{self, Record};
 use super::{io_err, Error, Result, Store, SyncPolicy};
 use std::fs::{File, OpenOptions};
@@ -24,6 +25,14 @@ pub(super) struct Segment {
     pub(super) tombstones: AtomicU64,
     /// Bytes written (for the active segment, grows).
     pub(super) len: AtomicU64,
+    /// The file mapped for reading (see `map.rs`); None where mapping failed.
+    pub(super) map: Option<Map>,
+}
+
+/// How much of a segment that may still grow is mapped: all it may hold, a full
+/// segment and one record past it.
+pub(super) fn growing_map_bytes(segment_size: u64) -> usize {
+    (segment_size as usize).saturating_add(record::RECORD_SIZE_MAX)
 }
 
 /// The active segment and the hint entries of what it holds.
@@ -46,7 +55,8 @@ pub(super) fn cut_back(seg: &Segment, offset: u64) {
     }
 }
 
-pub(super) fn create_segment(dir: &Path, id: u32) -> Result<Arc<Segment>> {
+/// Creates segment `id`, mapped for `map_bytes` (see [`growing_map_bytes`]).
+pub(super) fn create_segment(dir: &Path, id: u32, map_bytes: usize) -> Result<Arc<Segment>> {
     let path = segment_path(dir, id);
     let file = OpenOptions::new()
         .read(true)
@@ -60,6 +70,7 @@ pub(super) fn create_segment(dir: &Path, id: u32) -> Result<Arc<Segment>> {
     Ok(Arc::new(Segment {
         id,
         path,
+        map: Map::new(&file, map_bytes),
         file,
         live: AtomicU64::new(0),
         dead: AtomicU64::new(0),
@@ -139,7 +150,11 @@ impl Store {
             old.len.load(Ordering::Relaxed),
             &log.hint,
         );
-        let seg = create_segment(&self.inner.dir, old.id + 1)?;
+        let seg = create_segment(
+            &self.inner.dir,
+            old.id + 1,
+            growing_map_bytes(self.inner.options.segment_size),
+        )?;
         self.inner
             .segments
             .write()
