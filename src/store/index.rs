@@ -59,13 +59,25 @@ pub struct Loc {
     pub exptime: u32,
 }
 
-const EMPTY: u32 = u32::MAX;
+/// A slot holds an entry's index in its low 32 bits and the high 32 bits of its
+/// key's hash in the high ones, so that a probe passes over other keys without
+/// reading their entries or comparing their bytes (at a load up to 7/8, chains
+/// are long enough for that to be most of a lookup's time).
+const EMPTY: u64 = u64::MAX;
+
+fn packed(h: u64, entry: usize) -> u64 {
+    (h & 0xffff_ffff_0000_0000) | entry as u64
+}
+
+fn entry_of(s: u64) -> usize {
+    s as u32 as usize
+}
 const INITIAL_SLOTS: usize = 16;
 
 /// One shard of the index. Not thread-safe by itself; the store wraps each shard in
 /// a RwLock.
 pub struct Index {
-    slots: Vec<u32>,
+    slots: Vec<u64>,
     entries: Vec<Entry>,
     arena: Vec<u8>,
     /// Arena bytes of removed keys, reclaimed when they pass half the arena.
@@ -111,7 +123,7 @@ impl Index {
 
     /// Bytes allocated, keys included.
     pub fn allocated_bytes(&self) -> usize {
-        self.slots.capacity() * 4
+        self.slots.capacity() * 8
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.arena.capacity()
     }
@@ -139,7 +151,7 @@ impl Index {
             if s == EMPTY {
                 return (i, false);
             }
-            if self.key_of(&self.entries[s as usize]) == key {
+            if s >> 32 == h >> 32 && self.key_of(&self.entries[entry_of(s)]) == key {
                 return (i, true);
             }
             i = (i + 1) & mask;
@@ -149,7 +161,7 @@ impl Index {
     pub fn get(&self, key: &[u8]) -> Option<Loc> {
         let (slot, found) = self.probe(key, hash(key));
         found.then(|| {
-            let e = self.entries[self.slots[slot] as usize];
+            let e = self.entries[entry_of(self.slots[slot])];
             e.loc()
         })
     }
@@ -159,7 +171,7 @@ impl Index {
         let h = hash(key);
         let (slot, found) = self.probe(key, h);
         if found {
-            let e = &mut self.entries[self.slots[slot] as usize];
+            let e = &mut self.entries[entry_of(self.slots[slot])];
             let old = e.loc();
             (e.clock, e.segment, e.offset, e.len, e.kind, e.exptime) = (
                 loc.clock,
@@ -171,7 +183,10 @@ impl Index {
             );
             return Some(old);
         }
-        assert!(self.entries.len() < EMPTY as usize - 1, "index shard full");
+        assert!(
+            self.entries.len() < u32::MAX as usize - 1,
+            "index shard full"
+        );
         assert!(
             self.arena.len() + key.len() <= u32::MAX as usize,
             "index arena full"
@@ -189,7 +204,7 @@ impl Index {
             kind: loc.kind,
             _reserved: 0,
         });
-        self.slots[slot] = (self.entries.len() - 1) as u32;
+        self.slots[slot] = packed(h, self.entries.len() - 1);
         if self.entries.len() * 8 > self.slots.len() * 7 {
             self.resize(self.slots.len() * 2);
         }
@@ -202,14 +217,14 @@ impl Index {
         if !found {
             return None;
         }
-        let idx = self.slots[hole] as usize;
+        let idx = entry_of(self.slots[hole]);
         let e = self.entries[idx];
         let old = e.loc();
         // Backward-shift deletion keeps every probe chain unbroken without tombstones.
         let mask = self.mask();
         let mut j = (hole + 1) & mask;
         while self.slots[j] != EMPTY {
-            let ideal = (hash(self.key_of(&self.entries[self.slots[j] as usize])) as usize) & mask;
+            let ideal = (hash(self.key_of(&self.entries[entry_of(self.slots[j])])) as usize) & mask;
             let movable = if hole <= j {
                 ideal <= hole || ideal > j
             } else {
@@ -227,9 +242,10 @@ impl Index {
         let last = self.entries.len() - 1;
         if idx != last {
             let moved = self.entries[last];
-            let (slot, found) = self.probe(self.key_of(&moved), hash(self.key_of(&moved)));
+            let h = hash(self.key_of(&moved));
+            let (at, found) = self.probe(self.key_of(&moved), h);
             assert!(found, "moved entry must be indexed");
-            self.slots[slot] = idx as u32;
+            self.slots[at] = packed(h, idx);
             self.entries[idx] = moved;
         }
         self.entries.pop();
@@ -243,11 +259,12 @@ impl Index {
         self.slots = vec![EMPTY; n];
         let mask = n - 1;
         for (i, e) in self.entries.iter().enumerate() {
-            let mut s = (hash(self.key_of(e)) as usize) & mask;
+            let h = hash(self.key_of(e));
+            let mut s = (h as usize) & mask;
             while self.slots[s] != EMPTY {
                 s = (s + 1) & mask;
             }
-            self.slots[s] = i as u32;
+            self.slots[s] = packed(h, i);
         }
     }
 
