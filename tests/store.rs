@@ -709,11 +709,10 @@ fn a_half_written_record_never_costs_a_later_one() {
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
     let r = store.open_report();
-    assert_eq!(
-        (r.damaged_records, r.torn_tail_bytes > 0),
-        (0, true),
-        "{r:?}"
-    );
+    // The half lies past the space the store allocated for appends, and a clean
+    // close cuts the file back to its last record; a store killed instead would
+    // find it as a torn tail. Either way nothing of it is between two records.
+    assert_eq!(r.damaged_records, 0, "{r:?}");
     assert_eq!(store.get(b"before").unwrap().unwrap(), rec(1, 200));
     assert_eq!(store.get(b"after").unwrap().unwrap(), rec(3, 100));
 }

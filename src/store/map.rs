@@ -14,10 +14,14 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-/// A read-only shared mapping of the first `cap` bytes of a file.
+/// A shared mapping of the first `cap` bytes of a file: read-only for a sealed
+/// segment, writable for the active one (records are then appended by copying
+/// them into it: the page cache has them at once, as after `pwrite`, without a
+/// system call or an mtime update per record).
 pub(super) struct Map {
-    ptr: *const u8,
+    ptr: *mut u8,
     cap: usize,
+    writable: bool,
 }
 
 // SAFETY: the mapping is read-only, lives until drop, and the bytes read through it
@@ -27,18 +31,23 @@ unsafe impl Sync for Map {}
 
 impl Map {
     /// Maps `cap` bytes of `file`; None if the system refuses (then reads fall back
-    /// to `pread`).
-    pub fn new(file: &File, cap: usize) -> Option<Map> {
+    /// to `pread`, and writes to `pwrite`).
+    pub fn new(file: &File, cap: usize, writable: bool) -> Option<Map> {
         if cap == 0 {
             return None;
         }
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh mapping of a file descriptor we hold, with no address
         // hint; the result is checked before use.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 cap,
-                libc::PROT_READ,
+                prot,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
@@ -49,8 +58,9 @@ impl Map {
             return None;
         }
         Some(Map {
-            ptr: ptr as *const u8,
+            ptr: ptr as *mut u8,
             cap,
+            writable,
         })
     }
 
@@ -64,6 +74,34 @@ impl Map {
         // SAFETY: the range is inside the mapping and inside the written part of the
         // file, so every page is backed; the slice lives no longer than `self`.
         Some(unsafe { std::slice::from_raw_parts(self.ptr.add(offset as usize), len) })
+    }
+}
+
+impl Map {
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Copies `bytes` in at `offset`. The caller holds the log's lock, and has made
+    /// sure the file is allocated that far (`fallocate`), so that no page written
+    /// lies past its end. False (nothing copied) past the map or on a read-only one.
+    pub fn put(&self, offset: u64, bytes: &[u8], allocated: u64) -> bool {
+        let Some(end) = offset.checked_add(bytes.len() as u64) else {
+            return false;
+        };
+        if !self.writable || end > allocated || end > self.cap as u64 {
+            return false;
+        }
+        // SAFETY: inside the mapping and the allocated file; bytes past every
+        // indexed record, which no reader looks at until the index points there.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add(offset as usize),
+                bytes.len(),
+            );
+        }
+        true
     }
 }
 
@@ -94,7 +132,7 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"hello").unwrap();
-        let map = Map::new(&f, 1 << 20).expect("mapped");
+        let map = Map::new(&f, 1 << 20, false).expect("mapped");
         assert_eq!(map.get(0, 5, 5), Some(&b"hello"[..]));
         assert_eq!(map.get(3, 5, 5), None, "past what is written");
         f.write_all_at(b" world", 5).unwrap();
@@ -105,6 +143,14 @@ mod tests {
         );
         assert_eq!(map.get((1 << 20) - 2, 4, u64::MAX), None, "past the map");
         assert_eq!(map.get(u64::MAX, 4, u64::MAX), None);
-        assert!(Map::new(&f, 0).is_none());
+        assert!(Map::new(&f, 0, false).is_none());
+        assert!(!map.put(0, b"x", 11), "read-only");
+        let rw = Map::new(&f, 1 << 20, true).expect("mapped for writing");
+        f.set_len(12).unwrap();
+        assert!(rw.put(11, b"!", 12));
+        assert!(!rw.put(12, b"?", 12), "past what is allocated");
+        let mut back = [0u8; 12];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(&back, b"hello world!", "the file has it");
     }
 }

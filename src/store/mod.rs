@@ -523,6 +523,13 @@ impl Store {
 impl Drop for Inner {
     fn drop(&mut self) {
         let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Space allocated for appends and not used goes back: a clean stop leaves
+        // the log ending with its last record.
+        let active = &log.active;
+        let len = active.len.load(Ordering::Relaxed);
+        if active.allocated.load(Ordering::Relaxed) > len {
+            let _ = active.file.set_len(len);
+        }
         let _ = log.active.file.sync_data();
         // LOCK stays: unlinking it while holding the flock would let two later
         // processes lock two different files. Emptying it marks a clean close; the

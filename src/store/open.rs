@@ -65,7 +65,8 @@ impl Store {
             let seg = Arc::new(Segment {
                 id,
                 path: path.clone(),
-                map: Map::new(&file, map_bytes),
+                map: Map::new(&file, map_bytes, is_last),
+                allocated: AtomicU64::new(0),
                 file,
                 live: AtomicU64::new(0),
                 dead: AtomicU64::new(0),
@@ -153,7 +154,7 @@ fn scan_segment(
     hint: &mut Vec<u8>,
     report: &mut OpenReport,
 ) -> std::result::Result<(), String> {
-    let size = seg
+    let mut size = seg
         .file
         .metadata()
         .map_err(|e| format!("stat {}: {e}", seg.path.display()))?
@@ -178,6 +179,20 @@ fn scan_segment(
                 push_hint(hint, key, loc);
                 report.records += 1;
                 off += n;
+            }
+            // Space allocated for appends and never written (a stop without the
+            // segment being sealed): the end of the log, not damage.
+            Err(_) if data[off..].iter().all(|&b| b == 0) => {
+                log::debug!(
+                    "{}: {} bytes of unused space after the last record",
+                    seg.path.display(),
+                    size - off
+                );
+                seg.file
+                    .set_len(off as u64)
+                    .map_err(|e| format!("truncate {}: {e}", seg.path.display()))?;
+                size = off;
+                break;
             }
             Err(why) => match resync(&data, off + 1) {
                 Some(next) => {

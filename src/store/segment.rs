@@ -25,9 +25,17 @@ pub(super) struct Segment {
     pub(super) tombstones: AtomicU64,
     /// Bytes written (for the active segment, grows).
     pub(super) len: AtomicU64,
-    /// The file mapped for reading (see `map.rs`); None where mapping failed.
+    /// The file mapped for reading, and for appending to the active segment (see
+    /// `map.rs`); None where mapping failed.
     pub(super) map: Option<Map>,
+    /// Bytes of the file allocated for appends through the map (the file's size
+    /// then, zeros past `len`).
+    pub(super) allocated: AtomicU64,
 }
+
+/// Space for appends through the map is allocated this much at a time: one
+/// `fallocate` per MiB instead of a `pwrite` per record. A full disk shows here.
+pub(super) const ALLOCATE_BYTES: u64 = 1 << 20;
 
 /// How much of a segment that may still grow is mapped: all it may hold, a full
 /// segment and one record past it.
@@ -50,8 +58,51 @@ pub(super) fn segment_path(dir: &Path, id: u32) -> PathBuf {
 /// Should the cut fail, the next write overwrites the bytes and a reopen cuts a
 /// torn tail, so it is only logged.
 pub(super) fn cut_back(seg: &Segment, offset: u64) {
+    // Appends past here allocate again before they touch the map.
+    seg.allocated.fetch_min(offset, Ordering::Relaxed);
     if let Err(e) = seg.file.set_len(offset) {
         log::warn!("cannot cut {} back to {offset}: {e}", seg.path.display());
+    }
+}
+
+/// Writes `bytes` at `offset` of the active segment: copied into its map when the
+/// file is allocated that far (allocating the next stretch when it is not), else
+/// with `pwrite`. The caller holds the log's lock.
+fn write_record(
+    seg: &Segment,
+    offset: u64,
+    bytes: &[u8],
+    segment_size: u64,
+) -> std::io::Result<()> {
+    let end = offset + bytes.len() as u64;
+    if let Some(map) = seg.map.as_ref().filter(|m| m.is_writable()) {
+        let mut allocated = seg.allocated.load(Ordering::Relaxed);
+        if end > allocated {
+            // Never more at once than a segment holds.
+            let step = ALLOCATE_BYTES.min(segment_size).max(1);
+            let want = end.div_ceil(step) * step;
+            if allocate(&seg.file, allocated, want - allocated).is_ok() {
+                seg.allocated.store(want, Ordering::Relaxed);
+                allocated = want;
+            }
+        }
+        if map.put(offset, bytes, allocated) {
+            return Ok(());
+        }
+    }
+    seg.file.write_all_at(bytes, offset)
+}
+
+/// Allocates `len` bytes of `file` from `offset`, growing it: afterwards the pages
+/// exist, so writing them through a map cannot meet a full disk.
+fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor we hold.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as i64, len as i64) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -70,7 +121,8 @@ pub(super) fn create_segment(dir: &Path, id: u32, map_bytes: usize) -> Result<Ar
     Ok(Arc::new(Segment {
         id,
         path,
-        map: Map::new(&file, map_bytes),
+        map: Map::new(&file, map_bytes, true),
+        allocated: AtomicU64::new(0),
         file,
         live: AtomicU64::new(0),
         dead: AtomicU64::new(0),
@@ -97,7 +149,7 @@ impl Store {
         }
         let seg = log.active.clone();
         let offset = seg.len.load(Ordering::Relaxed);
-        if let Err(e) = seg.file.write_all_at(bytes, offset) {
+        if let Err(e) = write_record(&seg, offset, bytes, self.inner.options.segment_size) {
             // Nothing was acknowledged; cut whatever part landed so the tail stays clean.
             cut_back(&seg, offset);
             let e = io_err(format!("write {}", seg.path.display()), e);
@@ -141,6 +193,14 @@ impl Store {
     /// Seals the active segment (writing its hint file) and starts the next one.
     pub(super) fn rotate_locked(&self, log: &mut Log) -> Result<()> {
         let old = log.active.clone();
+        // Space allocated past the last record goes: a sealed segment ends with it.
+        let len = old.len.load(Ordering::Relaxed);
+        if old.allocated.load(Ordering::Relaxed) > len {
+            old.file
+                .set_len(len)
+                .map_err(|e| io_err(format!("truncate {}", old.path.display()), e))?;
+            old.allocated.store(len, Ordering::Relaxed);
+        }
         old.file
             .sync_data()
             .map_err(|e| io_err(format!("fsync {}", old.path.display()), e))?;
