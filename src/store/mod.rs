@@ -60,7 +60,6 @@ pub use record::{Kind, Record};
 use index::{Index, Loc};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -240,22 +239,8 @@ impl Store {
         let seg = self.segment(loc.segment).ok_or_else(|| {
             Error::Corrupt(format!("segment {} of a key is missing", loc.segment))
         })?;
-        let written = seg.len.load(Ordering::Acquire);
-        let mapped = seg
-            .map
-            .as_ref()
-            .and_then(|m| m.get(loc.offset as u64, loc.len as usize, written));
         let mut buf = Vec::new();
-        let bytes = match mapped {
-            Some(b) => b,
-            None => {
-                buf.resize(loc.len as usize, 0);
-                seg.file
-                    .read_exact_at(&mut buf, loc.offset as u64)
-                    .map_err(|e| io_err(format!("read {}", seg.path.display()), e))?;
-                &buf[..]
-            }
-        };
+        let bytes = seg.bytes_at(loc.offset, loc.len, &mut buf)?;
         match record::decode(bytes) {
             Ok((k, rec, _)) if k == key => Ok(rec),
             Ok(_) => Err(Error::Corrupt(format!(

@@ -33,6 +33,31 @@ pub(super) struct Segment {
     pub(super) allocated: AtomicU64,
 }
 
+impl Segment {
+    /// The `len` bytes at `offset` of a record the index points to: from the map
+    /// where they lie inside it, else read into `buf`.
+    pub(super) fn bytes_at<'a>(
+        &'a self,
+        offset: u32,
+        len: u32,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let written = self.len.load(Ordering::Acquire);
+        if let Some(b) = self
+            .map
+            .as_ref()
+            .and_then(|m| m.get(offset as u64, len as usize, written))
+        {
+            return Ok(b);
+        }
+        buf.resize(len as usize, 0);
+        self.file
+            .read_exact_at(buf, offset as u64)
+            .map_err(|e| io_err(format!("read {}", self.path.display()), e))?;
+        Ok(&buf[..])
+    }
+}
+
 /// Space for appends through the map is allocated this much at a time: one
 /// `fallocate` per MiB instead of a `pwrite` per record. A full disk shows here.
 pub(super) const ALLOCATE_BYTES: u64 = 1 << 20;

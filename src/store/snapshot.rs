@@ -6,7 +6,6 @@ use super::record::{self, Kind, Record};
 use super::segment::Segment;
 use super::{io_err, Error, Result, Store};
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -134,11 +133,12 @@ impl Iterator for Snapshot {
         let Some(s) = self.segments.get(&seg) else {
             return Some(Err(Error::Corrupt(format!("segment {seg} vanished"))));
         };
-        let mut buf = vec![0u8; len as usize];
-        if let Err(e) = s.file.read_exact_at(&mut buf, off as u64) {
-            return Some(Err(io_err(format!("read {}", s.path.display()), e)));
-        }
-        Some(match record::decode(&buf) {
+        let mut buf = Vec::new();
+        let bytes = match s.bytes_at(off, len, &mut buf) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match record::decode(bytes) {
             Ok((k, rec, _)) => Ok((k.to_vec(), rec)),
             Err(why) => Err(Error::Corrupt(format!(
                 "{} offset {off}: damaged record ({why:?})",
