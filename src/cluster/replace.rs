@@ -99,6 +99,46 @@ pub fn copy_targets(
     }
 }
 
+/// [`copy_targets`] for every hash at once. The answer depends only on where a
+/// hash falls among the ring points of both tables, so it is worked out once per
+/// stretch between two points, and a replace going through a million records
+/// looks each one up with a binary search instead of walking both rings.
+pub struct CopyPlan {
+    /// The first hash of each stretch, sorted, from 0.
+    starts: Vec<u64>,
+    targets: Vec<Vec<SocketAddr>>,
+}
+
+impl CopyPlan {
+    pub fn new(me: SocketAddr, rhs: &HashSpace, whs: &HashSpace, full: bool) -> CopyPlan {
+        // A hash's owners start at the first point at or after it, so the hashes
+        // from one point past a to b, the next point, share their owners: the
+        // stretches start at 0 and one past each point, and each one's answer is
+        // that of its last hash.
+        let mut starts: Vec<u64> = rhs
+            .points()
+            .chain(whs.points())
+            .filter_map(|(p, _)| p.checked_add(1))
+            .collect();
+        starts.push(0);
+        starts.sort_unstable();
+        starts.dedup();
+        let targets = (0..starts.len())
+            .map(|i| {
+                let last = starts.get(i + 1).map_or(u64::MAX, |next| next - 1);
+                copy_targets(me, last, rhs, whs, full)
+            })
+            .collect();
+        CopyPlan { starts, targets }
+    }
+
+    /// Where `me` sends the record with `hash`.
+    pub fn targets(&self, hash: u64) -> &[SocketAddr] {
+        let i = self.starts.partition_point(|&s| s <= hash) - 1;
+        &self.targets[i]
+    }
+}
+
 /// Whether server `me` keeps the record with `hash` once `whs` is the only table.
 pub fn keeps(me: SocketAddr, hash: u64, whs: &HashSpace) -> bool {
     whs.owners(hash).iter().any(|n| n.addr == me)
@@ -151,6 +191,50 @@ mod tests {
                         .iter()
                         .all(|x| whs.owners(h).iter().any(|n| n.addr == **x))
             );
+        }
+    }
+
+    /// The plan answers as `copy_targets` does, on the points themselves, next to
+    /// them, and between them.
+    #[test]
+    fn a_copy_plan_answers_as_copy_targets() {
+        let cases = [
+            (
+                space(&[(1, true), (2, true), (3, true)], 1),
+                space(&[(1, true), (2, true), (3, true), (4, true)], 2),
+            ),
+            (
+                space(&[(1, false), (2, true), (3, false), (4, false)], 1),
+                six_active(),
+            ),
+            (six_active(), six_active()),
+        ];
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        for (rhs, whs) in &cases {
+            let mut hashes: Vec<u64> = rhs
+                .points()
+                .chain(whs.points())
+                .flat_map(|(p, _)| [p.wrapping_sub(1), p, p.wrapping_add(1)])
+                .chain([0, 1, u64::MAX])
+                .collect();
+            for _ in 0..2000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                hashes.push(x);
+            }
+            for me in 1..=6 {
+                for full in [false, true] {
+                    let plan = CopyPlan::new(a(me), rhs, whs, full);
+                    for &h in &hashes {
+                        assert_eq!(
+                            plan.targets(h),
+                            &copy_targets(a(me), h, rhs, whs, full)[..],
+                            "server {me} hash {h:#x} full {full}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -14,7 +14,7 @@
 use super::node::Node;
 use super::replace_state::Phase;
 use crate::cluster::hash_space::{key_hash, HashSpace};
-use crate::cluster::replace::{copy_targets, keeps};
+use crate::cluster::replace::{keeps, CopyPlan};
 use crate::net::rpc_client::BlockingClient;
 use crate::net::Reply;
 use crate::proto::cluster::{self as msg, record_to_value};
@@ -227,6 +227,7 @@ fn copy(
     let limit = node.replace_memory_limit.max(BATCH_BYTES as u64) as usize;
     let mut out = Outbox::default();
     let mut unreadable = false;
+    let plan = CopyPlan::new(node.me, rhs, whs, full);
     for item in node.store.snapshot() {
         if !is_current(node, id) {
             log::info!("replace {id:#x}: superseded; copy stopped");
@@ -240,13 +241,13 @@ fn copy(
                 continue;
             }
         };
-        let targets = copy_targets(node.me, key_hash(&key), rhs, whs, full);
+        let targets = plan.targets(key_hash(&key));
         if targets.is_empty() {
             continue;
         }
         let entry = Value::Array(vec![Value::Binary(key.clone()), record_to_value(&rec)]);
         let size = key.len() + rec.data.len() + 32;
-        for t in targets {
+        for &t in targets {
             let full_batch = out.add(t, entry.clone(), size);
             if full_batch >= BATCH_BYTES || out.buffered >= limit {
                 out.send(node, id, t, streams);
