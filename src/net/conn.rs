@@ -294,10 +294,10 @@ impl Writer {
             self.ensure_sender(&mut out);
             return Ok(());
         }
+        let total = chain.len();
         let pieces = chain.into_pieces();
         let mut written = 0;
         loop {
-            let total: usize = pieces.iter().map(|p| p.bytes().len()).sum();
             if written == total {
                 return Ok(());
             }

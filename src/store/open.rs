@@ -67,6 +67,7 @@ impl Store {
                 path: path.clone(),
                 map: Map::new(&file, map_bytes, is_last),
                 allocated: AtomicU64::new(0),
+                can_allocate: AtomicBool::new(true),
                 file,
                 live: AtomicU64::new(0),
                 dead: AtomicU64::new(0),

@@ -9,7 +9,7 @@ use super::{io_err, Error, Result, Store, SyncPolicy};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// One segment file and its live/dead accounting.
@@ -31,6 +31,9 @@ pub(super) struct Segment {
     /// Bytes of the file allocated for appends through the map (the file's size
     /// then, zeros past `len`).
     pub(super) allocated: AtomicU64,
+    /// False once the file system has said it cannot allocate (no `fallocate`):
+    /// appends then go by `pwrite` without asking again each time.
+    pub(super) can_allocate: AtomicBool,
 }
 
 impl Segment {
@@ -106,9 +109,23 @@ fn write_record(
             // Never more at once than a segment holds.
             let step = ALLOCATE_BYTES.min(segment_size).max(1);
             let want = end.div_ceil(step) * step;
-            if allocate(&seg.file, allocated, want - allocated).is_ok() {
-                seg.allocated.store(want, Ordering::Relaxed);
-                allocated = want;
+            if seg.can_allocate.load(Ordering::Relaxed) {
+                match allocate(&seg.file, allocated, want - allocated) {
+                    Ok(()) => {
+                        seg.allocated.store(want, Ordering::Relaxed);
+                        allocated = want;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                        log::info!(
+                            "{}: the file system cannot allocate ahead; appending with pwrite",
+                            seg.path.display()
+                        );
+                        seg.can_allocate.store(false, Ordering::Relaxed);
+                    }
+                    // A full disk: pwrite below says so, and a later append
+                    // tries again once space may be back.
+                    Err(_) => {}
+                }
             }
         }
         if map.put(offset, bytes, allocated) {
@@ -148,6 +165,7 @@ pub(super) fn create_segment(dir: &Path, id: u32, map_bytes: usize) -> Result<Ar
         path,
         map: Map::new(&file, map_bytes, true),
         allocated: AtomicU64::new(0),
+        can_allocate: AtomicBool::new(true),
         file,
         live: AtomicU64::new(0),
         dead: AtomicU64::new(0),
