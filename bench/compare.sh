@@ -16,6 +16,8 @@
 # Environment:
 #   BENCH_SECS     seconds per measured run (default 10)
 #   BENCH_TARGETS  which targets, in order (default "memcached twemproxy kumo")
+#   BENCH_VALUE_BYTES  size of each value (default 32)
+#   BENCH_KEYS     key space (default 100000)
 #   READY_SECS     how long a target may take to answer (default 30)
 #   KUMO_BIN       a kumo binary to use instead of building target/release/kumo
 #
@@ -30,7 +32,7 @@ BENCH_TARGETS=${BENCH_TARGETS:-memcached twemproxy kumo}
 READY_SECS=${READY_SECS:-30}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 PATH=$PATH:/usr/sbin:/sbin # Debian puts nutcracker in /usr/sbin
-LOAD=(--threads 2 --conns 25 --value-size 32 --keys 100000 --duration "$BENCH_SECS")
+LOAD=(--threads 2 --conns 25 --value-size "${BENCH_VALUE_BYTES:-32}" --keys "${BENCH_KEYS:-100000}" --duration "$BENCH_SECS")
 
 log() { printf 'compare: %s\n' "$*" >&2; }
 
@@ -356,7 +358,7 @@ run_load() {
     ((errors == 0)) || P99[$target/$op]+="*"
 }
 
-log "load: 2 threads x 25 conns, 32-byte values, 100000 keys; prefill, then get and set, ${BENCH_SECS}s each"
+log "load: 2 threads x 25 conns, ${BENCH_VALUE_BYTES:-32}-byte values, ${BENCH_KEYS:-100000} keys; prefill, then get and set, ${BENCH_SECS}s each"
 for target in $BENCH_TARGETS; do
     case $target in
     memcached | twemproxy | kumo) ;;
@@ -390,7 +392,7 @@ done
 # Table.
 
 echo
-printf 'compare: %s s per run, 2 threads x 25 conns, 32-byte values, 100000 keys\n' "$BENCH_SECS"
+printf 'compare: %s s per run, 2 threads x 25 conns, %s-byte values, %s keys\n' "$BENCH_SECS" "${BENCH_VALUE_BYTES:-32}" "${BENCH_KEYS:-100000}"
 printf '%-10s %-4s %10s %9s %8s %11s %8s\n' target op ops/s p99_us vs_mc cpu_us/op cpu_vs_mc
 for target in $BENCH_TARGETS; do
     if [[ -n ${FAILED[$target]:-} ]]; then

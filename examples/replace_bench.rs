@@ -53,7 +53,7 @@ fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -69,6 +69,9 @@ fn main() {
         "build the binary first: cargo build --release"
     );
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("REPLACE_BENCH_KEEP").is_some() {
+        println!("replace-bench: logs are kept in {}", dir.path().display());
+    }
     let manager = addr(free_port());
     let servers: Vec<SocketAddr> = (0..4).map(|_| addr(free_port())).collect();
 
@@ -158,8 +161,25 @@ fn main() {
     });
     let t = Instant::now();
     call(manager, "AttachNewServers", &[Value::from(true)]).unwrap();
-    wait("the replace", Duration::from_secs(1800), || settled(4));
+    // The copy ends when the manager's run leaves "copying"; polled every 10 ms.
+    let (mut copy_secs, mut delete_from) = (None, None);
+    wait("the replace", Duration::from_secs(1800), || {
+        let Some(i) = info() else { return false };
+        let phase = i.replace.as_ref().map(|r| r.phase.as_str());
+        let copying = phase.is_none_or(|p| p == "copying") && !i.whs.same_layout(&i.rhs);
+        if copy_secs.is_none() && !copying {
+            copy_secs = Some(t.elapsed().as_secs_f64());
+        }
+        if delete_from.is_none() && phase.is_none_or(|p| p == "deleting") && !copying {
+            delete_from = Some(t.elapsed().as_secs_f64());
+        }
+        i.replace.is_none()
+            && i.whs == i.rhs
+            && i.whs.nodes().iter().filter(|x| x.active).count() == 4
+    });
     let secs = t.elapsed().as_secs_f64();
+    let copy_secs = copy_secs.unwrap_or(secs);
+    let delete_secs = secs - delete_from.unwrap_or(secs);
 
     let status = |a: SocketAddr| call(a, "GetStatus", &[Value::from("replace")]).unwrap();
     let field = |v: &Value, name: &str| {
@@ -168,11 +188,13 @@ fn main() {
             .and_then(|(_, v)| v.as_u64())
             .unwrap_or(0)
     };
-    let (mut records, mut bytes) = (0, 0);
+    let (mut records, mut bytes, mut copy_ms, mut delete_ms) = (0, 0, 0, 0);
     for a in &servers[..3] {
         let v = status(*a);
         records += field(&v, "records_sent");
         bytes += field(&v, "bytes_sent");
+        copy_ms = copy_ms.max(field(&v, "copy_ms"));
+        delete_ms = delete_ms.max(field(&v, "delete_ms"));
     }
     let whs = HashSpace::new(
         servers
@@ -196,10 +218,21 @@ fn main() {
                 .unwrap()
         })
         .sum();
+    let mb = bytes as f64 / 1e6;
     println!(
-        "replace-bench: attach 1 server to 3 holding {keys} keys: {secs:.2} s, {:.1} MB/s, {records} records moved, ideal {ideal}, ratio {:.3}; items after {items} (3 x keys = {})",
-        bytes as f64 / 1e6 / secs,
+        "replace-bench: attach 1 server to 3 holding {keys} keys: {mb:.1} MB copied in {:.2} s by the slowest server, {:.1} MB/s; the copy phase {copy_secs:.2} s ({:.1} MB/s, with its fixed {:.1} s wait before reading); the whole replace {secs:.2} s ({:.1} MB/s, with the settle's fixed {:.1} s and the delete phase's {delete_secs:.2} s, of which the slowest server's deletes {:.2} s); {records} records moved, ideal {ideal}, ratio {:.3}; items after {items} (3 x keys = {})",
+        copy_ms as f64 / 1000.0,
+        mb / (copy_ms.max(1) as f64 / 1000.0),
+        mb / copy_secs,
+        kumo::server::replace::SETTLE.as_secs_f64(),
+        mb / secs,
+        kumo::cluster::replace_run::SETTLE_GRACE_MS as f64 / 1000.0,
+        delete_ms as f64 / 1000.0,
         records as f64 / ideal.max(1) as f64,
         3 * keys
     );
+    if std::env::var_os("REPLACE_BENCH_KEEP").is_some() {
+        drop(kids);
+        let _ = dir.keep();
+    }
 }

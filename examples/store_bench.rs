@@ -90,7 +90,14 @@ fn main() {
     }
     let update = n as f64 / t.elapsed().as_secs_f64();
 
+    // What a `stats` poll costs a server: the item count, from the segments'
+    // counts, against a walk of the whole index.
+    let t = Instant::now();
+    assert_eq!(store.items(kumo::time::unix_now()), n);
+    let items_us = t.elapsed().as_micros();
+    let t = Instant::now();
     let st = store.stats(kumo::time::unix_now());
+    let walk_us = t.elapsed().as_micros();
     let per_key = (st.index_bytes - st.index_key_bytes) as f64 / n as f64;
     drop(store);
     let t = Instant::now();
@@ -105,6 +112,7 @@ fn main() {
     println!("  update      {update:>10.0} ops/s");
     println!("  index       {per_key:>10.1} bytes/key plus the key");
     println!("  reopen      {reopen_ms:>10} ms");
+    println!("  item count  {items_us:>10} us (a walk of the index: {walk_us} us)");
     let (tcp, tcg) = match tchtest(n, &dir) {
         Some((w, r)) => {
             println!("  tchtest     write {w:.0}/s read {r:.0}/s");
@@ -115,10 +123,74 @@ fn main() {
             ("-".into(), "-".into())
         }
     };
+    let (compact_ms, compact_anon_mib) = compaction(&dir.join("compact"));
+    println!(
+        "  compaction  {compact_ms:>10} ms for a full 256 MiB segment 60% dead; anonymous memory peak +{compact_anon_mib:.1} MiB"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "store-bench: put {put:.0}/s get {get:.0}/s index {per_key:.0} B/key reopen {reopen_ms} ms tc-put-ratio {tcp} tc-get-ratio {tcg}"
     );
+}
+
+/// Fills a store past one default segment with 1 KB values, overwrites 60% of
+/// them, and compacts the sealed segment, sampling the process's anonymous memory
+/// (not the page cache a map reads through) every millisecond meanwhile. Returns
+/// the compaction's milliseconds and its peak anonymous memory over the start, MiB.
+fn compaction(path: &std::path::Path) -> (u128, f64) {
+    let options = Options {
+        sync: SyncPolicy::None,
+        ..Options::default()
+    };
+    let store = Store::open(path, options).expect("open");
+    let value = vec![b'c'; 1000];
+    let keys = (options_segment_bytes() * 11 / 10 / 1024) as u64;
+    for i in 0..keys {
+        store
+            .put(&key(i), &Record::value(i + 1, 0, 0, value.clone()))
+            .expect("put");
+    }
+    for i in (0..keys).filter(|i| i % 10 < 6) {
+        store
+            .put(&key(i), &Record::value(keys + i + 1, 0, 0, value.clone()))
+            .expect("overwrite");
+    }
+    let anon_kib = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("RssAnon:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let base = anon_kib();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (ms, peak) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(anon_kib());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak
+        });
+        let t = Instant::now();
+        let n = store
+            .compact(kumo::time::unix_now() as u64, false)
+            .expect("compact");
+        let ms = t.elapsed().as_millis();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(n >= 1, "nothing was compacted");
+        (ms, sampler.join().expect("sampler"))
+    });
+    drop(store);
+    (ms, peak.saturating_sub(base) as f64 / 1024.0)
+}
+
+fn options_segment_bytes() -> u64 {
+    Options::default().segment_size
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -303,64 +303,19 @@ fn kumoctl_attaches_detaches_and_explains_errors() {
 /// `kumo local` starts a working cluster, stops on SIGINT, and keeps its data.
 #[test]
 fn kumo_local_serves_and_keeps_its_data() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    // Servers take consecutive ports from -l; find a free run of four.
-    let base = loop {
-        let p = common::free_port();
-        if p < 60000
-            && (0..4).all(|i| {
-                std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", p + i + 100)).is_ok()
-            })
-        {
-            break p;
-        }
-    };
-    let text = common::local(ports[0]);
-    let args = [
-        "local".to_string(),
-        "--dir".into(),
-        dir.path().display().to_string(),
-        "-t".into(),
-        text.to_string(),
-        "-m".into(),
-        common::local(ports[1]).to_string(),
-        "-l".into(),
-        common::local(base).to_string(),
-    ];
-    let start = || {
-        let mut child = std::process::Command::new(common::kumo_bin())
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.starts_with("kumo local: ready. 3 servers"), "{first}");
-        child
-    };
-    let stop = |mut child: std::process::Child| {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = child.wait().unwrap();
-        assert!(status.success(), "{status}");
-    };
-    let child = start();
-    let client = common::client(text);
+    let local = common::Local::new(dir.path());
+    let child = local.start();
+    let client = common::client(local.text);
     client.set("local-key", "kept", 0).unwrap();
-    stop(child);
-    let child = start();
-    let client = common::client(text);
+    local.stop(child);
+    let child = local.start();
+    let client = common::client(local.text);
     assert_eq!(
         client.get::<String>("local-key").unwrap().as_deref(),
         Some("kept")
     );
-    stop(child);
+    local.stop(child);
     assert!(dir.path().join("server1").is_dir() && dir.path().join("logs/gateway.log").is_file());
 }
 

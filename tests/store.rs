@@ -935,3 +935,130 @@ fn reclaiming_flushed_values_erases_them_for_good() {
     drop(store);
     check(&Store::open(dir.path(), small()).unwrap());
 }
+
+/// Reads ask the index by hash tag only and let the record say whose it is: two
+/// keys whose hashes share a tag (found by search) are each read as themselves,
+/// in either order of writing, with a value, a tombstone or an erase in the way,
+/// and across a reopen.
+#[test]
+fn keys_sharing_a_hash_tag_are_each_read_as_themselves() {
+    use kumo::store::index::hash;
+    let mut seen: HashMap<u32, u64> = HashMap::new();
+    let (a, b) = (0u64..)
+        .find_map(|i| {
+            let tag = (hash(format!("tag-{i}").as_bytes()) >> 32) as u32;
+            seen.insert(tag, i)
+                .map(|j| (format!("tag-{j}"), format!("tag-{i}")))
+        })
+        .unwrap();
+    assert_eq!(hash(a.as_bytes()) >> 32, hash(b.as_bytes()) >> 32);
+    for (first, second) in [(&a, &b), (&b, &a)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let value = |k: &str| Record::value(10, 0, 0, k.as_bytes().to_vec());
+        store.put(first.as_bytes(), &value(first)).unwrap();
+        assert_eq!(store.get(second.as_bytes()).unwrap(), None);
+        store.put(second.as_bytes(), &value(second)).unwrap();
+        for k in [first, second] {
+            assert_eq!(store.get(k.as_bytes()).unwrap().unwrap().data, k.as_bytes());
+        }
+        // A tombstone, then an erase, of the first: the second stays readable.
+        store.put(first.as_bytes(), &Record::tombstone(11)).unwrap();
+        assert_eq!(
+            store.get(first.as_bytes()).unwrap().map(|r| r.kind),
+            Some(Kind::Tombstone)
+        );
+        assert!(store.erase(first.as_bytes(), 11).unwrap());
+        assert_eq!(store.get(first.as_bytes()).unwrap(), None);
+        assert_eq!(
+            store.get(second.as_bytes()).unwrap().unwrap().data,
+            second.as_bytes()
+        );
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(store.get(first.as_bytes()).unwrap(), None);
+        assert_eq!(
+            store.get(second.as_bytes()).unwrap().unwrap().data,
+            second.as_bytes()
+        );
+    }
+}
+
+/// The item count a `stats` poll reads comes from the segments' counts when no
+/// value can expire, and from a walk of the index when some can. Both agree with
+/// the walk through random writes, tombstones, erases, expiring values, expiry
+/// reclaim, compaction and reopens.
+#[test]
+fn the_counted_items_agree_with_a_walk_of_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_size: 4096,
+        compact_min_bytes: 0,
+        ..Options::default()
+    };
+    let mut store = Store::open(dir.path(), options.clone()).unwrap();
+    let now = unix_now();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut roll = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut clock = 1u64 << 32;
+    for step in 0..3000 {
+        clock += 1;
+        let key = format!("k{}", roll(200));
+        match roll(10) {
+            0..=4 => store
+                .put(
+                    key.as_bytes(),
+                    &Record::value(clock, 0, 0, vec![b'v'; roll(300) as usize]),
+                )
+                .unwrap(),
+            // Expiring values, some already expired.
+            5 => store
+                .put(
+                    key.as_bytes(),
+                    &Record::value(clock, 0, now - 100 + roll(200) as u32, b"e".to_vec()),
+                )
+                .unwrap(),
+            6 => store
+                .put(key.as_bytes(), &Record::tombstone(clock))
+                .unwrap(),
+            7 => {
+                let _ = store.erase(key.as_bytes(), clock).unwrap();
+            }
+            8 => {
+                store.reclaim_expired(now, |_| false, 1000).unwrap();
+            }
+            _ => {
+                store.compact(u64::from(now) + 7200, true).unwrap();
+            }
+        }
+        if step % 500 == 499 {
+            drop(store);
+            store = Store::open(dir.path(), options.clone()).unwrap();
+        }
+        let walked = store.stats(now);
+        assert_eq!(store.items(now), walked.items, "step {step}");
+        assert_eq!(
+            store.value_counts().0,
+            walked.items + walked.expired,
+            "step {step}"
+        );
+    }
+    // Once no expiring value is left, the count needs no walk and still agrees.
+    for i in 0..200 {
+        clock += 1;
+        store
+            .put(
+                format!("k{i}").as_bytes(),
+                &Record::value(clock, 0, 0, b"v".to_vec()),
+            )
+            .unwrap();
+    }
+    assert_eq!(store.value_counts(), (200, 0));
+    assert_eq!(store.items(now), 200);
+    assert_eq!(store.stats(now).items, 200);
+}

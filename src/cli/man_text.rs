@@ -26,8 +26,10 @@ pub(super) fn role_sections(role: Role) -> &'static str {
 \fBkumo\-manager\fR keeps the list of servers of a kumo cluster and its two hash
 spaces: \fIwhs\fR routes writes and \fIrhs\fR routes reads. A server that keeps in
 touch with the manager but is not yet part of the hash spaces is \fInot attached\fR
-until \fBkumoctl attach\fR (or auto replace, \fB\-a\fR) attaches it. The manager
-watches every server with keepalives every \fB\-Ci\fR seconds; a server whose
+until \fBkumoctl attach\fR (or auto replace, \fB\-a\fR) attaches it; one that the
+manager cannot reach at that moment (it died after keeping in touch) is left
+waiting, with a warning in the log, rather than attached only to be marked fault.
+The manager watches every server with keepalives every \fB\-Ci\fR seconds; a server whose
 connection fails \fB\-Yn\fR reconnects of up to \fB\-Ys\fR seconds each is lost and
 marked \fB(fault)\fR. A fault server keeps its place on the ring, so its keys have
 one copy fewer until it comes back and is attached again, or is detached.

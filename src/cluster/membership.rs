@@ -98,7 +98,22 @@ impl Membership {
     /// Attaches every newcomer to whs (a returning fault server becomes active).
     /// Returns whether whs changed.
     pub fn attach(&mut self, stamp: ClockTime) -> bool {
-        let add = std::mem::take(&mut self.newcomers);
+        self.attach_reachable(stamp, |_| true)
+    }
+
+    /// [`Membership::attach`] of the newcomers `reachable` accepts; the others stay
+    /// newcomers. A server that kept in touch and then died is still a newcomer
+    /// until the manager has spent its reconnects on it: attached, it would come
+    /// into whs only to be marked fault, and leave its keys a copy short.
+    pub fn attach_reachable(
+        &mut self,
+        stamp: ClockTime,
+        reachable: impl Fn(&SocketAddr) -> bool,
+    ) -> bool {
+        let (add, wait): (Vec<SocketAddr>, Vec<SocketAddr>) = std::mem::take(&mut self.newcomers)
+            .into_iter()
+            .partition(|a| reachable(a));
+        self.newcomers = wait;
         let changed = self.tables.whs.attach(&add, stamp);
         self.changed(changed, stamp)
     }
@@ -341,6 +356,22 @@ mod tests {
             gateway.whs.clocktime > gateway.rhs.clocktime,
             "whs stays newer than rhs"
         );
+    }
+
+    #[test]
+    fn an_unreachable_newcomer_waits_and_the_others_are_attached() {
+        let mut m = Membership::default();
+        for p in [1, 2, 3, 4] {
+            m.server_seen(a(p));
+        }
+        assert!(m.attach_reachable(ClockTime(10), |x| *x != a(4)));
+        assert_eq!(m.tables.whs.nodes().len(), 3);
+        assert!(!m.tables.whs.contains(&a(4)));
+        assert_eq!(m.newcomers(), &[a(4)]);
+        // Reachable again: the next attach takes it.
+        assert!(m.attach(m.floor()));
+        assert!(m.tables.whs.is_active(&a(4)));
+        assert!(m.newcomers().is_empty());
     }
 
     #[test]

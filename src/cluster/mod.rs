@@ -10,6 +10,7 @@
 //! - [`replace`]: who sends which record where when servers join or leave.
 //! - [`replace_run`]: the manager's replace, step by step: copy, settle, delete.
 //! - [`routing`]: which owner a read asks next.
+//! - [`sha1`]: the digest that places keys, on the SHA extensions where there are.
 
 pub mod clock;
 pub mod flush;
@@ -19,4 +20,5 @@ pub mod partition;
 pub mod replace;
 pub mod replace_run;
 pub mod routing;
+pub mod sha1;
 pub mod write;

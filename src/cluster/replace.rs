@@ -37,7 +37,7 @@ pub enum Holders {
 pub fn holders(hash: u64, rhs: &HashSpace, whs: &HashSpace) -> Holders {
     let active = rhs.active_owners(hash);
     if active.iter().any(|a| whs.is_active(a)) {
-        return Holders::Active(active);
+        return Holders::Active(active.to_vec());
     }
     Holders::Returned(
         rhs.owners(hash)
@@ -99,43 +99,67 @@ pub fn copy_targets(
     }
 }
 
-/// [`copy_targets`] for every hash at once. The answer depends only on where a
-/// hash falls among the ring points of both tables, so it is worked out once per
-/// stretch between two points, and a replace going through a million records
-/// looks each one up with a binary search instead of walking both rings.
-pub struct CopyPlan {
+/// An answer about a hash that depends only on where the hash falls among some
+/// ring points, worked out once per stretch between two points: a replace going
+/// through a million records looks each one up with a binary search instead of
+/// walking the rings.
+pub struct Stretches<T> {
     /// The first hash of each stretch, sorted, from 0.
     starts: Vec<u64>,
-    targets: Vec<Vec<SocketAddr>>,
+    answers: Vec<T>,
 }
 
-impl CopyPlan {
-    pub fn new(me: SocketAddr, rhs: &HashSpace, whs: &HashSpace, full: bool) -> CopyPlan {
+impl<T> Stretches<T> {
+    pub fn new(points: impl Iterator<Item = u64>, answer: impl Fn(u64) -> T) -> Stretches<T> {
         // A hash's owners start at the first point at or after it, so the hashes
         // from one point past a to b, the next point, share their owners: the
         // stretches start at 0 and one past each point, and each one's answer is
         // that of its last hash.
-        let mut starts: Vec<u64> = rhs
-            .points()
-            .chain(whs.points())
-            .filter_map(|(p, _)| p.checked_add(1))
-            .collect();
+        let mut starts: Vec<u64> = points.filter_map(|p| p.checked_add(1)).collect();
         starts.push(0);
         starts.sort_unstable();
         starts.dedup();
-        let targets = (0..starts.len())
-            .map(|i| {
-                let last = starts.get(i + 1).map_or(u64::MAX, |next| next - 1);
-                copy_targets(me, last, rhs, whs, full)
-            })
+        let answers = (0..starts.len())
+            .map(|i| answer(starts.get(i + 1).map_or(u64::MAX, |next| next - 1)))
             .collect();
-        CopyPlan { starts, targets }
+        Stretches { starts, answers }
+    }
+
+    pub fn get(&self, hash: u64) -> &T {
+        let i = self.starts.partition_point(|&s| s <= hash) - 1;
+        &self.answers[i]
+    }
+}
+
+/// [`copy_targets`] for every hash at once.
+pub struct CopyPlan(Stretches<Vec<SocketAddr>>);
+
+impl CopyPlan {
+    pub fn new(me: SocketAddr, rhs: &HashSpace, whs: &HashSpace, full: bool) -> CopyPlan {
+        let points = rhs.points().chain(whs.points()).map(|(p, _)| p);
+        CopyPlan(Stretches::new(points, |h| {
+            copy_targets(me, h, rhs, whs, full)
+        }))
     }
 
     /// Where `me` sends the record with `hash`.
     pub fn targets(&self, hash: u64) -> &[SocketAddr] {
-        let i = self.starts.partition_point(|&s| s <= hash) - 1;
-        &self.targets[i]
+        self.0.get(hash)
+    }
+}
+
+/// [`keeps`] for every hash at once.
+pub struct KeepPlan(Stretches<bool>);
+
+impl KeepPlan {
+    pub fn new(me: SocketAddr, whs: &HashSpace) -> KeepPlan {
+        KeepPlan(Stretches::new(whs.points().map(|(p, _)| p), |h| {
+            keeps(me, h, whs)
+        }))
+    }
+
+    pub fn keeps(&self, hash: u64) -> bool {
+        *self.0.get(hash)
     }
 }
 
@@ -233,6 +257,14 @@ mod tests {
                             "server {me} hash {h:#x} full {full}"
                         );
                     }
+                }
+                let plan = KeepPlan::new(a(me), whs);
+                for &h in &hashes {
+                    assert_eq!(
+                        plan.keeps(h),
+                        keeps(a(me), h, whs),
+                        "server {me} hash {h:#x}"
+                    );
                 }
             }
         }

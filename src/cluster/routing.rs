@@ -7,7 +7,7 @@
 //! over suspect ones while an unsuspected one is left, and a read that has waited
 //! its hedge time asks the next one too.
 
-use super::hash_space::Tables;
+use super::hash_space::{Few, Tables};
 use std::net::SocketAddr;
 
 /// The owners a read of `hash` may ask, in ring order: the active owners in rhs
@@ -16,17 +16,13 @@ use std::net::SocketAddr;
 /// (`cluster::membership`), so this only matters when a node holds tables from two
 /// sources out of step, such as a settled rhs and a later whs: a fault server may
 /// have come back empty, and it is not read before a table says it was copied to.
-pub fn readers(t: &Tables, hash: u64) -> Vec<SocketAddr> {
+pub fn readers(t: &Tables, hash: u64) -> Few<SocketAddr> {
     let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
     let fault = |a: &SocketAddr| {
         t.whs.clocktime.0 > reads.clocktime.0
             && t.whs.nodes().iter().any(|n| n.addr == *a && !n.active)
     };
-    reads
-        .active_owners(hash)
-        .into_iter()
-        .filter(|a| !fault(a))
-        .collect()
+    reads.active_owners(hash).filter(|a| !fault(a))
 }
 
 /// The owner to ask next, given those asked already in this round: the first one in

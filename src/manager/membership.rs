@@ -291,7 +291,22 @@ impl Manager {
             for a in st.members.newcomers().to_vec() {
                 st.broken.forget(a, now);
             }
-            changed |= st.members.attach(self.stamp(st));
+            // A newcomer whose link is failing (it died after keeping in touch)
+            // waits: it is attached once reachable, or forgotten once lost.
+            let unreachable: Vec<SocketAddr> = st
+                .members
+                .newcomers()
+                .iter()
+                .filter(|a| st.servers.get(a).is_some_and(|p| p.is_suspect()))
+                .copied()
+                .collect();
+            for a in &unreachable {
+                log::warn!("attach: {a} cannot be reached now; it is not attached");
+            }
+            let stamp = self.stamp(st);
+            changed |= st
+                .members
+                .attach_reachable(stamp, |a| !unreachable.contains(a));
         }
         if detach {
             changed |= st.members.detach(self.stamp(st));

@@ -6,10 +6,12 @@
 //! - [`memmeta`]: memcached's meta commands, which arrive on the same connections.
 //! - [`membin`]: memcached's binary protocol, on its own listener.
 //! - [`memcache`]: what the memcached codecs share.
+//! - `msgpack`: msgpack's encodings written field by field, for `rpc` and `cluster`.
 
 pub mod cluster;
 pub mod membin;
 pub mod memcache;
 pub mod memmeta;
 pub mod memtext;
+mod msgpack;
 pub mod rpc;

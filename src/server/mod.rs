@@ -4,6 +4,7 @@
 //! The handlers are in [`node`].
 
 pub mod node;
+mod outbox;
 pub mod replace;
 mod replace_state;
 mod service;

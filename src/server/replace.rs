@@ -12,12 +12,13 @@
 //! asked for it, again and again until each acknowledges or a newer replace begins.
 
 use super::node::Node;
+use super::outbox::{Outbox, BATCH_BYTES};
 use super::replace_state::Phase;
 use crate::cluster::hash_space::{key_hash, HashSpace};
-use crate::cluster::replace::{keeps, CopyPlan};
+use crate::cluster::replace::{CopyPlan, KeepPlan};
 use crate::net::rpc_client::BlockingClient;
 use crate::net::Reply;
-use crate::proto::cluster::{self as msg, record_to_value};
+use crate::proto::cluster as msg;
 use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,12 +26,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A batch to one new owner is sent once it holds this many bytes.
-pub const BATCH_BYTES: usize = 256 << 10;
-/// How long one push or report may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts to push one batch before the target is given up for this replace.
-pub const PUSH_ATTEMPTS: u32 = 3;
 /// How long one report to a manager may take (connect and answer).
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between reports the manager did not acknowledge.
@@ -40,7 +35,7 @@ pub const REPORT_RETRY: Duration = Duration::from_secs(1);
 pub const SETTLE: Duration = Duration::from_millis(500);
 
 fn is_current(node: &Node, id: u64) -> bool {
-    node.replace.id.load(Ordering::Acquire) == id
+    node.replace.is_current(id)
 }
 
 enum Begin {
@@ -162,7 +157,11 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 whs.nodes().len()
             );
             std::thread::sleep(SETTLE);
+            let began = std::time::Instant::now();
             let (records, bytes, failed) = copy(&node, id, &rhs, &whs, full, &streams);
+            node.replace
+                .copy_ms
+                .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
             end(&node, id, Phase::Copying);
             if is_current(&node, id) {
                 log::info!("replace {id:#x}: copy done, {records} records, {bytes} bytes sent");
@@ -228,6 +227,7 @@ fn copy(
     let mut out = Outbox::default();
     let mut unreadable = false;
     let plan = CopyPlan::new(node.me, rhs, whs, full);
+    let mut entry = Vec::new();
     for item in node.store.snapshot() {
         if !is_current(node, id) {
             log::info!("replace {id:#x}: superseded; copy stopped");
@@ -245,18 +245,21 @@ fn copy(
         if targets.is_empty() {
             continue;
         }
-        let entry = Value::Array(vec![Value::Binary(key.clone()), record_to_value(&rec)]);
+        // Encoded once, whatever the number of targets.
+        entry.clear();
+        msg::encode_push_entry(&mut entry, &key, &rec);
         let size = key.len() + rec.data.len() + 32;
         for &t in targets {
-            let full_batch = out.add(t, entry.clone(), size);
+            let full_batch = out.add(t, &entry, size);
             if full_batch >= BATCH_BYTES || out.buffered >= limit {
                 out.send(node, id, t, streams);
             }
         }
     }
-    let pending: Vec<SocketAddr> = out.batches.keys().copied().collect();
-    for t in pending {
+    let targets: Vec<SocketAddr> = out.links.keys().copied().collect();
+    for t in targets {
         out.send(node, id, t, streams);
+        out.settle(node, id, t, streams, 0);
     }
     (
         out.records,
@@ -265,120 +268,39 @@ fn copy(
     )
 }
 
-/// Per-target batches and the connections to send them over.
-#[derive(Default)]
-struct Outbox {
-    batches: HashMap<SocketAddr, (Vec<Value>, usize)>,
-    buffered: usize,
-    clients: HashMap<SocketAddr, BlockingClient>,
-    given_up: Vec<SocketAddr>,
-    records: u64,
-    bytes: u64,
-}
-
-impl Outbox {
-    /// Queues one record for `to`; returns the bytes now queued for it.
-    fn add(&mut self, to: SocketAddr, entry: Value, size: usize) -> usize {
-        if self.given_up.contains(&to) {
-            return 0;
-        }
-        let b = self.batches.entry(to).or_default();
-        b.0.push(entry);
-        b.1 += size;
-        self.buffered += size;
-        b.1
-    }
-
-    fn send(
-        &mut self,
-        node: &Node,
-        id: u64,
-        to: SocketAddr,
-        streams: &HashMap<SocketAddr, SocketAddr>,
-    ) {
-        let Some((entries, size)) = self.batches.remove(&to) else {
-            return;
-        };
-        self.buffered -= size;
-        let n = entries.len() as u64;
-        let Some(&stream) = streams.get(&to) else {
-            log::warn!("replace {id:#x}: no stream port known for {to}; {n} records not sent");
-            self.given_up.push(to);
-            return;
-        };
-        let params = [
-            Value::from(node.clock.tick()),
-            Value::from(id),
-            Value::Array(entries),
-        ];
-        for attempt in 1..=PUSH_ATTEMPTS {
-            if !is_current(node, id) {
-                // A newer replace plans its own copies; this batch is its business now.
-                return;
-            }
-            let client = match self.clients.entry(to) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match BlockingClient::connect(stream, CALL_TIMEOUT) {
-                        Ok(c) => v.insert(c),
-                        Err(e) => {
-                            log::warn!("replace {id:#x}: cannot reach {to} at {stream}: {e} (attempt {attempt})");
-                            std::thread::sleep(REPORT_RETRY);
-                            continue;
-                        }
-                    }
-                }
-            };
-            match client.call(msg::REPLACE_PUSH, &params) {
-                Ok(_) => {
-                    self.records += n;
-                    self.bytes += size as u64;
-                    node.replace.records_sent.fetch_add(n, Ordering::Relaxed);
-                    node.replace
-                        .bytes_sent
-                        .fetch_add(size as u64, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("replace {id:#x}: push to {to} failed: {e} (attempt {attempt})");
-                    self.clients.remove(&to);
-                }
-            }
-        }
-        // The manager restarts the replace when it loses a server, so a target that
-        // is really gone gets its data from the next replace.
-        log::warn!("replace {id:#x}: giving up on {to} for this replace");
-        self.given_up.push(to);
-    }
-}
-
 /// `ReplacePush` on the stream port: apply each record, newer wins.
 ///
 /// A push of an older replace than the newest this server was asked to run is
 /// refused: its sender planned by tables that are gone, and a record it sends
 /// after our delete phase has trimmed would stay as a copy nobody owns.
-pub fn push(node: &Node, params: &[Value], reply: Reply) {
-    let Some(entries) = params.get(2).and_then(Value::as_array) else {
-        return reply.err("bad parameters: entries");
-    };
+pub fn push(node: &Node, mut params: Vec<Value>, reply: Reply) {
     let Some(id) = params.get(1).and_then(Value::as_u64) else {
         return reply.err("bad parameters: id");
+    };
+    let entries = match params.get_mut(2) {
+        Some(Value::Array(entries)) => std::mem::take(entries),
+        _ => return reply.err("bad parameters: entries"),
     };
     if id < node.replace.id.load(Ordering::Acquire) {
         return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
     }
+    let count = entries.len() as u64;
     let mut applied = 0u64;
     for e in entries {
-        let pair = e.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+        // Each entry is taken apart, not copied: a batch is a quarter of a MiB.
+        let Value::Array(pair) = e else {
+            return reply.err("bad parameters: entry");
+        };
+        let mut pair = pair.into_iter();
         let (Some(Value::Binary(key)), Some(Ok(rec))) =
-            (pair.first(), pair.get(1).map(msg::record_from_value))
+            (pair.next(), pair.next().map(msg::record_take))
         else {
             return reply.err("bad parameters: entry");
         };
         if let Err(e) = super::node::plausible(&rec) {
             return reply.err(e);
         }
-        match node.store.update(key, &rec) {
+        match node.store.update(&key, &rec) {
             Ok(true) => applied += 1,
             Ok(false) => {}
             Err(e) => return reply.err(super::node::store_error(&e)),
@@ -386,7 +308,7 @@ pub fn push(node: &Node, params: &[Value], reply: Reply) {
     }
     node.replace
         .records_received
-        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        .fetch_add(count, Ordering::Relaxed);
     reply.ok(applied);
 }
 
@@ -417,27 +339,37 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
         tables,
         reply,
         move |node| {
-            let (mut erased, mut failed) = (0u64, 0u64);
-            for item in node.store.snapshot() {
-                if !is_current(&node, id) {
-                    end(&node, id, Phase::Deleting);
+            let began = std::time::Instant::now();
+            let (mut erased, mut failed, mut superseded) = (0u64, 0u64, false);
+            let plan = KeepPlan::new(node.me, &whs);
+            node.store.for_each_key(|key, clock| {
+                if superseded || plan.keeps(key_hash(key)) {
                     return;
                 }
-                let Ok((key, rec)) = item else { continue };
-                if !keeps(node.me, key_hash(&key), &whs) {
-                    match node.store.erase(&key, rec.clock) {
-                        Ok(true) => erased += 1,
-                        Ok(false) => {}
-                        Err(e) => {
-                            if failed == 0 {
-                                log::error!("replace {id:#x}: cannot erase a key: {e}");
-                            }
-                            failed += 1;
+                // Looked at per key dropped, not per key kept: an atomic load.
+                if !is_current(&node, id) {
+                    superseded = true;
+                    return;
+                }
+                match node.store.erase(key, clock) {
+                    Ok(true) => erased += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        if failed == 0 {
+                            log::error!("replace {id:#x}: cannot erase a key: {e}");
                         }
+                        failed += 1;
                     }
                 }
+            });
+            if superseded {
+                end(&node, id, Phase::Deleting);
+                return;
             }
             node.replace.erased.fetch_add(erased, Ordering::Relaxed);
+            node.replace
+                .delete_ms
+                .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
             end(&node, id, Phase::Deleting);
             log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
             if failed > 0 {

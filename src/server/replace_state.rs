@@ -30,6 +30,11 @@ pub struct ReplaceState {
     pub bytes_sent: AtomicU64,
     pub records_received: AtomicU64,
     pub erased: AtomicU64,
+    /// How long the last copy took, from reading the store to the last push
+    /// answered, and the last delete phase: what the data itself cost, without
+    /// the waits a replace makes around them.
+    pub copy_ms: AtomicU64,
+    pub delete_ms: AtomicU64,
 }
 
 impl ReplaceState {
@@ -41,6 +46,11 @@ impl ReplaceState {
         } else {
             0
         }
+    }
+
+    /// Whether `id` is still the newest replace: older work stops when it is not.
+    pub(super) fn is_current(&self, id: u64) -> bool {
+        self.id.load(Ordering::Acquire) == id
     }
 
     pub fn phase(&self) -> Phase {

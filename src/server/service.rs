@@ -58,8 +58,8 @@ impl Service for ServerService {
         }
         match method {
             msg::GET => node.get(&params, reply),
-            msg::WRITE => node.write(&params, reply),
-            msg::REPLICATE => node.apply_replica(&params, reply),
+            msg::WRITE => node.write(params, reply),
+            msg::REPLICATE => node.apply_replica(params, reply),
             msg::KEEP_ALIVE => reply.ok(Value::Nil),
             msg::HASH_SPACE_SYNC => node.sync(&params, reply),
             msg::REPLACE_COPY_START => replace::copy_start(node, &params, reply),
@@ -101,7 +101,7 @@ impl Service for StreamService {
             self.0.clock.merge(c);
         }
         match method {
-            msg::REPLACE_PUSH => replace::push(&self.0, &params, reply),
+            msg::REPLACE_PUSH => replace::push(&self.0, params, reply),
             msg::KEEP_ALIVE => reply.ok(Value::Nil),
             _ => reply.unknown_method(method),
         }

@@ -52,8 +52,8 @@ impl Node {
     /// It first takes the key's record from an old owner (newer wins), so that add,
     /// cas, incr, delete and the rest decide on what the cluster holds, not on an
     /// empty or stale local copy.
-    pub(super) fn write(self: &Arc<Self>, params: &[Value], reply: Reply) {
-        let req = match WriteRequest::from_params(params) {
+    pub(super) fn write(self: &Arc<Self>, mut params: Vec<Value>, reply: Reply) {
+        let req = match WriteRequest::from_params(&mut params) {
             Ok(r) => r,
             Err(e) => return reply.err(e),
         };
@@ -210,7 +210,7 @@ impl Node {
         }
         let key = Arc::new(req.key);
         let stamp = rec.clock;
-        let rec = Arc::new(msg::record_to_value(&rec));
+        let rec = Arc::new(msg::record_into_value(rec));
         for addr in replicas {
             self.replicate(
                 addr,
@@ -324,9 +324,9 @@ impl Node {
         pending: &Arc<Pending>,
     ) {
         let t = self.tables();
-        let mut owners = t.whs.active_owners(hash);
+        let mut owners = t.whs.active_owners(hash).to_vec();
         if !t.rhs.same_layout(&t.whs) {
-            owners.extend(t.rhs.active_owners(hash));
+            owners.extend(t.rhs.active_owners(hash).iter());
         }
         let fresh: Vec<SocketAddr> = {
             let mut sent = pending.targets.lock().unwrap_or_else(|p| p.into_inner());
@@ -348,8 +348,12 @@ impl Node {
     /// The replica side: newer wins. A coordinator that routed by an older whs
     /// than ours is told so (after the write is applied), so that it also sends the
     /// write to owners it did not know of: this fences writes across a change.
-    pub(super) fn apply_replica(&self, params: &[Value], reply: Reply) {
-        let (key, rec) = match (params.get(1), params.get(2).map(msg::record_from_value)) {
+    pub(super) fn apply_replica(&self, mut params: Vec<Value>, reply: Reply) {
+        // The record is taken out of the params, not copied.
+        let rec = params
+            .get_mut(2)
+            .map(|v| msg::record_take(std::mem::replace(v, Value::Nil)));
+        let (key, rec) = match (params.get(1), rec) {
             (Some(Value::Binary(k)), Some(Ok(r))) => (k, r),
             (_, Some(Err(e))) => return reply.err(e),
             _ => return reply.err("bad parameters: key or record"),

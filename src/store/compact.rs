@@ -2,7 +2,7 @@
 //! tombstones (see the module documentation of the store for when that is safe).
 
 use super::hint::hint_path;
-use super::record::{self, Kind};
+use super::record::{Kind, Record};
 use super::segment::Segment;
 use super::{io_err, Result, Store};
 use std::sync::atomic::Ordering;
@@ -26,9 +26,10 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let o = &self.inner.options;
-        // Tombstones only: the time is irrelevant to them.
-        let stats = self.stats(u32::try_from(now_secs).unwrap_or(u32::MAX));
-        let gc_age = if stats.tombstones * TOMBSTONE_BOOKKEEPING_BYTES > o.tombstone_mem_limit {
+        // From the segments' counts (erases included, which compaction collects
+        // too), not a walk of the index on every pass.
+        let tombstones = self.tombstone_count();
+        let gc_age = if tombstones * TOMBSTONE_BOOKKEEPING_BYTES > o.tombstone_mem_limit {
             o.tombstone_min_age
         } else {
             o.tombstone_max_age
@@ -96,32 +97,55 @@ impl Store {
         Ok(any)
     }
 
+    /// Moves one record of the segment being compacted to the active segment, or
+    /// drops it: unless a newer record of its key superseded it.
+    #[allow(clippy::too_many_arguments)]
+    fn move_record(
+        &self,
+        seg: &Segment,
+        oldest: bool,
+        cutoff: u64,
+        off: usize,
+        key: &[u8],
+        rec: &Record,
+        raw: &[u8],
+    ) -> Result<()> {
+        let mut shard = self.write_shard(self.shard(key));
+        let loc = match shard.get(key) {
+            Some(loc) if loc.segment == seg.id && loc.offset == off as u32 => loc,
+            _ => return Ok(()), // superseded
+        };
+        let collectible =
+            rec.kind == Kind::Erase || (rec.kind == Kind::Tombstone && rec.clock >> 32 < cutoff);
+        if oldest && collectible {
+            // Every older record of this key was in segments already gone, and
+            // this one is the newest: dropping it cannot bring anything back.
+            shard.remove(key);
+            seg.unindexed(&loc);
+            return Ok(());
+        }
+        // A record does not depend on where it lies: its bytes are valid anywhere
+        // (the walk checked them, and a sealed segment does not change).
+        let header = Record::header(rec.kind, rec.clock, rec.exptime);
+        let new = self.append_bytes(key, raw, &header)?;
+        self.index_insert(&mut shard, key, new);
+        Ok(())
+    }
+
     fn compact_segment(&self, seg: &Arc<Segment>, oldest: bool, cutoff: u64) -> Result<()> {
-        let mut moves = Vec::new();
-        self.for_each_record(seg, |off, key, rec, len| {
-            moves.push((off, key.to_vec(), rec, len))
+        // Each record is moved as the walk reaches it, its bytes copied as they
+        // lie in the segment's map: compaction holds neither a segment's values
+        // nor a list of its keys.
+        let mut failed = None;
+        self.for_each_record(seg, |off, key, rec, raw| {
+            if failed.is_none() {
+                if let Err(e) = self.move_record(seg, oldest, cutoff, off, key, &rec, raw) {
+                    failed = Some(e);
+                }
+            }
         })?;
-        for (off, key, rec, len) in moves {
-            let mut shard = self.write_shard(self.shard(&key));
-            let Some(loc) = shard.get(&key) else { continue };
-            if loc.segment != seg.id || loc.offset != off as u32 {
-                continue; // superseded
-            }
-            let collectible = rec.kind == Kind::Erase
-                || (rec.kind == Kind::Tombstone && rec.clock >> 32 < cutoff);
-            if oldest && collectible {
-                // Every older record of this key was in segments already gone, and
-                // this one is the newest: dropping it cannot bring anything back.
-                shard.remove(&key);
-                seg.live.fetch_sub(len as u64, Ordering::Relaxed);
-                seg.dead.fetch_add(len as u64, Ordering::Relaxed);
-                seg.tombstones.fetch_sub(1, Ordering::Relaxed);
-                continue;
-            }
-            let mut buf = Vec::with_capacity(len);
-            record::encode(&mut buf, &key, &rec);
-            let new = self.append_bytes(&key, &buf, &rec)?;
-            self.index_insert(&mut shard, &key, new);
+        if let Some(e) = failed {
+            return Err(e);
         }
         // Make the copies durable before the originals go.
         let active = self.lock_log().active.clone();

@@ -75,7 +75,42 @@ impl Store {
 
     /// Keys with a value not expired at `now` (unix seconds).
     pub fn items(&self, now: u32) -> u64 {
+        let (values, expiring) = self.value_counts();
+        if expiring == 0 {
+            // Nothing can have expired: the segments' counts are the answer, and
+            // a `stats` poll costs no walk of the index.
+            return values;
+        }
         self.items_since(0, now)
+    }
+
+    /// Values the index holds, and those of them with an expiry time, summed over
+    /// the segments' counts.
+    pub fn value_counts(&self) -> (u64, u64) {
+        let segments = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segments.values().fold((0, 0), |(v, e), s| {
+            (
+                v + s.values.load(Ordering::Relaxed),
+                e + s.expiring.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Indexed tombstones and erases, summed over the segments' counts.
+    pub(super) fn tombstone_count(&self) -> u64 {
+        let segments = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segments
+            .values()
+            .map(|s| s.tombstones.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Keys with a value stamped at or after `clock` and not expired at `now`: the

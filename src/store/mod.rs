@@ -208,16 +208,43 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>> {
         // Compaction may move the record and delete its segment between the index
         // lookup and the read; the second lookup then finds the new location.
-        for _ in 0..READ_RETRIES {
-            let loc = match self.read_shard(self.shard(key)).get(key) {
-                Some(l) => l,
-                None => return Ok(None),
-            };
-            if loc.kind == Kind::Erase as u8 {
-                return Ok(None);
-            }
-            if self.segment(loc.segment).is_some() {
-                return self.read_at(key, loc).map(Some);
+        'moved: for _ in 0..READ_RETRIES {
+            // The record holds its key: the index is asked by hash tag only, and the
+            // record read says whether it is this key's (see `Index::get_by_tag`).
+            for skip in 0.. {
+                let loc = match self.read_shard(self.shard(key)).get_by_tag(key, skip) {
+                    Some(l) if l.kind == Kind::Erase as u8 => {
+                        // Whose erase it is needs the key: ask the index whole.
+                        match self.read_shard(self.shard(key)).get(key) {
+                            Some(l) if l.kind != Kind::Erase as u8 => l,
+                            _ => return Ok(None),
+                        }
+                    }
+                    Some(l) => l,
+                    None => return Ok(None),
+                };
+                if self.segment(loc.segment).is_none() {
+                    continue 'moved;
+                }
+                match self.read_at(key, loc) {
+                    Ok(Some(rec)) => return Ok(Some(rec)),
+                    Ok(None) => continue, // another key of the same tag
+                    // A damaged record, or a segment compacted away meanwhile: the
+                    // index asked whole says where this key's record is now.
+                    Err(e) => {
+                        let own = match self.read_shard(self.shard(key)).get(key) {
+                            Some(own) if own.kind != Kind::Erase as u8 => own,
+                            _ => return Ok(None),
+                        };
+                        if (own.segment, own.offset) == (loc.segment, loc.offset) {
+                            return Err(e);
+                        }
+                        if let Ok(Some(rec)) = self.read_at(key, own) {
+                            return Ok(Some(rec));
+                        }
+                        continue 'moved;
+                    }
+                }
             }
         }
         Err(Error::Io(format!(
@@ -235,19 +262,16 @@ impl Store {
         }
     }
 
-    fn read_at(&self, key: &[u8], loc: Loc) -> Result<Record> {
+    /// The record at `loc` if it is `key`'s; None if it holds another key.
+    fn read_at(&self, key: &[u8], loc: Loc) -> Result<Option<Record>> {
         let seg = self.segment(loc.segment).ok_or_else(|| {
             Error::Corrupt(format!("segment {} of a key is missing", loc.segment))
         })?;
         let mut buf = Vec::new();
         let bytes = seg.bytes_at(loc.offset, loc.len, &mut buf)?;
         match record::decode(bytes) {
-            Ok((k, rec, _)) if k == key => Ok(rec),
-            Ok(_) => Err(Error::Corrupt(format!(
-                "{} offset {}: record holds another key",
-                seg.path.display(),
-                loc.offset
-            ))),
+            Ok((k, rec, _)) if k == key => Ok(Some(rec)),
+            Ok(_) => Ok(None),
             Err(why) => {
                 log::error!(
                     "{} offset {}: damaged record ({why:?}); not served",
@@ -361,7 +385,15 @@ impl Store {
                 Kind::from_u8(loc.kind).map(|k| Record::header(k, loc.clock, loc.exptime))
             }
             Some(loc) => match self.read_at(key, loc) {
-                Ok(r) => Some(r),
+                Ok(Some(r)) => Some(r),
+                Ok(None) => {
+                    log::error!(
+                        "segment {} offset {}: the record of a key holds another key; the key is written as if absent, superseding it",
+                        loc.segment,
+                        loc.offset
+                    );
+                    None
+                }
                 Err(Error::Corrupt(why)) => {
                     log::error!("{why}; the key is written as if absent, superseding it");
                     None
@@ -411,21 +443,13 @@ impl Store {
 
     /// Points the index at `loc` and moves the byte accounting.
     fn index_insert(&self, shard: &mut Index, key: &[u8], loc: Loc) {
-        let is_tomb = |k: u8| k != Kind::Value as u8;
         if let Some(old) = shard.insert(key, loc) {
             if let Some(s) = self.segment(old.segment) {
-                s.live.fetch_sub(old.len as u64, Ordering::Relaxed);
-                s.dead.fetch_add(old.len as u64, Ordering::Relaxed);
-                if is_tomb(old.kind) {
-                    s.tombstones.fetch_sub(1, Ordering::Relaxed);
-                }
+                s.unindexed(&old);
             }
         }
         if let Some(s) = self.segment(loc.segment) {
-            s.live.fetch_add(loc.len as u64, Ordering::Relaxed);
-            if is_tomb(loc.kind) {
-                s.tombstones.fetch_add(1, Ordering::Relaxed);
-            }
+            s.indexed(&loc);
         }
     }
 
@@ -488,14 +512,16 @@ impl Store {
     /// Drops every record (a store too stale to serve, see the server's re-sync):
     /// an erase record per key, so the store reopens empty. Returns how many.
     pub fn erase_all(&self) -> Result<u64> {
-        let mut n = 0;
-        for item in self.snapshot() {
-            let Ok((key, rec)) = item else { continue };
-            if self.erase(&key, rec.clock)? {
-                n += 1;
+        let (mut n, mut failed) = (0, None);
+        self.for_each_key(|key, clock| {
+            if failed.is_none() {
+                match self.erase(key, clock) {
+                    Ok(erased) => n += u64::from(erased),
+                    Err(e) => failed = Some(e),
+                }
             }
-        }
-        Ok(n)
+        });
+        failed.map_or(Ok(n), Err)
     }
 
     /// Flushes and releases the store (also done when the last handle drops).

@@ -7,7 +7,7 @@ use super::lock::take_lock;
 use super::map::Map;
 use super::record;
 use super::segment::{create_segment, growing_map_bytes, resync, segment_path, Segment};
-use super::{shard_of, Inner, Kind, Log, OpenReport, Options, Store, SyncPolicy, SHARDS};
+use super::{shard_of, Inner, Log, OpenReport, Options, Store, SyncPolicy, SHARDS};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -72,6 +72,8 @@ impl Store {
                 live: AtomicU64::new(0),
                 dead: AtomicU64::new(0),
                 tombstones: AtomicU64::new(0),
+                values: AtomicU64::new(0),
+                expiring: AtomicU64::new(0),
                 len: AtomicU64::new(0),
             });
             let mut hint = Vec::new();
@@ -249,7 +251,6 @@ fn apply_loc(
     let mut shard = shards[shard_of(key)]
         .write()
         .unwrap_or_else(|p| p.into_inner());
-    let is_tomb = |k: u8| k != Kind::Value as u8;
     if let Some(old) = shard.insert(key, loc) {
         let s = if old.segment == seg.id {
             Some(seg)
@@ -257,15 +258,8 @@ fn apply_loc(
             segments.get(&old.segment)
         };
         if let Some(s) = s {
-            s.live.fetch_sub(old.len as u64, Ordering::Relaxed);
-            s.dead.fetch_add(old.len as u64, Ordering::Relaxed);
-            if is_tomb(old.kind) {
-                s.tombstones.fetch_sub(1, Ordering::Relaxed);
-            }
+            s.unindexed(&old);
         }
     }
-    seg.live.fetch_add(loc.len as u64, Ordering::Relaxed);
-    if is_tomb(loc.kind) {
-        seg.tombstones.fetch_add(1, Ordering::Relaxed);
-    }
+    seg.indexed(&loc);
 }

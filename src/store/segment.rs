@@ -23,6 +23,10 @@ pub(super) struct Segment {
     pub(super) dead: AtomicU64,
     /// Indexed tombstones and erases in this segment.
     pub(super) tombstones: AtomicU64,
+    /// Indexed values in this segment, and those of them with an expiry time: the
+    /// store's item count is their sum, without a walk of the index.
+    pub(super) values: AtomicU64,
+    pub(super) expiring: AtomicU64,
     /// Bytes written (for the active segment, grows).
     pub(super) len: AtomicU64,
     /// The file mapped for reading, and for appending to the active segment (see
@@ -37,6 +41,30 @@ pub(super) struct Segment {
 }
 
 impl Segment {
+    /// The index now points at `loc`, a record of this segment.
+    pub(super) fn indexed(&self, loc: &Loc) {
+        self.live.fetch_add(loc.len as u64, Ordering::Relaxed);
+        self.count(loc, 1u64);
+    }
+
+    /// The index no longer points at `loc`, a record of this segment.
+    pub(super) fn unindexed(&self, loc: &Loc) {
+        self.live.fetch_sub(loc.len as u64, Ordering::Relaxed);
+        self.dead.fetch_add(loc.len as u64, Ordering::Relaxed);
+        self.count(loc, u64::MAX); // minus one, wrapping
+    }
+
+    fn count(&self, loc: &Loc, one: u64) {
+        if loc.kind != record::Kind::Value as u8 {
+            self.tombstones.fetch_add(one, Ordering::Relaxed);
+            return;
+        }
+        self.values.fetch_add(one, Ordering::Relaxed);
+        if loc.exptime != 0 {
+            self.expiring.fetch_add(one, Ordering::Relaxed);
+        }
+    }
+
     /// The `len` bytes at `offset` of a record the index points to: from the map
     /// where they lie inside it, else read into `buf`.
     pub(super) fn bytes_at<'a>(
@@ -170,6 +198,8 @@ pub(super) fn create_segment(dir: &Path, id: u32, map_bytes: usize) -> Result<Ar
         live: AtomicU64::new(0),
         dead: AtomicU64::new(0),
         tombstones: AtomicU64::new(0),
+        values: AtomicU64::new(0),
+        expiring: AtomicU64::new(0),
         len: AtomicU64::new(0),
     }))
 }
@@ -287,25 +317,27 @@ impl Store {
         }
     }
 
-    /// Reads every intact record of a sealed segment in order.
+    /// Reads every intact record of a sealed segment in order: its offset, key,
+    /// record, and the bytes it takes in the segment.
     pub(super) fn for_each_record(
         &self,
         seg: &Segment,
-        mut f: impl FnMut(usize, &[u8], Record, usize),
+        mut f: impl FnMut(usize, &[u8], Record, &[u8]),
     ) -> Result<()> {
         let len = seg.len.load(Ordering::Relaxed) as usize;
-        let mut data = vec![0u8; len];
-        seg.file
-            .read_exact_at(&mut data, 0)
-            .map_err(|e| io_err(format!("read {}", seg.path.display()), e))?;
+        // Through the segment's map: the bytes stay in the page cache, and a
+        // segment of any size costs no memory of the process's own. (Only where
+        // the system refused the map are they read into a buffer.)
+        let mut buf = Vec::new();
+        let data = seg.bytes_at(0, len as u32, &mut buf)?;
         let mut off = 0;
         while off < len {
             match record::decode(&data[off..]) {
                 Ok((key, rec, n)) => {
-                    f(off, key, rec, n);
+                    f(off, key, rec, &data[off..off + n]);
                     off += n;
                 }
-                Err(_) => match resync(&data, off + 1) {
+                Err(_) => match resync(data, off + 1) {
                     Some(next) => off = next,
                     None => break,
                 },

@@ -45,6 +45,29 @@ impl Store {
         }
     }
 
+    /// Calls `f` with every key and the clock of its record, tombstones included,
+    /// erased keys not: what a replace's delete phase decides on, read from the
+    /// index alone. A shard's keys are copied under its read lock and `f` runs
+    /// after, so a writer waits no longer than that copy.
+    pub fn for_each_key(&self, mut f: impl FnMut(&[u8], u64)) {
+        let (mut keys, mut ends) = (Vec::new(), Vec::new());
+        for shard in &self.inner.shards {
+            keys.clear();
+            ends.clear();
+            self.read_shard(shard).for_each(|key, loc| {
+                if loc.kind != Kind::Erase as u8 {
+                    keys.extend_from_slice(key);
+                    ends.push((keys.len(), loc.clock));
+                }
+            });
+            let mut start = 0;
+            for &(end, clock) in &ends {
+                f(&keys[start..end], clock);
+                start = end;
+            }
+        }
+    }
+
     /// Writes a consistent copy of the store to `PATH-<suffix>` while it keeps
     /// serving: the active segment is sealed, then every segment and hint is hard
     /// linked (they are immutable from then on) into a temporary directory that is

@@ -163,6 +163,87 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A `kumo local` cluster of three servers on free ports, its stores under `dir`.
+pub struct Local {
+    pub text: SocketAddr,
+    args: Vec<String>,
+}
+
+impl Local {
+    pub fn new(dir: &Path) -> Local {
+        let text = local(free_port());
+        let manager = local(free_port());
+        // Servers take consecutive ports from -l, and each its port plus 100: find a
+        // free run of four.
+        let base = loop {
+            let p = free_port();
+            if p < 60000
+                && (0..4).all(|i| {
+                    std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()
+                        && std::net::TcpListener::bind(("127.0.0.1", p + i + 100)).is_ok()
+                })
+            {
+                break p;
+            }
+        };
+        let args = vec![
+            "local".to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "-t".into(),
+            text.to_string(),
+            "-m".into(),
+            manager.to_string(),
+            "-l".into(),
+            local(base).to_string(),
+        ];
+        Local { text, args }
+    }
+
+    /// Starts it and returns once it says it is ready.
+    pub fn start(&self) -> LocalRun {
+        use std::io::BufRead;
+        let mut child = Command::new(kumo_bin())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let run = LocalRun(Some(child));
+        assert!(first.starts_with("kumo local: ready. 3 servers"), "{first}");
+        run
+    }
+
+    /// Stops it as Ctrl-C does, and checks that it stopped cleanly.
+    pub fn stop(&self, mut run: LocalRun) {
+        let status = run.interrupt().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+/// A running `kumo local`, interrupted (so that it stops its children) if a test
+/// fails while it runs.
+pub struct LocalRun(Option<Child>);
+
+impl LocalRun {
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.0.take()?;
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        child.wait().ok()
+    }
+}
+
+impl Drop for LocalRun {
+    fn drop(&mut self) {
+        self.interrupt();
+    }
+}
+
 /// Calls one RPC method on `addr`, connecting afresh.
 pub fn rpc(addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, String> {
     let mut c = BlockingClient::connect(addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;

@@ -51,12 +51,44 @@ impl BlockingClient {
         method: &str,
         params: &[Value],
     ) -> Result<Value, String> {
-        use std::io::{Read, Write};
         let mut frame = Vec::new();
         rpc::encode_request(&mut frame, msgid, method, params);
+        self.send_frame(&frame)?;
+        self.wait(msgid)
+    }
+
+    /// Sends a request whose last param is an array of `count` items already
+    /// encoded in `items`, and returns its msgid without waiting: a caller keeps
+    /// the next request in flight while this one is handled, and then [`wait`]s.
+    ///
+    /// [`wait`]: BlockingClient::wait
+    pub fn send_with_items(
+        &mut self,
+        method: &str,
+        params: &[Value],
+        count: usize,
+        items: &[u8],
+    ) -> Result<u32, String> {
+        let msgid = self.next_msgid;
+        self.next_msgid = self.next_msgid.wrapping_add(1).max(1);
+        let mut frame = Vec::with_capacity(items.len() + 64);
+        rpc::encode_request_with_items(&mut frame, msgid, method, params, count, items);
+        self.send_frame(&frame)?;
+        Ok(msgid)
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> Result<(), String> {
+        use std::io::Write;
         self.stream
-            .write_all(&frame)
-            .map_err(|e| format!("send failed: {e}"))?;
+            .write_all(frame)
+            .map_err(|e| format!("send failed: {e}"))
+    }
+
+    /// Waits for the answer to the request `msgid`. Answers to earlier requests
+    /// that are still arriving, and requests (a manager pushing a hash space), are
+    /// skipped.
+    pub fn wait(&mut self, msgid: u32) -> Result<Value, String> {
+        use std::io::Read;
         let deadline = Instant::now() + self.timeout;
         loop {
             match rpc::decode(&self.buf).map_err(|e| e.to_string())? {

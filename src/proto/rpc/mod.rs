@@ -17,6 +17,7 @@
 //! [`FRAME_SIZE_MAX`] bytes is refused before anything of that size is allocated.
 //! Only a complete, bounded frame is handed to rmpv.
 
+use super::msgpack::{write_array_len, write_bin_len, write_str, write_uint, write_value};
 use rmpv::Value;
 
 mod read;
@@ -176,6 +177,29 @@ pub fn encode_request_with_tail(
     );
 }
 
+/// Appends the encoding of a request whose params end with one more: an array of
+/// `count` items already encoded, back to back, in `items`. A replace's batch is
+/// encoded record by record as the store is read, never built as a tree of Values.
+pub fn encode_request_with_items(
+    out: &mut Vec<u8>,
+    msgid: u32,
+    method: &str,
+    params: &[Value],
+    count: usize,
+    items: &[u8],
+) {
+    write_array_len(out, 4);
+    write_uint(out, TYPE_REQUEST);
+    write_uint(out, msgid as u64);
+    write_str(out, method);
+    write_array_len(out, params.len() + 1);
+    for p in params {
+        write_value(out, p);
+    }
+    write_array_len(out, count);
+    out.extend_from_slice(items);
+}
+
 /// Appends the encoding of a notification to `out`.
 pub fn encode_notify(out: &mut Vec<u8>, method: &str, params: &[Value]) {
     encode_parts(out, TYPE_NOTIFY, None, method, params, None);
@@ -216,79 +240,6 @@ fn encode_parts(
     if let Some(n) = tail_len {
         write_bin_len(out, n);
     }
-}
-
-fn write_bin_len(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=0xff => out.extend_from_slice(&[0xc4, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xc5);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xc6);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-}
-
-// The envelope is written field by field, so that params (a value of up to 64 MiB)
-// are encoded in place rather than copied into one Value first. msgpack's headers,
-// in their shortest form as every encoder writes them:
-
-fn write_array_len(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=15 => out.push(0x90 | n as u8),
-        16..=0xffff => {
-            out.push(0xdc);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdd);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-}
-
-fn write_uint(out: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=0x7f => out.push(n as u8),
-        0x80..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xcd);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0xce);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xcf);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let n = s.len();
-    match n {
-        0..=31 => out.push(0xa0 | n as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn write_value(out: &mut Vec<u8>, v: &Value) {
-    // Writing to a Vec cannot fail; the expect documents that, it never fires.
-    rmpv::encode::write_value(out, v).expect("Vec write");
 }
 
 /// Encodes any message; used by tests and tools that build frames by value.

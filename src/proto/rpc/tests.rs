@@ -1,47 +1,5 @@
 //! The framing checked against rmpv and at its limits.
 
-/// The hand-written headers are the ones rmpv writes for the same values, at
-/// every size boundary.
-#[test]
-fn headers_match_rmpv_at_every_boundary() {
-    use super::{write_array_len, write_str, write_uint};
-    use rmpv::Value;
-    let by_rmpv = |v: &Value| {
-        let mut b = Vec::new();
-        rmpv::encode::write_value(&mut b, v).unwrap();
-        b
-    };
-    for n in [
-        0u64,
-        1,
-        0x7f,
-        0x80,
-        0xff,
-        0x100,
-        0xffff,
-        0x1_0000,
-        0xffff_ffff,
-        0x1_0000_0000,
-        u64::MAX,
-    ] {
-        let mut b = Vec::new();
-        write_uint(&mut b, n);
-        assert_eq!(b, by_rmpv(&Value::from(n)), "uint {n}");
-    }
-    for n in [0usize, 15, 16, 0xffff, 0x1_0000] {
-        let mut b = Vec::new();
-        write_array_len(&mut b, n);
-        let full = by_rmpv(&Value::Array(vec![Value::Nil; n]));
-        assert_eq!(b, full[..full.len() - n], "array of {n}");
-    }
-    for len in [0usize, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000] {
-        let s = "y".repeat(len);
-        let mut b = Vec::new();
-        write_str(&mut b, &s);
-        assert_eq!(b, by_rmpv(&Value::from(s.as_str())), "str of {len}");
-    }
-}
-
 /// A request whose last parameter is sent after its header decodes as the
 /// same request encoded whole, at every binary size boundary.
 #[test]
@@ -359,4 +317,26 @@ fn a_discarded_frame_is_skipped_and_the_next_one_read() {
         }
     );
     assert!(at == wire.len() && first < at);
+}
+
+/// A request with pre-encoded items is the request with those items as a Value.
+#[test]
+fn a_request_with_items_encodes_as_one_with_an_array_param() {
+    use super::{encode_request, encode_request_with_items};
+    use rmpv::Value;
+    for count in [0usize, 1, 15, 16, 70_000] {
+        let items: Vec<Value> = (0..count as u64).map(Value::from).collect();
+        let mut encoded = Vec::new();
+        for v in &items {
+            rmpv::encode::write_value(&mut encoded, v).unwrap();
+        }
+        let head = [Value::from(7u64), Value::from("id")];
+        let mut got = Vec::new();
+        encode_request_with_items(&mut got, 42, "ReplacePush", &head, count, &encoded);
+        let mut params = head.to_vec();
+        params.push(Value::Array(items));
+        let mut want = Vec::new();
+        encode_request(&mut want, 42, "ReplacePush", &params);
+        assert_eq!(got, want, "{count} items");
+    }
 }

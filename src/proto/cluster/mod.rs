@@ -38,7 +38,7 @@
 
 use crate::cluster::hash_space::{decode_addr, encode_addr, HashSpace};
 use crate::cluster::write::{Meta, Op, Outcome, Write};
-use crate::record::{Kind, Marks, Record};
+use crate::record::Record;
 use rmpv::Value;
 use std::net::SocketAddr;
 
@@ -104,62 +104,15 @@ fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
     }
 }
 
+mod record;
+pub use record::{
+    encode_push_entry, encode_record, record_from_value, record_into_value, record_take,
+    record_to_value,
+};
+
 /// The counter every cluster message starts with.
 pub fn clk(params: &[Value]) -> Option<u32> {
     params.first().and_then(Value::as_u64).map(|c| c as u32)
-}
-
-pub fn record_to_value(r: &Record) -> Value {
-    let mut a = vec![
-        Value::from(r.kind as u8),
-        Value::from(r.clock),
-        Value::from(r.flags),
-        Value::from(r.exptime),
-        Value::Binary(r.data.clone()),
-    ];
-    // The meta marks are rare; a record without them stays five elements.
-    if r.marks != Marks::default() {
-        a.push(Value::from(r.marks.to_bits()));
-    }
-    Value::Array(a)
-}
-
-pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
-    record_take(v.clone())
-}
-
-/// [`record_from_value`], taking the value's bytes rather than copying them: a
-/// gateway hands them on to its client as they came.
-pub fn record_take(v: Value) -> Result<Record, Bad> {
-    let Value::Array(mut a) = v else {
-        return Err(bad("record"));
-    };
-    let data = match a.get_mut(4) {
-        Some(Value::Binary(b)) => std::mem::take(b),
-        Some(Value::String(s)) => s.as_bytes().to_vec(),
-        _ => return Err(bad("data")),
-    };
-    let kind = match uint(a.first(), "record kind")? {
-        1 => Kind::Value,
-        2 => Kind::Tombstone,
-        _ => return Err(bad("record kind")),
-    };
-    let flags = uint(a.get(2), "flags")?;
-    let exptime = uint(a.get(3), "exptime")?;
-    Ok(Record {
-        kind,
-        clock: uint(a.get(1), "clock")?,
-        flags: u32::try_from(flags).map_err(|_| bad("flags"))?,
-        exptime: u32::try_from(exptime).map_err(|_| bad("exptime"))?,
-        data,
-        marks: match a.get(5) {
-            None => Marks::default(),
-            Some(m) => u8::try_from(uint(Some(m), "marks")?)
-                .ok()
-                .and_then(Marks::from_bits)
-                .ok_or_else(|| bad("marks"))?,
-        },
-    })
 }
 
 /// A pair of hash spaces, `[whs, rhs]`.
@@ -236,7 +189,13 @@ impl WriteRequest {
         ]
     }
 
-    pub fn from_params(p: &[Value]) -> Result<WriteRequest, Bad> {
+    /// Decodes a write, taking its value out of the params rather than copying it.
+    pub fn from_params(p: &mut [Value]) -> Result<WriteRequest, Bad> {
+        let data = match p.get_mut(8) {
+            Some(Value::Binary(b)) => std::mem::take(b),
+            Some(Value::String(s)) => s.as_bytes().to_vec(),
+            _ => return Err(bad("data")),
+        };
         let op = Op::decode(uint(p.get(1), "op")?, uint(p.get(2), "op argument")?)
             .ok_or_else(|| bad("op"))?;
         Ok(WriteRequest {
@@ -245,7 +204,7 @@ impl WriteRequest {
                 op,
                 flags: u32::try_from(uint(p.get(3), "flags")?).map_err(|_| bad("flags"))?,
                 exptime: u32::try_from(uint(p.get(4), "exptime")?).map_err(|_| bad("exptime"))?,
-                data: std::sync::Arc::new(bytes(p.get(8), "data")?.to_vec()),
+                data: std::sync::Arc::new(data),
                 meta: meta_from_value(p.get(7))?,
             },
             no_wait: p
@@ -466,13 +425,16 @@ mod tests {
             no_wait: true,
             budget_ms: Some(800),
         };
-        assert_eq!(WriteRequest::from_params(&req.to_params()), Ok(req.clone()));
+        assert_eq!(
+            WriteRequest::from_params(&mut req.to_params()),
+            Ok(req.clone())
+        );
         let unbounded = WriteRequest {
             budget_ms: None,
             ..req
         };
         assert_eq!(
-            WriteRequest::from_params(&unbounded.to_params()),
+            WriteRequest::from_params(&mut unbounded.to_params()),
             Ok(unbounded.clone())
         );
         let mut with_meta = unbounded;
@@ -487,7 +449,7 @@ mod tests {
             key_binary: true,
         };
         assert_eq!(
-            WriteRequest::from_params(&with_meta.to_params()),
+            WriteRequest::from_params(&mut with_meta.to_params()),
             Ok(with_meta)
         );
         let mut r = Record::value(9, 1, 2, b"x".to_vec());
@@ -508,7 +470,7 @@ mod tests {
             outcome_from_value(&outcome_to_value(Outcome::Number(3), 8, None)),
             Ok((Outcome::Number(3), 8, None))
         );
-        assert!(WriteRequest::from_params(&[Value::from(1)]).is_err());
+        assert!(WriteRequest::from_params(&mut [Value::from(1)]).is_err());
         assert!(record_from_value(&Value::Array(vec![Value::from(3)])).is_err());
     }
 
