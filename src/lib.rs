@@ -17,7 +17,7 @@
 //! | I/O shell  | [`net`]                  | event loops, thread pools, timers, msgpack-rpc |
 //! | pure logic | [`proto`], [`cluster`]   | wire formats, ClockTime, placement, write semantics, membership, replace steps |
 //! | storage    | [`store`]                | append-only segments, index, compaction        |
-//! | leaves     | [`record`], [`time`], [`fs`], [`sizes`] | the record every layer shares, the clock, crash-safe file writes, size syntax |
+//! | leaves     | [`record`], [`time`], [`fs`], [`sizes`], [`keyhash`] | the record every layer shares, the clock, crash-safe file writes, size syntax, the in-memory key hash |
 //!
 //! A memcached request arrives at the gateway ([`gateway::text`]), is parsed by
 //! [`proto::memtext`], waits its turn in the connection's pipeline, and is routed
@@ -42,6 +42,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod fs;
 pub mod gateway;
+pub mod keyhash;
 pub mod local;
 pub mod manager;
 pub mod net;

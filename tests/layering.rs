@@ -19,10 +19,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("time", &[]),
     ("fs", &[]),
     ("sizes", &[]),
+    ("keyhash", &[]),
     // Pure logic and storage: no sockets, no process, no roles.
     ("cluster", &["record"]),
     ("proto", &["cluster", "record"]),
-    ("store", &["fs", "record", "sizes"]),
+    ("store", &["fs", "keyhash", "record", "sizes"]),
     // The option library (it knows no role) and the I/O shell.
     ("cli", &["sizes"]),
     ("net", &["proto"]),
@@ -40,7 +41,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "gateway",
-        &["cli", "cluster", "daemon", "net", "proto", "record", "time"],
+        &[
+            "cli", "cluster", "daemon", "keyhash", "net", "proto", "record", "time",
+        ],
     ),
     (
         "tools",

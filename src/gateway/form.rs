@@ -3,9 +3,13 @@
 //! request came in, which the codecs of `proto/` turn into bytes.
 
 use crate::cluster::write::{Op, Outcome};
-use crate::net::chain::{Chain, Shared};
+use crate::net::chain::{Chain, Shared, SHARE_MIN_BYTES};
 use crate::proto::membin::{self, Status, To};
 use crate::proto::memtext;
+
+/// Room for the longest outcome line a text write answers, so it takes one
+/// allocation.
+const OUTCOME_LINE_CAPACITY: usize = 64;
 
 /// The protocol an answer goes out in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +37,14 @@ impl Form {
     pub fn write(&self, op: Op, r: Result<(Outcome, u64), &str>) -> Vec<u8> {
         match *self {
             Form::Text { silent: true } => Vec::new(),
-            Form::Text { silent: false } => {
-                let mut b = match r {
-                    Ok((o, _)) => memtext::outcome_reply(o),
-                    Err(e) => format!("SERVER_ERROR {e}").into_bytes(),
-                };
-                b.extend_from_slice(b"\r\n");
-                b
-            }
+            Form::Text { silent: false } => match r {
+                Ok((o, _)) => {
+                    let mut b = Vec::with_capacity(OUTCOME_LINE_CAPACITY);
+                    memtext::push_outcome_line(&mut b, o);
+                    b
+                }
+                Err(e) => format!("SERVER_ERROR {e}\r\n").into_bytes(),
+            },
             Form::Binary { to, .. } => {
                 let (o, cas) = match r {
                     Ok(a) => a,
@@ -80,12 +84,24 @@ impl Form {
         let mut c = Chain::new();
         match *self {
             Form::Text { .. } => {
-                c.bytes(&memtext::value_head(
+                // One buffer for the line, a short value and its end; a long
+                // value goes by reference between them.
+                let inline = if data.len() < SHARE_MIN_BYTES {
+                    data.len()
+                } else {
+                    0
+                };
+                let mut head = Vec::with_capacity(
+                    memtext::VALUE_HEAD_MAX + key.len() + inline + memtext::VALUE_END.len(),
+                );
+                memtext::push_value_head(
+                    &mut head,
                     key,
                     flags,
                     data.len(),
                     with_cas.then_some(cas),
-                ));
+                );
+                c.own(head);
                 c.shared(data);
                 c.bytes(memtext::VALUE_END);
             }

@@ -10,11 +10,13 @@ use super::form::Form;
 use super::stats::DetailOp;
 use super::{Gateway, WriteDone};
 use crate::cluster::write::{Op, Outcome, Write};
+use crate::keyhash;
 use crate::net::chain::Chain;
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::StatsGroup;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -162,9 +164,11 @@ pub(super) enum Job {
 }
 
 /// What a job reads or writes: the keys it must not overtake, or be overtaken on;
-/// a barrier touches every key.
+/// a barrier touches every key. Keys are held by their hash ([`keyhash::hash`]):
+/// two keys of one connection that share it only make one wait for the other,
+/// which is never wrong, and no key is copied to be remembered.
 pub(super) struct Footprint {
-    pub keys: Vec<Vec<u8>>,
+    pub keys: Vec<u64>,
     pub write: bool,
     pub barrier: bool,
 }
@@ -173,11 +177,7 @@ impl Job {
     fn footprint(&self) -> Footprint {
         match self {
             Job::Get(run) => Footprint::get(run),
-            Job::Write { key, .. } => Footprint {
-                keys: vec![key.clone()],
-                write: true,
-                barrier: false,
-            },
+            Job::Write { key, .. } => Footprint::write(key),
             Job::Stats { .. } => Footprint::none(),
             Job::Flush { .. } => Footprint {
                 keys: Vec::new(),
@@ -189,8 +189,26 @@ impl Job {
     }
 }
 
-/// Reads and writes per key.
-type KeyUse = HashMap<Vec<u8>, (u32, u32)>;
+/// Reads and writes per key hash.
+type KeyUse = HashMap<u64, (u32, u32), BuildHasherDefault<AlreadyHashed>>;
+
+/// The hasher of a table whose keys are hashes already.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
+}
 
 /// Whether `f` must wait for the accesses in `uses`: a read waits for writes of
 /// its keys, a write for any access of its key.
@@ -203,7 +221,7 @@ fn clashes(uses: &KeyUse, f: &Footprint) -> bool {
 
 fn add_use(uses: &mut KeyUse, f: &Footprint) {
     for k in &f.keys {
-        let e = uses.entry(k.clone()).or_default();
+        let e = uses.entry(*k).or_default();
         if f.write {
             e.1 += 1
         } else {
@@ -216,7 +234,7 @@ impl Footprint {
     /// A get run's: its keys, written too if it is a gat.
     pub(super) fn get(run: &GetRun) -> Footprint {
         Footprint {
-            keys: run.keys.iter().map(|k| (**k).clone()).collect(),
+            keys: run.keys.iter().map(|k| keyhash::hash(k)).collect(),
             write: run.touch.is_some(),
             barrier: false,
         }
@@ -225,8 +243,17 @@ impl Footprint {
     /// A meta command's: its one key, read or written.
     pub(super) fn meta(req: &crate::proto::memmeta::Request) -> Footprint {
         Footprint {
-            keys: vec![req.key.clone()],
+            keys: vec![keyhash::hash(&req.key)],
             write: req.may_write(),
+            barrier: false,
+        }
+    }
+
+    /// A write's: its one key.
+    fn write(key: &[u8]) -> Footprint {
+        Footprint {
+            keys: vec![keyhash::hash(key)],
+            write: true,
             barrier: false,
         }
     }
@@ -381,7 +408,7 @@ impl Pipeline {
         {
             let mut r = self.lock();
             r.release(&f);
-            let mut blocked = KeyUse::new();
+            let mut blocked = KeyUse::default();
             let mut keep = VecDeque::new();
             // A waiting barrier holds back everything after it.
             let mut barrier_waits = false;
@@ -425,7 +452,7 @@ impl Pipeline {
 
     /// Runs one write; a silent one (`noreply`) answers nothing.
     fn write(self: &Arc<Self>, key: Vec<u8>, w: Write, place: Place) {
-        let done_key = key.clone();
+        let footprint = Footprint::write(&key);
         let gw = &self.gw;
         gw.detail.record(
             &key,
@@ -482,11 +509,7 @@ impl Pipeline {
                 }
             };
             me.replies.fill(place.seq, Slot::Ready(reply.into()));
-            me.finished(Footprint {
-                keys: vec![done_key],
-                write: true,
-                barrier: false,
-            });
+            me.finished(footprint);
         });
         gw.write(req, done);
     }

@@ -57,6 +57,20 @@ impl Chain {
         }
     }
 
+    /// Owned bytes already in a buffer of their own: kept as they are when they
+    /// begin the chain or follow a shared piece, so building a reply in one
+    /// buffer costs no second copy.
+    pub fn own(&mut self, b: Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
+        self.len += b.len();
+        match self.pieces.last_mut() {
+            Some(Piece::Own(last)) => last.extend_from_slice(&b),
+            _ => self.pieces.push(Piece::Own(b)),
+        }
+    }
+
     /// A value: shared if it is long (see [`SHARE_MIN_BYTES`]), else copied.
     pub fn shared(&mut self, v: &Shared) {
         if v.len() < SHARE_MIN_BYTES {
@@ -69,7 +83,7 @@ impl Chain {
     /// One piece, after what is here.
     pub fn push(&mut self, p: Piece) {
         match p {
-            Piece::Own(b) => self.bytes(&b),
+            Piece::Own(b) => self.own(b),
             Piece::Shared(v) => {
                 self.len += v.len();
                 self.pieces.push(Piece::Shared(v));

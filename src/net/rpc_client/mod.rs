@@ -44,6 +44,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Room for a request's head (method, key and small params) so that encoding it
+/// takes one allocation rather than a growth per field.
+const REQUEST_HEAD_CAPACITY: usize = 128;
 /// A gap between two ticks longer than this means the process did not run.
 const TICK_STALL: Duration = Duration::from_millis(8 * TICK_MS);
 
@@ -372,7 +375,7 @@ impl Peer {
         extra: Extra,
         callback: Callback,
     ) -> u32 {
-        let mut head = Vec::new();
+        let mut head = Vec::with_capacity(REQUEST_HEAD_CAPACITY);
         let mut st = self.lock();
         // After a wrap, skip ids still waiting so no callback is overwritten.
         let mut msgid = st.next_msgid;

@@ -4,7 +4,7 @@
 //! long get's keys, swallow an oversized value) drives it; nothing here touches a
 //! socket. Meta commands on the same connection go on to [`super::memmeta`].
 
-use super::memcache::decimal;
+use super::memcache::{decimal, push_decimal};
 pub use super::memcache::{BAD_CHUNK, KEY_SIZE_MAX, TOO_LARGE};
 use crate::cluster::write::Outcome;
 
@@ -459,47 +459,49 @@ pub fn take_keys(input: &[u8]) -> Result<(Vec<&[u8]>, usize, bool), (&'static st
     Ok((keys, used, nl.is_some()))
 }
 
-/// The reply line (without CRLF) to a storage, delete, incr/decr or touch command.
-pub fn outcome_reply(o: Outcome) -> Vec<u8> {
-    match o {
-        Outcome::Stored => b"STORED".to_vec(),
-        Outcome::NotStored => b"NOT_STORED".to_vec(),
-        Outcome::Exists => b"EXISTS".to_vec(),
-        Outcome::NotFound => b"NOT_FOUND".to_vec(),
-        Outcome::Deleted => b"DELETED".to_vec(),
-        Outcome::Touched => b"TOUCHED".to_vec(),
-        Outcome::Number(n) | Outcome::Made(n) => n.to_string().into_bytes(),
-        // Only meta commands ask for what gives this; a text command never does.
-        Outcome::Fetched { .. } => b"SERVER_ERROR unexpected outcome".to_vec(),
-        Outcome::NonNumeric => {
-            b"CLIENT_ERROR cannot increment or decrement non-numeric value".to_vec()
+/// Appends the reply line, with its CRLF, to a storage, delete, incr/decr or touch
+/// command.
+pub fn push_outcome_line(out: &mut Vec<u8>, o: Outcome) {
+    let line: &[u8] = match o {
+        Outcome::Stored => b"STORED",
+        Outcome::NotStored => b"NOT_STORED",
+        Outcome::Exists => b"EXISTS",
+        Outcome::NotFound => b"NOT_FOUND",
+        Outcome::Deleted => b"DELETED",
+        Outcome::Touched => b"TOUCHED",
+        Outcome::Number(n) | Outcome::Made(n) => {
+            push_decimal(out, n);
+            b""
         }
-    }
+        // Only meta commands ask for what gives this; a text command never does.
+        Outcome::Fetched { .. } => b"SERVER_ERROR unexpected outcome",
+        Outcome::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value",
+    };
+    out.extend_from_slice(line);
+    out.extend_from_slice(b"\r\n");
 }
 
-/// A hit of `get`/`gets`: the VALUE line (with the cas for gets) and the data.
-pub fn value_reply(key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) -> Vec<u8> {
-    let mut b = value_head(key, flags, data.len(), cas);
-    b.extend_from_slice(data);
-    b.extend_from_slice(VALUE_END);
-    b
-}
-
-/// The line before a value of `len` bytes; the value and [`VALUE_END`] follow.
-pub fn value_head(key: &[u8], flags: u32, len: usize, cas: Option<u64>) -> Vec<u8> {
-    let mut b = Vec::with_capacity(key.len() + 48);
-    b.extend_from_slice(b"VALUE ");
-    b.extend_from_slice(key);
-    b.extend_from_slice(format!(" {flags} {len}").as_bytes());
+/// Appends the line before a value of `len` bytes; the value and [`VALUE_END`]
+/// follow.
+pub fn push_value_head(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_decimal(out, flags as u64);
+    out.push(b' ');
+    push_decimal(out, len as u64);
     if let Some(cas) = cas {
-        b.extend_from_slice(format!(" {cas}").as_bytes());
+        out.push(b' ');
+        push_decimal(out, cas);
     }
-    b.extend_from_slice(b"\r\n");
-    b
+    out.extend_from_slice(b"\r\n");
 }
 
 /// What ends a value in a reply.
 pub const VALUE_END: &[u8] = b"\r\n";
+/// The longest VALUE line less its key: "VALUE", three numbers of at most 20
+/// digits, their spaces and the CRLF.
+pub const VALUE_HEAD_MAX: usize = 5 + 3 * 21 + 2;
 
 /// Checks that `data` (at least `bytes + 2` long) holds the value and its CRLF.
 pub fn value_of(data: &[u8], bytes: usize) -> Result<&[u8], &'static str> {
