@@ -223,10 +223,10 @@ impl Store {
                     Some(l) => l,
                     None => return Ok(None),
                 };
-                if self.segment(loc.segment).is_none() {
+                let Some(seg) = self.segment(loc.segment) else {
                     continue 'moved;
-                }
-                match self.read_at(key, loc) {
+                };
+                match read_in(&seg, key, loc) {
                     Ok(Some(rec)) => return Ok(Some(rec)),
                     Ok(None) => continue, // another key of the same tag
                     // A damaged record, or a segment compacted away meanwhile: the
@@ -267,24 +267,7 @@ impl Store {
         let seg = self.segment(loc.segment).ok_or_else(|| {
             Error::Corrupt(format!("segment {} of a key is missing", loc.segment))
         })?;
-        let mut buf = Vec::new();
-        let bytes = seg.bytes_at(loc.offset, loc.len, &mut buf)?;
-        match record::decode(bytes) {
-            Ok((k, rec, _)) if k == key => Ok(Some(rec)),
-            Ok(_) => Ok(None),
-            Err(why) => {
-                log::error!(
-                    "{} offset {}: damaged record ({why:?}); not served",
-                    seg.path.display(),
-                    loc.offset
-                );
-                Err(Error::Corrupt(format!(
-                    "{} offset {}: damaged record",
-                    seg.path.display(),
-                    loc.offset
-                )))
-            }
-        }
+        read_in(&seg, key, loc)
     }
 
     /// Unconditional write (the coordinator's own stamped write).
@@ -555,4 +538,26 @@ pub enum CasOutcome {
     Stored,
     Exists,
     NotFound,
+}
+
+/// The record at `loc` of `seg` if it is `key`'s; None if it holds another key.
+fn read_in(seg: &Segment, key: &[u8], loc: Loc) -> Result<Option<Record>> {
+    let mut buf = Vec::new();
+    let bytes = seg.bytes_at(loc.offset, loc.len, &mut buf)?;
+    match record::decode(bytes) {
+        Ok((k, rec, _)) if k == key => Ok(Some(rec)),
+        Ok(_) => Ok(None),
+        Err(why) => {
+            log::error!(
+                "{} offset {}: damaged record ({why:?}); not served",
+                seg.path.display(),
+                loc.offset
+            );
+            Err(Error::Corrupt(format!(
+                "{} offset {}: damaged record",
+                seg.path.display(),
+                loc.offset
+            )))
+        }
+    }
 }
