@@ -319,6 +319,77 @@ fn kumo_local_serves_and_keeps_its_data() {
     assert!(dir.path().join("server1").is_dir() && dir.path().join("logs/gateway.log").is_file());
 }
 
+/// `kumo local` keeps serving through the loss of a server (kill -9), shows it as
+/// fault, starts it again on its store and attaches it: every acknowledged write
+/// is read back, before, during and after, and every request is answered.
+#[test]
+fn kumo_local_restarts_a_killed_server_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = common::Local::new(dir.path());
+    let child = local.start();
+    let url = format!(
+        "memcache://{}?protocol=ascii&timeout=5&connect_timeout=5",
+        local.text
+    );
+    let client = memcache::Client::connect(url).unwrap();
+    let mut acked: HashMap<String, String> = HashMap::new();
+    for i in 0..200 {
+        let (k, v) = (format!("before-{i}"), value_of(i));
+        client.set(&k, v.as_str(), 0).unwrap();
+        acked.insert(k, v);
+    }
+    let victim = local.servers[1].to_string();
+    let pid = common::pid_running(&["server", "-l", &victim]).expect("server2 runs");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = || run(&["ctl", &local.manager.to_string(), "status"]).1;
+    let line_of = |st: &str| {
+        st.lines()
+            .find(|l| l.contains(&victim))
+            .unwrap_or("")
+            .to_string()
+    };
+    // Through the outage: writes either succeed or fail with an answer (a failed
+    // write leaves its key undefined), and every acknowledged key reads back.
+    let (mut seen_fault, mut back) = (false, false);
+    let started = Instant::now();
+    let mut i = 0;
+    while !back {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "server2 never came back: {}",
+            status()
+        );
+        let (k, v) = (format!("during-{i}"), value_of(i));
+        match client.set(&k, v.as_str(), 0) {
+            Ok(()) => {
+                acked.insert(k, v);
+            }
+            Err(memcache::MemcacheError::ServerError(_)) => {}
+            Err(e) => panic!("write {k}: {e} (no answer in time?)"),
+        }
+        let probe = format!("before-{}", i % 200);
+        let got: Option<String> = client.get(&probe).unwrap();
+        assert_eq!(got.as_ref(), acked.get(&probe), "{probe} during the outage");
+        i += 1;
+        if i % 20 == 0 {
+            let st = status();
+            let line = line_of(&st);
+            seen_fault |= line.contains("fault");
+            back = seen_fault
+                && line.contains("active")
+                && !st.contains("copying")
+                && !st.contains("deleting");
+        }
+    }
+    let again = common::pid_running(&["server", "-l", &victim]).expect("server2 runs again");
+    assert_ne!(again, pid, "a new process");
+    for (k, v) in &acked {
+        let got: Option<String> = client.get(k).unwrap();
+        assert_eq!(got.as_ref(), Some(v), "{k} after the restart");
+    }
+    local.stop(child);
+}
+
 /// A stopped server (SIGSTOP: the kernel still accepts connections for it) is
 /// declared lost by its silence, and reads and writes go on without it.
 #[test]

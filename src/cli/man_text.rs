@@ -482,8 +482,17 @@ serving memcached on \fB\-t\fR, as child processes of the same binary. It attach
 servers, waits until the gateway answers, and prints how to connect. The stores are
 \fIDIR\fR\fB/server1\fR, \fB/server2\fR, ...; each process logs to
 \fIDIR\fR\fB/logs/\fR\fIname\fR\fB.log\fR. SIGINT (Ctrl\-C) or SIGTERM stops every
-child; the data stays, and the next start serves it again. If a child dies, the
-cluster is stopped with a message naming it and its log.
+child; the data stays, and the next start serves it again. If a child dies while
+the cluster starts, the cluster is stopped with a message naming it and its log.
+.PP
+Once the cluster is up, \fBkumo local\fR supervises it, so that it keeps serving
+through the loss of a server, as a real cluster does. A child that dies (for example
+\fBkill \-9\fR of a server) is reported on the terminal and in the log, and is
+started again, a server on its own store, after 5 seconds; a child that dies again
+soon after each start waits twice as long each time, up to 60 seconds. Meanwhile the
+manager marks the server \fBfault\fR (\fBkumoctl status\fR shows it) and the other
+two owners of each of its keys serve them. Once the manager sees the server back,
+\fBkumo local\fR attaches it again, and the replace brings it the writes it missed.
 .PP
 The processes share this host's cores: each server and the gateway runs
 \fIcores\fR / (\fB\-n\fR + 1) worker threads (\fB\-TR\fR), at least one, rather than
@@ -493,6 +502,8 @@ than there are cores.
 .nf
 kumo local
 printf 'set k 0 0 5\\r\\nhello\\r\\nget k\\r\\n' | nc 127.0.0.1 11211
+pkill \-9 \-f 'kumo server \-l 127.0.0.1:19801'   # server2 dies
+kumoctl 127.0.0.1 status                        # server2 fault, then active
 .fi
 "#
         }

@@ -166,6 +166,9 @@ impl Drop for Tmpfs {
 /// A `kumo local` cluster of three servers on free ports, its stores under `dir`.
 pub struct Local {
     pub text: SocketAddr,
+    pub manager: SocketAddr,
+    /// server1, server2, server3.
+    pub servers: Vec<SocketAddr>,
     args: Vec<String>,
 }
 
@@ -197,7 +200,13 @@ impl Local {
             "-l".into(),
             local(base).to_string(),
         ];
-        Local { text, args }
+        let servers = (0..3).map(|i| local(base + i)).collect();
+        Local {
+            text,
+            manager,
+            servers,
+            args,
+        }
     }
 
     /// Starts it and returns once it says it is ready.
@@ -223,6 +232,27 @@ impl Local {
         let status = run.interrupt().unwrap();
         assert!(status.success(), "{status}");
     }
+}
+
+/// The pid of the process on this host whose command line holds every one of
+/// `words` (a child of `kumo local`, found by its role and address).
+pub fn pid_running(words: &[&str]) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if words.iter().all(|w| args.iter().any(|a| a == w)) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// A running `kumo local`, interrupted (so that it stops its children) if a test
