@@ -1,9 +1,89 @@
 //! Process set-up shared by every daemon: logging (`-v`, `-o`), daemonizing (`-d`),
 //! the network settings of the common options, and waiting for a stop signal.
+//! SIGHUP reopens the log files, so that logrotate can move them away.
 
 use crate::cli::Args;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A log file that SIGHUP reopens by its path: after logrotate renames it, the
+/// next line goes to a new file of the old name.
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+/// Every log file of this process, for [`reopen_logs`].
+static LOG_FILES: Mutex<Vec<Arc<LogFile>>> = Mutex::new(Vec::new());
+
+impl LogFile {
+    /// Opens `path` for appending, creating it, and registers it for SIGHUP.
+    pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
+        let log = Arc::new(LogFile {
+            path: path.to_path_buf(),
+            file: Mutex::new(open_append(path)?),
+        });
+        LOG_FILES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log.clone());
+        Ok(log)
+    }
+
+    fn reopen(&self) -> Result<(), String> {
+        let fresh = open_append(&self.path)?;
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Appends `bytes` whole: one record of the log is never split between files.
+    pub fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(bytes)
+    }
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+}
+
+/// Reopens every log file (SIGHUP); says which could not be.
+pub fn reopen_logs() {
+    let logs = LOG_FILES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut failed = Vec::new();
+    for l in &logs {
+        if let Err(e) = l.reopen() {
+            failed.push(e);
+        }
+    }
+    if failed.is_empty() {
+        log::warn!("SIGHUP: {} log file(s) reopened", logs.len());
+    } else {
+        log::error!("SIGHUP: {}; the old file is kept", failed.join("; "));
+    }
+}
+
+/// The text log's target: a [`LogFile`], written a record at a time (env_logger
+/// hands each record over whole).
+struct TextLog(Arc<LogFile>);
+
+impl Write for TextLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Sets up the log as `-v` and `-o` ask. Must run before any thread starts.
 pub fn init_logging(args: &Args) -> Result<(), String> {
@@ -29,13 +109,10 @@ pub fn init_logging(args: &Args) -> Result<(), String> {
                 .write_style(env_logger::WriteStyle::Never);
         }
         Some(p) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
             builder
-                .target(env_logger::Target::Pipe(Box::new(file)))
+                .target(env_logger::Target::Pipe(Box::new(TextLog(LogFile::open(
+                    &p,
+                )?))))
                 .write_style(env_logger::WriteStyle::Never);
         }
     }
@@ -155,9 +232,15 @@ pub fn block_signals() {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and returns its name. SIGHUP is logged and ignored
-/// (it will reopen the binary log once there is one).
+/// Waits for SIGINT or SIGTERM and returns its name. SIGHUP reopens the log files
+/// and waits on.
 pub fn wait_for_stop() -> &'static str {
+    wait_for_stop_with(&|| {})
+}
+
+/// [`wait_for_stop`], calling `on_hangup` after each SIGHUP's reopen (`kumo local`
+/// passes it on to its children).
+pub fn wait_for_stop_with(on_hangup: &dyn Fn()) -> &'static str {
     loop {
         // SAFETY: sigwait on the same set block_signals installed.
         let sig = unsafe {
@@ -173,7 +256,10 @@ pub fn wait_for_stop() -> &'static str {
         match sig {
             libc::SIGINT => return "SIGINT",
             libc::SIGTERM => return "SIGTERM",
-            _ => log::info!("SIGHUP received; nothing to reopen"),
+            _ => {
+                reopen_logs();
+                on_hangup();
+            }
         }
     }
 }

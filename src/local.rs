@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The options of kumo local: the shared groups, and its own.
@@ -210,12 +211,14 @@ fn tell(program: &str, what: &str) {
 /// Keeps the children running until `stop` says the cluster stops: a child that
 /// dies is started again after [`restart_delay`], and a server that was started
 /// again is attached once the manager sees it (it was marked fault meanwhile, and
-/// its keys were served by the other owners).
+/// its keys were served by the other owners). A `hangup` is passed on to every
+/// child.
 fn supervise(
     program: &str,
     kids: &mut [Kid],
     launcher: &Launcher,
     manager: SocketAddr,
+    hangup: &AtomicBool,
     stop: &std::sync::mpsc::Receiver<()>,
 ) {
     // Restarted servers not yet attached: name, address, and whether the manager
@@ -223,6 +226,12 @@ fn supervise(
     // incarnation's, before the manager heard of the restart).
     let mut to_attach: Vec<(String, SocketAddr, bool)> = Vec::new();
     while stop.recv_timeout(SUPERVISE_TICK).is_err() {
+        if hangup.swap(false, Ordering::Relaxed) {
+            for c in kids.iter().filter_map(|k| k.child.as_ref()) {
+                // SAFETY: kill(2) with a pid we spawned and have not reaped.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGHUP) };
+            }
+        }
         let now = Instant::now();
         for k in kids.iter_mut() {
             if let Some(why) = k.exited() {
@@ -495,11 +504,14 @@ pub fn main(args: Args) -> i32 {
     println!("  Ctrl-C stops the cluster; the data stays for the next start.");
     let _ = std::io::stdout().flush();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let hangup = AtomicBool::new(false);
     let sig = std::thread::scope(|scope| {
         let kids_ref = &mut kids;
         let launcher = &launcher;
-        scope.spawn(move || supervise(program, kids_ref, launcher, manager, &rx));
-        let sig = daemon::wait_for_stop();
+        let hangup = &hangup;
+        scope.spawn(move || supervise(program, kids_ref, launcher, manager, hangup, &rx));
+        // The children reopen their logs too (logrotate signals kumo local only).
+        let sig = daemon::wait_for_stop_with(&|| hangup.store(true, Ordering::Relaxed));
         let _ = tx.send(());
         sig
     });

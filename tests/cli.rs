@@ -194,6 +194,139 @@ fn log_file_lines_carry_time_level_module_and_message() {
     assert!(!line.contains('\x1b'), "no colours in a file: {line:?}");
 }
 
+/// logrotate's way: the log is renamed, SIGHUP makes the daemon open a new file of
+/// the old name, and what it logs afterwards goes there, not to the renamed one.
+#[test]
+fn sighup_reopens_the_log_file_after_it_is_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("manager.log");
+    let p = spawn(
+        dir.path(),
+        "mgr",
+        &[
+            "manager",
+            "-o",
+            log.to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    wait_rpc_ready_method(local(port), "GetNodesInfo");
+    let hup = || unsafe { libc::kill(p.pid(), libc::SIGHUP) };
+    hup();
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the first reopen logged",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reopened")
+        },
+    );
+    let rotated = dir.path().join("manager.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    hup();
+    wait_until(std::time::Duration::from_secs(5), "a new log file", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("SIGHUP: 1 log file(s) reopened")
+    });
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(
+        old.matches("reopened").count(),
+        1,
+        "the second reopen went to the new file: {old}"
+    );
+    // Still serving after both.
+    assert!(rpc(local(port), "GetNodesInfo", &[]).is_ok());
+}
+
+/// examples/logrotate/kumo, as logrotate runs it: the log is renamed, the daemon
+/// (found by its name, kumo-manager) is sent SIGHUP, and it logs to a new file.
+#[test]
+fn the_example_logrotate_config_rotates_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("log");
+    std::fs::create_dir(&logs).unwrap();
+    let port = free_port();
+    let log = logs.join("manager.log");
+    let manager = symlinked(dir.path(), "kumo-manager");
+    let child = Command::new(&manager)
+        .args([
+            "-o",
+            log.to_str().unwrap(),
+            "-l",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc {
+        child,
+        log: log.clone(),
+    }; // killed when dropped, even on a failure
+    wait_rpc_ready_method(local(port), "GetNodesInfo");
+    // A first line, so that the log is not empty (the example skips empty logs).
+    unsafe { libc::kill(p.pid(), libc::SIGHUP) };
+    wait_until(std::time::Duration::from_secs(5), "a first line", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reopened")
+    });
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/logrotate/kumo"),
+    )
+    .unwrap();
+    let head = example.lines().find(|l| l.starts_with('/')).unwrap();
+    let conf = dir.path().join("kumo.logrotate");
+    let ours = example.replace(head, &format!("{}/*.log {{", logs.display()));
+    std::fs::write(&conf, ours).unwrap();
+    let state = dir.path().join("state");
+    let (code, out, err) = run(Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(&state)
+        .arg(&conf));
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the daemon to reopen its log",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reopened")
+        },
+    );
+    let rotated = std::fs::read_to_string(logs.join("manager.log.1")).unwrap();
+    assert_eq!(rotated.matches("reopened").count(), 1, "{rotated}");
+}
+
+/// examples/systemd/*.service pass `systemd-analyze verify` (pointed at this
+/// build's binary through the symlink each names).
+#[test]
+fn the_example_systemd_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd");
+    let mut units = Vec::new();
+    for role in ["manager", "server", "gateway", "local"] {
+        let name = format!("kumo-{role}");
+        let link = symlinked(dir.path(), &name);
+        let text = std::fs::read_to_string(examples.join(format!("{name}.service"))).unwrap();
+        let installed = format!("/usr/local/bin/{name}");
+        assert!(text.contains(&installed), "{name}.service runs {installed}");
+        let unit = dir.path().join(format!("{name}.service"));
+        std::fs::write(&unit, text.replace(&installed, link.to_str().unwrap())).unwrap();
+        units.push(unit);
+    }
+    let (code, out, err) = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .args(&units));
+    assert!(code == 0 && err.trim().is_empty(), "{out}{err}");
+}
+
 #[test]
 fn daemon_mode_detaches_and_writes_its_pid() {
     let dir = tempfile::tempdir().unwrap();

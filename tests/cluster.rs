@@ -308,6 +308,15 @@ fn kumo_local_serves_and_keeps_its_data() {
     let child = local.start();
     let client = common::client(local.text);
     client.set("local-key", "kept", 0).unwrap();
+    // logrotate signals kumo local alone: its children reopen their logs too.
+    let log = dir.path().join("logs/server1.log");
+    std::fs::rename(&log, dir.path().join("logs/server1.log.1")).unwrap();
+    unsafe { libc::kill(child.pid(), libc::SIGHUP) };
+    wait_until(Duration::from_secs(10), "server1 to reopen its log", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reopened")
+    });
     local.stop(child);
     let child = local.start();
     let client = common::client(local.text);
@@ -317,6 +326,40 @@ fn kumo_local_serves_and_keeps_its_data() {
     );
     local.stop(child);
     assert!(dir.path().join("server1").is_dir() && dir.path().join("logs/gateway.log").is_file());
+}
+
+/// kumofs's `-F` and `-E` (store flags, store exptime) start kumo's gateway
+/// unchanged, and change nothing: flags and exptimes are always kept.
+#[test]
+fn a_kumofs_gateway_command_line_with_f_and_e_runs_unchanged() {
+    let c = Cluster::start_gateway_with(3, &["-F", "-E"]);
+    let mut s = std::net::TcpStream::connect(c.gateway_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"set kept 4242 0 2\r\nhi\r\nset brief 7 1 2\r\nno\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"STORED\r\nSTORED\r\n") {
+        let mut b = [0u8; 256];
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    s.write_all(b"get kept brief\r\n").unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"END\r\n") {
+        let mut b = [0u8; 256];
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(
+        got,
+        b"VALUE kept 4242 2\r\nhi\r\nEND\r\n",
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 /// `kumo local` keeps serving through the loss of a server (kill -9), shows it as

@@ -9,7 +9,10 @@ cannot be bound), 2 on a usage error (an unknown option, a bad value, a missing
 required option). A usage error names the option and the form it expects.
 .SH SIGNALS
 SIGINT and SIGTERM stop the process cleanly after the store is flushed.
-SIGPIPE is ignored.
+SIGHUP reopens the log file of \fB\-o\fR by its name, so that logrotate can move it
+away: rename the file, then send SIGHUP, and the next line goes to a new file of the
+old name (the reopen itself is logged there). \fBkumo local\fR passes SIGHUP on to its
+children, which reopen theirs. SIGPIPE is ignored.
 .SH LOGGING
 Each log line carries the local time, the level, the module and the message.
 Without \fB\-v\fR only warnings and errors are shown; with it, debug messages too.

@@ -260,6 +260,10 @@ pub fn pid_running(words: &[&str]) -> Option<i32> {
 pub struct LocalRun(Option<Child>);
 
 impl LocalRun {
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
     fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.0.take()?;
         // SAFETY: signals our own child.
