@@ -174,6 +174,18 @@ cannot reach these servers; see PARTITIONS.
 With \fB\-v\fR: \fBnew node\fR \fIaddress\fR when a server first keeps in touch,
 \fBlost node\fR \fIaddress\fR when one is lost, and a line for every change of the
 tables.
+.SH METRICS
+With \fB\-\-metrics\fR \fIADDRESS\fR, \fBGET /metrics\fR answers in the Prometheus text
+format (0.0.4): \fBkumo_manager_servers\fR{state=active|fault|not_attached},
+\fBkumo_manager_full_servers\fR, \fBkumo_manager_auto_replace\fR,
+\fBkumo_manager_replace_phase\fR{phase=none|copying|settling|deleting} and the running
+replace's \fBkumo_manager_replace_servers\fR, \fB_servers_done\fR, \fB_records\fR and
+\fB_bytes\fR.
+.PP
+\fBkumo_peer_link_up\fR{peer} (1 while the link to that server is connected and
+answers), \fBkumo_hash_space_time_seconds\fR{table=whs|rhs} and
+\fBkumo_hash_space_clock\fR{table} (the two parts of each hash space's ClockTime),
+\fBkumo_uptime_seconds\fR.
 "#
         }
         Role::Server => {
@@ -277,6 +289,20 @@ runs. Deleted keys leave tombstones, collected after \fB\-gX\fR seconds (or \fB\
 once their bookkeeping passes \fB\-gS\fR KiB), but never while a server of the cluster
 is fault: the tombstones are what keep that server's stale values from coming back
 when it returns with its old store.
+.SH METRICS
+With \fB\-\-metrics\fR \fIADDRESS\fR, \fBGET /metrics\fR answers in the Prometheus text
+format (0.0.4): \fBkumo_server_requests_total\fR{command=get|set|delete},
+\fBkumo_server_replicate_failures_total\fR; the store's \fBkumo_store_items\fR,
+\fBkumo_store_bytes\fR, \fBkumo_store_segments\fR, \fBkumo_store_compactions_total\fR
+and \fBkumo_store_full\fR; the replace's \fBkumo_replace_state\fR{state=inactive|ready|waiting|copying|deleting},
+\fBkumo_replace_id\fR, \fBkumo_replace_records_total\fR{direction=sent|received},
+\fBkumo_replace_sent_bytes_total\fR, \fBkumo_replace_erased_total\fR and
+\fBkumo_replace_phase_seconds\fR{phase=copy|delete}.
+.PP
+\fBkumo_peer_link_up\fR{peer} (1 while the link to that server is connected and
+answers), \fBkumo_hash_space_time_seconds\fR{table=whs|rhs} and
+\fBkumo_hash_space_clock\fR{table} (the two parts of each hash space's ClockTime),
+\fBkumo_uptime_seconds\fR.
 "#
         }
         Role::Gateway => {
@@ -408,6 +434,20 @@ down during the flush learns it from a manager before it serves again.
 \fBflush_all\fR \fIN\fR empties it N seconds from now (what is stored until then
 goes too). \fBOK\fR comes once every server holding data took the point, and
 \fBSERVER_ERROR\fR names a server that did not.
+.SH METRICS
+With \fB\-\-metrics\fR \fIADDRESS\fR, \fBGET /metrics\fR answers in the Prometheus text
+format (0.0.4): \fBkumo_gateway_commands_total\fR{command=get|set|touch},
+\fBkumo_gateway_results_total\fR{command,result} (hit, miss, error, badval: the
+counts of \fBstats\fR), \fBkumo_gateway_write_errors_total\fR,
+\fBkumo_gateway_retries_total\fR, the histogram
+\fBkumo_gateway_request_duration_seconds\fR (each command, from read whole to its
+answer handed to the connection; buckets from 100 us to 2.5 s),
+\fBkumo_gateway_connections\fR and \fBkumo_gateway_connections_total\fR.
+.PP
+\fBkumo_peer_link_up\fR{peer} (1 while the link to that server is connected and
+answers), \fBkumo_hash_space_time_seconds\fR{table=whs|rhs} and
+\fBkumo_hash_space_clock\fR{table} (the two parts of each hash space's ClockTime),
+\fBkumo_uptime_seconds\fR.
 "#
         }
         Role::Ctl => {

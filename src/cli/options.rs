@@ -12,6 +12,8 @@ pub const MANAGER_PORT: u16 = 19700;
 pub const SERVER_PORT: u16 = 19800;
 pub const STREAM_PORT: u16 = 19900;
 pub const GATEWAY_TEXT_PORT: u16 = 11211;
+/// `--metrics` given a host alone.
+pub const METRICS_PORT: u16 = 9750;
 
 /// What an option's value looks like, and how it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,6 +164,12 @@ pub static NETWORK: &[Opt] = &[
         required: false,
         help: "Number of sender threads that flush replies a worker could not write at once.",
     },
+];
+
+/// What a daemon shows its monitoring.
+pub static MONITORING: &[Opt] = &[
+    Opt { short: None, long: "metrics", kind: Kind::Listen { port: METRICS_PORT }, default: None, required: false,
+        help: "Serve GET /metrics on this address, in the Prometheus text format (version 0.0.4): requests, latency, connections, the store, replaces, peer links and the hash-space clocks, as kumo-ROLE(1) lists them. A bare port listens on every interface; a host alone takes port 9750. Unauthenticated, like memcached's port: bind it where only your monitoring reaches." },
 ];
 
 /// The managers a server or a gateway keeps in touch with.

@@ -41,6 +41,7 @@ mod flow;
 mod flush;
 mod form;
 mod meta;
+mod metrics;
 mod multiget;
 mod pipeline;
 mod route;
@@ -48,7 +49,8 @@ mod stats;
 pub mod text;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, GATEWAY_TEXT_PORT, KEYED, LOGGING, MANAGERS, NETWORK,
+    Kind, Opt, OptionList, BACKGROUND, GATEWAY_TEXT_PORT, KEYED, LOGGING, MANAGERS, MONITORING,
+    NETWORK,
 };
 use crate::cli::Args;
 use crate::cluster::hash_space::{CurrentTables, Tables};
@@ -64,7 +66,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The options of kumo-gateway: the shared groups, and its own.
-pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, MANAGERS, OWN_OPTIONS, KEYED];
+pub static OPTIONS: OptionList = &[
+    LOGGING,
+    BACKGROUND,
+    NETWORK,
+    MANAGERS,
+    OWN_OPTIONS,
+    KEYED,
+    MONITORING,
+];
 
 #[rustfmt::skip]
 static OWN_OPTIONS: &[Opt] = &[
@@ -201,6 +211,8 @@ pub struct Gateway {
     pub detail: stats::Detail,
     /// `stats conns`.
     pub conns: stats::Conns,
+    /// Every command's latency, for `--metrics`.
+    pub latency: Arc<crate::proto::metrics::Histogram>,
     started: Instant,
     /// When the tables were last asked for after an error (ms since start).
     last_refresh_ms: AtomicU64,
@@ -467,6 +479,10 @@ pub fn main(args: Args) -> i32 {
     if config.managers.len() == 2 && config.managers[0] == config.managers[1] {
         return daemon::fatal(program, "-p names the same manager as -m");
     }
+    let metrics = match args.opt_addr("metrics").map(net::metrics::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => return daemon::fatal(program, e),
+    };
     if let Err(e) = daemon::daemonize_if_asked(&args) {
         return daemon::fatal(program, e);
     }
@@ -498,6 +514,7 @@ pub fn main(args: Args) -> i32 {
         counters: Counters::default(),
         detail: Default::default(),
         conns: Default::default(),
+        latency: Default::default(),
         started: Instant::now(),
         last_refresh_ms: AtomicU64::new(0),
     });
@@ -530,6 +547,13 @@ pub fn main(args: Args) -> i32 {
             return daemon::fatal(program, format!("cannot serve {addr}: {e}"));
         }
         log::info!("memcached {what} protocol on {addr}");
+    }
+    if let Some(l) = metrics {
+        let g = gw.clone();
+        match net::metrics::serve(&net, l, Arc::new(move || metrics::page(&g))) {
+            Ok(a) => log::info!("metrics on http://{a}/metrics"),
+            Err(e) => return daemon::fatal(program, e),
+        }
     }
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");

@@ -15,10 +15,12 @@ use crate::net::chain::Chain;
 use crate::net::Writer;
 use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::StatsGroup;
+use crate::proto::metrics::Histogram;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Commands one connection may run at once.
 pub const INFLIGHT_MAX: usize = 1024;
@@ -39,25 +41,34 @@ pub(super) enum Slot {
 pub struct Replies {
     writer: Arc<Writer>,
     q: Mutex<Queue>,
+    /// Each command's time from being read whole to its answer going out
+    /// (`--metrics`).
+    latency: Arc<Histogram>,
 }
 
 struct Queue {
     /// The place of the front slot.
     first: u64,
     slots: VecDeque<Slot>,
+    /// When each slot's command was read, beside `slots`: on the last slot of a
+    /// command's places only, so that a command is timed once, when its answer
+    /// has gone out whole.
+    since: VecDeque<Option<Instant>>,
     /// Bytes of answers that wait for an earlier one.
     held: usize,
 }
 
 impl Replies {
-    fn new(writer: Arc<Writer>) -> Arc<Replies> {
+    fn new(writer: Arc<Writer>, latency: Arc<Histogram>) -> Arc<Replies> {
         Arc::new(Replies {
             writer,
             q: Mutex::new(Queue {
                 first: 0,
                 slots: VecDeque::new(),
+                since: VecDeque::new(),
                 held: 0,
             }),
+            latency,
         })
     }
 
@@ -75,6 +86,8 @@ impl Replies {
         let mut q = self.lock();
         let first = q.first + q.slots.len() as u64;
         q.slots.extend((0..n).map(|_| Slot::Waiting));
+        let now = Instant::now();
+        q.since.extend((0..n).map(|i| (i + 1 == n).then_some(now)));
         first
     }
 
@@ -97,12 +110,18 @@ impl Replies {
         q.slots[i] = slot;
         // Sending under the lock keeps the order of answers on the wire.
         let mut out = Chain::new();
+        let mut now = None;
         while matches!(q.slots.front(), Some(Slot::Ready(_) | Slot::Close)) {
             q.first += 1;
+            let since = q.since.pop_front().flatten();
             match q.slots.pop_front() {
                 Some(Slot::Ready(b)) => {
                     q.held -= b.len();
-                    out.append(b)
+                    out.append(b);
+                    if let Some(t) = since {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        self.latency.observe(now.saturating_duration_since(t));
+                    }
                 }
                 _ => {
                     if !out.is_empty() {
@@ -327,9 +346,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub(super) fn new(gw: Arc<Gateway>, out: &Arc<Writer>) -> Arc<Pipeline> {
+        let replies = Replies::new(out.clone(), gw.latency.clone());
         let p = Arc::new(Pipeline {
             gw,
-            replies: Replies::new(out.clone()),
+            replies,
             running: Mutex::new(Running::default()),
             fetching: Mutex::new(Fetching::default()),
             paused: AtomicBool::new(false),

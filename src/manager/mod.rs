@@ -21,11 +21,12 @@
 //!   manager and getting them back.
 
 mod membership;
+mod metrics;
 mod replace;
 mod service;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGER_PORT, NETWORK,
+    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGER_PORT, MONITORING, NETWORK,
 };
 use crate::cli::Args;
 use crate::cluster::clock::{Clock, ClockTime};
@@ -45,7 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The options of kumo-manager: the shared groups, and its own.
-pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, OWN_OPTIONS, KEYED];
+pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, OWN_OPTIONS, KEYED, MONITORING];
 
 #[rustfmt::skip]
 static OWN_OPTIONS: &[Opt] = &[
@@ -375,6 +376,10 @@ pub fn main(args: Args) -> i32 {
         Ok(c) => c,
         Err(e) => return daemon::fatal(program, e),
     };
+    let metrics = match args.opt_addr("metrics").map(net::metrics::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => return daemon::fatal(program, e),
+    };
     let partner = config.partner;
     if partner == Some(listen) {
         return daemon::fatal(
@@ -461,6 +466,13 @@ pub fn main(args: Args) -> i32 {
             m.supervise();
         }
     });
+    if let Some(l) = metrics {
+        let m = manager.clone();
+        match net::metrics::serve(&net, l, Arc::new(move || metrics::page(&m))) {
+            Ok(a) => log::info!("metrics on http://{a}/metrics"),
+            Err(e) => return daemon::fatal(program, e),
+        }
+    }
     log::info!("manager {} started", manager.me);
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");

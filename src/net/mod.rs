@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod chain;
 mod conn;
+pub mod metrics;
 pub mod report;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -48,6 +48,15 @@ impl ServerLinks {
         })
     }
 
+    /// Every link made so far, and whether it is up (connected, and not
+    /// suspect), by address.
+    pub fn states(&self) -> Vec<(SocketAddr, bool)> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = links.iter().map(|(a, p)| (*a, p.is_up())).collect();
+        out.sort();
+        out
+    }
+
     /// The link to server `addr`, made on first use.
     pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<Peer> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());

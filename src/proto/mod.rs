@@ -6,12 +6,16 @@
 //! - [`memmeta`]: memcached's meta commands, which arrive on the same connections.
 //! - [`membin`]: memcached's binary protocol, on its own listener.
 //! - [`memcache`]: what the memcached codecs share.
+//! - [`metrics`] and [`http`]: the Prometheus text format, and the little HTTP that
+//!   serves it.
 //! - `msgpack`: msgpack's encodings written field by field, for `rpc` and `cluster`.
 
 pub mod cluster;
+pub mod http;
 pub mod membin;
 pub mod memcache;
 pub mod memmeta;
 pub mod memtext;
+pub mod metrics;
 mod msgpack;
 pub mod rpc;

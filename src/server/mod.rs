@@ -3,6 +3,7 @@
 //! others, and keeps in touch with its manager(s), which tell it the hash spaces.
 //! The handlers are in [`node`].
 
+mod metrics;
 pub mod node;
 mod outbox;
 pub mod replace;
@@ -11,7 +12,7 @@ mod service;
 mod write;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGERS, NETWORK, SERVER_PORT,
+    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGERS, MONITORING, NETWORK, SERVER_PORT,
 };
 use crate::cli::Args;
 use crate::cluster::hash_space::HashSpace;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 /// The options of kumo-server: the shared groups, and its own.
 pub static OPTIONS: OptionList = &[
-    LOGGING, BACKGROUND, NETWORK, ADDRESSES, MANAGERS, STORAGE, KEYED,
+    LOGGING, BACKGROUND, NETWORK, ADDRESSES, MANAGERS, STORAGE, KEYED, MONITORING,
 ];
 
 #[rustfmt::skip]
@@ -265,6 +266,10 @@ pub fn main(args: Args) -> i32 {
     if config.managers.len() == 2 && config.managers[0] == config.managers[1] {
         return daemon::fatal(program, "-p names the same manager as -m");
     }
+    let metrics = match args.opt_addr("metrics").map(net::metrics::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => return daemon::fatal(program, e),
+    };
     let store = match open_store(&config) {
         Ok(s) => s,
         Err(e) => return daemon::fatal(program, e),
@@ -304,6 +309,13 @@ pub fn main(args: Args) -> i32 {
         return daemon::fatal(program, format!("cannot serve {stream_addr}: {e}"));
     }
     log::info!("listening on {listen}, replace stream on {stream_addr}");
+    if let Some(l) = metrics {
+        let n = node.clone();
+        match net::metrics::serve(&net, l, Arc::new(move || metrics::page(&n))) {
+            Ok(a) => log::info!("metrics on http://{a}/metrics"),
+            Err(e) => return daemon::fatal(program, e),
+        }
+    }
     let _keepalive = start_keepalive(&node, managers);
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");

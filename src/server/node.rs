@@ -309,11 +309,16 @@ impl Node {
         }
     }
 
+    /// Seconds since the process started.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     pub fn status(&self, name: &str) -> Option<Value> {
         let c = &self.counters;
         Some(match name {
             "pid" => Value::from(std::process::id()),
-            "uptime" => Value::from(self.started.elapsed().as_secs()),
+            "uptime" => Value::from(self.uptime()),
             "time" => Value::from(unix_now()),
             "version" => Value::from(crate::cli::VERSION),
             "cmd_get" => Value::from(c.cmd_get.load(Ordering::Relaxed)),

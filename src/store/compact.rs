@@ -82,6 +82,7 @@ impl Store {
             };
             log::info!("compacting segment {} ({why})", seg.id);
             self.compact_segment(seg, oldest, cutoff)?;
+            self.inner.compactions.fetch_add(1, Ordering::Relaxed);
             done += 1;
         }
         Ok(done)

@@ -61,7 +61,7 @@ use index::{Index, Loc};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Index shards; a power of two. More shards mean less contention between writers
@@ -119,6 +119,15 @@ pub struct Stats {
     pub index_key_bytes: u64,
 }
 
+/// The figures of a store that cost no walk of its keys (`--metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub segments: u64,
+    /// Bytes of every segment, live and dead records.
+    pub bytes: u64,
+    pub compactions: u64,
+}
+
 /// What opening a store found.
 #[derive(Debug, Default, Clone)]
 pub struct OpenReport {
@@ -142,6 +151,8 @@ struct Inner {
     maintenance: Mutex<()>,
     /// The last write ran out of space (cleared by the next one that fits).
     full: AtomicBool,
+    /// Segments rewritten by compaction since open.
+    compactions: AtomicU64,
     _lock: File,
     closed: AtomicBool,
     report: OpenReport,
@@ -446,6 +457,22 @@ impl Store {
     }
 
     /// Whether the last write found the disk full.
+    pub fn gauges(&self) -> Gauges {
+        let segments = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        Gauges {
+            segments: segments.len() as u64,
+            bytes: segments
+                .values()
+                .map(|s| s.len.load(Ordering::Relaxed))
+                .sum(),
+            compactions: self.inner.compactions.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn is_full(&self) -> bool {
         self.inner.full.load(Ordering::Relaxed)
     }

@@ -125,6 +125,7 @@ impl Store {
             segments: RwLock::new(segments),
             maintenance: Mutex::new(()),
             full: AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
             _lock: lock,
             closed: AtomicBool::new(false),
             report,

@@ -300,6 +300,11 @@ impl Peer {
         self.lock().down_at.is_some_and(|t| t.elapsed() < recently)
     }
 
+    /// Connected, and not suspect (`--metrics`' `kumo_peer_link_up`).
+    pub fn is_up(&self) -> bool {
+        self.is_connected() && !self.is_suspect()
+    }
+
     /// Failing, or silent for LINK_PROBE_AFTER while calls wait: callers with a
     /// choice of nodes should prefer another.
     pub fn is_suspect(&self) -> bool {
