@@ -5,10 +5,20 @@ MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
 ROLES   = kumo-manager kumo-server kumo-gateway kumoctl kumostat kumohash kumomergedb
 
-.PHONY: all test chaos differential install bench man clean
+.PHONY: all static test chaos differential install bench man clean
 
 all:
 	cargo build --release
+
+# A statically linked kumo (glibc with crt-static; the musl target is not needed):
+# it runs on any Linux of the same architecture, in an empty chroot too. It resolves
+# numeric addresses, localhost and the names of /etc/hosts by itself; DNS names need
+# the build host's glibc NSS libraries at run time, so give it addresses or
+# /etc/hosts entries.
+HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(HOST_TRIPLE) --bin kumo
+	@echo "static binary: $${CARGO_TARGET_DIR:-target}/$(HOST_TRIPLE)/release/kumo"
 
 # tests/peers.sh installs the test peers of tests/peers.list first, or says what to
 # install by hand and stops before the build.

@@ -327,6 +327,45 @@ fn the_example_systemd_units_verify() {
     assert!(code == 0 && err.trim().is_empty(), "{out}{err}");
 }
 
+/// `make static` builds a kumo that starts in an empty root (a chroot holding the
+/// binary alone), and finds a manager there by a name from its /etc/hosts.
+#[test]
+fn a_static_build_runs_in_an_empty_root_and_reads_etc_hosts() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: chroot is not possible, the static build is not checked");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // A target directory of its own: the suite's own build holds `target`.
+    let target = root.join("target/static");
+    let (code, out, err) = run(Command::new("make")
+        .arg("-s")
+        .arg("static")
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", &target));
+    assert_eq!(code, 0, "{out}{err}");
+    let built = out.lines().find_map(|l| l.strip_prefix("static binary: ")).expect("the path");
+    let jail = tempfile::tempdir().unwrap();
+    std::fs::copy(built, jail.path().join("kumo")).unwrap();
+    let in_jail = |args: &[&str]| run(Command::new("chroot").arg(jail.path()).arg("/kumo").args(args));
+    let (code, out, err) = in_jail(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("kumo "), "{out}");
+    let port = free_port();
+    let _m = spawn(jail.path(), "manager", &["manager", "-l", &format!("127.0.0.1:{port}")]);
+    wait_rpc_ready_method(local(port), "GetNodesInfo");
+    let (code, _, err) = in_jail(&["ctl", &format!("svr1:{port}"), "status"]);
+    assert_ne!(code, 0, "no /etc/hosts yet: {err}");
+    let (code, out, err) = in_jail(&["ctl", &format!("localhost:{port}"), "status"]);
+    assert_eq!(code, 0, "localhost needs no file: {err}");
+    assert!(out.contains("hash space timestamp"), "{out}");
+    std::fs::create_dir(jail.path().join("etc")).unwrap();
+    std::fs::write(jail.path().join("etc/hosts"), "# the jail's hosts\n127.0.0.1 svr1 svr1.example\n").unwrap();
+    let (code, out, err) = in_jail(&["ctl", &format!("svr1:{port}"), "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hash space timestamp"), "{out}");
+}
+
 #[test]
 fn daemon_mode_detaches_and_writes_its_pid() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,12 @@ SIGHUP reopens the log file of \fB\-o\fR by its name, so that logrotate can move
 away: rename the file, then send SIGHUP, and the next line goes to a new file of the
 old name (the reopen itself is logged there). \fBkumo local\fR passes SIGHUP on to its
 children, which reopen theirs. SIGPIPE is ignored.
+.SH HOST NAMES
+An address may name a host. kumo looks the name up in \fB/etc/hosts\fR itself
+(\fBlocalhost\fR is the loopback even without it), then asks the system resolver
+(DNS). A statically linked kumo (\fBmake static\fR) has no resolver libraries: it
+takes numeric addresses, \fBlocalhost\fR and the names of \fB/etc/hosts\fR, and DNS
+names only where the glibc NSS libraries it was built with are installed.
 .SH LOGGING
 Each log line carries the local time, the level, the module and the message.
 Without \fB\-v\fR only warnings and errors are shown; with it, debug messages too.

@@ -10,6 +10,7 @@
 
 pub mod commands;
 mod help;
+pub mod hosts;
 pub mod man;
 mod man_text;
 pub mod options;

@@ -341,10 +341,16 @@ pub fn parse_address(text: &str, default_port: u16, listen: bool) -> Result<Sock
     if host.is_empty() || host.contains([':', '[', ']', ' ']) || port == 0 {
         return Err(expected());
     }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{} (cannot resolve '{host}': {e})", expected()))?
-        .collect();
+    // /etc/hosts first, read by kumo itself: a static build has no other way to it.
+    let known = super::hosts::lookup(host);
+    let addrs: Vec<SocketAddr> = if known.is_empty() {
+        (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{} (cannot resolve '{host}': {e})", expected()))?
+            .collect()
+    } else {
+        known.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()
+    };
     addrs
         .iter()
         .find(|a| a.is_ipv4())
