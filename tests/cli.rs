@@ -344,15 +344,27 @@ fn a_static_build_runs_in_an_empty_root_and_reads_etc_hosts() {
         .current_dir(root)
         .env("CARGO_TARGET_DIR", &target));
     assert_eq!(code, 0, "{out}{err}");
-    let built = out.lines().find_map(|l| l.strip_prefix("static binary: ")).expect("the path");
+    let built = out
+        .lines()
+        .find_map(|l| l.strip_prefix("static binary: "))
+        .expect("the path");
     let jail = tempfile::tempdir().unwrap();
     std::fs::copy(built, jail.path().join("kumo")).unwrap();
-    let in_jail = |args: &[&str]| run(Command::new("chroot").arg(jail.path()).arg("/kumo").args(args));
+    let in_jail = |args: &[&str]| {
+        run(Command::new("chroot")
+            .arg(jail.path())
+            .arg("/kumo")
+            .args(args))
+    };
     let (code, out, err) = in_jail(&["--version"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("kumo "), "{out}");
     let port = free_port();
-    let _m = spawn(jail.path(), "manager", &["manager", "-l", &format!("127.0.0.1:{port}")]);
+    let _m = spawn(
+        jail.path(),
+        "manager",
+        &["manager", "-l", &format!("127.0.0.1:{port}")],
+    );
     wait_rpc_ready_method(local(port), "GetNodesInfo");
     let (code, _, err) = in_jail(&["ctl", &format!("svr1:{port}"), "status"]);
     assert_ne!(code, 0, "no /etc/hosts yet: {err}");
@@ -360,7 +372,11 @@ fn a_static_build_runs_in_an_empty_root_and_reads_etc_hosts() {
     assert_eq!(code, 0, "localhost needs no file: {err}");
     assert!(out.contains("hash space timestamp"), "{out}");
     std::fs::create_dir(jail.path().join("etc")).unwrap();
-    std::fs::write(jail.path().join("etc/hosts"), "# the jail's hosts\n127.0.0.1 svr1 svr1.example\n").unwrap();
+    std::fs::write(
+        jail.path().join("etc/hosts"),
+        "# the jail's hosts\n127.0.0.1 svr1 svr1.example\n",
+    )
+    .unwrap();
     let (code, out, err) = in_jail(&["ctl", &format!("svr1:{port}"), "status"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("hash space timestamp"), "{out}");

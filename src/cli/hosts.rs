@@ -50,7 +50,11 @@ mod tests {
         let ips = |h: &str| lookup_in(h, text);
         assert_eq!(ips("svr1"), vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(ips("svr1.example.org"), ips("svr1"));
-        assert_eq!(ips("svr2"), vec!["10.0.0.6".parse::<IpAddr>().unwrap()], "a bad line is skipped, case ignored");
+        assert_eq!(
+            ips("svr2"),
+            vec!["10.0.0.6".parse::<IpAddr>().unwrap()],
+            "a bad line is skipped, case ignored"
+        );
         assert_eq!(ips("localhost").len(), 2);
         assert!(ips("svr").is_empty() && ips("first").is_empty() && ips("the").is_empty());
     }

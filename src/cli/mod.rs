@@ -13,6 +13,7 @@ mod help;
 pub mod hosts;
 pub mod man;
 mod man_text;
+mod man_tools;
 pub mod options;
 
 pub use help::{help, top_help};
@@ -37,6 +38,7 @@ pub enum Role {
     Gateway,
     Ctl,
     Stat,
+    Top,
     Hash,
     MergeDb,
     Local,
@@ -50,6 +52,7 @@ impl Role {
         Role::Gateway,
         Role::Ctl,
         Role::Stat,
+        Role::Top,
         Role::Hash,
         Role::MergeDb,
     ];
@@ -62,6 +65,7 @@ impl Role {
             Role::Gateway => "kumo-gateway",
             Role::Ctl => "kumoctl",
             Role::Stat => "kumostat",
+            Role::Top => "kumotop",
             Role::Hash => "kumohash",
             Role::MergeDb => "kumomergedb",
             Role::Local => "kumo-local",
@@ -76,6 +80,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Ctl => "ctl",
             Role::Stat => "stat",
+            Role::Top => "top",
             Role::Hash => "hash",
             Role::MergeDb => "mergedb",
             Role::Local => "local",
@@ -90,6 +95,7 @@ impl Role {
             Role::Gateway => "memcached protocol front end that routes requests to servers",
             Role::Ctl => "control a cluster through its manager",
             Role::Stat => "show the status and counters of servers",
+            Role::Top => "watch every server of a cluster, refreshed like top",
             Role::Hash => "show where keys are placed on the hash ring",
             Role::MergeDb => "merge stores or backups into one, newer ClockTime wins",
             Role::Local => "run a whole cluster on 127.0.0.1: a manager, servers and a gateway",
@@ -101,6 +107,7 @@ impl Role {
         match self {
             Role::Ctl => "MANAGER[:PORT] COMMAND [ARG]",
             Role::Stat => "SERVER[:PORT] COMMAND | -m MANAGER COMMAND",
+            Role::Top => "SERVER[:PORT]... | -m MANAGER[:PORT]",
             Role::Hash => "SERVER[:PORT]... -- COMMAND [KEY...] | -m MANAGER COMMAND [KEY...]",
             Role::MergeDb => "DST SRC...",
             _ => "",

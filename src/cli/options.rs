@@ -349,7 +349,10 @@ pub fn parse_address(text: &str, default_port: u16, listen: bool) -> Result<Sock
             .map_err(|e| format!("{} (cannot resolve '{host}': {e})", expected()))?
             .collect()
     } else {
-        known.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()
+        known
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()
     };
     addrs
         .iter()

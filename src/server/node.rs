@@ -326,6 +326,7 @@ impl Node {
             "cmd_delete" => Value::from(c.cmd_delete.load(Ordering::Relaxed)),
             "items" => Value::from(self.items()),
             "store_full" => Value::from(self.store.is_full()),
+            "store_bytes" => Value::from(self.store.gauges().bytes),
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),
             "rhs" => self.tables().rhs.to_value(),

@@ -2,6 +2,7 @@
 //!
 //! - [`ctl`]: kumoctl, the manager's control commands.
 //! - [`stat`]: kumostat, server status and counters.
+//! - [`top`]: kumotop, every server's rates and state on one screen.
 //! - [`hash`]: kumohash, where keys are placed.
 //! - [`mergedb`]: kumomergedb, merging stores offline.
 //!
@@ -12,6 +13,7 @@ pub mod ctl;
 pub mod hash;
 pub mod mergedb;
 pub mod stat;
+pub mod top;
 
 use crate::cli::Args;
 use crate::cluster::hash_space::HashSpace;
