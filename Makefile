@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 BINDIR  = $(PREFIX)/bin
 MANDIR  = $(PREFIX)/share/man/man1
 # Every name the multicall binary answers to.
-ROLES   = kumo-manager kumo-server kumo-gateway kumo-local kumoctl kumostat kumotop kumohash kumomergedb
+ROLES   = kumo-manager kumo-server kumo-gateway kumo-local kumoctl kumostat kumotop kumolog kumohash kumomergedb
 
 .PHONY: all static test chaos differential install bench man clean
 

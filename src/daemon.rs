@@ -70,6 +70,42 @@ pub fn reopen_logs() {
     }
 }
 
+/// The binary log (`-g`), once opened, and the role that writes it.
+static BINARY_LOG: std::sync::OnceLock<(Arc<LogFile>, &'static str)> = std::sync::OnceLock::new();
+
+/// Opens `-g`'s file, if given, for [`event`]; `role` names this process in it.
+pub fn open_binary_log(args: &Args, role: &'static str) -> Result<(), String> {
+    let Some(path) = args.opt_path("binary-log") else {
+        return Ok(());
+    };
+    let log = LogFile::open(&path)?;
+    let _ = BINARY_LOG.set((log, role));
+    Ok(())
+}
+
+/// Writes one event to the binary log, when there is one.
+pub fn event(level: log::Level, event: &str, fields: &[(&str, rmpv::Value)]) {
+    let Some((log, role)) = BINARY_LOG.get() else {
+        return;
+    };
+    let record = crate::proto::binlog::Record {
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        level: level.as_str().to_string(),
+        role: role.to_string(),
+        event: event.to_string(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    if let Err(e) = log.append(&crate::proto::binlog::encode(&record)) {
+        // Not through log::error!, which would come back here.
+        eprintln!("cannot write the binary log {}: {e}", log.path.display());
+    }
+}
+
 /// The text log's target: a [`LogFile`], written a record at a time (env_logger
 /// hands each record over whole).
 struct TextLog(Arc<LogFile>);
@@ -117,6 +153,20 @@ pub fn init_logging(args: &Args) -> Result<(), String> {
         }
     }
     builder.format(|buf, record| {
+        // Errors go to the binary log too, whatever logged them.
+        if record.level() == log::Level::Error {
+            event(
+                log::Level::Error,
+                "error",
+                &[
+                    (
+                        "module",
+                        rmpv::Value::from(record.module_path().unwrap_or("kumo")),
+                    ),
+                    ("message", rmpv::Value::from(record.args().to_string())),
+                ],
+            );
+        }
         let style = buf.default_level_style(record.level());
         writeln!(
             buf,

@@ -9,8 +9,8 @@ cannot be bound), 2 on a usage error (an unknown option, a bad value, a missing
 required option). A usage error names the option and the form it expects.
 .SH SIGNALS
 SIGINT and SIGTERM stop the process cleanly after the store is flushed.
-SIGHUP reopens the log file of \fB\-o\fR by its name, so that logrotate can move it
-away: rename the file, then send SIGHUP, and the next line goes to a new file of the
+SIGHUP reopens the log files of \fB\-o\fR and \fB\-g\fR by their names, so that
+logrotate can move them away: rename the file, then send SIGHUP, and the next line goes to a new file of the
 old name (the reopen itself is logged there). \fBkumo local\fR passes SIGHUP on to its
 children, which reopen theirs. SIGPIPE is ignored.
 .SH HOST NAMES
@@ -456,7 +456,7 @@ answers), \fBkumo_hash_space_time_seconds\fR{table=whs|rhs} and
 \fBkumo_uptime_seconds\fR.
 "#
         }
-        Role::Ctl | Role::Stat | Role::Top | Role::Hash | Role::MergeDb => {
+        Role::Ctl | Role::Stat | Role::Top | Role::Log | Role::Hash | Role::MergeDb => {
             super::man_tools::tool_sections(role)
         }
         Role::Local => {

@@ -101,6 +101,41 @@ kumotop \-\-json \-i 5 \-m mgr1 | jq '.servers[] | select(.up == false)'
 .fi
 "#
         }
+        Role::Log => {
+            r#".SH DESCRIPTION
+\fBkumolog\fR prints the binary log that \fBkumo\-manager\fR, \fBkumo\-server\fR and
+\fBkumo\-gateway\fR write with \fB\-g\fR \fIFILE\fR, a record a line. \fIFILE\fR \fB\-\fR reads
+standard input. Without \fB\-t\fR or \fB\-h\fR every record is printed.
+.PP
+\fB\-t\fR prints the last \fIN\fR records and \fB\-h\fR the first \fIN\fR (\fB\-n\fR, 10 by
+default). A negative \fB\-n \-\fR\fIN\fR turns them round: \fB\-t \-n \-\fR\fIN\fR skips the
+first \fIN\fR, \fB\-h \-n \-\fR\fIN\fR leaves out the last \fIN\fR. \fB\-f\fR prints the last
+\fIN\fR and then each new record as it is written, as \fBtail \-f\fR does, and goes on
+from the start of a new file when logrotate moves the old one away.
+.PP
+Damaged bytes are skipped up to the next record that reads, and counted on
+standard error; so is an unfinished record at the end (a process killed while
+writing it).
+.SH OUTPUT
+\fIYYYY\-MM\-DD HH:MM:SS.mmm\fR (local time) \fILEVEL\fR \fIROLE\fR \fIEVENT\fR, then the
+fields as \fIname\fR\fB=\fR\fIvalue\fR sorted by name. The events: \fBstart\fR (version, pid,
+listen) and \fBstop\fR (signal) of every daemon; on a manager \fBserver_joined\fR and
+\fBserver_lost\fR (server), \fBattach_detach\fR (attached, detached, replace),
+\fBreplace_start\fR and \fBreplace_phase\fR (id, phase, servers, records, bytes) and
+\fBreplace_end\fR (id, records, bytes); on a server \fBreplace_copy_done\fR (id,
+records, bytes, ms, failed) and \fBreplace_delete_done\fR (id, erased, failed, ms);
+and \fBerror\fR (module, message) for every error a daemon logs.
+.PP
+The file is a sequence of records, each a 4\-byte big\-endian length and a msgpack
+array [\fItime_ms\fR, \fIlevel\fR, \fIrole\fR, \fIevent\fR, {\fIfield\fR: \fIvalue\fR}].
+.SH EXAMPLE
+.nf
+kumo\-manager \-l svr1 \-g /var/log/kumo/manager.mpac
+kumolog \-t \-n 50 /var/log/kumo/manager.mpac
+kumolog \-f /var/log/kumo/manager.mpac
+.fi
+"#
+        }
         Role::MergeDb => {
             r#".SH DESCRIPTION
 \fBkumomergedb\fR merges the stores or backups \fISRC\fR into the store \fIDST\fR,

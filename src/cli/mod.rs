@@ -39,6 +39,7 @@ pub enum Role {
     Ctl,
     Stat,
     Top,
+    Log,
     Hash,
     MergeDb,
     Local,
@@ -53,6 +54,7 @@ impl Role {
         Role::Ctl,
         Role::Stat,
         Role::Top,
+        Role::Log,
         Role::Hash,
         Role::MergeDb,
     ];
@@ -66,6 +68,7 @@ impl Role {
             Role::Ctl => "kumoctl",
             Role::Stat => "kumostat",
             Role::Top => "kumotop",
+            Role::Log => "kumolog",
             Role::Hash => "kumohash",
             Role::MergeDb => "kumomergedb",
             Role::Local => "kumo-local",
@@ -81,6 +84,7 @@ impl Role {
             Role::Ctl => "ctl",
             Role::Stat => "stat",
             Role::Top => "top",
+            Role::Log => "log",
             Role::Hash => "hash",
             Role::MergeDb => "mergedb",
             Role::Local => "local",
@@ -96,6 +100,7 @@ impl Role {
             Role::Ctl => "control a cluster through its manager",
             Role::Stat => "show the status and counters of servers",
             Role::Top => "watch every server of a cluster, refreshed like top",
+            Role::Log => "print a binary log (-g) as text",
             Role::Hash => "show where keys are placed on the hash ring",
             Role::MergeDb => "merge stores or backups into one, newer ClockTime wins",
             Role::Local => "run a whole cluster on 127.0.0.1: a manager, servers and a gateway",
@@ -108,6 +113,7 @@ impl Role {
             Role::Ctl => "MANAGER[:PORT] COMMAND [ARG]",
             Role::Stat => "SERVER[:PORT] COMMAND | -m MANAGER COMMAND",
             Role::Top => "SERVER[:PORT]... | -m MANAGER[:PORT]",
+            Role::Log => "FILE | -",
             Role::Hash => "SERVER[:PORT]... -- COMMAND [KEY...] | -m MANAGER COMMAND [KEY...]",
             Role::MergeDb => "DST SRC...",
             _ => "",
@@ -277,7 +283,11 @@ pub fn parse(role: Role, list: OptionList, args: Vec<OsString>) -> Result<Args, 
             Err(e) => return Err(Stop::Usage(e.to_string())),
         };
         let (opt, attached) = match arg {
-            Arg::Long("help") | Arg::Short('h') => return Err(Stop::Help(help(role, list))),
+            // kumolog's -h is --head, as the guide has it; --help still works.
+            Arg::Long("help") => return Err(Stop::Help(help(role, list))),
+            Arg::Short('h') if !opts.iter().any(|o| o.short == Some("h")) => {
+                return Err(Stop::Help(help(role, list)))
+            }
             Arg::Long("version") => return Err(Stop::Version),
             Arg::Long(name) => {
                 let name = name.to_string();

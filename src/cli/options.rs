@@ -166,6 +166,12 @@ pub static NETWORK: &[Opt] = &[
     },
 ];
 
+/// The binary log of the manager, the servers and the gateway.
+pub static BINARY_LOG: &[Opt] = &[
+    Opt { short: Some("g"), long: "binary-log", kind: Kind::Path, default: None, required: false,
+        help: "Append a binary log of the events that matter (start and stop, servers joining and lost, attach and detach, replaces and their counts, errors) to this file, as msgpack records; kumolog(1) prints it. SIGHUP reopens it." },
+];
+
 /// What a daemon shows its monitoring.
 pub static MONITORING: &[Opt] = &[
     Opt { short: None, long: "metrics", kind: Kind::Listen { port: METRICS_PORT }, default: None, required: false,

@@ -49,8 +49,8 @@ mod stats;
 pub mod text;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, GATEWAY_TEXT_PORT, KEYED, LOGGING, MANAGERS, MONITORING,
-    NETWORK,
+    Kind, Opt, OptionList, BACKGROUND, BINARY_LOG, GATEWAY_TEXT_PORT, KEYED, LOGGING, MANAGERS,
+    MONITORING, NETWORK,
 };
 use crate::cli::Args;
 use crate::cluster::hash_space::{CurrentTables, Tables};
@@ -68,6 +68,7 @@ use std::time::{Duration, Instant};
 /// The options of kumo-gateway: the shared groups, and its own.
 pub static OPTIONS: OptionList = &[
     LOGGING,
+    BINARY_LOG,
     BACKGROUND,
     NETWORK,
     MANAGERS,
@@ -464,6 +465,9 @@ pub fn main(args: Args) -> i32 {
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
+    if let Err(e) = daemon::open_binary_log(&args, "gateway") {
+        return daemon::fatal(program, e);
+    }
     // Both bound before going to the background, so that a taken port is told.
     let mut listeners = Vec::new();
     for (addr, binary) in [
@@ -555,7 +559,16 @@ pub fn main(args: Args) -> i32 {
             Err(e) => return daemon::fatal(program, e),
         }
     }
+    daemon::event(
+        log::Level::Info,
+        "start",
+        &[
+            ("version", Value::from(crate::cli::VERSION)),
+            ("pid", Value::from(std::process::id())),
+        ],
+    );
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");
+    daemon::event(log::Level::Info, "stop", &[("signal", Value::from(sig))]);
     crate::cli::EXIT_OK
 }

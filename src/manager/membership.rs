@@ -5,6 +5,7 @@
 use super::{Manager, State, SERVERS_MAX};
 use crate::cluster::hash_space::HashSpace;
 use crate::cluster::partition::{Node, GATHER_MS};
+use crate::daemon;
 use crate::net::{Peer, Reply};
 use crate::proto::cluster as msg;
 use crate::time::unix_now;
@@ -107,6 +108,11 @@ impl Manager {
     fn watch_server(self: &Arc<Self>, st: &mut State, addr: SocketAddr) {
         st.servers.entry(addr).or_insert_with(|| {
             log::warn!("new node {addr}");
+            daemon::event(
+                log::Level::Warn,
+                "server_joined",
+                &[("server", Value::from(addr.to_string()))],
+            );
             let weak = Arc::downgrade(self);
             let clock_src = Arc::downgrade(self);
             Peer::with_keepalive(
@@ -234,6 +240,11 @@ impl Manager {
             st.streams.remove(&addr);
         }
         log::warn!("lost node {addr}");
+        daemon::event(
+            log::Level::Warn,
+            "server_lost",
+            &[("server", Value::from(addr.to_string()))],
+        );
         let stamp = self.stamp(&st);
         let changed = st.members.server_lost(addr, stamp);
         if changed {
@@ -286,6 +297,10 @@ impl Manager {
         replace: bool,
     ) -> bool {
         let mut changed = false;
+        let before: Vec<(SocketAddr, bool)> = {
+            let nodes = st.members.tables.whs.nodes();
+            nodes.iter().map(|n| (n.addr, n.active)).collect()
+        };
         if attach {
             let now = self.started.elapsed().as_millis() as u64;
             for a in st.members.newcomers().to_vec() {
@@ -313,6 +328,27 @@ impl Manager {
         }
         if changed {
             self.log_tables(st, "servers attached or detached");
+            let after = st.members.tables.whs.nodes();
+            let text = |a: &SocketAddr| Value::from(a.to_string());
+            let attached: Vec<Value> = after
+                .iter()
+                .filter(|n| n.active && !before.contains(&(n.addr, true)))
+                .map(|n| text(&n.addr))
+                .collect();
+            let detached: Vec<Value> = before
+                .iter()
+                .filter(|(a, _)| !after.iter().any(|n| n.addr == *a))
+                .map(|(a, _)| text(a))
+                .collect();
+            daemon::event(
+                log::Level::Info,
+                "attach_detach",
+                &[
+                    ("attached", Value::Array(attached)),
+                    ("detached", Value::Array(detached)),
+                    ("replace", Value::from(replace)),
+                ],
+            );
             if !replace {
                 st.replace.defer(st.members.tables.whs.clocktime.0);
             }

@@ -26,7 +26,8 @@ mod replace;
 mod service;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGER_PORT, MONITORING, NETWORK,
+    Kind, Opt, OptionList, BACKGROUND, BINARY_LOG, KEYED, LOGGING, MANAGER_PORT, MONITORING,
+    NETWORK,
 };
 use crate::cli::Args;
 use crate::cluster::clock::{Clock, ClockTime};
@@ -46,7 +47,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The options of kumo-manager: the shared groups, and its own.
-pub static OPTIONS: OptionList = &[LOGGING, BACKGROUND, NETWORK, OWN_OPTIONS, KEYED, MONITORING];
+pub static OPTIONS: OptionList = &[
+    LOGGING,
+    BINARY_LOG,
+    BACKGROUND,
+    NETWORK,
+    OWN_OPTIONS,
+    KEYED,
+    MONITORING,
+];
 
 #[rustfmt::skip]
 static OWN_OPTIONS: &[Opt] = &[
@@ -364,6 +373,9 @@ pub fn main(args: Args) -> i32 {
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
+    if let Err(e) = daemon::open_binary_log(&args, "manager") {
+        return daemon::fatal(program, e);
+    }
     let listen = config.listen;
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
@@ -474,7 +486,17 @@ pub fn main(args: Args) -> i32 {
         }
     }
     log::info!("manager {} started", manager.me);
+    daemon::event(
+        log::Level::Info,
+        "start",
+        &[
+            ("version", Value::from(crate::cli::VERSION)),
+            ("pid", Value::from(std::process::id())),
+            ("listen", Value::from(manager.me.to_string())),
+        ],
+    );
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");
+    daemon::event(log::Level::Info, "stop", &[("signal", Value::from(sig))]);
     crate::cli::EXIT_OK
 }

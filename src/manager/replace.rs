@@ -23,6 +23,10 @@ impl Manager {
         event: impl FnOnce(&mut Replacer, &View) -> Vec<Action>,
     ) {
         let now = self.now_ms();
+        let before = st
+            .replace
+            .run()
+            .map(|r| (r.id, r.phase, r.records, r.bytes));
         let actions = {
             let State {
                 members,
@@ -39,6 +43,7 @@ impl Manager {
             };
             event(replace, &view)
         };
+        replace_events(before, st.replace.run());
         for action in actions {
             match action {
                 Action::Send { to, phase } => self.send_phase(st, to, phase),
@@ -147,5 +152,44 @@ impl Manager {
         }
         log::warn!("a replace was started and reads still use the old table; finishing it");
         self.start_replace(&mut st, false);
+    }
+}
+
+/// The binary log's account of a replace: its start, each phase it enters, and its
+/// end with what it moved, told from the run before and after an event.
+fn replace_events(
+    before: Option<(u64, Phase, u64, u64)>,
+    after: Option<&crate::cluster::replace_run::Run>,
+) {
+    use crate::daemon::event;
+    let phase = |p: Phase| match p {
+        Phase::Copy => "copy",
+        Phase::Settling => "settling",
+        Phase::Delete => "delete",
+    };
+    let now = after.map(|r| (r.id, r.phase));
+    if now == before.map(|(id, p, _, _)| (id, p)) {
+        return;
+    }
+    if let Some((id, _, records, bytes)) = before.filter(|b| now.map(|(n, _)| n) != Some(b.0)) {
+        let fields = [
+            ("id", Value::from(format!("{id:#x}"))),
+            ("records", Value::from(records)),
+            ("bytes", Value::from(bytes)),
+        ];
+        event(log::Level::Info, "replace_end", &fields);
+    }
+    let Some(r) = after else { return };
+    let fields = [
+        ("id", Value::from(format!("{:#x}", r.id))),
+        ("phase", Value::from(phase(r.phase))),
+        ("servers", Value::from(r.targets.len() as u64)),
+        ("records", Value::from(r.records)),
+        ("bytes", Value::from(r.bytes)),
+    ];
+    if before.map(|b| b.0) != Some(r.id) {
+        event(log::Level::Info, "replace_start", &fields);
+    } else {
+        event(log::Level::Info, "replace_phase", &fields);
     }
 }

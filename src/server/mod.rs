@@ -12,7 +12,8 @@ mod service;
 mod write;
 
 use crate::cli::options::{
-    Kind, Opt, OptionList, BACKGROUND, KEYED, LOGGING, MANAGERS, MONITORING, NETWORK, SERVER_PORT,
+    Kind, Opt, OptionList, BACKGROUND, BINARY_LOG, KEYED, LOGGING, MANAGERS, MONITORING, NETWORK,
+    SERVER_PORT,
 };
 use crate::cli::Args;
 use crate::cluster::hash_space::HashSpace;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 /// The options of kumo-server: the shared groups, and its own.
 pub static OPTIONS: OptionList = &[
-    LOGGING, BACKGROUND, NETWORK, ADDRESSES, MANAGERS, STORAGE, KEYED, MONITORING,
+    LOGGING, BINARY_LOG, BACKGROUND, NETWORK, ADDRESSES, MANAGERS, STORAGE, KEYED, MONITORING,
 ];
 
 #[rustfmt::skip]
@@ -250,6 +251,9 @@ pub fn main(args: Args) -> i32 {
     if let Err(e) = daemon::init_logging(&args) {
         return daemon::fatal(program, e);
     }
+    if let Err(e) = daemon::open_binary_log(&args, "server") {
+        return daemon::fatal(program, e);
+    }
     let listen = config.listen;
     let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
@@ -317,8 +321,18 @@ pub fn main(args: Args) -> i32 {
         }
     }
     let _keepalive = start_keepalive(&node, managers);
+    daemon::event(
+        log::Level::Info,
+        "start",
+        &[
+            ("version", Value::from(crate::cli::VERSION)),
+            ("pid", Value::from(std::process::id())),
+            ("listen", Value::from(listen.to_string())),
+        ],
+    );
     let sig = daemon::wait_for_stop();
     log::info!("{sig} received; stopping");
+    daemon::event(log::Level::Info, "stop", &[("signal", Value::from(sig))]);
     store.close();
     crate::cli::EXIT_OK
 }

@@ -165,6 +165,18 @@ pub fn copy_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
             end(&node, id, Phase::Copying);
             if is_current(&node, id) {
                 log::info!("replace {id:#x}: copy done, {records} records, {bytes} bytes sent");
+                let ms = node.replace.copy_ms.load(Ordering::Relaxed);
+                crate::daemon::event(
+                    log::Level::Info,
+                    "replace_copy_done",
+                    &[
+                        ("id", Value::from(format!("{id:#x}"))),
+                        ("records", Value::from(records)),
+                        ("bytes", Value::from(bytes)),
+                        ("ms", Value::from(ms)),
+                        ("failed", Value::from(failed)),
+                    ],
+                );
                 let tail = vec![
                     Value::from(records),
                     Value::from(bytes),
@@ -372,6 +384,19 @@ pub fn delete_start(node: &Arc<Node>, params: &[Value], reply: Reply) {
                 .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
             end(&node, id, Phase::Deleting);
             log::info!("replace {id:#x}: {erased} records this server no longer owns dropped");
+            crate::daemon::event(
+                log::Level::Info,
+                "replace_delete_done",
+                &[
+                    ("id", Value::from(format!("{id:#x}"))),
+                    ("erased", Value::from(erased)),
+                    ("failed", Value::from(failed)),
+                    (
+                        "ms",
+                        Value::from(node.replace.delete_ms.load(Ordering::Relaxed)),
+                    ),
+                ],
+            );
             if failed > 0 {
                 // The manager runs the replace again, by when the disk may have room.
                 log::warn!("replace {id:#x}: {failed} records could not be dropped");

@@ -3,6 +3,7 @@
 //! - [`ctl`]: kumoctl, the manager's control commands.
 //! - [`stat`]: kumostat, server status and counters.
 //! - [`top`]: kumotop, every server's rates and state on one screen.
+//! - [`log`]: kumolog, the binary log (`-g`) as text.
 //! - [`hash`]: kumohash, where keys are placed.
 //! - [`mergedb`]: kumomergedb, merging stores offline.
 //!
@@ -11,6 +12,7 @@
 
 pub mod ctl;
 pub mod hash;
+pub mod log;
 pub mod mergedb;
 pub mod stat;
 pub mod top;
