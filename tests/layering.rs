@@ -27,7 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The option library (it knows no role) and the I/O shell.
     ("cli", &["sizes"]),
     ("net", &["proto"]),
-    ("daemon", &["cli", "fs", "net"]),
+    ("daemon", &["cli", "fs", "net", "proto"]),
     // Roles: they talk to each other over RPC, never by import.
     (
         "manager",
