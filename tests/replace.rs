@@ -148,6 +148,22 @@ fn scale_out_under_load_keeps_three_copies() {
     let four = c.add_server();
     c.wait_newcomers(&[c.servers[four].addr]);
     attach(&c);
+    // kumoctl status shows the replace's progress while it runs.
+    let mut progress = Vec::new();
+    wait_until(Duration::from_secs(60), "the replace to end", || {
+        let (_, out, _) = c.ctl(&["status"]);
+        let mut lines = out.lines().skip_while(|l| *l != "replace:");
+        if let Some(l) = lines.nth(1) {
+            progress.push(l.trim().to_string());
+        }
+        c.is_settled()
+    });
+    assert!(
+        progress.iter().any(|l| l.starts_with("copying (")
+            && l.contains(" of 4 servers done), ")
+            && l.ends_with(" bytes copied")),
+        "{progress:?}"
+    );
     c.wait_settled();
     load.run_for_ops(300);
 
