@@ -38,7 +38,13 @@ pub fn help(role: Role, list: OptionList) -> String {
         }
         s += &format_entry(&left, &text);
     }
-    s += &format_entry("  -h, --help", "Print this help and exit.");
+    // A role with its own -h (kumolog's --head) keeps --help alone.
+    let help = if options::each(list).any(|o| o.short == Some("h")) {
+        "      --help"
+    } else {
+        "  -h, --help"
+    };
+    s += &format_entry(help, "Print this help and exit.");
     s += &format_entry("      --version", "Print the version and exit.");
     let commands = role.commands();
     if !commands.is_empty() {

@@ -67,7 +67,11 @@ pub fn page(role: Role, list: OptionList) -> String {
         }
         s += "\n";
     }
-    s += ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\nPrint the options and exit.\n";
+    if options::each(list).any(|o| o.short == Some("h")) {
+        s += ".TP\n\\fB\\-\\-help\\fR\nPrint the options and exit.\n";
+    } else {
+        s += ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\nPrint the options and exit.\n";
+    }
     if !role.commands().is_empty() {
         s += ".SH COMMANDS\n";
         for (name, text) in role.commands() {
