@@ -34,27 +34,9 @@ fn a_managers_binary_log_tells_what_happened_and_kumolog_reads_it_every_way() {
     wait_rpc_ready_method(manager, "GetNodesInfo");
     let server = |i: usize| {
         let addr = local(free_port());
-        let (a, l, s) = (
-            addr.to_string(),
-            free_port().to_string(),
-            d.join(format!("s{i}")),
-        );
-        let p = spawn(
-            d,
-            &format!("server{i}"),
-            &[
-                "server",
-                "-l",
-                &a,
-                "-L",
-                &l,
-                "-m",
-                &m,
-                "-s",
-                s.to_str().unwrap(),
-            ],
-        );
-        (p, addr)
+        let args = server_args(d, &format!("s{i}"), addr, manager, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (spawn(d, &format!("server{i}"), &args), addr)
     };
     let (_s0, a0) = server(0);
     let (mut s1, a1) = server(1);

@@ -136,26 +136,9 @@ fn every_daemon_serves_metrics_that_prometheus_parses_and_that_add_up() {
     let mut addrs = Vec::new();
     for i in 0..3 {
         let addr = local(free_port());
-        let (a, l, s) = (
-            addr.to_string(),
-            free_port().to_string(),
-            d.join(format!("s{i}")),
-        );
-        servers.push(start(
-            d,
-            &format!("server{i}"),
-            &[
-                "server",
-                "-l",
-                &a,
-                "-L",
-                &l,
-                "-m",
-                &m,
-                "-s",
-                s.to_str().unwrap(),
-            ],
-        ));
+        let args = server_args(d, &format!("s{i}"), addr, manager, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        servers.push(start(d, &format!("server{i}"), &args));
         addrs.push(addr);
     }
     let text = local(free_port());

@@ -80,12 +80,7 @@ pub(super) fn page(m: &Manager) -> String {
         "Bytes the running replace has moved so far.",
         bytes as f64,
     );
-    let mut links: Vec<_> = st
-        .servers
-        .iter()
-        .map(|(a, peer)| (*a, peer.is_up()))
-        .collect();
-    links.sort();
+    let links = crate::net::report::link_states(&st.servers);
     cluster_view(&mut p, &links, t.whs.clocktime, t.rhs.clocktime);
     p.single(
         "kumo_uptime_seconds",

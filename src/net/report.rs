@@ -51,10 +51,7 @@ impl ServerLinks {
     /// Every link made so far, and whether it is up (connected, and not
     /// suspect), by address.
     pub fn states(&self) -> Vec<(SocketAddr, bool)> {
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = links.iter().map(|(a, p)| (*a, p.is_up())).collect();
-        out.sort();
-        out
+        link_states(&self.links.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The link to server `addr`, made on first use.
@@ -119,4 +116,12 @@ impl ServerLinks {
             );
         }
     }
+}
+
+/// Whether each link of `links` is up (connected, and not suspect), by address in
+/// order: what `--metrics` shows as `kumo_peer_link_up`.
+pub fn link_states(links: &HashMap<SocketAddr, Arc<Peer>>) -> Vec<(SocketAddr, bool)> {
+    let mut out: Vec<_> = links.iter().map(|(a, p)| (*a, p.is_up())).collect();
+    out.sort();
+    out
 }

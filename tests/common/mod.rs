@@ -93,6 +93,35 @@ impl Drop for Proc {
     }
 }
 
+/// The arguments of a server on `addr` with a free stream port, reporting to
+/// `manager`, its store `dir/name`; `extra` follows.
+pub fn server_args(
+    dir: &Path,
+    name: &str,
+    addr: SocketAddr,
+    manager: SocketAddr,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "server",
+        "-l",
+        &addr.to_string(),
+        "-L",
+        &free_port().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-m".into(),
+        manager.to_string(),
+        "-s".into(),
+        dir.join(name).display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Starts `kumo ARGS...` with its output in `dir/name.log`.
 pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
     spawn_as(dir, name, args, None)
