@@ -33,7 +33,8 @@ const DIFFERENCES: &[&str] = &[
      holds the item; kumo always pads. Such values (and their meta sizes) are compared \
      without trailing spaces, and the generator does not append to or prepend to such \
      a counter until it is set again. For the same reason a counter's meta marks \
-     (X, W, Z) are not compared: memcached drops them when it makes a new item",
+     (X, W, Z) and whether its key is shown as binary (`k` in base64 with `b`) are not \
+     compared: memcached drops them when it makes a new item",
     "incr or decr of a value of white space only: memcached reads on past the value's \
      end (what it finds there decides), kumo answers that it is not a number. The \
      generator makes no such value",
@@ -193,6 +194,12 @@ impl Side {
         if counters.contains(key) {
             // See DIFFERENCES: whether a counter kept its marks.
             words.retain(|w| !matches!(w.as_str(), "W" | "X" | "Z"));
+            let encoded = kumo::proto::memmeta::base64_encode(key.as_bytes());
+            let shown_binary = format!("k{}", String::from_utf8(encoded).unwrap());
+            if let Some(at) = words.iter().position(|w| *w == shown_binary) {
+                words[at] = format!("k{key}");
+                words.retain(|w| w != "b");
+            }
         }
         if !text.starts_with("CLIENT_ERROR") && !text.starts_with("SERVER_ERROR") {
             for w in words.iter_mut().skip(1) {
