@@ -27,6 +27,10 @@ pub struct Reply {
     writer: Option<Arc<Writer>>,
 }
 
+/// Room a reply is encoded into first: an acknowledgement or a small record fits,
+/// so most replies are one allocation with no growing.
+const REPLY_CAPACITY: usize = 128;
+
 impl Reply {
     pub fn ok(mut self, result: impl Into<Value>) {
         self.send(Ok(result.into()));
@@ -52,7 +56,7 @@ impl Reply {
 
     fn send(&mut self, outcome: Result<Value, Value>) {
         if let Some(w) = self.writer.take() {
-            let mut buf = Vec::new();
+            let mut buf = Vec::with_capacity(REPLY_CAPACITY);
             rpc::encode_response(&mut buf, self.msgid, &outcome);
             w.send(&buf);
         }

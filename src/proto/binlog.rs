@@ -9,6 +9,9 @@ use rmpv::Value;
 /// The largest record written or read; a larger announced length is damage.
 pub const RECORD_MAX_BYTES: usize = 1 << 20;
 const LEN_BYTES: usize = 4;
+/// Nesting a record may have: the array, its field map, and a field's value with
+/// some room. Deeper is damage.
+const RECORD_DEPTH_MAX: usize = 8;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,11 +77,10 @@ pub fn read(buf: &[u8]) -> Read {
     let Some(body) = buf.get(LEN_BYTES..LEN_BYTES + len) else {
         return Read::NeedMore;
     };
-    let mut cursor = body;
-    let Ok(v) = rmpv::decode::read_value(&mut cursor) else {
+    let Ok((v, used)) = crate::proto::msgpack::read_value(body, RECORD_DEPTH_MAX) else {
         return Read::Bad;
     };
-    if !cursor.is_empty() {
+    if used != body.len() {
         return Read::Bad;
     }
     match record_of(v) {

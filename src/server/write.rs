@@ -72,16 +72,17 @@ impl Node {
         {
             let pull = Pull::new(self.me, replace::holders(hash, &t.rhs, &t.whs));
             if !pull.sources.is_empty() {
-                return self.pull_then_decide(req, pull, deadline, reply);
+                return self.pull_then_decide(req, hash, pull, deadline, reply);
             }
         }
-        self.decide(req, deadline, reply)
+        self.decide(req, hash, deadline, reply)
     }
 
     /// Takes the key's record from the first old owner that answers, then decides.
     fn pull_then_decide(
         self: &Arc<Self>,
         req: WriteRequest,
+        hash: u64,
         mut pull: Pull,
         deadline: Instant,
         reply: Reply,
@@ -90,7 +91,7 @@ impl Node {
             // Deciding on a copy that may be missing the newest record would let
             // add, cas or incr answer wrongly: only once some holder gave its copy.
             return if pull.heard {
-                self.decide(req, deadline, reply)
+                self.decide(req, hash, deadline, reply)
             } else {
                 reply.err(msg::NOT_READY)
             };
@@ -122,17 +123,17 @@ impl Node {
                 if pull.heard && !pull.every {
                     pull.sources.clear();
                 }
-                node.pull_then_decide(req, pull, deadline, reply)
+                node.pull_then_decide(req, hash, pull, deadline, reply)
             }),
         );
     }
 
-    fn decide(self: &Arc<Self>, req: WriteRequest, deadline: Instant, reply: Reply) {
+    /// `hash` is the key's place on the ring (`key_hash`), reckoned once per write.
+    fn decide(self: &Arc<Self>, req: WriteRequest, hash: u64, deadline: Instant, reply: Reply) {
         let t = self.tables();
         if t.whs.is_empty() || !self.serving() {
             return reply.err(msg::NOT_READY);
         }
-        let hash = key_hash(&req.key);
         let owners = t.whs.active_owners(hash);
         if owners.first() != Some(&self.me) {
             return self.obsolete(reply);
@@ -208,29 +209,32 @@ impl Node {
         } else {
             *pending.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(reply);
         }
-        let key = Arc::new(req.key);
-        let stamp = rec.clock;
-        let rec = Arc::new(msg::record_into_value(rec));
+        if replicas.is_empty() {
+            return;
+        }
+        let outgoing = Arc::new(self.outgoing(req.key, rec, t.whs.clocktime.0));
         for addr in replicas {
-            self.replicate(
-                addr,
-                hash,
-                key.clone(),
-                (stamp, rec.clone()),
-                deadline,
-                pending.clone(),
-            );
+            self.replicate(addr, hash, outgoing.clone(), deadline, pending.clone());
+        }
+    }
+
+    fn outgoing(&self, key: Vec<u8>, rec: crate::record::Record, whs: u64) -> Outgoing {
+        let params = msg::encode_replicate(u64::from(self.clock.tick()), &key, &rec, whs, &self.me);
+        Outgoing {
+            key,
+            rec,
+            whs,
+            params: Arc::new(params),
         }
     }
 
     /// Sends one record to one replica, retrying as long as it is still an owner
-    /// and the deadline allows. `rec` is the record's stamp and its encoding.
+    /// and the deadline allows.
     fn replicate(
         self: &Arc<Self>,
         addr: SocketAddr,
         hash: u64,
-        key: Arc<Vec<u8>>,
-        rec: (u64, Arc<Value>),
+        out: Arc<Outgoing>,
         deadline: Instant,
         pending: Arc<Pending>,
     ) {
@@ -242,17 +246,18 @@ impl Node {
             log::warn!("replication to {addr}: no answer before the write's deadline");
             return pending.one_done(Some(Value::from(msg::DEADLINE)));
         }
-        let params = [
-            Value::from(self.clock.tick()),
-            Value::Binary((*key).clone()),
-            (*rec.1).clone(),
-            Value::from(self.tables().whs.clocktime.0),
-            msg::addr_to_value(&self.me),
-        ];
+        // A retry after the tables changed must carry the new whs clock, or the
+        // replica answers that it is out of date again and again.
+        let whs = self.tables().whs.clocktime.0;
+        let out = if out.whs == whs {
+            out
+        } else {
+            Arc::new(self.outgoing(out.key.clone(), out.rec.clone(), whs))
+        };
         let node = self.clone();
-        self.peer(addr).call(
+        self.peer(addr).call_encoded(
             msg::REPLICATE,
-            &params,
+            &out.params.clone(),
             left.min(REPLICATE_TIMEOUT),
             Box::new(move |r| {
                 let err = match r {
@@ -272,14 +277,14 @@ impl Node {
                                 log::warn!(
                                     "a write was refused: this server is fault in the tables"
                                 );
-                                if let Err(e) = node.store.erase(&key, rec.0) {
+                                if let Err(e) = node.store.erase(&out.key, out.rec.clock) {
                                     log::error!("cannot drop a refused write: {e}");
                                 }
                                 return pending.one_done(Some(msg::obsolete_error(&t.whs, &t.rhs)));
                             }
                             // Owners the old table did not name get the write too,
                             // before this one can complete it.
-                            node.widen(hash, &key, &rec, deadline, &pending);
+                            node.widen(hash, &out, deadline, &pending);
                         }
                         None if v.as_str() == Some(msg::STORE_FULL) => {
                             return pending.one_done(Some(Value::from(msg::STORE_FULL)))
@@ -301,13 +306,13 @@ impl Node {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     // Answered now, not a timer tick later: the caller is waiting.
-                    return node.replicate(addr, hash, key, rec, deadline, pending);
+                    return node.replicate(addr, hash, out, deadline, pending);
                 }
                 let n = node.clone();
                 node.net
                     .timers()
                     .after(REPLICATE_RETRY_DELAY.min(left), move || {
-                        n.replicate(addr, hash, key, rec, deadline, pending)
+                        n.replicate(addr, hash, out, deadline, pending)
                     });
             }),
         );
@@ -318,8 +323,7 @@ impl Node {
     fn widen(
         self: &Arc<Self>,
         hash: u64,
-        key: &Arc<Vec<u8>>,
-        rec: &(u64, Arc<Value>),
+        out: &Arc<Outgoing>,
         deadline: Instant,
         pending: &Arc<Pending>,
     ) {
@@ -341,7 +345,7 @@ impl Node {
         };
         pending.remaining.fetch_add(fresh.len(), Ordering::AcqRel);
         for a in fresh {
-            self.replicate(a, hash, key.clone(), rec.clone(), deadline, pending.clone());
+            self.replicate(a, hash, out.clone(), deadline, pending.clone());
         }
     }
 
@@ -391,6 +395,15 @@ impl Node {
         }
         reply.ok(applied)
     }
+}
+
+/// A write on its way to its replicas, with its `Replicate` params encoded once
+/// for all of them (`params` carries `whs`, the whs clock it was encoded under).
+struct Outgoing {
+    key: Vec<u8>,
+    rec: crate::record::Record,
+    whs: u64,
+    params: crate::net::chain::Shared,
 }
 
 /// A write waiting for its replicas.

@@ -100,6 +100,15 @@ pub struct Hedge {
     pub on_arrival: SlowFn,
 }
 
+/// A call's params, as its caller has them.
+enum Params<'a> {
+    Values(&'a [Value]),
+    /// Values, then one more: a binary sent from where it is.
+    WithTail(&'a [Value], &'a Shared),
+    /// The params array, encoded.
+    Encoded(&'a Shared),
+}
+
 /// What a call carries besides its callback.
 #[derive(Default)]
 struct Extra {
@@ -323,7 +332,31 @@ impl Peer {
         timeout: Duration,
         callback: Callback,
     ) {
-        self.call_full(method, (params, None), timeout, Extra::default(), callback);
+        self.call_full(
+            method,
+            Params::Values(params),
+            timeout,
+            Extra::default(),
+            callback,
+        );
+    }
+
+    /// Like [`Peer::call`], with params already encoded: `params` holds one
+    /// msgpack array, sent from where it is when it is large (see `net::chain`).
+    pub fn call_encoded(
+        self: &Arc<Self>,
+        method: &str,
+        params: &Shared,
+        timeout: Duration,
+        callback: Callback,
+    ) {
+        self.call_full(
+            method,
+            Params::Encoded(params),
+            timeout,
+            Extra::default(),
+            callback,
+        );
     }
 
     /// Like [`Peer::call`], with a [`Hedge`]. Returns the call's msgid, for
@@ -342,7 +375,7 @@ impl Peer {
             arrival: Some(hedge.on_arrival),
             probe: false,
         };
-        self.call_full(method, (params, None), timeout, extra, callback)
+        self.call_full(method, Params::Values(params), timeout, extra, callback)
     }
 
     /// Drops call `msgid`: its callback is never run, and its answer, if it comes,
@@ -365,7 +398,7 @@ impl Peer {
     ) {
         self.call_full(
             method,
-            (params, Some(tail)),
+            Params::WithTail(params, tail),
             timeout,
             Extra::default(),
             callback,
@@ -375,7 +408,7 @@ impl Peer {
     fn call_full(
         self: &Arc<Self>,
         method: &str,
-        (params, tail): (&[Value], Option<&Shared>),
+        params: Params,
         timeout: Duration,
         extra: Extra,
         callback: Callback,
@@ -388,15 +421,21 @@ impl Peer {
             msgid = msgid.wrapping_add(1).max(1);
         }
         st.next_msgid = msgid.wrapping_add(1).max(1);
-        let frame = match tail {
-            None => {
+        let frame = match params {
+            Params::Values(params) => {
                 rpc::encode_request(&mut head, msgid, method, params);
                 Chain::from(head)
             }
-            Some(t) => {
+            Params::WithTail(params, t) => {
                 rpc::encode_request_with_tail(&mut head, msgid, method, params, t.len());
                 let mut frame = Chain::from(head);
                 frame.shared(t);
+                frame
+            }
+            Params::Encoded(params) => {
+                rpc::encode_request_head(&mut head, msgid, method);
+                let mut frame = Chain::from(head);
+                frame.shared(params);
                 frame
             }
         };

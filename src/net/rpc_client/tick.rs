@@ -139,7 +139,7 @@ impl Peer {
             };
             self.call_full(
                 crate::proto::cluster::KEEP_ALIVE,
-                (&[], None),
+                super::Params::Values(&[]),
                 LINK_SILENCE_MAX,
                 probe,
                 Box::new(|_| {}),

@@ -51,6 +51,32 @@ pub fn encode_push_entry(out: &mut Vec<u8>, key: &[u8], r: &Record) {
     encode_record(out, r);
 }
 
+/// The params of a `Replicate` call, `[clk, key, record, whs_clock, coordinator]`,
+/// encoded once for every replica of a write.
+pub fn encode_replicate(
+    clk: u64,
+    key: &[u8],
+    r: &Record,
+    whs_clock: u64,
+    coordinator: &std::net::SocketAddr,
+) -> Vec<u8> {
+    let addr = crate::cluster::hash_space::encode_addr(coordinator);
+    let mut out = Vec::with_capacity(REPLICATE_HEAD_BYTES + key.len() + r.data.len());
+    write_array_len(&mut out, 5);
+    write_uint(&mut out, clk);
+    write_bin_len(&mut out, key.len());
+    out.extend_from_slice(key);
+    encode_record(&mut out, r);
+    write_uint(&mut out, whs_clock);
+    write_bin_len(&mut out, addr.len());
+    out.extend_from_slice(&addr);
+    out
+}
+
+/// Room for everything in a `Replicate` call's params but the key and the data:
+/// headers, three clocks, a record's small fields and an IPv6 address.
+const REPLICATE_HEAD_BYTES: usize = 96;
+
 pub fn record_from_value(v: &Value) -> Result<Record, Bad> {
     record_take(v.clone())
 }

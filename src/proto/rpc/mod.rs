@@ -200,6 +200,16 @@ pub fn encode_request_with_items(
     out.extend_from_slice(items);
 }
 
+/// Appends the head of a request whose params are already encoded: the caller
+/// sends their bytes (one msgpack array) right after. A write sent to several
+/// replicas is so encoded once for all of them.
+pub fn encode_request_head(out: &mut Vec<u8>, msgid: u32, method: &str) {
+    write_array_len(out, 4);
+    write_uint(out, TYPE_REQUEST);
+    write_uint(out, msgid as u64);
+    write_str(out, method);
+}
+
 /// Appends the encoding of a notification to `out`.
 pub fn encode_notify(out: &mut Vec<u8>, method: &str, params: &[Value]) {
     encode_parts(out, TYPE_NOTIFY, None, method, params, None);

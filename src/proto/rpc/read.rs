@@ -139,9 +139,11 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 /// Decodes one whole msgpack object (its length checked by a walk).
-fn read_value(mut frame: &[u8]) -> Result<Value, DecodeError> {
-    rmpv::decode::read_value_with_max_depth(&mut frame, FRAME_DEPTH_MAX + 1)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))
+fn read_value(frame: &[u8]) -> Result<Value, DecodeError> {
+    match crate::proto::msgpack::read_value(frame, FRAME_DEPTH_MAX) {
+        Ok((v, _)) => Ok(v),
+        Err(why) => Err(DecodeError::Malformed(why)),
+    }
 }
 
 /// A frame with at least this many bytes still to come is gathered by a
@@ -159,6 +161,9 @@ pub struct FrameReader {
     /// A large frame no one waits for any more (see [`FrameReader::discard`]):
     /// the frame with its binary marked, and the binary's bytes still to skip.
     skipping: Option<(Vec<u8>, usize)>,
+    /// The frame at the front of the input was not whole when it was decoded:
+    /// it is walked, not decoded again, until it is.
+    walking: bool,
 }
 
 impl FrameReader {
@@ -169,13 +174,29 @@ impl FrameReader {
             return self.skip(shell, left, input);
         }
         let Some(mut buf) = self.gathering.take() else {
+            // Most frames are whole when they are first looked at: decoding tells
+            // where one ends as well as a walk does, so the walk is left to the
+            // rest (a frame not all there, too large, or malformed), to say which.
+            // A frame that was not whole is walked until it is, never decoded
+            // over and over as it arrives.
+            if !self.walking {
+                match crate::proto::msgpack::read_value(input, FRAME_DEPTH_MAX) {
+                    Ok((v, len)) if len <= FRAME_SIZE_MAX => {
+                        return Ok((len, Some(message_from_value(v)?)));
+                    }
+                    _ => {}
+                }
+            }
             let w = walk(input, FRAME_SIZE_MAX)?;
             if let Some(len) = w.end {
+                self.walking = false;
                 return Ok((len, Some(message_from_value(read_value(&input[..len])?)?)));
             }
             if w.need - input.len() < GATHER_MIN_BYTES {
+                self.walking = true;
                 return Ok((0, None));
             }
+            self.walking = false;
             // Room for what the frame announced, and its envelope after it.
             let mut buf = Vec::with_capacity(w.need.saturating_add(FRAME_ENVELOPE_MAX));
             buf.extend_from_slice(input);
