@@ -26,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["fs", "keyhash", "record", "sizes"]),
     // The option library (it knows no role) and the I/O shell.
     ("cli", &["sizes"]),
-    ("net", &["proto"]),
+    ("net", &["keyhash", "proto"]),
     ("daemon", &["cli", "fs", "net", "proto"]),
     // Roles: they talk to each other over RPC, never by import.
     (

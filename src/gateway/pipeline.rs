@@ -17,7 +17,6 @@ use crate::proto::cluster::WriteRequest;
 use crate::proto::memtext::StatsGroup;
 use crate::proto::metrics::Histogram;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -86,7 +85,7 @@ impl Replies {
         let mut q = self.lock();
         let first = q.first + q.slots.len() as u64;
         q.slots.extend((0..n).map(|_| Slot::Waiting));
-        let now = Instant::now();
+        let now = crate::net::now();
         q.since.extend((0..n).map(|i| (i + 1 == n).then_some(now)));
         first
     }
@@ -119,7 +118,7 @@ impl Replies {
                     q.held -= b.len();
                     out.append(b);
                     if let Some(t) = since {
-                        let now = *now.get_or_insert_with(Instant::now);
+                        let now = *now.get_or_insert_with(crate::net::now);
                         self.latency.observe(now.saturating_duration_since(t));
                     }
                 }
@@ -209,25 +208,7 @@ impl Job {
 }
 
 /// Reads and writes per key hash.
-type KeyUse = HashMap<u64, (u32, u32), BuildHasherDefault<AlreadyHashed>>;
-
-/// The hasher of a table whose keys are hashes already.
-#[derive(Default)]
-struct AlreadyHashed(u64);
-
-impl Hasher for AlreadyHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | b as u64;
-        }
-    }
-    fn write_u64(&mut self, h: u64) {
-        self.0 = h;
-    }
-}
+type KeyUse = HashMap<u64, (u32, u32), crate::keyhash::BuildPrehashed>;
 
 /// Whether `f` must wait for the accesses in `uses`: a read waits for writes of
 /// its keys, a write for any access of its key.

@@ -69,7 +69,7 @@ impl Gateway {
     pub fn get(self: &Arc<Self>, key: Arc<Vec<u8>>, done: GetDone) {
         let read = Arc::new(Read {
             key,
-            deadline: Instant::now() + self.deadline,
+            deadline: crate::net::now() + self.deadline,
             state: Mutex::new(ReadState {
                 done: Some(done),
                 asked: Vec::new(),
@@ -91,7 +91,7 @@ impl Gateway {
         // write owners are the ones holding the data (see `routing::readers`).
         let reads = if t.rhs.is_empty() { &t.whs } else { &t.rhs };
         let owners = routing::readers(&t, key_hash(&read.key));
-        let left = read.deadline.saturating_duration_since(Instant::now());
+        let left = read.deadline.saturating_duration_since(crate::net::now());
         let mut st = read.lock();
         if st.done.is_none() {
             return;
@@ -143,13 +143,10 @@ impl Gateway {
         };
         // The rhs stamp tells the server which table we read by (see the server's
         // `serves_read`).
+        let rhs_clock = reads.clocktime.0;
         let msgid = self.server(addr).call_hedged(
             msg::GET,
-            &[
-                Value::Binary((*read.key).clone()),
-                Value::from(false),
-                Value::from(reads.clocktime.0),
-            ],
+            &|out| msg::encode_get_params(out, &read.key, false, rhs_clock),
             within(left),
             hedge,
             Box::new(move |result| {
@@ -230,7 +227,7 @@ impl Gateway {
 
     /// Sends a write to its coordinator, retrying as the module documentation says.
     pub fn write(self: &Arc<Self>, req: Arc<WriteRequest>, done: WriteDone) {
-        let deadline = Instant::now() + self.deadline;
+        let deadline = crate::net::now() + self.deadline;
         self.write_attempt(req, 0, deadline, None, done)
     }
 
@@ -242,7 +239,7 @@ impl Gateway {
         last: Option<String>,
         done: WriteDone,
     ) {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::net::now());
         if left.is_zero() {
             return self.answer_later(Some(done), Err(self.too_late(last)));
         }
@@ -261,9 +258,10 @@ impl Gateway {
         };
         let g = self.clone();
         let value = req.write.data.clone();
+        let sent = req.clone();
         self.server(coordinator).call_with_tail(
             msg::WRITE,
-            &req.head_params(Some(left.as_millis() as u64)),
+            &|out| sent.encode_params_head(out, Some(left.as_millis() as u64)),
             &value,
             within(left),
             Box::new(move |r| {

@@ -163,14 +163,24 @@ impl Drop for Corked {
     }
 }
 
-/// Writes what this thread gathered since [`cork`] and stops gathering.
+/// Writes what this thread gathered since [`cork`] and stops gathering. Output that
+/// all went out is drained output (see [`Writer::on_drained`]): gathered, it was
+/// counted as waiting, and whoever held back for it hears that it is gone.
 pub(super) fn uncork() {
     let writers = CORK.with(|c| c.borrow_mut().take()).unwrap_or_default();
     for w in writers {
         let mut out = w.lock();
         out.corked = false;
-        if !w.flush_locked(&mut out) {
+        let had = out.unsent > 0;
+        let done = w.flush_locked(&mut out);
+        if !done {
             w.ensure_sender(&mut out);
+        }
+        drop(out);
+        if had && done {
+            if let Some(f) = w.drained.get() {
+                f();
+            }
         }
     }
 }
@@ -359,7 +369,11 @@ impl Writer {
         if out.corked {
             return true;
         }
-        if out.unsent != 0 || out.connecting || out.with_sender {
+        // A connection a sender thread watches is corked as any other once its
+        // queue is empty: the sender only writes what is queued, in order, under
+        // this same lock. (Left out of the cork for good, a link that was once
+        // slow would make a write(2) per message from then on.)
+        if out.unsent != 0 || out.connecting {
             return false;
         }
         let joined = CORK.with(|c| match c.borrow_mut().as_mut() {
@@ -561,3 +575,6 @@ fn writev<'a>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,6 +34,7 @@ mod worker;
 pub use conn::{Session, Writer};
 pub use rpc_client::{Hedge, Peer, RpcError};
 pub use rpc_server::{Reply, Service};
+pub use worker::now;
 
 use std::io;
 use std::net::SocketAddr;

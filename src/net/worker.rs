@@ -135,6 +135,7 @@ impl Worker {
                 }
                 continue;
             }
+            let _turn = LoopTime::start();
             super::conn::cork();
             let corked = super::conn::Corked;
             let mut again = std::mem::take(&mut self.again);
@@ -299,6 +300,38 @@ enum ReadResult {
     Drained,
     MoreWaiting,
     Closed,
+}
+
+thread_local! {
+    /// The time a worker's loop turn began, while it runs the turn (see [`now`]).
+    static TURN_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Marks a worker's loop turn: [`now`] answers its start until it is dropped.
+struct LoopTime;
+
+impl LoopTime {
+    fn start() -> LoopTime {
+        TURN_STARTED.with(|t| t.set(Some(std::time::Instant::now())));
+        LoopTime
+    }
+}
+
+impl Drop for LoopTime {
+    fn drop(&mut self) {
+        TURN_STARTED.with(|t| t.set(None));
+    }
+}
+
+/// The time for deadlines, timeouts and latencies: on a worker, when its loop turn
+/// began (a turn handles one batch of events, well under a timer tick), read once
+/// for every request of the batch rather than a few times for each; elsewhere
+/// (timer and sender threads, tools) the clock itself.
+pub fn now() -> std::time::Instant {
+    TURN_STARTED
+        .with(|t| t.get())
+        .unwrap_or_else(std::time::Instant::now)
 }
 
 fn read_and_dispatch(conn: &mut Conn) -> ReadResult {

@@ -57,7 +57,7 @@ impl Node {
             Ok(r) => r,
             Err(e) => return reply.err(e),
         };
-        let deadline = Instant::now()
+        let deadline = crate::net::now()
             + req.budget_ms.map_or(REPLICATION_DEADLINE, |ms| {
                 Duration::from_millis(ms)
                     .saturating_sub(REPLY_MARGIN)
@@ -96,7 +96,7 @@ impl Node {
                 reply.err(msg::NOT_READY)
             };
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::net::now());
         if left.is_zero() {
             return reply.err(msg::DEADLINE);
         }
@@ -238,7 +238,7 @@ impl Node {
         deadline: Instant,
         pending: Arc<Pending>,
     ) {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::net::now());
         if left.is_zero() {
             self.counters
                 .replicate_failures
@@ -303,7 +303,7 @@ impl Node {
                     // replica any more, and the write is complete without it.
                     return pending.one_done(None);
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(crate::net::now());
                 if left.is_zero() {
                     // Answered now, not a timer tick later: the caller is waiting.
                     return node.replicate(addr, hash, out, deadline, pending);

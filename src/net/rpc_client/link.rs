@@ -156,7 +156,7 @@ impl Peer {
     fn arriving(&self, msgid: u32) -> bool {
         let arrival = {
             let mut st = self.lock();
-            st.last_heard = Instant::now();
+            st.last_heard = crate::net::now();
             let Some(p) = st.pending.get_mut(&msgid) else {
                 return false;
             };
@@ -173,7 +173,7 @@ impl Peer {
         let pending = {
             let mut st = self.lock();
             st.failures = 0;
-            st.last_heard = Instant::now();
+            st.last_heard = crate::net::now();
             st.down_at = None;
             st.pending.remove(&msgid)
         };

@@ -103,8 +103,12 @@ pub struct Hedge {
 /// A call's params, as its caller has them.
 enum Params<'a> {
     Values(&'a [Value]),
-    /// Values, then one more: a binary sent from where it is.
-    WithTail(&'a [Value], &'a Shared),
+    /// Written by the caller into the frame, then the bytes of the last item,
+    /// if any, sent from where they are.
+    Written {
+        write: &'a dyn Fn(&mut Vec<u8>),
+        tail: Option<&'a Shared>,
+    },
     /// The params array, encoded.
     Encoded(&'a Shared),
 }
@@ -153,7 +157,7 @@ struct State {
     link: Link,
     generation: u64,
     next_msgid: u32,
-    pending: HashMap<u32, Pending>,
+    pending: HashMap<u32, Pending, crate::keyhash::BuildPrehashed>,
     /// Frames written while no connection was up, sent once one is, each with the
     /// msgid of its call (None for a notification).
     queued: Vec<(Option<u32>, Chain)>,
@@ -258,7 +262,7 @@ impl Peer {
                 },
                 generation: 0,
                 next_msgid: 1,
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 queued: Vec::new(),
                 failures: 0,
                 last_sent: now,
@@ -364,18 +368,22 @@ impl Peer {
     pub fn call_hedged(
         self: &Arc<Self>,
         method: &str,
-        params: &[Value],
+        params: &dyn Fn(&mut Vec<u8>),
         timeout: Duration,
         hedge: Hedge,
         callback: Callback,
     ) -> u32 {
-        let slow = Some((Instant::now() + hedge.after, hedge.on_slow));
+        let slow = Some((crate::net::now() + hedge.after, hedge.on_slow));
         let extra = Extra {
             slow,
             arrival: Some(hedge.on_arrival),
             probe: false,
         };
-        self.call_full(method, Params::Values(params), timeout, extra, callback)
+        let params = Params::Written {
+            write: params,
+            tail: None,
+        };
+        self.call_full(method, params, timeout, extra, callback)
     }
 
     /// Drops call `msgid`: its callback is never run, and its answer, if it comes,
@@ -386,19 +394,24 @@ impl Peer {
         st.queued.retain(|(id, _)| *id != Some(msgid));
     }
 
-    /// Like [`Peer::call`], with one more parameter after `params`: a binary sent
-    /// from where it is, never copied into the frame (see `net::chain`).
+    /// Like [`Peer::call`], with the params written by `params` (the array's
+    /// header and all its items, the last one up to its length), and then `tail`,
+    /// the last item's bytes, sent from where they are, never copied into the
+    /// frame (see `net::chain`).
     pub fn call_with_tail(
         self: &Arc<Self>,
         method: &str,
-        params: &[Value],
+        params: &dyn Fn(&mut Vec<u8>),
         tail: &Shared,
         timeout: Duration,
         callback: Callback,
     ) {
         self.call_full(
             method,
-            Params::WithTail(params, tail),
+            Params::Written {
+                write: params,
+                tail: Some(tail),
+            },
             timeout,
             Extra::default(),
             callback,
@@ -426,10 +439,13 @@ impl Peer {
                 rpc::encode_request(&mut head, msgid, method, params);
                 Chain::from(head)
             }
-            Params::WithTail(params, t) => {
-                rpc::encode_request_with_tail(&mut head, msgid, method, params, t.len());
+            Params::Written { write, tail } => {
+                rpc::encode_request_head(&mut head, msgid, method);
+                write(&mut head);
                 let mut frame = Chain::from(head);
-                frame.shared(t);
+                if let Some(t) = tail {
+                    frame.shared(t);
+                }
                 frame
             }
             Params::Encoded(params) => {
@@ -440,12 +456,12 @@ impl Peer {
             }
         };
         if st.pending.is_empty() {
-            st.last_heard = st.last_heard.max(Instant::now());
+            st.last_heard = st.last_heard.max(crate::net::now());
         }
         st.pending.insert(
             msgid,
             Pending {
-                deadline: Instant::now() + timeout,
+                deadline: crate::net::now() + timeout,
                 callback,
                 sent_on: 0,
                 slow: extra.slow,
@@ -484,7 +500,7 @@ impl Peer {
 
     /// Sends `frame` now if a connection is up (returning its generation), or queues it.
     fn transmit(self: &Arc<Self>, st: &mut State, msgid: Option<u32>, frame: Chain) -> Option<u64> {
-        st.last_sent = Instant::now();
+        st.last_sent = crate::net::now();
         match &st.link {
             Link::Up { writer, generation } => {
                 match writer.send_chain(frame) {

@@ -22,7 +22,7 @@
 //! | server   | `CreateBackup`      | `[suffix]`                               | the backup's path       |
 //! | stream   | `ReplacePush`       | `[clk, id, [[key, record]...]]`          | records applied         |
 //! | server   | `HashSpaceSync`     | `[clk, whs, rhs]`                        | bool: adopted anything  |
-//! | server   | `Get`               | `[key]`                                  | record or nil           |
+//! | server   | `Get`               | `[key, as_stored, rhs_clock]`            | record or nil           |
 //! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async, budget_ms]` | `[outcome, n, clock]` |
 //! | server   | `Replicate`         | `[clk, key, record, whs_clock, coordinator]` | bool: applied       |
 //! | server   | `GetStatus`         | `[name]`                                 | the value               |
@@ -172,10 +172,30 @@ impl WriteRequest {
         p
     }
 
-    /// The parameters before the value, giving the write `budget_ms` from its
-    /// arrival: a caller sends the value after them from where it is
-    /// (`Peer::call_with_tail`), so that a large one is not copied.
-    pub fn head_params(&self, budget_ms: Option<u64>) -> Vec<Value> {
+    /// Appends the encoding of [`WriteRequest::to_params`] but for the value's bytes,
+    /// giving the write `budget_ms` from its arrival: everything up to the value's
+    /// length, so that the caller sends the value right after from where it is
+    /// (`Peer::call_with_tail`), and a large one is not copied.
+    pub fn encode_params_head(&self, out: &mut Vec<u8>, budget_ms: Option<u64>) {
+        use super::msgpack::{write_array_len, write_bin_len, write_uint, write_value};
+        let (code, arg) = self.write.op.encode();
+        write_array_len(out, 9);
+        write_bin_len(out, self.key.len());
+        out.extend_from_slice(&self.key);
+        write_uint(out, u64::from(code));
+        write_uint(out, arg);
+        write_uint(out, u64::from(self.write.flags));
+        write_uint(out, u64::from(self.write.exptime));
+        out.push(if self.no_wait { 0xc3 } else { 0xc2 });
+        match budget_ms {
+            Some(ms) => write_uint(out, ms),
+            None => out.push(0xc0),
+        }
+        write_value(out, &meta_to_value(&self.write.meta));
+        write_bin_len(out, self.write.data.len());
+    }
+
+    fn head_params(&self, budget_ms: Option<u64>) -> Vec<Value> {
         let (code, arg) = self.write.op.encode();
         vec![
             Value::Binary(self.key.clone()),
@@ -219,6 +239,16 @@ impl WriteRequest {
 /// The meta protocol's part of a write: nil for a classic command, else
 /// `[compare, invalidate, vivify, initial, ttl, recache_before, return_record]`
 /// with nil for an absent option.
+/// Appends the params of a `Get`, `[key, as_stored, rhs_clock]`.
+pub fn encode_get_params(out: &mut Vec<u8>, key: &[u8], as_stored: bool, rhs_clock: u64) {
+    use super::msgpack::{write_array_len, write_bin_len, write_uint};
+    write_array_len(out, 3);
+    write_bin_len(out, key.len());
+    out.extend_from_slice(key);
+    out.push(if as_stored { 0xc3 } else { 0xc2 });
+    write_uint(out, rhs_clock);
+}
+
 fn meta_to_value(m: &Meta) -> Value {
     if *m == Meta::default() {
         return Value::Nil;

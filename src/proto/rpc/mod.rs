@@ -17,7 +17,7 @@
 //! [`FRAME_SIZE_MAX`] bytes is refused before anything of that size is allocated.
 //! Only a complete, bounded frame is handed to rmpv.
 
-use super::msgpack::{write_array_len, write_bin_len, write_str, write_uint, write_value};
+use super::msgpack::{write_array_len, write_str, write_uint, write_value};
 use rmpv::Value;
 
 mod read;
@@ -153,28 +153,7 @@ fn message_from_value(value: Value) -> Result<Message, DecodeError> {
 
 /// Appends the encoding of a request to `out`.
 pub fn encode_request(out: &mut Vec<u8>, msgid: u32, method: &str, params: &[Value]) {
-    encode_parts(out, TYPE_REQUEST, Some(msgid), method, params, None);
-}
-
-/// Appends the encoding of a request whose params end with one more: a binary of
-/// `tail_len` bytes, of which only the header is written here. The caller sends
-/// the bytes right after, from where they are (`net::chain`), so a large value is
-/// not copied into the frame.
-pub fn encode_request_with_tail(
-    out: &mut Vec<u8>,
-    msgid: u32,
-    method: &str,
-    params: &[Value],
-    tail_len: usize,
-) {
-    encode_parts(
-        out,
-        TYPE_REQUEST,
-        Some(msgid),
-        method,
-        params,
-        Some(tail_len),
-    );
+    encode_parts(out, TYPE_REQUEST, Some(msgid), method, params);
 }
 
 /// Appends the encoding of a request whose params end with one more: an array of
@@ -212,7 +191,7 @@ pub fn encode_request_head(out: &mut Vec<u8>, msgid: u32, method: &str) {
 
 /// Appends the encoding of a notification to `out`.
 pub fn encode_notify(out: &mut Vec<u8>, method: &str, params: &[Value]) {
-    encode_parts(out, TYPE_NOTIFY, None, method, params, None);
+    encode_parts(out, TYPE_NOTIFY, None, method, params);
 }
 
 /// Appends the encoding of a response to `out`. `Ok` sends `[1, msgid, nil, result]`,
@@ -229,26 +208,16 @@ pub fn encode_response(out: &mut Vec<u8>, msgid: u32, outcome: &Result<Value, Va
     write_value(out, result);
 }
 
-fn encode_parts(
-    out: &mut Vec<u8>,
-    kind: u64,
-    msgid: Option<u32>,
-    method: &str,
-    params: &[Value],
-    tail_len: Option<usize>,
-) {
+fn encode_parts(out: &mut Vec<u8>, kind: u64, msgid: Option<u32>, method: &str, params: &[Value]) {
     write_array_len(out, if msgid.is_some() { 4 } else { 3 });
     write_uint(out, kind);
     if let Some(id) = msgid {
         write_uint(out, id as u64);
     }
     write_str(out, method);
-    write_array_len(out, params.len() + usize::from(tail_len.is_some()));
+    write_array_len(out, params.len());
     for p in params {
         write_value(out, p);
-    }
-    if let Some(n) = tail_len {
-        write_bin_len(out, n);
     }
 }
 

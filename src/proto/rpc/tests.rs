@@ -1,23 +1,43 @@
 //! The framing checked against rmpv and at its limits.
 
-/// A request whose last parameter is sent after its header decodes as the
-/// same request encoded whole, at every binary size boundary.
+/// A write whose params are written in place and its value sent after them
+/// decodes as the same request encoded whole from Values, at every binary size
+/// boundary; so does a get's.
 #[test]
-fn a_request_with_its_value_sent_after_is_one_frame() {
-    use super::{decode, encode_request, encode_request_with_tail, Decoded};
+fn params_written_in_place_are_the_params_encoded_whole() {
+    use super::{decode, encode_request, encode_request_head, Decoded};
+    use crate::cluster::write::{Op, Write};
+    use crate::proto::cluster::{encode_get_params, WriteRequest};
     use rmpv::Value;
     for len in [0usize, 1, 0xff, 0x100, 0xffff, 0x1_0000, 0x2_0001] {
         let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let params = [Value::from(7), Value::Binary(b"key".to_vec())];
+        let req = WriteRequest {
+            key: b"key".to_vec(),
+            write: Write::plain(Op::Set, 7, 100, value.clone()),
+            no_wait: len % 2 == 0,
+            budget_ms: Some(800),
+        };
         let mut split = Vec::new();
-        encode_request_with_tail(&mut split, 9, "Write", &params, len);
+        encode_request_head(&mut split, 9, "Write");
+        req.encode_params_head(&mut split, req.budget_ms);
         split.extend_from_slice(&value);
         let mut whole = Vec::new();
-        let mut all = params.to_vec();
-        all.push(Value::Binary(value));
-        encode_request(&mut whole, 9, "Write", &all);
+        encode_request(&mut whole, 9, "Write", &req.to_params());
         assert_eq!(split, whole, "value of {len} bytes");
         assert!(matches!(decode(&split), Ok(Decoded::Frame { len, .. }) if len == split.len()));
+    }
+    for clock in [0u64, 0x7f, 0x80, u64::MAX] {
+        let mut split = Vec::new();
+        encode_request_head(&mut split, 3, "Get");
+        encode_get_params(&mut split, b"k", true, clock);
+        let params = [
+            Value::Binary(b"k".to_vec()),
+            Value::from(true),
+            Value::from(clock),
+        ];
+        let mut whole = Vec::new();
+        encode_request(&mut whole, 3, "Get", &params);
+        assert_eq!(split, whole, "rhs clock {clock}");
     }
 }
 
