@@ -141,6 +141,7 @@ impl Worker {
             let mut again = std::mem::take(&mut self.again);
             again.extend(self.resumed.take());
             for slot in again {
+                LoopTime::refresh();
                 self.service(slot, true, false);
             }
             for event in events.iter() {
@@ -148,6 +149,7 @@ impl Worker {
                     continue;
                 }
                 let slot = event.token().0;
+                LoopTime::refresh();
                 self.service(
                     slot,
                     event.is_readable() || event.is_read_closed() || event.is_error(),
@@ -303,33 +305,40 @@ enum ReadResult {
 }
 
 thread_local! {
-    /// The time a worker's loop turn began, while it runs the turn (see [`now`]).
-    static TURN_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+    /// When a worker began the connection event it is handling (see [`now`]).
+    static EVENT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
         const { std::cell::Cell::new(None) };
 }
 
-/// Marks a worker's loop turn: [`now`] answers its start until it is dropped.
+/// Marks a worker's loop turn: [`now`] answers the start of the event being
+/// handled until it is dropped.
 struct LoopTime;
 
 impl LoopTime {
     fn start() -> LoopTime {
-        TURN_STARTED.with(|t| t.set(Some(std::time::Instant::now())));
+        Self::refresh();
         LoopTime
+    }
+
+    /// A new event: the time is read again, so that one event's work (a store
+    /// write that waits for fsync, say) never ages the next one's deadlines.
+    fn refresh() {
+        EVENT_STARTED.with(|t| t.set(Some(std::time::Instant::now())));
     }
 }
 
 impl Drop for LoopTime {
     fn drop(&mut self) {
-        TURN_STARTED.with(|t| t.set(None));
+        EVENT_STARTED.with(|t| t.set(None));
     }
 }
 
-/// The time for deadlines, timeouts and latencies: on a worker, when its loop turn
-/// began (a turn handles one batch of events, well under a timer tick), read once
-/// for every request of the batch rather than a few times for each; elsewhere
-/// (timer and sender threads, tools) the clock itself.
+/// The time for deadlines, timeouts and latencies: on a worker, when it began the
+/// connection event it is handling (one read of input, and the requests in it),
+/// read once for all of them rather than a few times for each; elsewhere (timer
+/// and sender threads, tools) the clock itself.
 pub fn now() -> std::time::Instant {
-    TURN_STARTED
+    EVENT_STARTED
         .with(|t| t.get())
         .unwrap_or_else(std::time::Instant::now)
 }

@@ -57,6 +57,8 @@ impl Node {
             Ok(r) => r,
             Err(e) => return reply.err(e),
         };
+        // The budget counts from the request's arrival (the event that read it),
+        // not from its turn in a pipelined batch.
         let deadline = crate::net::now()
             + req.budget_ms.map_or(REPLICATION_DEADLINE, |ms| {
                 Duration::from_millis(ms)
@@ -96,7 +98,7 @@ impl Node {
                 reply.err(msg::NOT_READY)
             };
         }
-        let left = deadline.saturating_duration_since(crate::net::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return reply.err(msg::DEADLINE);
         }
@@ -238,7 +240,7 @@ impl Node {
         deadline: Instant,
         pending: Arc<Pending>,
     ) {
-        let left = deadline.saturating_duration_since(crate::net::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             self.counters
                 .replicate_failures
@@ -303,7 +305,7 @@ impl Node {
                     // replica any more, and the write is complete without it.
                     return pending.one_done(None);
                 }
-                let left = deadline.saturating_duration_since(crate::net::now());
+                let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     // Answered now, not a timer tick later: the caller is waiting.
                     return node.replicate(addr, hash, out, deadline, pending);
