@@ -3,7 +3,7 @@
 //! request came in, which the codecs of `proto/` turn into bytes.
 
 use crate::cluster::write::{Op, Outcome};
-use crate::net::chain::{Chain, Shared, SHARE_MIN_BYTES};
+use crate::net::chain::{Chain, SHARE_MIN_BYTES};
 use crate::proto::membin::{self, Status, To};
 use crate::proto::memtext;
 
@@ -80,7 +80,7 @@ impl Form {
     }
 
     /// A get's hit, its value by reference (see `net::chain`).
-    pub fn value(&self, key: &[u8], flags: u32, data: &Shared, cas: u64, with_cas: bool) -> Chain {
+    pub fn value(&self, key: &[u8], flags: u32, data: Vec<u8>, cas: u64, with_cas: bool) -> Chain {
         let mut c = Chain::new();
         match *self {
             Form::Text { .. } => {
@@ -102,7 +102,7 @@ impl Form {
                     with_cas.then_some(cas),
                 );
                 c.own(head);
-                c.shared(data);
+                c.value(data);
                 c.bytes(memtext::VALUE_END);
             }
             Form::Binary { to, with_key } => {
@@ -111,7 +111,7 @@ impl Form {
                     membin::value_response_head(to, key, flags, data.len(), cas);
                 c.bytes(&head);
                 if with_value {
-                    c.shared(data);
+                    c.value(data);
                 }
             }
         }

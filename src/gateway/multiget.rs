@@ -20,6 +20,9 @@ use crate::record::Record;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// What ends a text get's answers.
+const END: &[u8] = b"END\r\n";
+
 impl Pipeline {
     /// Starts a get run: its keys are asked for as the budget allows.
     pub(super) fn get(self: &Arc<Self>, run: Arc<GetRun>) {
@@ -32,8 +35,7 @@ impl Pipeline {
         if run.keys.is_empty() {
             // `gat 10` names no key: memcached answers the empty list.
             if run.end {
-                self.replies
-                    .fill(run.seq, Slot::Ready(b"END\r\n".to_vec().into()));
+                self.replies.fill(run.seq, Slot::Ready(END.to_vec().into()));
             }
             return self.finished(Footprint::get(&run));
         }
@@ -80,9 +82,8 @@ impl Pipeline {
             Ok(Some(rec)) if write::is_live(&rec, now) => {
                 c.get_hits.fetch_add(1, Ordering::Relaxed);
                 self.gw.detail.record(key, DetailOp::Get { hit: true });
-                let data = Arc::new(rec.data);
                 run.form
-                    .value(key, rec.flags, &data, rec.clock, run.with_cas)
+                    .value(key, rec.flags, rec.data, rec.clock, run.with_cas)
             }
             Ok(_) => {
                 c.get_misses.fetch_add(1, Ordering::Relaxed);
@@ -102,15 +103,22 @@ impl Pipeline {
                 }
             }
         };
+        // A single get's END goes out in its answer's buffer (its own place is
+        // filled empty): one buffer less for the commonest command.
+        let mut answer = answer;
+        let end_in_answer = single && !failed;
+        if end_in_answer {
+            answer.bytes(END);
+        }
         self.fetching().arrived(answer.len());
         self.replies.fill(run.seq + i as u64, Slot::Ready(answer));
         let last = run.answered();
         if last {
             if run.end {
-                let end = if failed {
+                let end = if failed || end_in_answer {
                     Chain::new()
                 } else {
-                    b"END\r\n".to_vec().into()
+                    END.to_vec().into()
                 };
                 self.replies
                     .fill(run.seq + run.keys.len() as u64, Slot::Ready(end));

@@ -80,6 +80,15 @@ impl Chain {
         self.pieces.push(Piece::Shared(v.clone()));
     }
 
+    /// A value of one's own: shared from here on if it is long (see
+    /// [`SHARE_MIN_BYTES`]), else copied, with no shared buffer made for it.
+    pub fn value(&mut self, v: Vec<u8>) {
+        if v.len() < SHARE_MIN_BYTES {
+            return self.bytes(&v);
+        }
+        self.shared(&Arc::new(v));
+    }
+
     /// One piece, after what is here.
     pub fn push(&mut self, p: Piece) {
         match p {
