@@ -76,10 +76,11 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// Decodes the msgpack object at the front of `buf` and says how many bytes it took
-/// (what follows it is left alone), nesting at most `max_depth` arrays and maps deep. Reads the slice directly: it is
-/// the decoder every frame goes through, and rmpv's, built on `io::Read`, costs
-/// several times as much. Safe on any bytes: a length past the end is an error, and
-/// no container reserves room for more items than bytes remain.
+/// (what follows it is left alone), nesting at most `max_depth` arrays and maps
+/// deep. It reads the slice directly: every frame goes through it, and rmpv's
+/// decoder, built on `io::Read`, costs several times as much. Safe on any bytes: a
+/// length past the end is an error, and no container reserves room for more items
+/// than bytes remain.
 pub(crate) fn read_value(buf: &[u8], max_depth: usize) -> Result<(Value, usize), String> {
     let mut r = Reader {
         buf,
