@@ -324,6 +324,23 @@ fn the_metrics_listener_speaks_plain_http_and_nothing_else() {
         out.starts_with("HTTP/1.1 200 OK") && out.contains("kumo_uptime_seconds"),
         "{out}"
     );
+    // A connection that sends nothing is closed once its time to ask has passed,
+    // not held for ever.
+    let limit = kumo::net::metrics::REQUEST_TIMEOUT;
+    let mut idle = TcpStream::connect(a).unwrap();
+    idle.set_read_timeout(Some(limit * 3)).unwrap();
+    let began = std::time::Instant::now();
+    let got = idle.read(&mut [0u8; 16]);
+    assert!(
+        matches!(&got, Ok(0))
+            || matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "an idle metrics connection was not closed: {got:?}"
+    );
+    assert!(
+        began.elapsed() + Duration::from_millis(500) >= limit,
+        "closed after {:?}, before its {limit:?}",
+        began.elapsed()
+    );
     // A taken port is a start-up failure, told before going on.
     let (code, _, err) = run(&[
         "manager",

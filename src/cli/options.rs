@@ -175,7 +175,7 @@ pub static BINARY_LOG: &[Opt] = &[
 /// What a daemon shows its monitoring.
 pub static MONITORING: &[Opt] = &[
     Opt { short: None, long: "metrics", kind: Kind::Listen { port: METRICS_PORT }, default: None, required: false,
-        help: "Serve GET /metrics on this address, in the Prometheus text format (version 0.0.4): requests, latency, connections, the store, replaces, peer links and the hash-space clocks, as kumo-ROLE(1) lists them. A bare port listens on every interface; a host alone takes port 9750. Unauthenticated, like memcached's port: bind it where only your monitoring reaches." },
+        help: "Serve GET /metrics on this address, in the Prometheus text format (version 0.0.4): requests, latency, connections, the store, replaces, peer links and the hash-space clocks, as kumo-ROLE(1) lists them. A bare port listens on every interface; a host alone takes port 9750. A connection that sends no request within 5 seconds is closed. Unauthenticated, like memcached's port: bind it where only your monitoring reaches." },
 ];
 
 /// The managers a server or a gateway keeps in touch with.

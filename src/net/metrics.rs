@@ -7,19 +7,36 @@ use super::{Net, SessionFactory};
 use crate::proto::http::{self, Answer};
 use crate::proto::metrics::CONTENT_TYPE;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a connection may take to send its request. A scraper sends it as soon
+/// as it has connected; one that sends nothing is closed, not held for ever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Renders a role's metrics page, in the Prometheus text format.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 struct MetricsSession {
     render: Render,
-    answered: bool,
+    net: Net,
+    /// Set once the request has its answer; the timeout leaves it alone then.
+    answered: Arc<AtomicBool>,
 }
 
 impl Session for MetricsSession {
+    fn on_open(&mut self, out: &Arc<Writer>) {
+        let (out, answered) = (Arc::downgrade(out), self.answered.clone());
+        self.net.timers().after(REQUEST_TIMEOUT, move || {
+            if let (false, Some(out)) = (answered.load(Ordering::Acquire), out.upgrade()) {
+                out.close();
+            }
+        });
+    }
+
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
-        if self.answered {
+        if self.answered.load(Ordering::Acquire) {
             // One request per connection: what follows it is not read.
             return Ok(input.len());
         }
@@ -38,7 +55,7 @@ impl Session for MetricsSession {
                 false,
             ),
         };
-        self.answered = true;
+        self.answered.store(true, Ordering::Release);
         out.send(&reply);
         out.close_after_flush();
         Ok(input.len())
@@ -59,10 +76,12 @@ pub fn serve(
     render: Render,
 ) -> Result<SocketAddr, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let session_net = net.clone();
     let factory: SessionFactory = Arc::new(move |_peer| {
         Box::new(MetricsSession {
             render: render.clone(),
-            answered: false,
+            net: session_net.clone(),
+            answered: Arc::new(AtomicBool::new(false)),
         })
     });
     net.listen(listener, factory)
