@@ -36,6 +36,17 @@ impl Reply {
         self.send(Ok(result.into()));
     }
 
+    /// Sends a result that `write` encodes (one msgpack object) into the reply,
+    /// which has room for `size_hint` bytes of it.
+    pub fn ok_written(mut self, size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(w) = self.writer.take() {
+            let mut buf = Vec::with_capacity(REPLY_CAPACITY + size_hint);
+            rpc::encode_response_head(&mut buf, self.msgid);
+            write(&mut buf);
+            w.send(&buf);
+        }
+    }
+
     /// Sends an error reply; the connection stays open.
     pub fn err(mut self, error: impl Into<Value>) {
         self.send(Err(error.into()));

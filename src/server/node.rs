@@ -241,7 +241,7 @@ impl Node {
         // tombstones and all (see `write`).
         if params.get(1).and_then(Value::as_bool) == Some(true) {
             return match self.store.get(key) {
-                Ok(Some(r)) => reply.ok(msg::record_into_value(r)),
+                Ok(Some(r)) => reply.ok_written(r.data.len(), |out| msg::encode_record(out, &r)),
                 Ok(None) => reply.ok(Value::Nil),
                 Err(e) => reply.err(store_error(&e)),
             };
@@ -264,7 +264,7 @@ impl Node {
         let now = unix_now();
         match self.store.get(key) {
             Ok(Some(r)) if write::is_live(&r, now) && !self.flushed(&r, now) => {
-                reply.ok(msg::record_into_value(r))
+                reply.ok_written(r.data.len(), |out| msg::encode_record(out, &r))
             }
             Ok(_) => reply.ok(Value::Nil),
             Err(e) => reply.err(store_error(&e)),

@@ -106,8 +106,8 @@ fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
 
 mod record;
 pub use record::{
-    encode_push_entry, encode_record, encode_replicate, record_from_value, record_into_value,
-    record_take, record_to_value,
+    encode_push_entry, encode_record, encode_replicate, record_from_value, record_take,
+    record_to_value,
 };
 
 /// The counter every cluster message starts with.

@@ -8,8 +8,8 @@ use crate::record::{Kind, Marks, Record};
 use rmpv::Value;
 
 /// [`record_to_value`], moving the record's bytes into the Value rather than
-/// copying them: a server answering a read has no further use for its record.
-pub fn record_into_value(r: Record) -> Value {
+/// copying them.
+fn record_into_value(r: Record) -> Value {
     let marked = r.marks != Marks::default();
     let mut a = vec![
         Value::from(r.kind as u8),

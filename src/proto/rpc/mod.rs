@@ -208,6 +208,16 @@ pub fn encode_response(out: &mut Vec<u8>, msgid: u32, outcome: &Result<Value, Va
     write_value(out, result);
 }
 
+/// Appends the head of a successful response, `[1, msgid, nil, `, whose result the
+/// caller writes right after: a record is so written from where it is, never built
+/// as a Value first.
+pub fn encode_response_head(out: &mut Vec<u8>, msgid: u32) {
+    write_array_len(out, 4);
+    write_uint(out, TYPE_RESPONSE);
+    write_uint(out, msgid as u64);
+    out.push(0xc0);
+}
+
 fn encode_parts(out: &mut Vec<u8>, kind: u64, msgid: Option<u32>, method: &str, params: &[Value]) {
     write_array_len(out, if msgid.is_some() { 4 } else { 3 });
     write_uint(out, kind);

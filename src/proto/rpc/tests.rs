@@ -41,6 +41,24 @@ fn params_written_in_place_are_the_params_encoded_whole() {
     }
 }
 
+/// A response whose result is written in place (a record, from where it is) is
+/// the response encoded whole from its Value.
+#[test]
+fn a_result_written_in_place_is_the_result_encoded_whole() {
+    use super::{encode_response, encode_response_head};
+    use crate::proto::cluster::{encode_record, record_to_value};
+    use crate::record::Record;
+    for len in [0usize, 1, 0xff, 0x100, 0x1_0000] {
+        let rec = Record::value(u64::MAX - len as u64, 7, 100, vec![3u8; len]);
+        let mut split = Vec::new();
+        encode_response_head(&mut split, 77);
+        encode_record(&mut split, &rec);
+        let mut whole = Vec::new();
+        encode_response(&mut whole, 77, &Ok(record_to_value(&rec)));
+        assert_eq!(split, whole, "record of {len} bytes");
+    }
+}
+
 /// A write of the largest value with the longest key, as the coordinator sends
 /// it to a replica, fits in one frame: the link is not dropped.
 #[test]
