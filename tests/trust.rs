@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{rpc, wait_until, Cluster};
+use common::{free_port, rpc, spawn, wait_until, Cluster};
 use kumo::cluster::clock::{ClockTime, AHEAD_MAX_SECS};
 use kumo::cluster::hash_space::{HashSpace, Node};
 use kumo::proto::cluster as msg;
@@ -131,6 +131,107 @@ fn versions_from_the_far_future_are_refused() {
     client.set("from-the-future", "later", 0).unwrap();
     let got: Option<String> = client.get("from-the-future").unwrap();
     assert_eq!(got.as_deref(), Some("later"));
+}
+
+/// A replace's push carries records in the store's format, and the receiving server
+/// checks each before it appends it as it came: a record that fails its checksum,
+/// an erase (a server's own bookkeeping), a record from the far future, or a push
+/// in any other shape is refused with an error that names it, and what came before
+/// it in the push is kept.
+#[test]
+fn a_replace_push_is_checked_record_by_record() {
+    use kumo::store::record::encode;
+    use kumo::store::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stream) = (free_port(), free_port());
+    let manager = free_port(); // nobody: the stream port serves without one
+    let _server = spawn(
+        dir.path(),
+        "server",
+        &[
+            "server",
+            "-l",
+            &format!("127.0.0.1:{addr}"),
+            "-L",
+            &stream.to_string(),
+            "-m",
+            &format!("127.0.0.1:{manager}"),
+            "-s",
+            dir.path().join("store").to_str().unwrap(),
+        ],
+    );
+    let stream = SocketAddr::from(([127, 0, 0, 1], stream));
+    let push = |records: Value| {
+        rpc(
+            stream,
+            msg::REPLACE_PUSH,
+            &[Value::from(1), Value::from(0), records],
+        )
+    };
+    wait_until(Duration::from_secs(10), "the stream port", || {
+        push(Value::Binary(Vec::new())).is_ok()
+    });
+    let clock = ClockTime::new(now(), 1).0;
+    let record = |key: &[u8], rec: &Record| {
+        let mut out = Vec::new();
+        encode(&mut out, key, rec);
+        out
+    };
+    let a = record(b"a", &Record::value(clock, 7, 0, b"alpha".to_vec()));
+    let b = record(b"b", &Record::tombstone(clock));
+    let both = [a.clone(), b.clone()].concat();
+    assert_eq!(push(Value::Binary(both.clone())), Ok(Value::from(2)));
+    // Newer wins: the same records again change nothing, so they were stored.
+    assert_eq!(push(Value::Binary(both)), Ok(Value::from(0)));
+
+    let c = record(b"c", &Record::value(clock, 0, 0, b"gamma".to_vec()));
+    let mut damaged = record(b"d", &Record::value(clock, 0, 0, b"delta".to_vec()));
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x20;
+    let r = push(Value::Binary([c.clone(), damaged].concat()));
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.contains("record 1") && e.contains("Checksum")),
+        "{r:?}"
+    );
+    assert_eq!(
+        push(Value::Binary(c)),
+        Ok(Value::from(0)),
+        "c, before the damage, was kept"
+    );
+
+    let erase = record(
+        b"a",
+        &Record {
+            kind: Kind::Erase,
+            ..Record::tombstone(clock + 1)
+        },
+    );
+    let r = push(Value::Binary(erase));
+    assert!(r.as_ref().is_err_and(|e| e.contains("erase")), "{r:?}");
+    let future = record(
+        b"a",
+        &Record::value(far_future().0, 0, 0, b"forever".to_vec()),
+    );
+    let r = push(Value::Binary(future));
+    assert!(r.as_ref().is_err_and(|e| e.contains("ahead")), "{r:?}");
+    let cut = record(b"e", &Record::value(clock, 0, 0, b"epsilon".to_vec()));
+    let r = push(Value::Binary(cut[..cut.len() - 2].to_vec()));
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.contains("record 0") && e.contains("Short")),
+        "{r:?}"
+    );
+    let r = push(Value::Array(vec![Value::Array(vec![Value::Binary(
+        b"a".to_vec(),
+    )])]));
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.contains("bad parameters: records")),
+        "{r:?}"
+    );
+    // None of it replaced a's value.
+    assert_eq!(push(Value::Binary(a)), Ok(Value::from(0)));
 }
 
 /// `--cluster-key`: a manager, a server, a gateway and kumoctl that share a key

@@ -277,9 +277,11 @@ From the manager.
 From the manager: the phases of a replace (see \fBkumo\-manager\fR(1)), and a backup
 of the store to \fIPATH\fR\fB\-\fR\fIsuffix\fR.
 .TP
-\fBReplacePush\fR [\fIclock\fR, \fIid\fR, [[\fIkey\fR, \fIrecord\fR]...]]
+\fBReplacePush\fR [\fIclock\fR, \fIid\fR, \fIrecords\fR]
 On the stream port (\fB\-L\fR) only: records sent by other servers during a replace,
-applied newer\-wins. The copy sends at most \fB\-M\fR bytes ahead.
+applied newer\-wins. \fIrecords\fR is one binary holding records in the store's
+format (see \fBSTORE\fR), each with its checksum; a record that fails its check
+refuses the push. The copy sends at most \fB\-M\fR bytes ahead.
 .TP
 \fBSetConfig\fR [\fB"nodelay"\fR, \fIbool\fR]
 Sets TCP_NODELAY on every socket of the process; returns how many took it.

@@ -25,13 +25,11 @@ pub const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// target beyond the replace's memory limit.
 pub const PUSHES_IN_FLIGHT: usize = 2;
 
-/// Records for one target, encoded back to back as a push's entries.
+/// Records for one target, in the store's format back to back: a push's records.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
     count: usize,
-    /// What the records weigh for the replace's byte counts.
-    size: usize,
     /// The push carrying it, once sent on the current connection.
     msgid: Option<u32>,
 }
@@ -57,17 +55,16 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Queues one encoded entry for `to`; returns the bytes now queued for it.
-    pub(super) fn add(&mut self, to: SocketAddr, entry: &[u8], size: usize) -> usize {
+    /// Queues one record for `to`; returns the bytes now queued for it.
+    pub(super) fn add(&mut self, to: SocketAddr, record: &[u8]) -> usize {
         if self.given_up.contains(&to) {
             return 0;
         }
         let b = &mut self.links.entry(to).or_default().filling;
-        b.bytes.extend_from_slice(entry);
+        b.bytes.extend_from_slice(record);
         b.count += 1;
-        b.size += size;
-        self.buffered += size;
-        b.size
+        self.buffered += record.len();
+        b.bytes.len()
     }
 
     /// Sends `to`'s batch, and waits until no more than [`PUSHES_IN_FLIGHT`] - 1
@@ -83,7 +80,7 @@ impl Outbox {
             return;
         };
         let batch = std::mem::take(&mut link.filling);
-        self.buffered -= batch.size;
+        self.buffered -= batch.bytes.len();
         if batch.count > 0 {
             link.unanswered.push_back(batch);
         }
@@ -145,13 +142,13 @@ impl Outbox {
         }
         for b in answered {
             self.records += b.count as u64;
-            self.bytes += b.size as u64;
+            self.bytes += b.bytes.len() as u64;
             node.replace
                 .records_sent
                 .fetch_add(b.count as u64, Ordering::Relaxed);
             node.replace
                 .bytes_sent
-                .fetch_add(b.size as u64, Ordering::Relaxed);
+                .fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
         }
         if !delivered {
             // The manager restarts the replace when it loses a server, so a target
@@ -179,7 +176,7 @@ impl Outbox {
         let client = link.client.as_mut().expect("connected above");
         for b in link.unanswered.iter_mut().filter(|b| b.msgid.is_none()) {
             let head = [Value::from(node.clock.tick()), Value::from(id)];
-            b.msgid = Some(client.send_with_items(msg::REPLACE_PUSH, &head, b.count, &b.bytes)?);
+            b.msgid = Some(client.send_with_binary(msg::REPLACE_PUSH, &head, &b.bytes)?);
         }
         while link.unanswered.len() > keep {
             let msgid = link.unanswered[0].msgid.expect("sent above");

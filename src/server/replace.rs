@@ -19,6 +19,8 @@ use crate::cluster::replace::{CopyPlan, KeepPlan};
 use crate::net::rpc_client::BlockingClient;
 use crate::net::Reply;
 use crate::proto::cluster as msg;
+use crate::record::Kind;
+use crate::store::record as store_record;
 use rmpv::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -239,30 +241,29 @@ fn copy(
     let mut out = Outbox::default();
     let mut unreadable = false;
     let plan = CopyPlan::new(node.me, rhs, whs, full);
-    let mut entry = Vec::new();
-    for item in node.store.snapshot() {
+    let mut snapshot = node.store.snapshot();
+    let mut targets: &[SocketAddr] = &[];
+    // Most records stay where they are: those are passed over without a copy.
+    while let Some(item) = snapshot.next_where(|key| {
+        targets = plan.targets(key_hash(key));
+        !targets.is_empty()
+    }) {
         if !is_current(node, id) {
             log::info!("replace {id:#x}: superseded; copy stopped");
             return (out.records, out.bytes, true);
         }
-        let (key, rec) = match item {
-            Ok(x) => x,
+        let record = match item {
+            Ok(stored) => stored.bytes,
             Err(e) => {
                 log::error!("replace {id:#x}: a record cannot be read and is not sent: {e}");
                 unreadable = true;
                 continue;
             }
         };
-        let targets = plan.targets(key_hash(&key));
-        if targets.is_empty() {
-            continue;
-        }
-        // Encoded once, whatever the number of targets.
-        entry.clear();
-        msg::encode_push_entry(&mut entry, &key, &rec);
-        let size = key.len() + rec.data.len() + 32;
+        // Sent in the store's own format, as it lies in the segment: the new
+        // owner checks it and appends it as it is.
         for &t in targets {
-            let full_batch = out.add(t, &entry, size);
+            let full_batch = out.add(t, record);
             if full_batch >= BATCH_BYTES || out.buffered >= limit {
                 out.send(node, id, t, streams);
             }
@@ -280,43 +281,44 @@ fn copy(
     )
 }
 
-/// `ReplacePush` on the stream port: apply each record, newer wins.
+/// `ReplacePush` on the stream port: apply each record, newer wins. The records
+/// come in the store's own format, back to back, each with its checksum: each is
+/// checked, then appended as it came.
 ///
 /// A push of an older replace than the newest this server was asked to run is
 /// refused: its sender planned by tables that are gone, and a record it sends
 /// after our delete phase has trimmed would stay as a copy nobody owns.
-pub fn push(node: &Node, mut params: Vec<Value>, reply: Reply) {
+pub fn push(node: &Node, params: Vec<Value>, reply: Reply) {
     let Some(id) = params.get(1).and_then(Value::as_u64) else {
         return reply.err("bad parameters: id");
     };
-    let entries = match params.get_mut(2) {
-        Some(Value::Array(entries)) => std::mem::take(entries),
-        _ => return reply.err("bad parameters: entries"),
+    let Some(Value::Binary(records)) = params.get(2) else {
+        return reply.err("bad parameters: records");
     };
     if id < node.replace.id.load(Ordering::Acquire) {
         return reply.err(format!("replace {id:#x}: {}", msg::SUPERSEDED));
     }
-    let count = entries.len() as u64;
-    let mut applied = 0u64;
-    for e in entries {
-        // Each entry is taken apart, not copied: a batch is a quarter of a MiB.
-        let Value::Array(pair) = e else {
-            return reply.err("bad parameters: entry");
+    let (mut count, mut applied, mut at) = (0u64, 0u64, 0usize);
+    // Read once: a batch is thousands of records, and all arrived together.
+    let now = crate::time::unix_now();
+    while at < records.len() {
+        let rest = &records[at..];
+        let (head, len) = match store_record::check(rest) {
+            // An erase is a server's own bookkeeping, never sent.
+            Ok((_, head, len)) if head.kind != Kind::Erase => (head, len),
+            Ok(_) => return reply.err(format!("bad parameters: record {count} is an erase")),
+            Err(why) => return reply.err(format!("bad parameters: record {count}: {why:?}")),
         };
-        let mut pair = pair.into_iter();
-        let (Some(Value::Binary(key)), Some(Ok(rec))) =
-            (pair.next(), pair.next().map(msg::record_take))
-        else {
-            return reply.err("bad parameters: entry");
-        };
-        if let Err(e) = super::node::plausible(&rec) {
+        if let Err(e) = super::node::plausible(&head, now) {
             return reply.err(e);
         }
-        match node.store.update(&key, &rec) {
+        match node.store.update_stored(&rest[..len]) {
             Ok(true) => applied += 1,
             Ok(false) => {}
             Err(e) => return reply.err(super::node::store_error(&e)),
         }
+        at += len;
+        count += 1;
     }
     node.replace
         .records_received

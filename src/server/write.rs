@@ -113,7 +113,8 @@ impl Node {
                 match r {
                     Ok(Value::Nil) => pull.heard = true,
                     Ok(v) => {
-                        let rec = msg::record_from_value(&v).and_then(|r| plausible(&r).map(|_| r));
+                        let rec = msg::record_from_value(&v)
+                            .and_then(|r| plausible(&r, unix_now()).map(|_| r));
                         match rec.map(|rec| node.store.update(&req.key, &rec)) {
                             Ok(Ok(_)) => pull.heard = true,
                             Ok(Err(e)) => return reply.err(store_error(&e)),
@@ -364,7 +365,7 @@ impl Node {
             (_, Some(Err(e))) => return reply.err(e),
             _ => return reply.err("bad parameters: key or record"),
         };
-        if let Err(e) = plausible(&rec) {
+        if let Err(e) = plausible(&rec, unix_now()) {
             return reply.err(e);
         }
         let t = self.tables();

@@ -112,7 +112,8 @@ impl Store {
         raw: &[u8],
     ) -> Result<()> {
         let mut shard = self.write_shard(self.shard(key));
-        let loc = match shard.get(key) {
+        let place = shard.place(key);
+        let loc = match shard.at(&place) {
             Some(loc) if loc.segment == seg.id && loc.offset == off as u32 => loc,
             _ => return Ok(()), // superseded
         };
@@ -129,7 +130,7 @@ impl Store {
         // (the walk checked them, and a sealed segment does not change).
         let header = Record::header(rec.kind, rec.clock, rec.exptime);
         let new = self.append_bytes(key, raw, &header)?;
-        self.index_insert(&mut shard, key, new);
+        self.index_set(&mut shard, place, key, new);
         Ok(())
     }
 

@@ -177,13 +177,14 @@ impl Store {
     /// clock if it is still the newest record and expired at `now`.
     fn expire(&self, key: &[u8], clock: u64, now: u32) -> Result<bool> {
         let mut shard = self.write_shard(self.shard(key));
-        match shard.get(key) {
+        let place = shard.place(key);
+        match shard.at(&place) {
             Some(loc)
                 if loc.kind == Kind::Value as u8
                     && loc.clock == clock
                     && is_expired(loc.exptime, now) =>
             {
-                self.append_locked(&mut shard, key, &Record::tombstone(clock))?;
+                self.append_locked(&mut shard, place, key, &Record::tombstone(clock))?;
                 Ok(true)
             }
             _ => Ok(false),

@@ -82,6 +82,20 @@ pub struct Index {
     arena: Vec<u8>,
     /// Arena bytes of removed keys, reclaimed when they pass half the arena.
     arena_dead: usize,
+    /// Counts the changes that move slots (a key added or removed, the table
+    /// grown): a [`Place`] found before one is stale.
+    changes: u64,
+}
+
+/// Where a key is in a shard, or where it would go: one probe serves both the look
+/// a writer takes before it decides and the insert after it has appended. It holds
+/// while no slot moves; [`Index::set`] probes again if one did.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    slot: usize,
+    h: u64,
+    found: bool,
+    changes: u64,
 }
 
 impl Default for Index {
@@ -91,6 +105,7 @@ impl Default for Index {
             entries: Vec::new(),
             arena: Vec::new(),
             arena_dead: 0,
+            changes: 0,
         }
     }
 }
@@ -169,17 +184,40 @@ impl Index {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Loc> {
-        let (slot, found) = self.probe(key, hash(key));
-        found.then(|| {
-            let e = self.entries[entry_of(self.slots[slot])];
-            e.loc()
-        })
+        self.at(&self.place(key))
+    }
+
+    /// Where `key` is, or would go.
+    pub fn place(&self, key: &[u8]) -> Place {
+        let h = hash(key);
+        let (slot, found) = self.probe(key, h);
+        Place {
+            slot,
+            h,
+            found,
+            changes: self.changes,
+        }
+    }
+
+    /// The location of the key at `place`, if it is there.
+    pub fn at(&self, place: &Place) -> Option<Loc> {
+        let fresh = place.changes == self.changes;
+        debug_assert!(fresh, "a place is read after the shard changed");
+        (place.found && fresh).then(|| self.entries[entry_of(self.slots[place.slot])].loc())
     }
 
     /// Inserts or replaces the location of `key`; returns the previous one.
     pub fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
-        let h = hash(key);
-        let (slot, found) = self.probe(key, h);
+        self.set(self.place(key), key, loc)
+    }
+
+    /// [`Index::insert`] at `place`, found for `key` by [`Index::place`].
+    pub fn set(&mut self, place: Place, key: &[u8], loc: Loc) -> Option<Loc> {
+        let Place { slot, h, found, .. } = if place.changes == self.changes {
+            place
+        } else {
+            self.place(key)
+        };
         if found {
             let e = &mut self.entries[entry_of(self.slots[slot])];
             let old = e.loc();
@@ -215,6 +253,7 @@ impl Index {
             _reserved: 0,
         });
         self.slots[slot] = packed(h, self.entries.len() - 1);
+        self.changes += 1;
         if self.entries.len() * 8 > self.slots.len() * 7 {
             self.resize(self.slots.len() * 2);
         }
@@ -227,6 +266,7 @@ impl Index {
         if !found {
             return None;
         }
+        self.changes += 1;
         let idx = entry_of(self.slots[hole]);
         let e = self.entries[idx];
         let old = e.loc();
@@ -266,6 +306,7 @@ impl Index {
     }
 
     fn resize(&mut self, n: usize) {
+        self.changes += 1;
         self.slots = vec![EMPTY; n];
         let mask = n - 1;
         for (i, e) in self.entries.iter().enumerate() {
@@ -330,6 +371,22 @@ mod tests {
             }
             for (k, v) in &model {
                 prop_assert_eq!(idx.get(k), Some(*v));
+            }
+            // A place found before other keys moved the slots still puts its key
+            // where lookups find it.
+            let key = b"placed".to_vec();
+            let place = idx.place(&key);
+            for k in 0..40u32 {
+                idx.insert(format!("other-{k}").as_bytes(), loc(k));
+            }
+            idx.remove(b"other-3");
+            prop_assert_eq!(idx.set(place, &key, loc(9)), model.insert(key.clone(), loc(9)));
+            prop_assert_eq!(idx.get(&key), Some(loc(9)));
+            for k in 0..40u32 {
+                let other = format!("other-{k}").into_bytes();
+                if k != 3 {
+                    model.insert(other, loc(k));
+                }
             }
             let mut seen = 0;
             idx.for_each(|k, l| { assert_eq!(model.get(k), Some(&l)); seen += 1; });

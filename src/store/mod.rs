@@ -31,8 +31,8 @@
 //! Lock order: index shard → log → segment table. Readers never hold a shard lock
 //! while reading a file, so they do not wait behind a long write or a compaction.
 //!
-//! The files: this one holds the store's handle and its reads and writes by key;
-//! [`record`] the on-disk record, [`index`] the in-memory index, `segment` the
+//! The files: this one holds the store's handle and its reads by key; `write`
+//! its writes by key (newer-wins, and the append); [`record`] the on-disk record, [`index`] the in-memory index, `segment` the
 //! segment files and appending, `hint` the hint files, `open` opening and
 //! recovery, `lock` the lock file, `compact` compaction, `expiry` counting and
 //! reclaiming what expired or was flushed, `snapshot` snapshots and backups, and
@@ -49,11 +49,13 @@ mod options;
 pub mod record;
 mod segment;
 mod snapshot;
+mod write;
 
 pub use expiry::{Reclaimed, RECLAIM_BATCH};
 pub use options::{Options, SyncPolicy, OPTION_HELP};
 use segment::{Log, Segment};
 pub use snapshot::Snapshot;
+pub use write::{CasOutcome, Modified};
 
 pub use record::{Kind, Record};
 
@@ -164,15 +166,6 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// The outcome of [`Store::modify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Modified {
-    /// The closure wrote this record.
-    Written(Record),
-    /// The closure chose not to write.
-    Unchanged,
-}
-
 /// The file that says when the store last belonged to a cluster.
 pub const MEMBER_FILE: &str = "member";
 /// The file that holds the newest cluster-wide `flush_all` point this store knows.
@@ -279,172 +272,6 @@ impl Store {
             Error::Corrupt(format!("segment {} of a key is missing", loc.segment))
         })?;
         read_in(&seg, key, loc)
-    }
-
-    /// Unconditional write (the coordinator's own stamped write).
-    pub fn put(&self, key: &[u8], rec: &Record) -> Result<()> {
-        let mut shard = self.write_shard(self.shard(key));
-        self.append_locked(&mut shard, key, rec)
-    }
-
-    /// Newer ClockTime wins: writes `rec` if the key is absent or its stored clock is
-    /// strictly older. Returns whether it wrote. Used by replicas, replace and merge.
-    pub fn update(&self, key: &[u8], rec: &Record) -> Result<bool> {
-        let shard_lock = self.shard(key);
-        let mut shard = self.write_shard(shard_lock);
-        if let Some(loc) = shard.get(key) {
-            if loc.clock >= rec.clock && loc.kind != Kind::Erase as u8 {
-                return Ok(false);
-            }
-        }
-        self.append_locked(&mut shard, key, rec)?;
-        Ok(true)
-    }
-
-    /// Writes a tombstone with `clock` under newer-wins. Returns whether a value was
-    /// there (memcached's DELETED versus NOT_FOUND).
-    pub fn delete(&self, key: &[u8], clock: u64) -> Result<bool> {
-        let shard_lock = self.shard(key);
-        let mut shard = self.write_shard(shard_lock);
-        let existed = match shard.get(key) {
-            Some(loc) if loc.kind == Kind::Value as u8 => {
-                if loc.clock >= clock {
-                    return Ok(true);
-                }
-                true
-            }
-            Some(loc) if loc.kind == Kind::Tombstone as u8 && loc.clock >= clock => {
-                return Ok(false)
-            }
-            _ => false,
-        };
-        self.append_locked(&mut shard, key, &Record::tombstone(clock))?;
-        Ok(existed)
-    }
-
-    /// Compares the stored ClockTime with `expected` exactly and writes `rec` if it
-    /// matches. A missing key (or a tombstone) is NOT_FOUND, not a match.
-    pub fn cas(&self, key: &[u8], expected: u64, rec: &Record) -> Result<CasOutcome> {
-        let mut outcome = CasOutcome::NotFound;
-        self.modify(key, |cur| match cur {
-            Some(r) if r.is_value() && r.clock == expected => {
-                outcome = CasOutcome::Stored;
-                Some(rec.clone())
-            }
-            Some(r) if r.is_value() => {
-                outcome = CasOutcome::Exists;
-                None
-            }
-            _ => None,
-        })?;
-        Ok(outcome)
-    }
-
-    /// Atomic read-modify-write: `f` sees the current record (tombstones included)
-    /// and returns the record to write, or None to leave it. Other writers of the
-    /// key wait; readers do not.
-    ///
-    /// A newest record that is damaged on disk is never served, and must not block
-    /// the key for ever either: `f` sees the key as absent (a set stores, an incr
-    /// misses), so the next write supersedes the damage. The damage is logged.
-    pub fn modify(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(Option<&Record>) -> Option<Record>,
-    ) -> Result<Modified> {
-        self.modify_with(key, true, f)
-    }
-
-    /// [`Store::modify`] for a change that needs only the current record's
-    /// [`Record::header`]: the index has it, and nothing is read from disk.
-    pub fn modify_by_header(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(Option<&Record>) -> Option<Record>,
-    ) -> Result<Modified> {
-        self.modify_with(key, false, f)
-    }
-
-    fn modify_with(
-        &self,
-        key: &[u8],
-        whole: bool,
-        f: impl FnOnce(Option<&Record>) -> Option<Record>,
-    ) -> Result<Modified> {
-        let shard_lock = self.shard(key);
-        let mut shard = self.write_shard(shard_lock);
-        let current = match shard.get(key) {
-            Some(loc) if loc.kind == Kind::Erase as u8 => None,
-            Some(loc) if !whole => {
-                Kind::from_u8(loc.kind).map(|k| Record::header(k, loc.clock, loc.exptime))
-            }
-            Some(loc) => match self.read_at(key, loc) {
-                Ok(Some(r)) => Some(r),
-                Ok(None) => {
-                    log::error!(
-                        "segment {} offset {}: the record of a key holds another key; the key is written as if absent, superseding it",
-                        loc.segment,
-                        loc.offset
-                    );
-                    None
-                }
-                Err(Error::Corrupt(why)) => {
-                    log::error!("{why}; the key is written as if absent, superseding it");
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            None => None,
-        };
-        match f(current.as_ref()) {
-            Some(rec) => {
-                self.append_locked(&mut shard, key, &rec)?;
-                Ok(Modified::Written(rec))
-            }
-            None => Ok(Modified::Unchanged),
-        }
-    }
-
-    /// Drops `key` locally if its newest record is not newer than `clock` (a replace
-    /// trimming what this node no longer owns, or a value a flush hides). Durable:
-    /// an erase record is written.
-    pub fn erase(&self, key: &[u8], clock: u64) -> Result<bool> {
-        let shard_lock = self.shard(key);
-        let mut shard = self.write_shard(shard_lock);
-        match shard.get(key) {
-            Some(loc) if loc.kind != Kind::Erase as u8 && loc.clock <= clock => {
-                let rec = Record {
-                    kind: Kind::Erase,
-                    ..Record::tombstone(loc.clock)
-                };
-                self.append_locked(&mut shard, key, &rec)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Appends `rec` for `key` and points the index at it. The caller holds the
-    /// key's shard write lock, so the check it made before still holds.
-    fn append_locked(&self, shard: &mut Index, key: &[u8], rec: &Record) -> Result<()> {
-        record::check_sizes(key, rec.data.len()).map_err(Error::Invalid)?;
-        let mut buf = Vec::with_capacity(record::HEADER_SIZE + key.len() + rec.data.len());
-        record::encode(&mut buf, key, rec);
-        let loc = self.append_bytes(key, &buf, rec)?;
-        self.index_insert(shard, key, loc);
-        Ok(())
-    }
-
-    /// Points the index at `loc` and moves the byte accounting.
-    fn index_insert(&self, shard: &mut Index, key: &[u8], loc: Loc) {
-        if let Some(old) = shard.insert(key, loc) {
-            if let Some(s) = self.segment(old.segment) {
-                s.unindexed(&old);
-            }
-        }
-        if let Some(s) = self.segment(loc.segment) {
-            s.indexed(&loc);
-        }
     }
 
     /// No record at all, tombstones and erases included: a new (or wiped) store.
@@ -557,14 +384,6 @@ impl Drop for Inner {
         // flock goes with the descriptor.
         let _ = self._lock.set_len(0);
     }
-}
-
-/// memcached's three answers to a cas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasOutcome {
-    Stored,
-    Exists,
-    NotFound,
 }
 
 /// The record at `loc` of `seg` if it is `key`'s; None if it holds another key.

@@ -84,6 +84,15 @@ pub fn announced_len(header: &[u8]) -> Result<usize, Bad> {
 
 /// Decodes the record at the front of `buf`: (key, record, total length).
 pub fn decode(buf: &[u8]) -> Result<(&[u8], Record, usize), Bad> {
+    let (key, mut rec, len) = check(buf)?;
+    rec.data = buf[HEADER_SIZE + key.len()..len].to_vec();
+    Ok((key, rec, len))
+}
+
+/// Checks the record at the front of `buf` as [`decode`] does (its lengths, its
+/// checksum, its header) without copying its key or data: (key, the record with
+/// its data left empty, total length).
+pub fn check(buf: &[u8]) -> Result<(&[u8], Record, usize), Bad> {
     let len = announced_len(buf)?;
     if buf.len() < len {
         return Err(Bad::Short);
@@ -95,16 +104,15 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], Record, usize), Bad> {
     let klen = u16::from_le_bytes([buf[6], buf[7]]) as usize;
     let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
     let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
-    let key = &buf[HEADER_SIZE..HEADER_SIZE + klen];
-    let rec = Record {
+    let head = Record {
         kind: Kind::from_u8(buf[4]).ok_or(Bad::Header("unknown kind"))?,
         clock: u64_at(12),
         flags: u32_at(20),
         exptime: u32_at(24),
-        data: buf[HEADER_SIZE + klen..len].to_vec(),
+        data: Vec::new(),
         marks: Marks::from_bits(buf[5]).ok_or(Bad::Header("unknown mark bits set"))?,
     };
-    Ok((key, rec, len))
+    Ok((&buf[HEADER_SIZE..HEADER_SIZE + klen], head, len))
 }
 
 #[cfg(test)]

@@ -57,22 +57,21 @@ impl BlockingClient {
         self.wait(msgid)
     }
 
-    /// Sends a request whose last param is an array of `count` items already
-    /// encoded in `items`, and returns its msgid without waiting: a caller keeps
+    /// Sends a request whose last param is the binary `bytes` (written straight
+    /// from the caller's buffer), and returns its msgid without waiting: a caller keeps
     /// the next request in flight while this one is handled, and then [`wait`]s.
     ///
     /// [`wait`]: BlockingClient::wait
-    pub fn send_with_items(
+    pub fn send_with_binary(
         &mut self,
         method: &str,
         params: &[Value],
-        count: usize,
-        items: &[u8],
+        bytes: &[u8],
     ) -> Result<u32, String> {
         let msgid = self.next_msgid;
         self.next_msgid = self.next_msgid.wrapping_add(1).max(1);
-        let mut frame = Vec::with_capacity(items.len() + 64);
-        rpc::encode_request_with_items(&mut frame, msgid, method, params, count, items);
+        let mut frame = Vec::with_capacity(bytes.len() + 64);
+        rpc::encode_request_with_binary(&mut frame, msgid, method, params, bytes);
         self.send_frame(&frame)?;
         Ok(msgid)
     }

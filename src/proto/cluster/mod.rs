@@ -20,7 +20,7 @@
 //! | server   | `ReplaceCopyStart`  | `[clk, id, manager, whs, rhs, full, [[addr, stream_port]...]]` | true |
 //! | server   | `ReplaceDeleteStart`| `[clk, id, manager, whs]`                | true                    |
 //! | server   | `CreateBackup`      | `[suffix]`                               | the backup's path       |
-//! | stream   | `ReplacePush`       | `[clk, id, [[key, record]...]]`          | records applied         |
+//! | stream   | `ReplacePush`       | `[clk, id, records]`                     | records applied         |
 //! | server   | `HashSpaceSync`     | `[clk, whs, rhs]`                        | bool: adopted anything  |
 //! | server   | `Get`               | `[key, as_stored, rhs_clock]`            | record or nil           |
 //! | server   | `Write`             | `[key, op, arg, flags, exptime, data, async, budget_ms]` | `[outcome, n, clock]` |
@@ -32,6 +32,9 @@
 //!
 //! `clk` is the sender's Lamport counter, merged by the receiver. A hash space is
 //! [`HashSpace::to_value`]. A record is `[kind, clock, flags, exptime, data]`.
+//! `ReplacePush`'s `records` is one binary: records in the store's own format
+//! ([`crate::store::record`]), back to back, each with its checksum, as they lie
+//! in the sender's segments.
 //! A server refusing a request because the sender's hash space is out of date answers
 //! the error `[OBSOLETE, whs, rhs]` with its own tables, so a gateway can catch up
 //! even while every manager is down.
@@ -106,8 +109,7 @@ fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
 
 mod record;
 pub use record::{
-    encode_push_entry, encode_record, encode_replicate, record_from_value, record_take,
-    record_to_value,
+    encode_record, encode_replicate, record_from_value, record_take, record_to_value,
 };
 
 /// The counter every cluster message starts with.

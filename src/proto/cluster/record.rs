@@ -43,14 +43,6 @@ pub fn encode_record(out: &mut Vec<u8>, r: &Record) {
     }
 }
 
-/// Appends a replace push's entry: `[key, record]`.
-pub fn encode_push_entry(out: &mut Vec<u8>, key: &[u8], r: &Record) {
-    write_array_len(out, 2);
-    write_bin_len(out, key.len());
-    out.extend_from_slice(key);
-    encode_record(out, r);
-}
-
 /// The params of a `Replicate` call, `[clk, key, record, whs_clock, coordinator]`,
 /// encoded once for every replica of a write.
 pub fn encode_replicate(
@@ -122,7 +114,7 @@ mod tests {
     /// The direct encoders write the bytes rmpv writes for the Values they stand
     /// for, across every width of every field.
     #[test]
-    fn records_and_push_entries_encode_as_their_values_do() {
+    fn records_encode_as_their_values_do() {
         let widths = crate::proto::msgpack::UINT_BOUNDARIES;
         let mut n = 0u64;
         for &clock in &widths {
@@ -142,13 +134,6 @@ mod tests {
                     rmpv::encode::write_value(&mut want, &record_to_value(&r)).unwrap();
                     let mut got = Vec::new();
                     encode_record(&mut got, &r);
-                    assert_eq!(got, want, "{r:?}");
-                    let key = vec![b'k'; len % 300];
-                    let entry = Value::Array(vec![Value::Binary(key.clone()), record_to_value(&r)]);
-                    want.clear();
-                    rmpv::encode::write_value(&mut want, &entry).unwrap();
-                    got.clear();
-                    encode_push_entry(&mut got, &key, &r);
                     assert_eq!(got, want, "{r:?}");
                 }
             }

@@ -17,11 +17,13 @@
 //! [`FRAME_SIZE_MAX`] bytes is refused before anything of that size is allocated.
 //! Only a complete, bounded frame is handed to rmpv.
 
-use super::msgpack::{write_array_len, write_str, write_uint, write_value};
+use super::msgpack::{write_array_len, write_bin_len, write_str, write_uint, write_value};
 use rmpv::Value;
 
 mod read;
 pub use read::{decode, decode_owned, frame_len, FrameReader, GATHER_MIN_BYTES};
+#[cfg(test)]
+use read::{walk, Walker};
 
 /// The largest value a frame carries: the store's record data limit, which also
 /// bounds the gateway's `-I`.
@@ -156,27 +158,22 @@ pub fn encode_request(out: &mut Vec<u8>, msgid: u32, method: &str, params: &[Val
     encode_parts(out, TYPE_REQUEST, Some(msgid), method, params);
 }
 
-/// Appends the encoding of a request whose params end with one more: an array of
-/// `count` items already encoded, back to back, in `items`. A replace's batch is
-/// encoded record by record as the store is read, never built as a tree of Values.
-pub fn encode_request_with_items(
+/// Appends a request whose last param is the binary `bytes`, after `params`: a
+/// batch of records goes out without being built into a Value first.
+pub fn encode_request_with_binary(
     out: &mut Vec<u8>,
     msgid: u32,
     method: &str,
     params: &[Value],
-    count: usize,
-    items: &[u8],
+    bytes: &[u8],
 ) {
-    write_array_len(out, 4);
-    write_uint(out, TYPE_REQUEST);
-    write_uint(out, msgid as u64);
-    write_str(out, method);
+    encode_request_head(out, msgid, method);
     write_array_len(out, params.len() + 1);
     for p in params {
         write_value(out, p);
     }
-    write_array_len(out, count);
-    out.extend_from_slice(items);
+    write_bin_len(out, bytes.len());
+    out.extend_from_slice(bytes);
 }
 
 /// Appends the head of a request whose params are already encoded: the caller

@@ -15,9 +15,9 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, DecodeError> {
 
 /// What a walk over the front of a byte stream learned of the object there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Walk {
+pub(super) struct Walk {
     /// Its length, once all of it is there.
-    end: Option<usize>,
+    pub(super) end: Option<usize>,
     /// Bytes it is known to take at least, while it is not all there.
     need: usize,
     /// The largest binary in it: where its header starts, its bytes start, and
@@ -31,99 +31,145 @@ struct Walk {
 /// the rest; kumo never sends it.
 const MARK_EXT: u8 = 0x7f;
 
-fn walk(buf: &[u8], max: usize) -> Result<Walk, DecodeError> {
-    // `open[d]` counts the items still to read at nesting depth d.
-    let mut open = [0u64; FRAME_DEPTH_MAX + 1];
-    let mut depth = 0usize;
-    open[0] = 1;
-    let mut pos = 0usize;
-    let mut w = Walk::default();
-    loop {
-        while open[depth] == 0 {
-            if depth == 0 {
-                w.end = Some(pos);
-                return Ok(w);
-            }
-            depth -= 1;
+pub(super) fn walk(buf: &[u8], max: usize) -> Result<Walk, DecodeError> {
+    Walker::default().walk(buf, max)
+}
+
+/// A walk that can be taken up again where it stopped: a frame of many small items
+/// that arrives a piece at a time is walked once in all, not once per piece.
+/// Between calls the buffer may only grow at its end, its front unchanged.
+#[derive(Debug)]
+pub(super) struct Walker {
+    /// `open[d]` counts the items still to read at nesting depth d.
+    open: [u64; FRAME_DEPTH_MAX + 1],
+    depth: usize,
+    /// Where the first item not yet walked starts.
+    pub(super) pos: usize,
+    found: Walk,
+}
+
+impl Default for Walker {
+    fn default() -> Self {
+        let mut open = [0u64; FRAME_DEPTH_MAX + 1];
+        open[0] = 1;
+        Walker {
+            open,
+            depth: 0,
+            pos: 0,
+            found: Walk::default(),
         }
-        open[depth] -= 1;
-        let start = pos;
-        let Some(&marker) = buf.get(pos) else {
-            w.need = pos + 1;
-            return Ok(w);
-        };
-        pos += 1;
-        // (bytes of length field, fixed payload bytes, child items)
-        let (len_bytes, fixed, children): (usize, u64, u64) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
-            0x80..=0x8f => (0, 0, 2 * (marker & 0x0f) as u64),
-            0x90..=0x9f => (0, 0, (marker & 0x0f) as u64),
-            0xa0..=0xbf => (0, (marker & 0x1f) as u64, 0),
-            0xc1 => return Err(DecodeError::Malformed("reserved marker 0xc1".into())),
-            0xc4 | 0xd9 => (1, 0, 0),
-            0xc5 | 0xda => (2, 0, 0),
-            0xc6 | 0xdb => (4, 0, 0),
-            0xc7 => (1, 1, 0),
-            0xc8 => (2, 1, 0),
-            0xc9 => (4, 1, 0),
-            0xca => (0, 4, 0),
-            0xcb => (0, 8, 0),
-            0xcc | 0xd0 => (0, 1, 0),
-            0xcd | 0xd1 => (0, 2, 0),
-            0xce | 0xd2 => (0, 4, 0),
-            0xcf | 0xd3 => (0, 8, 0),
-            0xd4 => (0, 2, 0),
-            0xd5 => (0, 3, 0),
-            0xd6 => (0, 5, 0),
-            0xd7 => (0, 9, 0),
-            0xd8 => (0, 17, 0),
-            0xdc | 0xde => (2, 0, 0),
-            0xdd | 0xdf => (4, 0, 0),
-        };
-        let mut payload = fixed;
-        let mut children = children;
-        if len_bytes > 0 {
-            let Some(field) = buf.get(pos..pos + len_bytes) else {
-                w.need = pos + len_bytes;
-                return Ok(w);
+    }
+}
+
+impl Walker {
+    /// Walks on over `buf` from where the last call stopped. An item not all there
+    /// is left unwalked, so the next call starts at its marker again.
+    pub(super) fn walk(&mut self, buf: &[u8], max: usize) -> Result<Walk, DecodeError> {
+        let (open, w) = (&mut self.open, &mut self.found);
+        let mut depth = self.depth;
+        let mut pos = self.pos;
+        let incomplete = loop {
+            while open[depth] == 0 {
+                if depth == 0 {
+                    (w.end, w.need) = (Some(pos), 0);
+                    (self.depth, self.pos) = (0, pos);
+                    return Ok(*w);
+                }
+                depth -= 1;
+            }
+            let start = pos;
+            let Some(&marker) = buf.get(pos) else {
+                break pos + 1;
             };
-            pos += len_bytes;
-            let n = field.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64);
-            match marker {
-                0xdc | 0xdd => children = n,
-                0xde | 0xdf => children = 2 * n,
-                _ => payload += n,
+            pos += 1;
+            // (bytes of length field, fixed payload bytes, child items)
+            let (len_bytes, fixed, children): (usize, u64, u64) = match marker {
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
+                0x80..=0x8f => (0, 0, 2 * (marker & 0x0f) as u64),
+                0x90..=0x9f => (0, 0, (marker & 0x0f) as u64),
+                0xa0..=0xbf => (0, (marker & 0x1f) as u64, 0),
+                0xc1 => return Err(DecodeError::Malformed("reserved marker 0xc1".into())),
+                0xc4 | 0xd9 => (1, 0, 0),
+                0xc5 | 0xda => (2, 0, 0),
+                0xc6 | 0xdb => (4, 0, 0),
+                0xc7 => (1, 1, 0),
+                0xc8 => (2, 1, 0),
+                0xc9 => (4, 1, 0),
+                0xca => (0, 4, 0),
+                0xcb => (0, 8, 0),
+                0xcc | 0xd0 => (0, 1, 0),
+                0xcd | 0xd1 => (0, 2, 0),
+                0xce | 0xd2 => (0, 4, 0),
+                0xcf | 0xd3 => (0, 8, 0),
+                0xd4 => (0, 2, 0),
+                0xd5 => (0, 3, 0),
+                0xd6 => (0, 5, 0),
+                0xd7 => (0, 9, 0),
+                0xd8 => (0, 17, 0),
+                0xdc | 0xde => (2, 0, 0),
+                0xdd | 0xdf => (4, 0, 0),
+            };
+            let mut payload = fixed;
+            let mut children = children;
+            if len_bytes > 0 {
+                let Some(field) = buf.get(pos..pos + len_bytes) else {
+                    pos = start;
+                    break start + 1 + len_bytes;
+                };
+                pos += len_bytes;
+                let n = field.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+                match marker {
+                    0xdc | 0xdd => children = n,
+                    0xde | 0xdf => children = 2 * n,
+                    _ => payload += n,
+                }
             }
-        }
-        // Every child takes at least one byte, so the announced size is a lower bound
-        // that can be checked before any of it has arrived.
-        let announced = pos as u64 + payload + children;
-        if announced > max as u64 {
-            return Err(DecodeError::TooLarge { announced });
-        }
-        if matches!(marker, 0xc4..=0xc6)
-            && w.largest_bin.is_none_or(|(_, _, n)| n < payload as usize)
-        {
-            w.largest_bin = Some((start, pos, payload as usize));
-        }
-        // An ext's type is the first byte of its payload.
-        if matches!(marker, 0xc7..=0xc9 | 0xd4..=0xd8) && buf.get(pos) == Some(&MARK_EXT) {
-            w.marked = true;
-        }
-        pos += payload as usize;
-        if children > 0 {
-            if depth == FRAME_DEPTH_MAX {
-                return Err(DecodeError::Malformed(format!(
-                    "nesting deeper than {FRAME_DEPTH_MAX} levels"
-                )));
+            // Every child takes at least one byte, so the announced size is a lower
+            // bound that can be checked before any of it has arrived.
+            let announced = pos as u64 + payload + children;
+            if announced > max as u64 {
+                return Err(DecodeError::TooLarge { announced });
             }
-            depth += 1;
-            open[depth] = children;
-        }
-        if pos > buf.len() {
-            w.need = pos;
-            return Ok(w);
-        }
+            let end = pos + payload as usize;
+            if end > buf.len() {
+                // Only a string, binary or ext gets here (its header is all
+                // there), and the largest binary must be known while it is not.
+                if matches!(marker, 0xc4..=0xc6)
+                    && w.largest_bin.is_none_or(|(_, _, n)| n < payload as usize)
+                {
+                    w.largest_bin = Some((start, pos, payload as usize));
+                }
+                if matches!(marker, 0xc7..=0xc9 | 0xd4..=0xd8) && buf.get(pos) == Some(&MARK_EXT) {
+                    w.marked = true;
+                }
+                pos = start;
+                break end;
+            }
+            if matches!(marker, 0xc4..=0xc6)
+                && w.largest_bin.is_none_or(|(_, _, n)| n < payload as usize)
+            {
+                w.largest_bin = Some((start, pos, payload as usize));
+            }
+            // An ext's type is the first byte of its payload.
+            if matches!(marker, 0xc7..=0xc9 | 0xd4..=0xd8) && buf.get(pos) == Some(&MARK_EXT) {
+                w.marked = true;
+            }
+            open[depth] -= 1;
+            pos = end;
+            if children > 0 {
+                if depth == FRAME_DEPTH_MAX {
+                    return Err(DecodeError::Malformed(format!(
+                        "nesting deeper than {FRAME_DEPTH_MAX} levels"
+                    )));
+                }
+                depth += 1;
+                open[depth] = children;
+            }
+        };
+        self.depth = depth;
+        self.pos = pos;
+        w.need = incomplete;
+        Ok(*w)
     }
 }
 
@@ -161,15 +207,24 @@ pub struct FrameReader {
     /// A large frame no one waits for any more (see [`FrameReader::discard`]):
     /// the frame with its binary marked, and the binary's bytes still to skip.
     skipping: Option<(Vec<u8>, usize)>,
-    /// The frame at the front of the input was not whole when it was decoded:
-    /// it is walked, not decoded again, until it is.
-    walking: bool,
+    /// The walk of the frame at the front of the input, or of the one being
+    /// gathered, once it was found not whole: it goes on from where it stopped
+    /// as more arrives, and the frame is not decoded until it is whole.
+    walker: Option<Walker>,
 }
 
 impl FrameReader {
     /// Reads from the front of `input`: the bytes used, and a message when one is
     /// complete. `(0, None)` means more input is needed.
     pub fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Message>), DecodeError> {
+        let read = self.read_on(input);
+        if read.is_err() {
+            self.walker = None;
+        }
+        read
+    }
+
+    fn read_on(&mut self, input: &[u8]) -> Result<(usize, Option<Message>), DecodeError> {
         if let Some((shell, left)) = self.skipping.take() {
             return self.skip(shell, left, input);
         }
@@ -177,9 +232,7 @@ impl FrameReader {
             // Most frames are whole when they are first looked at: decoding tells
             // where one ends as well as a walk does, so the walk is left to the
             // rest (a frame not all there, too large, or malformed), to say which.
-            // A frame that was not whole is walked until it is, never decoded
-            // over and over as it arrives.
-            if !self.walking {
+            if self.walker.is_none() {
                 match crate::proto::msgpack::read_value(input, FRAME_DEPTH_MAX) {
                     Ok((v, len)) if len <= FRAME_SIZE_MAX => {
                         return Ok((len, Some(message_from_value(v)?)));
@@ -187,28 +240,32 @@ impl FrameReader {
                     _ => {}
                 }
             }
-            let w = walk(input, FRAME_SIZE_MAX)?;
+            let walker = self.walker.get_or_insert_with(Walker::default);
+            let w = walker.walk(input, FRAME_SIZE_MAX)?;
             if let Some(len) = w.end {
-                self.walking = false;
+                self.walker = None;
                 return Ok((len, Some(message_from_value(read_value(&input[..len])?)?)));
             }
             if w.need - input.len() < GATHER_MIN_BYTES {
-                self.walking = true;
                 return Ok((0, None));
             }
-            self.walking = false;
-            // Room for what the frame announced, and its envelope after it.
+            // Room for what the frame announced, and its envelope after it. The
+            // walker goes on over the copy: it holds the same bytes.
             let mut buf = Vec::with_capacity(w.need.saturating_add(FRAME_ENVELOPE_MAX));
             buf.extend_from_slice(input);
             self.gathering = Some(buf);
             return Ok((input.len(), None));
         };
+        let walker = self.walker.get_or_insert_with(Walker::default);
         // Only what the frame is known to take: what follows is the next frame's.
-        let need = walk(&buf, FRAME_SIZE_MAX)?.need;
+        let need = walker.walk(&buf, FRAME_SIZE_MAX)?.need;
         let take = need.saturating_sub(buf.len()).min(input.len());
         buf.extend_from_slice(&input[..take]);
-        match walk(&buf, FRAME_SIZE_MAX)?.end {
-            Some(_) => Ok((take, Some(decode_owned(buf)?))),
+        match walker.walk(&buf, FRAME_SIZE_MAX)?.end {
+            Some(_) => {
+                self.walker = None;
+                Ok((take, Some(decode_owned(buf)?)))
+            }
             None => {
                 self.gathering = Some(buf);
                 Ok((take, None))
@@ -225,6 +282,7 @@ impl FrameReader {
         let Some(buf) = self.gathering.take() else {
             return;
         };
+        self.walker = None;
         match walk(&buf, FRAME_SIZE_MAX) {
             Ok(Walk {
                 largest_bin: Some((head, start, n)),

@@ -211,6 +211,30 @@ proptest! {
         }
     }
 
+    /// A walk taken up again as a frame grows piece by piece learns at every
+    /// step what a walk from the start would.
+    #[test]
+    fn a_resumed_walk_agrees_with_a_fresh_one(
+        v in arb_value(),
+        pieces in proptest::collection::vec(1usize..40, 1..60),
+        marked in any::<bool>(),
+    ) {
+        let mut wire = Vec::new();
+        let v = if marked { Value::Array(vec![v, Value::Ext(0x7f, vec![0])]) } else { v };
+        rmpv::encode::write_value(&mut wire, &v).unwrap();
+        let mut walker = super::Walker::default();
+        let (mut at, mut piece) = (0, pieces.iter().cycle());
+        loop {
+            let resumed = walker.walk(&wire[..at], FRAME_SIZE_MAX).unwrap();
+            prop_assert_eq!(resumed, super::walk(&wire[..at], FRAME_SIZE_MAX).unwrap(), "at {}", at);
+            if at == wire.len() {
+                prop_assert_eq!(resumed.end, Some(wire.len()));
+                break;
+            }
+            at = (at + piece.next().unwrap()).min(wire.len());
+        }
+    }
+
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes);
@@ -277,6 +301,55 @@ fn a_frame_reader_gathers_large_frames_and_keeps_the_next_ones() {
         }
         assert_eq!(got, expected, "fed {piece} bytes at a time");
     }
+}
+
+/// A frame of many small items (a replace's push) that arrives a piece at a time
+/// is walked on from where the last piece ended, not from its start again: the
+/// cost of reading it grows with its size, not with its size times its pieces.
+#[test]
+fn a_frame_of_many_items_is_walked_once_as_it_arrives() {
+    use super::{decode, encode_request, Decoded, FrameReader};
+    use rmpv::Value;
+    let entries: Vec<Value> = (0..5000u32)
+        .map(|i| {
+            Value::Array(vec![
+                Value::Binary(i.to_be_bytes().to_vec()),
+                Value::from(i),
+            ])
+        })
+        .collect();
+    let mut wire = Vec::new();
+    encode_request(
+        &mut wire,
+        9,
+        "Push",
+        &[Value::from(1), Value::Array(entries)],
+    );
+    let Ok(Decoded::Frame {
+        message: expected, ..
+    }) = decode(&wire)
+    else {
+        panic!("the frame does not decode whole");
+    };
+    let mut walker = super::Walker::default();
+    let half = wire.len() / 2;
+    assert!(walker
+        .walk(&wire[..half], FRAME_SIZE_MAX)
+        .unwrap()
+        .end
+        .is_none());
+    assert!(
+        walker.pos + 16 >= half,
+        "the walk stopped at {} of {half}",
+        walker.pos
+    );
+
+    let mut reader = FrameReader::default();
+    for cut in (0..wire.len()).step_by(1000) {
+        assert_eq!(reader.read(&wire[..cut]).unwrap(), (0, None));
+    }
+    let (n, got) = reader.read(&wire).unwrap();
+    assert_eq!((n, got), (wire.len(), Some(expected)));
 }
 
 #[test]
@@ -357,24 +430,21 @@ fn a_discarded_frame_is_skipped_and_the_next_one_read() {
     assert!(at == wire.len() && first < at);
 }
 
-/// A request with pre-encoded items is the request with those items as a Value.
+/// A request with a binary written from the caller's buffer is the request with
+/// that binary as a Value, at every width of a binary's length.
 #[test]
-fn a_request_with_items_encodes_as_one_with_an_array_param() {
-    use super::{encode_request, encode_request_with_items};
+fn a_request_with_a_binary_encodes_as_one_with_a_binary_param() {
+    use super::{encode_request, encode_request_with_binary};
     use rmpv::Value;
-    for count in [0usize, 1, 15, 16, 70_000] {
-        let items: Vec<Value> = (0..count as u64).map(Value::from).collect();
-        let mut encoded = Vec::new();
-        for v in &items {
-            rmpv::encode::write_value(&mut encoded, v).unwrap();
-        }
+    for len in [0usize, 1, 255, 256, 65_535, 65_536, 300_000] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let head = [Value::from(7u64), Value::from("id")];
         let mut got = Vec::new();
-        encode_request_with_items(&mut got, 42, "ReplacePush", &head, count, &encoded);
+        encode_request_with_binary(&mut got, 42, "ReplacePush", &head, &bytes);
         let mut params = head.to_vec();
-        params.push(Value::Array(items));
+        params.push(Value::Binary(bytes));
         let mut want = Vec::new();
         encode_request(&mut want, 42, "ReplacePush", &params);
-        assert_eq!(got, want, "{count} items");
+        assert_eq!(got, want, "{len} bytes");
     }
 }
