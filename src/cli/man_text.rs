@@ -265,7 +265,8 @@ One status value: \fBpid\fR, \fBuptime\fR (seconds), \fBtime\fR (unix seconds),
 \fBversion\fR, \fBcmd_get\fR, \fBcmd_set\fR, \fBcmd_delete\fR (requests served
 since start), \fBitems\fR (keys with a value), \fBclocktime\fR, \fBwhs\fR, \fBrhs\fR,
 \fBhscheck\fR (whs and rhs hold the same servers), \fBstore_full\fR (the last
-write found the disk full) or \fBstats\fR (a map of the counters). An unknown name is an error reply; the connection stays open.
+write found the disk full), \fBgroup_commits\fR (fsyncs made for acknowledgements
+under \fB#sync=always\fR) or \fBstats\fR (a map of the counters). An unknown name is an error reply; the connection stays open.
 .TP
 \fBGet\fR [\fIkey\fR], \fBWrite\fR [\fIkey\fR, \fIop\fR, \fIarg\fR, \fIflags\fR, \fIexptime\fR, \fIdata\fR, \fIasync\fR, \fIbudget_ms\fR], \fBReplicate\fR [\fIclock\fR, \fIkey\fR, \fIrecord\fR, \fIwhs_clock\fR, \fIcoordinator\fR]
 The data path used by gateways and other servers.
@@ -290,7 +291,11 @@ The store is a directory of numbered segment files holding checksummed records,
 with hint files that let it reopen without reading every value, and a LOCK file
 holding the pid of the process that has it open. A write is in the file before it is
 acknowledged, so killing the process loses nothing acknowledged; \fB#sync=\fR decides
-when it is also flushed to the disk. On open, a torn record at the end is cut off
+when it is also flushed to the disk. With \fB#sync=always\fR a write is answered once
+an fsync that began after it has returned, and writes that arrive together share one
+fsync (group commit): a write is never answered before it is on the disk, and the
+server goes on serving while the disk works. When that fsync fails, the writes it was
+to cover are answered with an error. On open, a torn record at the end is cut off
 and logged with its size; a damaged record elsewhere is reported and never served.
 Segments with many overwritten or deleted records are compacted while the server
 runs. Deleted keys leave tombstones, collected after \fB\-gX\fR seconds (or \fB\-gN\fR
@@ -301,7 +306,8 @@ when it returns with its old store.
 With \fB\-\-metrics\fR \fIADDRESS\fR, \fBGET /metrics\fR answers in the Prometheus text
 format (0.0.4): \fBkumo_server_requests_total\fR{command=get|set|delete},
 \fBkumo_server_replicate_failures_total\fR; the store's \fBkumo_store_items\fR,
-\fBkumo_store_bytes\fR, \fBkumo_store_segments\fR, \fBkumo_store_compactions_total\fR
+\fBkumo_store_bytes\fR, \fBkumo_store_segments\fR, \fBkumo_store_compactions_total\fR,
+\fBkumo_store_group_commits_total\fR (fsyncs made for acknowledgements under \fB#sync=always\fR)
 and \fBkumo_store_full\fR; the replace's \fBkumo_replace_state\fR{state=inactive|ready|waiting|copying|deleting},
 \fBkumo_replace_id\fR, \fBkumo_replace_records_total\fR{direction=sent|received},
 \fBkumo_replace_sent_bytes_total\fR, \fBkumo_replace_erased_total\fR and

@@ -49,6 +49,12 @@ pub(super) fn page(node: &Node) -> String {
         g.compactions as f64,
     )
     .single(
+        "kumo_store_group_commits_total",
+        Kind::Counter,
+        "Fsyncs that made acknowledged writes durable under #sync=always; each serves every write that arrived while the one before it ran.",
+        g.group_commits as f64,
+    )
+    .single(
         "kumo_store_full",
         Kind::Gauge,
         "1 while the store's disk is full and writes to it fail.",

@@ -327,6 +327,7 @@ impl Node {
             "items" => Value::from(self.items()),
             "store_full" => Value::from(self.store.is_full()),
             "store_bytes" => Value::from(self.store.gauges().bytes),
+            "group_commits" => Value::from(self.store.gauges().group_commits),
             "clocktime" => Value::from(self.clock.stamp(unix_now()).0),
             "whs" => self.tables().whs.to_value(),
             "rhs" => self.tables().rhs.to_value(),

@@ -323,7 +323,12 @@ pub fn push(node: &Node, params: Vec<Value>, reply: Reply) {
     node.replace
         .records_received
         .fetch_add(count, Ordering::Relaxed);
-    reply.ok(applied);
+    // The sender counts a push delivered once answered, and the delete phase then
+    // trims the old copies: the records must be as durable as `#sync=` promises.
+    node.store.when_durable(move |r| match r {
+        Ok(()) => reply.ok(applied),
+        Err(e) => reply.err(super::node::store_error(&e)),
+    });
 }
 
 /// `ReplaceDeleteStart`: rhs := whs, then erase what this server does not own.

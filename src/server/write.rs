@@ -199,19 +199,25 @@ impl Node {
             t.rhs.clocktime.0,
             replicas
         );
+        // This server's copy is waited for like a replica's: under `#sync=always`
+        // it counts once an fsync has it (the store's group commit).
         let pending = Arc::new(Pending {
-            remaining: AtomicUsize::new(replicas.len()),
+            remaining: AtomicUsize::new(replicas.len() + 1),
             targets: Mutex::new(replicas.clone()),
             reply: Mutex::new(None),
             answer,
             failure: Mutex::new(None),
         });
-        if req.no_wait || replicas.is_empty() {
+        if req.no_wait {
             let answer = pending.answer.clone();
             reply.ok(answer);
         } else {
             *pending.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(reply);
         }
+        let local = pending.clone();
+        self.store.when_durable(move |r| {
+            local.one_done(r.err().map(|e| Value::from(store_error(&e))));
+        });
         if replicas.is_empty() {
             return;
         }
@@ -393,10 +399,17 @@ impl Node {
             rec.kind,
             rec.clock
         );
-        if theirs < t.whs.clocktime.0 {
-            return self.obsolete(reply);
-        }
-        reply.ok(applied)
+        let answer = if theirs < t.whs.clocktime.0 {
+            Err(msg::obsolete_error(&t.whs, &t.rhs))
+        } else {
+            Ok(Value::from(applied))
+        };
+        // Answered once the record is as durable as `#sync=` promises. Not applied
+        // (a newer one is here) waits too: that one may have just been written.
+        self.store.when_durable(move |r| match r {
+            Ok(()) => reply.send_result(answer),
+            Err(e) => reply.err(store_error(&e)),
+        });
     }
 }
 

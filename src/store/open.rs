@@ -129,7 +129,12 @@ impl Store {
             _lock: lock,
             closed: AtomicBool::new(false),
             report,
+            commits: Default::default(),
+            group_commits: AtomicU64::new(0),
         });
+        if inner.options.sync == SyncPolicy::Always {
+            super::commit::start_committer(&inner)?;
+        }
         if let SyncPolicy::Interval(period) = inner.options.sync {
             let weak = Arc::downgrade(&inner);
             std::thread::Builder::new()

@@ -5,7 +5,7 @@ use super::hint::{push_hint, write_hint};
 use super::index::Loc;
 use super::map::Map;
 use super::record::{self, Record};
-use super::{io_err, Error, Result, Store, SyncPolicy};
+use super::{io_err, Error, Result, Store};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -240,15 +240,9 @@ impl Store {
                 self.inner.dir.display()
             );
         }
-        if self.inner.options.sync == SyncPolicy::Always {
-            if let Err(e) = seg.file.sync_data() {
-                // Refused, so it must not come back after a restart either.
-                cut_back(&seg, offset);
-                return Err(io_err(format!("fsync {}", seg.path.display()), e));
-            }
-        } else {
-            log.dirty = true;
-        }
+        // Made durable later: by the committer under `#sync=always` (see
+        // `commit`), by the sync thread, or on close.
+        log.dirty = true;
         seg.len
             .store(offset + bytes.len() as u64, Ordering::Relaxed);
         let loc = Loc {
@@ -301,19 +295,13 @@ impl Store {
 
     /// Fsyncs the active segment if anything was written since the last sync.
     pub fn sync(&self) {
-        let seg = {
-            let mut log = self.lock_log();
-            if !log.dirty {
-                return;
-            }
-            log.dirty = false;
-            log.active.clone()
-        };
-        if let Err(e) = seg.file.sync_data() {
+        if !self.lock_log().dirty {
+            return;
+        }
+        if let Err(e) = self.sync_active() {
             // Tried again at the next sync: the writes it covers are still only in
             // the page cache, and a later success covers them too.
-            log::error!("fsync {} failed: {e}; will retry", seg.path.display());
-            self.lock_log().dirty = true;
+            log::error!("{e}; will retry");
         }
     }
 

@@ -403,6 +403,8 @@ pub struct Cluster {
     manager_args: Vec<String>,
     /// Extra options for every server started from now on.
     pub server_args: Vec<String>,
+    /// Appended to every server's store path (`#sync=always`, say).
+    pub store_options: String,
     pub servers: Vec<ServerNode>,
     pub gateway: Proc,
     pub gateway_addr: SocketAddr,
@@ -436,7 +438,7 @@ impl Cluster {
     /// new user would go on: the first replace may still run, and the gateway may
     /// not have heard of any server yet.
     pub fn start_pair_unsettled(n: usize) -> Cluster {
-        Self::start_inner(n, true, &[], |_, _| {}, false, false, &[])
+        Self::start_inner(n, true, &[], |_, _| {}, false, false, &[], "")
     }
 
     /// Like `start_pair_unsettled` (or a single manager, and settled), with every
@@ -444,7 +446,7 @@ impl Cluster {
     /// them can be cut ([`netfault`]). The caller holds a [`netfault::Chain`],
     /// created before this: connections opened before it are only half cut.
     pub fn start_isolated(n: usize, pair: bool) -> Cluster {
-        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true, &[])
+        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true, &[], "")
     }
 
     fn start_full(
@@ -453,12 +455,17 @@ impl Cluster {
         manager_args: &[&str],
         prepare: impl Fn(usize, &Path),
     ) -> Cluster {
-        Self::start_inner(n, pair, manager_args, prepare, true, false, &[])
+        Self::start_inner(n, pair, manager_args, prepare, true, false, &[], "")
     }
 
     /// Like `start`, with extra gateway options.
     pub fn start_gateway_with(n: usize, gateway_args: &[&str]) -> Cluster {
-        Self::start_inner(n, false, &[], |_, _| {}, true, false, gateway_args)
+        Self::start_inner(n, false, &[], |_, _| {}, true, false, gateway_args, "")
+    }
+
+    /// Like `start`, with `options` after every server's store path.
+    pub fn start_with_store_options(n: usize, options: &str) -> Cluster {
+        Self::start_inner(n, false, &[], |_, _| {}, true, false, &[], options)
     }
 
     fn start_inner(
@@ -469,6 +476,7 @@ impl Cluster {
         settle: bool,
         isolated: bool,
         gateway_args: &[&str],
+        store_options: &str,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let isolated = isolated.then(|| shared_binary(dir.path()));
@@ -494,6 +502,7 @@ impl Cluster {
             partner_addr,
             manager_args: manager_args.iter().map(|a| a.to_string()).collect(),
             server_args: Vec::new(),
+            store_options: store_options.to_string(),
             servers: Vec::new(),
             gateway: Proc {
                 child: Command::new("true").spawn().unwrap(),
@@ -611,7 +620,7 @@ impl Cluster {
                     "-L",
                     &stream,
                     "-s",
-                    node.store.to_str().unwrap(),
+                    &format!("{}{}", node.store.display(), self.store_options),
                 ],
                 &self
                     .manager_flags()
