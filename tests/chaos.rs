@@ -18,6 +18,8 @@
 //! - At most two servers are broken at once, so every key keeps a live copy: a
 //!   server is broken from the fault until a replace has finished after its
 //!   return. Before a third, the schedule waits, as an operator would.
+//! - One seed in three runs its servers with `#sync=always`, whose writes are
+//!   acknowledged by the store's group commit.
 //! - A failure prints the seed and the schedule. `KUMO_CHAOS_SEED=N` replays it
 //!   (the choices; the timing is the machine's), `KUMO_CHAOS_ROUNDS=N` sets the
 //!   length (default 6) and `KUMO_CHAOS_SCHEDULES=N` how many run (default 2, each
@@ -113,11 +115,25 @@ impl Fault {
 struct Schedule {
     seed: u64,
     steps: Vec<Fault>,
+    /// After every server's store path: one schedule in three runs its servers with
+    /// `#sync=always`, so that group commit meets the faults too.
+    store_options: &'static str,
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        writeln!(f, "seed {} ({} rounds):", self.seed, self.steps.len())?;
+        writeln!(
+            f,
+            "seed {} ({} rounds{}):",
+            self.seed,
+            self.steps.len(),
+            if self.store_options.is_empty() {
+                ""
+            } else {
+                ", stores ".to_owned() + self.store_options
+            }
+            .as_str()
+        )?;
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "  {i:>3}. {s:?}")?;
         }
@@ -215,7 +231,13 @@ fn generate(seed: u64, rounds: usize, first_servers: usize, network: bool) -> Sc
         }
         steps.push(step);
     }
-    Schedule { seed, steps }
+    // From the seed, not the dice, so that a seed's faults stay what they were.
+    let store_options = if seed % 3 == 0 { "#sync=always" } else { "" };
+    Schedule {
+        seed,
+        steps,
+        store_options,
+    }
 }
 
 /// Reads the bulk keys over and over, in a thread of its own, and counts every
@@ -463,9 +485,9 @@ fn run_schedule(s: &Schedule, network: bool) {
     // The chain comes first: connections opened before it could not be cut.
     let chain = network.then(|| Chain::new().expect("a chain for network faults"));
     let c = if network {
-        Cluster::start_isolated(SERVERS_MIN, true)
+        Cluster::start_isolated(SERVERS_MIN, true, s.store_options)
     } else {
-        Cluster::start_pair_unsettled(SERVERS_MIN)
+        Cluster::start_pair_unsettled(SERVERS_MIN, s.store_options)
     };
     // The bulk: written at once after the first attach, as a new user would.
     let client = common::client(c.gateway_addr);

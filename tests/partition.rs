@@ -220,7 +220,7 @@ fn p99(mut d: Vec<Duration>) -> Duration {
 
 /// Runs one cut: `cut` installs it on the running cluster and returns its guard.
 fn run_cut<'a>(name: &str, cut: impl FnOnce(&Cluster) -> netfault::Cut<'a>) {
-    let c = Cluster::start_isolated(3, false);
+    let c = Cluster::start_isolated(3, false, "");
     let bulk = client(c.gateway_addr);
     for i in 0..BULK_KEYS {
         bulk.set(&bulk_key(i), bulk_key(i).as_str(), 0).unwrap();

@@ -48,7 +48,7 @@ fn attach(c: &Cluster) {
 /// loses none of them.
 #[test]
 fn the_first_attach_serves_reads_at_once_and_an_attach_right_after_loses_nothing() {
-    let mut c = Cluster::start_pair_unsettled(3);
+    let mut c = Cluster::start_pair_unsettled(3, "");
     let client = c.client();
     for i in 0..2000 {
         let (k, v) = (format!("first-{i}"), format!("first:{i}"));

@@ -87,6 +87,7 @@ fn commit_once(store: &Weak<Inner>, commits: &Commits) -> bool {
         // dropped unanswered, and their callers answer with an error.
         return false;
     };
+    inner.group_commits.fetch_add(1, Ordering::Relaxed);
     let result = Store { inner }.sync_active();
     if let Err(e) = &result {
         log::error!("{e}; the writes it was to make durable are answered with an error");
@@ -105,7 +106,6 @@ impl Store {
             log.dirty = false;
             log.active.clone()
         };
-        self.inner.group_commits.fetch_add(1, Ordering::Relaxed);
         seg.file.sync_data().map_err(|e| {
             self.lock_log().dirty = true;
             io_err(format!("fsync {}", seg.path.display()), e)

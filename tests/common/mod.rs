@@ -437,16 +437,18 @@ impl Cluster {
     /// Like `start_pair`, but returns as soon as `kumoctl attach` has answered, as a
     /// new user would go on: the first replace may still run, and the gateway may
     /// not have heard of any server yet.
-    pub fn start_pair_unsettled(n: usize) -> Cluster {
-        Self::start_inner(n, true, &[], |_, _| {}, false, false, &[], "")
+    /// `store_options` follow every server's store path.
+    pub fn start_pair_unsettled(n: usize, store_options: &str) -> Cluster {
+        Self::start_inner(n, true, &[], |_, _| {}, false, false, &[], store_options)
     }
 
     /// Like `start_pair_unsettled` (or a single manager, and settled), with every
     /// process under its own uid on its own 127.0.0.x address, so that links between
     /// them can be cut ([`netfault`]). The caller holds a [`netfault::Chain`],
     /// created before this: connections opened before it are only half cut.
-    pub fn start_isolated(n: usize, pair: bool) -> Cluster {
-        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true, &[], "")
+    /// `store_options` follow every server's store path.
+    pub fn start_isolated(n: usize, pair: bool, store_options: &str) -> Cluster {
+        Self::start_inner(n, pair, &[], |_, _| {}, !pair, true, &[], store_options)
     }
 
     fn start_full(
