@@ -122,17 +122,15 @@ struct Schedule {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let stores = match self.store_options {
+            "" => String::new(),
+            o => format!(", stores {o}"),
+        };
         writeln!(
             f,
-            "seed {} ({} rounds{}):",
+            "seed {} ({} rounds{stores}):",
             self.seed,
-            self.steps.len(),
-            if self.store_options.is_empty() {
-                ""
-            } else {
-                ", stores ".to_owned() + self.store_options
-            }
-            .as_str()
+            self.steps.len()
         )?;
         for (i, s) in self.steps.iter().enumerate() {
             writeln!(f, "  {i:>3}. {s:?}")?;
