@@ -10,7 +10,6 @@ use super::segment::{create_segment, growing_map_bytes, resync, segment_path, Se
 use super::{shard_of, Inner, Log, OpenReport, Options, Store, SyncPolicy, SHARDS};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -168,13 +167,18 @@ fn scan_segment(
         .metadata()
         .map_err(|e| format!("stat {}: {e}", seg.path.display()))?
         .len() as usize;
-    let mut data = vec![0u8; size];
-    seg.file
-        .read_exact_at(&mut data, 0)
-        .map_err(|e| format!("read {}: {e}", seg.path.display()))?;
+    // Read through the segment's map, as compaction reads: the bytes stay in the
+    // page cache, and a segment of any size costs no memory of the process's own.
+    // (The map serves what the file holds: all of it, while it is scanned.)
+    seg.len.store(size as u64, Ordering::Relaxed);
+    let mut buf = Vec::new();
+    let data = seg
+        .bytes_at(0, size as u32, &mut buf)
+        .map_err(|e| e.to_string())?;
     let mut off = 0;
     while off < size {
-        match record::decode(&data[off..]) {
+        // Only the header goes into the index: the record is checked where it lies.
+        match record::check(&data[off..]) {
             Ok((key, rec, n)) => {
                 let loc = Loc {
                     clock: rec.clock,
