@@ -14,6 +14,19 @@ use std::sync::Arc;
 pub trait Service: Send + Sync + 'static {
     fn call(&self, method: &str, params: Vec<Value>, reply: Reply);
 
+    /// Whether [`Service::call_raw`] serves `method`: its requests that arrive
+    /// whole are then handed over with their params still encoded, not as Values
+    /// (the hot path's messages, whose shape the service knows).
+    fn reads_raw(&self, _method: &str) -> bool {
+        false
+    }
+
+    /// A request of a method [`Service::reads_raw`] named; `params` is its encoded
+    /// params array.
+    fn call_raw(&self, method: &str, _params: &[u8], reply: Reply) {
+        reply.unknown_method(method)
+    }
+
     /// A notification: no reply is possible. The default ignores it.
     fn notify(&self, method: &str, _params: Vec<Value>) {
         log::debug!("ignored notification {method}");
@@ -110,6 +123,22 @@ impl Session for RpcSession {
     fn on_input(&mut self, input: &[u8], out: &Arc<Writer>) -> Result<usize, ()> {
         let mut used = 0;
         loop {
+            if self.authenticated && !self.frames.is_inside_a_frame() {
+                let raw = rpc::request_at(&input[used..], |m| self.service.reads_raw(m));
+                if let Some(r) = raw {
+                    self.frames.taken_whole();
+                    used += r.len;
+                    let reply = Reply {
+                        msgid: r.msgid,
+                        writer: Some(out.clone()),
+                    };
+                    self.service.call_raw(r.method, r.params, reply);
+                    if used == input.len() {
+                        return Ok(used);
+                    }
+                    continue;
+                }
+            }
             match self.frames.read(&input[used..]) {
                 Ok((n, None)) => {
                     used += n;
@@ -182,3 +211,6 @@ impl Session for RpcSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,6 +228,104 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Reads objects of known types off a slice, without building Values: for the
+/// messages on the hot path, whose shape is known. Each read checks the type it
+/// finds and says what it found otherwise; what it returns borrows the slice.
+pub(crate) struct Cursor<'a>(Reader<'a>);
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Cursor<'a> {
+        Cursor(Reader {
+            buf,
+            at: 0,
+            marker_at: 0,
+        })
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn at(&self) -> usize {
+        self.0.at
+    }
+
+    fn marker(&mut self) -> Result<u8, String> {
+        self.0.marker_at = self.0.at;
+        Ok(self.0.take(1)?[0])
+    }
+
+    fn unexpected<T>(&self, marker: u8, wanted: &str) -> Result<T, String> {
+        Err(format!(
+            "{wanted} expected at offset {}, marker {marker:#04x} found",
+            self.0.marker_at
+        ))
+    }
+
+    /// An array's length; its items follow.
+    pub(crate) fn array(&mut self) -> Result<usize, String> {
+        match self.marker()? {
+            m @ 0x90..=0x9f => Ok(usize::from(m & 0x0f)),
+            0xdc => Ok(self.0.be(2)? as usize),
+            0xdd => Ok(self.0.be(4)? as usize),
+            m => self.unexpected(m, "an array"),
+        }
+    }
+
+    /// A non-negative integer, of whichever width and signedness it was written
+    /// with (as `Value::as_u64` takes one).
+    pub(crate) fn uint(&mut self) -> Result<u64, String> {
+        let m = self.marker()?;
+        let signed =
+            |v: i64, c: &Self| u64::try_from(v).or_else(|_| c.unexpected(m, "an unsigned integer"));
+        match m {
+            0x00..=0x7f => Ok(u64::from(m)),
+            0xcc => self.0.be(1),
+            0xcd => self.0.be(2),
+            0xce => self.0.be(4),
+            0xcf => self.0.be(8),
+            0xd0 => signed(i64::from(self.0.be(1)? as u8 as i8), self),
+            0xd1 => signed(i64::from(self.0.be(2)? as u16 as i16), self),
+            0xd2 => signed(i64::from(self.0.be(4)? as u32 as i32), self),
+            0xd3 => signed(self.0.be(8)? as i64, self),
+            m => self.unexpected(m, "an unsigned integer"),
+        }
+    }
+
+    /// A binary's bytes, or a string's (as a record's data may come).
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let m = self.marker()?;
+        let n = match m {
+            0xc4 | 0xd9 => self.0.be(1)?,
+            0xc5 | 0xda => self.0.be(2)?,
+            0xc6 | 0xdb => self.0.be(4)?,
+            0xa0..=0xbf => u64::from(m & 0x1f),
+            m => return self.unexpected(m, "a binary or a string"),
+        };
+        self.0.take(n as usize)
+    }
+
+    /// A binary's bytes.
+    pub(crate) fn bin(&mut self) -> Result<&'a [u8], String> {
+        match self.0.buf.get(self.0.at) {
+            Some(0xc4..=0xc6) => self.bytes(),
+            _ => {
+                let m = self.marker()?;
+                self.unexpected(m, "a binary")
+            }
+        }
+    }
+
+    /// A UTF-8 string.
+    pub(crate) fn str(&mut self) -> Result<&'a str, String> {
+        match self.0.buf.get(self.0.at) {
+            Some(0xa0..=0xbf | 0xd9..=0xdb) => std::str::from_utf8(self.bytes()?)
+                .map_err(|_| "a string that is not UTF-8".to_string()),
+            _ => {
+                let m = self.marker()?;
+                self.unexpected(m, "a string")
+            }
+        }
+    }
+}
+
 /// Values on each side of every width msgpack gives an unsigned integer: the
 /// encoders here and those built on them are checked against rmpv at each.
 #[cfg(test)]
@@ -303,6 +401,46 @@ mod tests {
 
     /// Every value rmpv writes reads back whole, with the bytes it took; every cut
     /// short copy is an error, not a panic or a wrong value.
+    /// A cursor reads what rmpv wrote as the Value path reads it: a value of the
+    /// type asked for comes back as `as_u64`, `as_slice` or `as_str` gives it, and
+    /// any other is an error, on random values and at every integer width.
+    #[test]
+    fn a_cursor_reads_what_the_value_path_reads() {
+        let mut d = Dice(0x5eed_c0de);
+        let mut samples: Vec<Value> = UINT_BOUNDARIES.iter().map(|&n| Value::from(n)).collect();
+        samples.extend([-1i64, i64::MIN, 5].map(Value::from));
+        samples.extend([
+            Value::from("é"),
+            Value::Binary(vec![1; 300]),
+            Value::from("x".repeat(40000)),
+        ]);
+        samples.extend((0..3000).map(|_| any_value(&mut d, 2)));
+        for v in &samples {
+            let wire = encoded(v);
+            let mut c = Cursor::new(&wire);
+            let got = c.uint();
+            assert_eq!(got.as_ref().ok(), v.as_u64().as_ref(), "{v:?}");
+            assert!(got.is_err() || c.at() == wire.len());
+            let mut c = Cursor::new(&wire);
+            assert_eq!(
+                c.bin().ok(),
+                v.as_slice().filter(|_| matches!(v, Value::Binary(_))),
+                "{v:?}"
+            );
+            let mut c = Cursor::new(&wire);
+            assert_eq!(c.str().ok(), v.as_str(), "{v:?}");
+            let mut c = Cursor::new(&wire);
+            let bytes = v.as_slice().or_else(|| v.as_str().map(str::as_bytes));
+            assert_eq!(c.bytes().ok(), bytes, "{v:?}");
+            let mut c = Cursor::new(&wire);
+            assert_eq!(c.array().ok(), v.as_array().map(Vec::len), "{v:?}");
+            for cut in 0..wire.len().min(600) {
+                let _ = Cursor::new(&wire[..cut]).uint();
+                let _ = Cursor::new(&wire[..cut]).bytes();
+            }
+        }
+    }
+
     #[test]
     fn read_value_reads_what_rmpv_writes() {
         for seed in 1..=300u64 {

@@ -90,6 +90,27 @@ impl Service for ServerService {
             _ => reply.unknown_method(method),
         }
     }
+
+    /// `Replicate`, two of every write's three copies, is read without Values.
+    fn reads_raw(&self, method: &str) -> bool {
+        method == msg::REPLICATE
+    }
+
+    fn call_raw(&self, method: &str, params: &[u8], reply: Reply) {
+        match msg::read_replicate(params) {
+            Ok(p) => {
+                // Truncated as `msg::clk` reads it on the Value path.
+                self.0.clock.merge(p.clk as u32);
+                self.0
+                    .replica(p.key, p.record, p.whs_clock, Some(p.coordinator), reply)
+            }
+            // Not the shape the encoder writes: the Value path takes what it takes.
+            Err(_) => match crate::proto::rpc::params_as_values(params) {
+                Ok(params) => self.call(method, params, reply),
+                Err(e) => reply.err(format!("bad parameters: {e}")),
+            },
+        }
+    }
 }
 
 /// The stream port's service: replace data from other servers, and nothing else.

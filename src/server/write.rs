@@ -371,12 +371,25 @@ impl Node {
             (_, Some(Err(e))) => return reply.err(e),
             _ => return reply.err("bad parameters: key or record"),
         };
+        let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
+        let coordinator = msg::addr_from_value(params.get(4)).ok();
+        self.replica(key, rec, theirs, coordinator, reply)
+    }
+
+    /// [`Node::apply_replica`] once its params are read, as Values or in place
+    /// (`msg::read_replicate`): `theirs` is the whs clock the coordinator routed by.
+    pub(super) fn replica(
+        &self,
+        key: &[u8],
+        rec: crate::record::Record,
+        theirs: u64,
+        coordinator: Option<SocketAddr>,
+        reply: Reply,
+    ) {
         if let Err(e) = plausible(&rec, unix_now()) {
             return reply.err(e);
         }
         let t = self.tables();
-        let theirs = params.get(3).and_then(Value::as_u64).unwrap_or(u64::MAX);
-        let coordinator = msg::addr_from_value(params.get(4)).ok();
         // A coordinator our newer tables call fault (or no longer list) is cut off
         // from the cluster and may not know it: its write is refused unapplied.
         if theirs < t.whs.clocktime.0 && coordinator.is_some_and(|c| !t.whs.is_active(&c)) {

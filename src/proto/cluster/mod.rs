@@ -109,7 +109,8 @@ fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
 
 mod record;
 pub use record::{
-    encode_record, encode_replicate, record_from_value, record_take, record_to_value,
+    encode_record, encode_replicate, read_replicate, record_from_value, record_take,
+    record_to_value, ReplicateParams,
 };
 
 /// The counter every cluster message starts with.

@@ -21,9 +21,10 @@ use super::msgpack::{write_array_len, write_bin_len, write_str, write_uint, writ
 use rmpv::Value;
 
 mod read;
-pub use read::{decode, decode_owned, frame_len, FrameReader, GATHER_MIN_BYTES};
 #[cfg(test)]
-use read::{walk, Walker};
+use read::walk;
+use read::Walker;
+pub use read::{decode, decode_owned, frame_len, FrameReader, GATHER_MIN_BYTES};
 
 /// The largest value a frame carries: the store's record data limit, which also
 /// bounds the gateway's `-I`.
@@ -150,6 +151,59 @@ fn message_from_value(value: Value) -> Result<Message, DecodeError> {
         _ => Err(DecodeError::Malformed(format!(
             "unknown message type {kind}"
         ))),
+    }
+}
+
+/// A request whole at the front of a byte stream, read in place: its params are
+/// left encoded, for a service that reads them without building Values.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawRequest<'a> {
+    pub msgid: u32,
+    pub method: &'a str,
+    /// The params array, encoded.
+    pub params: &'a [u8],
+    /// The bytes the whole frame takes.
+    pub len: usize,
+}
+
+/// The request at the front of `buf`, if a whole one is there in the usual shape
+/// (`[0, msgid, method, [params...]]`) and within [`FRAME_SIZE_MAX`]. Anything
+/// else, a frame cut short included, is None and left to [`FrameReader`].
+/// Only a method `wanted` accepts is read on: its params are walked to find their
+/// end, which the others are spared.
+pub fn request_at(buf: &[u8], wanted: impl Fn(&str) -> bool) -> Option<RawRequest<'_>> {
+    let mut c = super::msgpack::Cursor::new(buf);
+    if c.array().ok()? != 4 || c.uint().ok()? != TYPE_REQUEST {
+        return None;
+    }
+    let msgid = u32::try_from(c.uint().ok()?).ok()?;
+    let method = c.str().ok()?;
+    if !wanted(method) {
+        return None;
+    }
+    let start = c.at();
+    if !matches!(buf.get(start), Some(0x90..=0x9f | 0xdc | 0xdd)) {
+        return None;
+    }
+    let rest = FRAME_SIZE_MAX.checked_sub(start)?;
+    let end = start + Walker::default().walk(&buf[start..], rest).ok()?.end?;
+    Some(RawRequest {
+        msgid,
+        method,
+        params: &buf[start..end],
+        len: end,
+    })
+}
+
+/// A [`RawRequest`]'s params as Values, for a service that reads them in place
+/// only when they have the shape it expects.
+pub fn params_as_values(params: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    match super::msgpack::read_value(params, FRAME_DEPTH_MAX) {
+        Ok((Value::Array(v), _)) => Ok(v),
+        Ok(_) => Err(DecodeError::Malformed(
+            "params that are not an array".into(),
+        )),
+        Err(why) => Err(DecodeError::Malformed(why)),
     }
 }
 

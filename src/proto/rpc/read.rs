@@ -214,6 +214,18 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// A frame is being gathered or skipped: the front of the caller's input is
+    /// the middle of it, not a frame of its own.
+    pub fn is_inside_a_frame(&self) -> bool {
+        self.gathering.is_some() || self.skipping.is_some()
+    }
+
+    /// The frame at the front of the input was taken whole by someone else (see
+    /// [`super::request_at`]): a walk of it is over.
+    pub fn taken_whole(&mut self) {
+        self.walker = None;
+    }
+
     /// Reads from the front of `input`: the bytes used, and a message when one is
     /// complete. `(0, None)` means more input is needed.
     pub fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Message>), DecodeError> {

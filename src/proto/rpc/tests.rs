@@ -235,6 +235,29 @@ proptest! {
         }
     }
 
+    /// A request read in place is the request `decode` gives: its msgid, method,
+    /// length and params; a frame cut short, and any other message, is not one.
+    #[test]
+    fn a_request_read_in_place_is_the_decoded_one(
+        params in proptest::collection::vec(arb_value(), 0..6),
+        msgid in any::<u32>(),
+        method in "[A-Za-z]{1,20}",
+    ) {
+        let mut wire = Vec::new();
+        super::encode_request(&mut wire, msgid, &method, &params);
+        prop_assert!(super::request_at(&wire, |m| m != method).is_none());
+        let raw = super::request_at(&wire, |_| true).unwrap();
+        prop_assert_eq!((raw.msgid, raw.method, raw.len), (msgid, method.as_str(), wire.len()));
+        let (decoded, _) = crate::proto::msgpack::read_value(raw.params, 64).unwrap();
+        prop_assert_eq!(decoded, Value::Array(params.clone()));
+        for cut in 0..wire.len() {
+            prop_assert!(super::request_at(&wire[..cut], |_| true).is_none());
+        }
+        let mut other = Vec::new();
+        super::encode_notify(&mut other, &method, &params);
+        prop_assert!(super::request_at(&other, |_| true).is_none());
+    }
+
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes);
