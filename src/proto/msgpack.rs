@@ -289,6 +289,24 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A boolean.
+    pub(crate) fn bool(&mut self) -> Result<bool, String> {
+        match self.marker()? {
+            0xc2 => Ok(false),
+            0xc3 => Ok(true),
+            m => self.unexpected(m, "a boolean"),
+        }
+    }
+
+    /// Whether a nil comes next; it is read if so, and nothing is otherwise.
+    pub(crate) fn nil(&mut self) -> bool {
+        let nil = self.0.buf.get(self.0.at) == Some(&0xc0);
+        if nil {
+            self.0.at += 1;
+        }
+        nil
+    }
+
     /// A binary's bytes, or a string's (as a record's data may come).
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
         let m = self.marker()?;
@@ -409,6 +427,7 @@ mod tests {
         let mut d = Dice(0x5eed_c0de);
         let mut samples: Vec<Value> = UINT_BOUNDARIES.iter().map(|&n| Value::from(n)).collect();
         samples.extend([-1i64, i64::MIN, 5].map(Value::from));
+        samples.extend([Value::Nil, Value::from(true), Value::from(false)]);
         samples.extend([
             Value::from("é"),
             Value::Binary(vec![1; 300]),
@@ -434,6 +453,11 @@ mod tests {
             assert_eq!(c.bytes().ok(), bytes, "{v:?}");
             let mut c = Cursor::new(&wire);
             assert_eq!(c.array().ok(), v.as_array().map(Vec::len), "{v:?}");
+            let mut c = Cursor::new(&wire);
+            assert_eq!(c.bool().ok(), v.as_bool(), "{v:?}");
+            let mut c = Cursor::new(&wire);
+            assert_eq!(c.nil(), v.is_nil(), "{v:?}");
+            assert_eq!(c.at(), usize::from(v.is_nil()));
             for cut in 0..wire.len().min(600) {
                 let _ = Cursor::new(&wire[..cut]).uint();
                 let _ = Cursor::new(&wire[..cut]).bytes();

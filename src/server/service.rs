@@ -4,7 +4,7 @@
 use super::node::Node;
 use super::replace;
 use crate::net::{Reply, Service};
-use crate::proto::cluster as msg;
+use crate::proto::cluster::{self as msg, WriteRequest};
 use rmpv::Value;
 use std::sync::Arc;
 
@@ -91,24 +91,27 @@ impl Service for ServerService {
         }
     }
 
-    /// `Replicate`, two of every write's three copies, is read without Values.
+    /// The two messages of every write, `Write` to its coordinator and
+    /// `Replicate` to its other owners, are read without Values.
     fn reads_raw(&self, method: &str) -> bool {
-        method == msg::REPLICATE
+        method == msg::REPLICATE || method == msg::WRITE
     }
 
     fn call_raw(&self, method: &str, params: &[u8], reply: Reply) {
-        match msg::read_replicate(params) {
-            Ok(p) => {
-                // Truncated as `msg::clk` reads it on the Value path.
-                self.0.clock.merge(p.clk as u32);
-                self.0
-                    .replica(p.key, p.record, p.whs_clock, Some(p.coordinator), reply)
+        let node = &self.0;
+        if method == msg::WRITE {
+            if let Ok(req) = WriteRequest::read_params(params) {
+                return node.coordinate(req, reply);
             }
-            // Not the shape the encoder writes: the Value path takes what it takes.
-            Err(_) => match crate::proto::rpc::params_as_values(params) {
-                Ok(params) => self.call(method, params, reply),
-                Err(e) => reply.err(format!("bad parameters: {e}")),
-            },
+        } else if let Ok(p) = msg::read_replicate(params) {
+            // Truncated as `msg::clk` reads it on the Value path.
+            node.clock.merge(p.clk as u32);
+            return node.replica(p.key, p.record, p.whs_clock, Some(p.coordinator), reply);
+        }
+        // Not the shape the encoders write: the Value path takes what it takes.
+        match crate::proto::rpc::params_as_values(params) {
+            Ok(params) => self.call(method, params, reply),
+            Err(e) => reply.err(format!("bad parameters: {e}")),
         }
     }
 }

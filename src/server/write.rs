@@ -53,10 +53,15 @@ impl Node {
     /// cas, incr, delete and the rest decide on what the cluster holds, not on an
     /// empty or stale local copy.
     pub(super) fn write(self: &Arc<Self>, mut params: Vec<Value>, reply: Reply) {
-        let req = match WriteRequest::from_params(&mut params) {
-            Ok(r) => r,
-            Err(e) => return reply.err(e),
-        };
+        match WriteRequest::from_params(&mut params) {
+            Ok(req) => self.coordinate(req, reply),
+            Err(e) => reply.err(e),
+        }
+    }
+
+    /// [`Node::write`] once its params are read, as Values or in place
+    /// (`WriteRequest::read_params`).
+    pub(super) fn coordinate(self: &Arc<Self>, req: WriteRequest, reply: Reply) {
         // The budget counts from the request's arrival (the event that read it),
         // not from its turn in a pipelined batch.
         let deadline = crate::net::now()

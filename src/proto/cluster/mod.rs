@@ -212,6 +212,40 @@ impl WriteRequest {
         ]
     }
 
+    /// Reads a write's params where they lie, in the shape a gateway writes for a
+    /// classic command (no meta options). Anything else is an error; the caller
+    /// then reads them as Values with [`WriteRequest::from_params`], which takes
+    /// every shape.
+    pub fn read_params(params: &[u8]) -> Result<WriteRequest, Bad> {
+        let mut c = super::msgpack::Cursor::new(params);
+        if c.array()? != 9 {
+            return Err(bad("write params"));
+        }
+        let key = c.bytes()?.to_vec();
+        let (code, arg) = (c.uint()?, c.uint()?);
+        let op = Op::decode(code, arg).ok_or_else(|| bad("op"))?;
+        let flags = u32::try_from(c.uint()?).map_err(|_| bad("flags"))?;
+        let exptime = u32::try_from(c.uint()?).map_err(|_| bad("exptime"))?;
+        let no_wait = c.bool()?;
+        let budget_ms = if c.nil() { None } else { Some(c.uint()?) };
+        if !c.nil() {
+            return Err(bad("meta"));
+        }
+        let data = c.bytes()?.to_vec();
+        Ok(WriteRequest {
+            key,
+            write: Write {
+                op,
+                flags,
+                exptime,
+                data: std::sync::Arc::new(data),
+                meta: Meta::default(),
+            },
+            no_wait,
+            budget_ms,
+        })
+    }
+
     /// Decodes a write, taking its value out of the params rather than copying it.
     pub fn from_params(p: &mut [Value]) -> Result<WriteRequest, Bad> {
         let data = match p.get_mut(8) {

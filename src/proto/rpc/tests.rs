@@ -41,6 +41,58 @@ fn params_written_in_place_are_the_params_encoded_whole() {
     }
 }
 
+/// A write's params read in place are the request `from_params` reads from the
+/// same bytes, for every op and every width of its fields; with meta options they
+/// are refused in place (and read as Values).
+#[test]
+fn write_params_read_in_place_are_the_ones_read_as_values() {
+    use crate::cluster::write::{Meta, Op, Write};
+    use crate::proto::cluster::WriteRequest;
+    use rmpv::Value;
+    let widths = crate::proto::msgpack::UINT_BOUNDARIES;
+    let ops: Vec<Op> = (0..32u64)
+        .flat_map(|code| widths.iter().filter_map(move |&arg| Op::decode(code, arg)))
+        .collect();
+    assert!(ops.len() > 8, "{} ops", ops.len());
+    let mut n = 0usize;
+    for op in ops {
+        for &small in &widths[..9] {
+            n += 1;
+            let mut write = Write::plain(
+                op,
+                small as u32,
+                (small as u32).rotate_left(3),
+                vec![7; n % 300],
+            );
+            let mut req = WriteRequest {
+                key: vec![b'k'; n % 250 + 1],
+                write: write.clone(),
+                no_wait: n % 2 == 0,
+                budget_ms: (n % 3 != 0).then_some(small),
+            };
+            let mut wire = Vec::new();
+            crate::proto::msgpack::write_value(&mut wire, &Value::Array(req.to_params()));
+            let mut values = super::params_as_values(&wire).unwrap();
+            assert_eq!(
+                WriteRequest::read_params(&wire),
+                WriteRequest::from_params(&mut values),
+                "{req:?}"
+            );
+            write.meta = Meta {
+                return_record: true,
+                ..Meta::default()
+            };
+            req.write = write;
+            wire.clear();
+            crate::proto::msgpack::write_value(&mut wire, &Value::Array(req.to_params()));
+            assert!(WriteRequest::read_params(&wire).is_err());
+            assert!(
+                WriteRequest::from_params(&mut super::params_as_values(&wire).unwrap()).is_ok()
+            );
+        }
+    }
+}
+
 /// A response whose result is written in place (a record, from where it is) is
 /// the response encoded whole from its Value.
 #[test]
