@@ -302,21 +302,21 @@ pub fn push(node: &Node, params: Vec<Value>, reply: Reply) {
     // Read once: a batch is thousands of records, and all arrived together.
     let now = crate::time::unix_now();
     while at < records.len() {
-        let rest = &records[at..];
-        let (head, len) = match store_record::check(rest) {
+        let record = match store_record::stored(&records[at..]) {
             // An erase is a server's own bookkeeping, never sent.
-            Ok((_, head, len)) if head.kind != Kind::Erase => (head, len),
+            Ok(r) if r.head.kind != Kind::Erase => r,
             Ok(_) => return reply.err(format!("bad parameters: record {count} is an erase")),
             Err(why) => return reply.err(format!("bad parameters: record {count}: {why:?}")),
         };
-        if let Err(e) = super::node::plausible(&head, now) {
+        if let Err(e) = super::node::plausible(&record.head, now) {
             return reply.err(e);
         }
-        match node.store.update_stored(&rest[..len]) {
+        match node.store.update_stored(&record) {
             Ok(true) => applied += 1,
             Ok(false) => {}
             Err(e) => return reply.err(super::node::store_error(&e)),
         }
+        let len = record.bytes.len();
         at += len;
         count += 1;
     }

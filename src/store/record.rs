@@ -89,6 +89,28 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], Record, usize), Bad> {
     Ok((key, rec, len))
 }
 
+/// A record checked where it lies, in the store's format: only [`stored`] makes
+/// one, so whoever holds one holds bytes that passed the check.
+pub struct Stored<'a> {
+    pub key: &'a [u8],
+    /// Its header fields; `data` is left empty.
+    pub head: Record,
+    /// The whole record, and nothing after it.
+    pub bytes: &'a [u8],
+    _checked: (),
+}
+
+/// The record at the front of `buf`, checked as [`check`] checks it.
+pub fn stored(buf: &[u8]) -> Result<Stored<'_>, Bad> {
+    let (key, head, len) = check(buf)?;
+    Ok(Stored {
+        key,
+        head,
+        bytes: &buf[..len],
+        _checked: (),
+    })
+}
+
 /// Checks the record at the front of `buf` as [`decode`] does (its lengths, its
 /// checksum, its header) without copying its key or data: (key, the record with
 /// its data left empty, total length).

@@ -2,7 +2,7 @@
 //! re-sync reads, and the backup an operator asks for.
 
 use super::hint::hint_path;
-use super::record::{self, Kind, Record};
+use super::record::{self, Kind, Record, Stored};
 use super::segment::Segment;
 use super::{io_err, Error, Result, Store};
 use std::collections::BTreeMap;
@@ -157,15 +157,6 @@ impl Snapshot {
     }
 }
 
-/// A record of a [`Snapshot`] as it lies in its segment, checked.
-pub struct Stored<'a> {
-    pub key: &'a [u8],
-    /// Its header fields; `data` is left empty.
-    pub head: Record,
-    /// The whole record in the store's format (see [`record`]).
-    pub bytes: &'a [u8],
-}
-
 impl Snapshot {
     /// The next record whose key `wanted` accepts, or the error of a damaged
     /// record. Every record is checked, the ones passed over too (a damaged one
@@ -189,16 +180,11 @@ impl Snapshot {
             }
         };
         let checked = seg.bytes_at(off, len, &mut self.buf).and_then(|bytes| {
-            let (key, head, n) = record::check(bytes).map_err(|why| {
+            record::stored(bytes).map_err(|why| {
                 Error::Corrupt(format!(
                     "{} offset {off}: damaged record ({why:?})",
                     seg.path.display()
                 ))
-            })?;
-            Ok(Stored {
-                key,
-                head,
-                bytes: &bytes[..n],
             })
         });
         Some(checked)

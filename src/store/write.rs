@@ -3,7 +3,7 @@
 //! under the log lock, and points the index at the new record.
 
 use super::index::{Index, Loc, Place};
-use super::record::{self, Kind, Record};
+use super::record::{self, Kind, Record, Stored};
 use super::{Error, Result, Store};
 
 /// The outcome of [`Store::modify`].
@@ -61,20 +61,17 @@ impl Store {
     }
 
     /// [`Store::update`] for a record already in the store's format (one a replace
-    /// pushes, read from another server's segment): checked, then appended as it
-    /// is, not decoded and encoded again.
-    pub fn update_stored(&self, stored: &[u8]) -> Result<bool> {
-        let (key, head, _) = record::check(stored)
-            .ok()
-            .filter(|&(_, _, n)| n == stored.len())
-            .ok_or_else(|| Error::Invalid("not one whole, intact record".into()))?;
+    /// pushes, read from another server's segment), checked by `record::stored`:
+    /// appended as it is, not decoded and encoded again.
+    pub fn update_stored(&self, stored: &Stored) -> Result<bool> {
+        let (key, head) = (stored.key, &stored.head);
         let shard_lock = self.shard(key);
         let mut shard = self.write_shard(shard_lock);
         let place = shard.place(key);
         if !supersedes(shard.at(&place), head.clock) {
             return Ok(false);
         }
-        let loc = self.append_bytes(key, stored, &head)?;
+        let loc = self.append_bytes(key, stored.bytes, head)?;
         self.index_set(&mut shard, place, key, loc);
         Ok(true)
     }
