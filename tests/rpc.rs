@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use kumo::net::rpc_client::LinkNews;
 use kumo::net::{self, rpc_server::RpcSession, Peer, Reply, RpcError, Service};
 use rmpv::Value;
 use std::io::{Read, Write};
@@ -324,8 +325,10 @@ fn a_silent_node_is_found_dead_by_heartbeats_and_reported() {
     let peer = Peer::watched(
         &client,
         addr,
-        Box::new(move |_| {
-            d.fetch_add(1, Ordering::Relaxed);
+        Box::new(move |_, news| {
+            if news == LinkNews::Down {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
         }),
     );
     let t0 = Instant::now();
@@ -366,8 +369,10 @@ fn a_quiet_link_is_not_silent_when_its_next_call_is_made() {
     let peer = Peer::watched(
         &client,
         addr,
-        Box::new(move |_| {
-            d.fetch_add(1, Ordering::Relaxed);
+        Box::new(move |_, news| {
+            if news == LinkNews::Down {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
         }),
     );
     let first = peer.call_wait("Echo", &[Value::from(1)], Duration::from_secs(5));
@@ -381,6 +386,38 @@ fn a_quiet_link_is_not_silent_when_its_next_call_is_made() {
         "a healthy link was reported down"
     );
     assert!(!peer.is_failing());
+}
+
+/// A node the role heard was down is heard back at its first answer, once: a
+/// reporter tells the managers, so that a cut that healed blames no one.
+#[test]
+fn a_node_that_answers_again_is_heard_back_once() {
+    let addr = local(free_port());
+    let client = net::Net::start(net::Config::default()).unwrap();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let peer = Peer::watched(
+        &client,
+        addr,
+        Box::new(move |a, news| {
+            assert_eq!(a, addr);
+            h.lock().unwrap().push(news);
+        }),
+    );
+    let r = peer.call_wait("Echo", &[], Duration::from_secs(30));
+    assert_eq!(r, Err(RpcError::Unreachable));
+    assert_eq!(*heard.lock().unwrap(), vec![LinkNews::Down]);
+    let server = net::Net::start(net::Config::default()).unwrap();
+    let l = std::net::TcpListener::bind(addr).unwrap();
+    server
+        .listen(l, RpcSession::factory(Arc::new(Echo)))
+        .unwrap();
+    for i in 0..3 {
+        let r = peer.call_wait("Echo", &[Value::from(i)], Duration::from_secs(5));
+        assert_eq!(r, Ok(Value::Array(vec![Value::from(i)])));
+    }
+    assert_eq!(*heard.lock().unwrap(), vec![LinkNews::Down, LinkNews::Back]);
+    assert!(!peer.is_failing() && !peer.was_down_within(Duration::from_secs(60)));
 }
 
 /// A connect that is refused fails the calls waiting for it at once, as not sent.

@@ -71,7 +71,10 @@ while the manager reaches everyone) would otherwise stall the writes of the cut
 server's keys for as long as it lasts. Gateways and servers therefore report the
 servers they cannot reach (a link silent for 1.5 s with requests waiting, or a
 failed connect, within the last 1.5 seconds) with \fBReportUnreachable\fR, to every
-manager. The leading manager gathers the reported broken links for 0.4 seconds
+manager. A report names every server its reporter cannot reach now, and replaces
+the reporter's last one; when a server it named answers again, the reporter says
+so in a new report (with none named, if it reaches them all), so that a cut that
+healed before the decision blames no one. The leading manager gathers the reported broken links for 0.4 seconds
 after the first, and then blames nodes in order of how many broken links they
 have, marking a blamed server fault as if it had lost it. On a tie it blames a
 server before a gateway, then one it does not hear from itself, then one that did
@@ -175,7 +178,8 @@ The partner's tables; true if any was newer and taken.
 .TP
 \fBReportUnreachable\fR [\fIreporter\fR, [\fIaddress\fR...]]
 A server (\fIreporter\fR is its address) or a gateway (an integer id it chose)
-cannot reach these servers; see PARTITIONS.
+cannot reach these servers now, and reaches the others it named before (the
+list may be empty); see PARTITIONS.
 .SH LOG
 With \fB\-v\fR: \fBnew node\fR \fIaddress\fR when a server first keeps in touch,
 \fBlost node\fR \fIaddress\fR when one is lost, and a line for every change of the

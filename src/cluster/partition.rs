@@ -25,7 +25,12 @@
 //! Reports come as links die, one or a few at a time, so the manager gathers them
 //! for [`GATHER_MS`] before it decides: a cut server's own report of its first
 //! dead link must not get its peer marked fault before the peers' reports of it
-//! arrive. A decision consumes the reports it was made on: a link reported before
+//! arrive. A report names every server its reporter cannot reach now, so it
+//! replaces that reporter's earlier one: a link found dead just after a short cut
+//! had healed is reported, and then, at its first answer, reported reachable
+//! again, and blames no one. (Blamed, one server of a healed link would be marked
+//! fault beside the servers really down, and a key whose other owners are among
+//! them would have no reader left.) A decision consumes the reports it was made on: a link reported before
 //! the tables changed (the server marked fault and attached again since) must not
 //! blame anyone later, and a cut that lasts is reported again, as its links keep
 //! failing. A report delayed by the cut itself (sent before, delivered after the
@@ -55,7 +60,7 @@ pub enum Node {
 /// The broken links reported since the last decision.
 #[derive(Debug, Default)]
 pub struct BrokenLinks {
-    /// Each link, its two ends ordered.
+    /// Each link as (reporter, server it cannot reach).
     links: BTreeSet<(Node, Node)>,
     /// The nodes that reported.
     reporters: BTreeSet<Node>,
@@ -64,17 +69,19 @@ pub struct BrokenLinks {
 }
 
 impl BrokenLinks {
-    /// `from` cannot reach `unreachable` now (`now_ms`).
+    /// `from` cannot reach `unreachable` now (`now_ms`), and can reach every other
+    /// server it reported before.
     pub fn report(&mut self, from: Node, unreachable: &[SocketAddr], now_ms: u64) {
         self.quiet.retain(|_, until| *until > now_ms);
         if matches!(from, Node::Server(a) if self.quiet.contains_key(&a)) {
             return;
         }
         self.reporters.insert(from);
+        self.links.retain(|(reporter, _)| *reporter != from);
         for a in unreachable {
             let to = Node::Server(*a);
             if to != from && !self.quiet.contains_key(a) {
-                self.links.insert((from.min(to), from.max(to)));
+                self.links.insert((from, to));
             }
         }
     }
@@ -97,7 +104,13 @@ impl BrokenLinks {
     /// the servers the manager itself does not hear from now. The reports are
     /// consumed.
     pub fn decide(&mut self, whs: &HashSpace, silent: &[SocketAddr]) -> Vec<SocketAddr> {
-        let mut links: Vec<(Node, Node)> = std::mem::take(&mut self.links).into_iter().collect();
+        // A link reported from both of its ends is one link.
+        let mut links: Vec<(Node, Node)> = std::mem::take(&mut self.links)
+            .into_iter()
+            .map(|(a, b)| (a.min(b), a.max(b)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let reporters = std::mem::take(&mut self.reporters);
         let mut active = whs.nodes().iter().filter(|n| n.active).count();
         let mut faults = Vec::new();
@@ -267,5 +280,51 @@ mod tests {
             b.decide(&space(&[(1, true), (2, true), (3, true)]), &[]),
             vec![a(1)]
         );
+    }
+
+    /// Chaos seed 612301: a short cut of server 4 healed just before server 1 found
+    /// its link to 4 dead, and server 6 was killed meanwhile. Server 1 reconnected
+    /// at once and said so; only the dead server is blamed. Without the second
+    /// report, the tie between 1 and 4 blamed server 1, a live server, beside the
+    /// dead one, and keys owned by those two and one more killed next had no
+    /// reader left.
+    #[test]
+    fn a_link_reported_healed_blames_no_one() {
+        let six = space(&[
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true),
+        ]);
+        let mut b = BrokenLinks::default();
+        b.report(s(1), &[a(4)], 0);
+        b.report(GW, &[a(6)], 0);
+        b.report(s(4), &[a(6)], 0);
+        b.report(s(1), &[], 0);
+        assert_eq!(b.decide(&six, &[a(6)]), vec![a(6)]);
+        // Not healed: the link counts, as before.
+        let mut b = BrokenLinks::default();
+        b.report(s(1), &[a(4)], 0);
+        b.report(GW, &[a(6)], 0);
+        b.report(s(4), &[a(6)], 0);
+        let mut f = b.decide(&six, &[a(6)]);
+        f.sort();
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f.contains(&a(6)));
+        // A later report names what its reporter cannot reach now: one link of
+        // two healed.
+        let mut b = BrokenLinks::default();
+        b.report(s(1), &[a(4), a(5)], 0);
+        b.report(s(1), &[a(5)], 0);
+        assert_eq!(b.decide(&six, &[]), vec![a(5)]);
+        // A link reported from both ends is one link, and one end healing its
+        // report leaves the other end's.
+        let mut b = BrokenLinks::default();
+        b.report(s(2), &[a(3)], 0);
+        b.report(s(3), &[a(2)], 0);
+        b.report(s(2), &[], 0);
+        assert_eq!(b.decide(&six, &[a(2)]), vec![a(2)]);
     }
 }

@@ -176,7 +176,11 @@ impl Manager {
             .iter()
             .map(|v| msg::addr_from_value(Some(v)).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        log::info!("{from:?} cannot reach {reported:?}");
+        if reported.is_empty() {
+            log::info!("{from:?} reaches every server it reported again");
+        } else {
+            log::info!("{from:?} cannot reach {reported:?}");
+        }
         if self.learning().is_some() {
             // A manager that does not know the cluster yet cannot tell a cut from
             // a server that is simply new to it; the cut is reported again.

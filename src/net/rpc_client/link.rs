@@ -1,6 +1,6 @@
 //! A peer's connection: making it, taking responses off it, and closing it.
 
-use super::{Callback, Link, Peer, RpcError, State};
+use super::{Callback, Link, LinkNews, Peer, RpcError, State};
 use crate::net::auth;
 use crate::net::chain::Chain;
 use crate::net::conn::{Session, Writer};
@@ -100,8 +100,12 @@ impl Peer {
     /// Tells the role that the node cannot be reached now.
     pub(super) fn down(&self) {
         self.lock().down_at = Some(Instant::now());
-        if let Some(f) = &self.on_down {
-            f(self.addr);
+        self.tell(LinkNews::Down);
+    }
+
+    fn tell(&self, news: LinkNews) {
+        if let Some(f) = &self.watch {
+            f(self.addr, news);
         }
     }
 
@@ -170,13 +174,16 @@ impl Peer {
     }
 
     pub(super) fn on_response(&self, msgid: u32, error: Value, result: Value) {
-        let pending = {
+        let (pending, back) = {
             let mut st = self.lock();
             st.failures = 0;
             st.last_heard = crate::net::now();
-            st.down_at = None;
-            st.pending.remove(&msgid)
+            let back = st.down_at.take().is_some();
+            (st.pending.remove(&msgid), back)
         };
+        if back {
+            self.tell(LinkNews::Back);
+        }
         match pending {
             Some(p) => (p.callback)(if error.is_nil() {
                 Ok(result)

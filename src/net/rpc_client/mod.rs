@@ -13,9 +13,11 @@
 //!   [`LINK_PROBE_AFTER`], the peer sends a `KeepAlive` probe (any node answers it).
 //!   After [`super::LINK_SILENCE_MAX`] of silence with calls outstanding the link is dead:
 //!   it is aborted (RST, its unsent bytes dropped), its calls fail with
-//!   [`RpcError::Disconnected`], and the role hears of it (`on_down`). A connect
-//!   that fails (refused, or timed out) fails the calls waiting for it at once
-//!   with [`RpcError::Unreachable`], and the role hears of it too.
+//!   [`RpcError::Disconnected`], and the role hears of it ([`LinkNews::Down`]). A
+//!   connect that fails (refused, or timed out) fails the calls waiting for it at
+//!   once with [`RpcError::Unreachable`], and the role hears of it too. The first
+//!   response after that is [`LinkNews::Back`]: a role that reported the node
+//!   unreachable says it is not any more.
 //! - **Suspicion.** A peer silent for [`LINK_PROBE_AFTER`] with calls outstanding, or
 //!   whose last connect failed, is [`Peer::is_suspect`]: callers with a choice of
 //!   nodes go elsewhere at once instead of waiting for the verdict.
@@ -121,8 +123,16 @@ struct Extra {
     /// A heartbeat probe: one at a time per link.
     probe: bool,
 }
-/// Hears that a link to this address was found dead or could not be made.
-pub type DownFn = Box<dyn Fn(SocketAddr) + Send + Sync>;
+/// What a watched peer tells its role about its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkNews {
+    /// A link was found dead, or a connect failed.
+    Down,
+    /// A response came after `Down`: the node is reachable again.
+    Back,
+}
+/// Hears the [`LinkNews`] of the link to this address.
+pub type WatchFn = Box<dyn Fn(SocketAddr, LinkNews) + Send + Sync>;
 
 struct Pending {
     deadline: Instant,
@@ -216,7 +226,7 @@ pub struct Peer {
     state: Mutex<State>,
     keepalive: Option<KeepaliveFn>,
     on_lost: Option<Box<dyn Fn(SocketAddr) + Send + Sync>>,
-    on_down: Option<DownFn>,
+    watch: Option<WatchFn>,
     timer: Mutex<Option<TimerId>>,
 }
 
@@ -226,10 +236,11 @@ impl Peer {
         Self::build(net, addr, None, None, None)
     }
 
-    /// A peer that connects when called and runs `on_down` whenever a link to the
-    /// node is found dead or a connect fails: the role reports such nodes.
-    pub fn watched(net: &Net, addr: SocketAddr, on_down: DownFn) -> Arc<Peer> {
-        Self::build(net, addr, None, None, Some(on_down))
+    /// A peer that connects when called and tells `watch` whenever a link to the
+    /// node is found dead or a connect fails, and when it answers again after
+    /// that: the role reports the nodes it cannot reach.
+    pub fn watched(net: &Net, addr: SocketAddr, watch: WatchFn) -> Arc<Peer> {
+        Self::build(net, addr, None, None, Some(watch))
     }
 
     /// A peer that stays connected, calls `keepalive()`'s method every `-Ci` while
@@ -248,7 +259,7 @@ impl Peer {
         addr: SocketAddr,
         keepalive: Option<KeepaliveFn>,
         on_lost: Option<Box<dyn Fn(SocketAddr) + Send + Sync>>,
-        on_down: Option<DownFn>,
+        watch: Option<WatchFn>,
     ) -> Arc<Peer> {
         let now = Instant::now();
         let peer = Arc::new(Peer {
@@ -273,7 +284,7 @@ impl Peer {
             }),
             keepalive,
             on_lost,
-            on_down,
+            watch,
             timer: Mutex::new(None),
         });
         let weak = Arc::downgrade(&peer);
