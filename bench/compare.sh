@@ -11,7 +11,9 @@
 # target and op, each target's ratio to memcached, and its CPU per request: the user
 # plus system time of every process the target runs (not loadgen's) over the requests
 # served, and that against memcached's. CPU per request is the figure noise moves
-# least. A target that cannot start is reported and skipped.
+# least. Beside it, context switches per request of the same processes: on loopback a
+# request's kernel time is mostly the wakeups of the processes its messages go to. A
+# target that cannot start is reported and skipped.
 #
 # Environment:
 #   BENCH_SECS     seconds per measured run (default 10)
@@ -306,7 +308,7 @@ stop_target() {
 # jfield JSON KEY: a number field of loadgen's JSON line.
 jfield() { sed -nE "s/.*\"$2\":([0-9.]+).*/\1/p" <<<"$1"; }
 
-declare -A OPS P99 CPU FAILED
+declare -A OPS P99 CPU CSW FAILED
 CLK_TCK=$(getconf CLK_TCK)
 
 # cpu_ticks: user plus system time, in clock ticks, of every process the current target
@@ -324,12 +326,28 @@ cpu_ticks() {
     echo "$total"
 }
 
+# cswitches: context switches, voluntary and not, of every thread of every process the
+# current target started. On loopback most of a request's kernel time is the wakeup of
+# the process each message goes to, so this is what a design with fewer hops saves.
+cswitches() {
+    local i pg p total=0 t
+    for ((i = MARK; i < ${#PIDS[@]}; i++)); do
+        pg=${PIDS[$i]}
+        for p in $(pgrep -g "$pg" 2>/dev/null); do
+            t=$(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }') || t=0
+            total=$((total + ${t:-0}))
+        done
+    done
+    echo "$total"
+}
+
 # run_load TARGET OP [--prefill]: one loadgen run; prints loadgen's line, records figures.
 run_load() {
     local target=$1 op=$2 json out="$WORK/loadgen-$1-$2.out" err="$WORK/loadgen-$1-$2.err" errors
     shift 2
-    local ticks_before ticks
+    local ticks_before ticks switches_before switches
     ticks_before=$(cpu_ticks)
+    switches_before=$(cswitches)
     # In the background, so that a signal to this script is handled at once.
     local mix=$op
     [[ $op != warmup ]] || mix=get
@@ -342,6 +360,7 @@ run_load() {
     fi
     LOADGEN_PID=""
     ticks=$(($(cpu_ticks) - ticks_before))
+    switches=$(($(cswitches) - switches_before))
     json=$(tail -n 1 "$out")
     [[ $op != warmup ]] || return 0
     errors=$(($(jfield "$json" errors) + $(jfield "$json" prefill_errors)))
@@ -354,6 +373,8 @@ run_load() {
     # CPU per request: the target's user plus system time over the requests served.
     CPU[$target/$op]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$(jfield "$json" ops)" \
         'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }')
+    CSW[$target/$op]=$(awk -v s="$switches" -v n="$(jfield "$json" ops)" \
+        'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
     # Figures from a run with errors are not comparable: mark them.
     ((errors == 0)) || P99[$target/$op]+="*"
 }
@@ -393,7 +414,7 @@ done
 
 echo
 printf 'compare: %s s per run, 2 threads x 25 conns, %s-byte values, %s keys\n' "$BENCH_SECS" "${BENCH_VALUE_BYTES:-32}" "${BENCH_KEYS:-100000}"
-printf '%-10s %-4s %10s %9s %8s %11s %8s\n' target op ops/s p99_us vs_mc cpu_us/op cpu_vs_mc
+printf '%-10s %-4s %10s %9s %8s %11s %8s %6s\n' target op ops/s p99_us vs_mc cpu_us/op cpu_vs_mc cs/op
 for target in $BENCH_TARGETS; do
     if [[ -n ${FAILED[$target]:-} ]]; then
         printf '%-10s %-4s %s\n' "$target" - "FAILED: ${FAILED[$target]}"
@@ -410,8 +431,8 @@ for target in $BENCH_TARGETS; do
         if [[ -n $cpu_base ]]; then
             cpu_ratio=$(awk -v a="${CPU[$target/$op]}" -v b="$cpu_base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
         fi
-        printf '%-10s %-4s %10s %9s %8s %11s %8s\n' "$target" "$op" "${OPS[$target/$op]}" \
-            "${P99[$target/$op]}" "$ratio" "${CPU[$target/$op]}" "$cpu_ratio"
+        printf '%-10s %-4s %10s %9s %8s %11s %8s %6s\n' "$target" "$op" "${OPS[$target/$op]}" \
+            "${P99[$target/$op]}" "$ratio" "${CPU[$target/$op]}" "$cpu_ratio" "${CSW[$target/$op]}"
     done
 done
 if [[ ${P99[*]} == *"*"* ]]; then
