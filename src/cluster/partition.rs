@@ -156,6 +156,11 @@ mod tests {
         crate::cluster::hash_space::testing::space(nodes, 1)
     }
 
+    /// Servers 1 to `n`, all active.
+    fn all_active(n: u16) -> HashSpace {
+        space(&(1..=n).map(|p| (p, true)).collect::<Vec<_>>())
+    }
+
     fn s(p: u16) -> Node {
         Node::Server(a(p))
     }
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_server_cut_from_everyone_is_blamed_whoever_reports_first() {
-        let three = space(&[(1, true), (2, true), (3, true)]);
+        let three = all_active(3);
         // Its own report of its first dead link comes first.
         let mut b = BrokenLinks::default();
         b.report(s(3), &[a(1)], 0);
@@ -181,14 +186,7 @@ mod tests {
 
     #[test]
     fn a_server_cut_from_its_peers_is_blamed() {
-        let six = space(&[
-            (1, true),
-            (2, true),
-            (3, true),
-            (4, true),
-            (5, true),
-            (6, true),
-        ]);
+        let six = all_active(6);
         let mut b = BrokenLinks::default();
         b.report(s(6), &[a(1)], 0);
         b.report(s(6), &[a(1), a(3)], 0);
@@ -198,7 +196,7 @@ mod tests {
 
     #[test]
     fn gateways_blame_one_server_or_themselves() {
-        let three = space(&[(1, true), (2, true), (3, true)]);
+        let three = all_active(3);
         let mut b = BrokenLinks::default();
         b.report(GW, &[a(2)], 0);
         assert_eq!(b.decide(&three, &[]), vec![a(2)], "cut from one server");
@@ -235,7 +233,7 @@ mod tests {
 
     #[test]
     fn on_a_tie_the_dead_end_of_a_link_is_blamed_not_the_reporter() {
-        let three = space(&[(1, true), (2, true), (3, true)]);
+        let three = all_active(3);
         // Server 1 reports server 3, which is dead; the manager does not hear 3.
         for silent in [&[a(3)][..], &[]] {
             let mut b = BrokenLinks::default();
@@ -253,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_server_back_since_its_report_is_not_blamed() {
-        let three = space(&[(1, true), (2, true), (3, true)]);
+        let three = all_active(3);
         let mut b = BrokenLinks::default();
         b.report(GW, &[a(3)], 0);
         b.report(s(1), &[a(3)], 0);
@@ -276,10 +274,7 @@ mod tests {
             .decide(&space(&[(1, true), (2, true), (3, false)]), &[])
             .is_empty());
         b.report(GW, &[a(1)], 0);
-        assert_eq!(
-            b.decide(&space(&[(1, true), (2, true), (3, true)]), &[]),
-            vec![a(1)]
-        );
+        assert_eq!(b.decide(&all_active(3), &[]), vec![a(1)]);
     }
 
     /// Chaos seed 612301: a short cut of server 4 healed just before server 1 found
@@ -290,14 +285,7 @@ mod tests {
     /// reader left.
     #[test]
     fn a_link_reported_healed_blames_no_one() {
-        let six = space(&[
-            (1, true),
-            (2, true),
-            (3, true),
-            (4, true),
-            (5, true),
-            (6, true),
-        ]);
+        let six = all_active(6);
         let mut b = BrokenLinks::default();
         b.report(s(1), &[a(4)], 0);
         b.report(GW, &[a(6)], 0);
