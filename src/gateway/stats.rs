@@ -235,23 +235,44 @@ impl ConnInfo {
         }
     }
 
-    /// Why the connection should be closed at `now`, if it should.
+    /// Why the connection should be closed at `now`, if it should. Each field is
+    /// read once: the session stores them while this runs on the timer thread.
     fn expired(&self, now: u32, limits: &Timeouts) -> Option<&'static str> {
-        let since =
-            |t: &std::sync::atomic::AtomicU32| now.saturating_sub(t.load(Ordering::Relaxed));
-        let partial = self.partial_since.load(Ordering::Relaxed) != 0;
-        if limits.command > 0
-            && partial
-            && !self.paused.load(Ordering::Relaxed)
-            && since(&self.partial_since) >= limits.command
-        {
-            return Some("a command stopped arriving partway");
-        }
-        if limits.idle > 0 && !partial && since(&self.last_cmd) >= limits.idle {
-            return Some("idle");
-        }
-        None
+        expiry(
+            now,
+            self.partial_since.load(Ordering::Relaxed),
+            self.paused.load(Ordering::Relaxed),
+            self.last_cmd.load(Ordering::Relaxed),
+            limits,
+        )
     }
+}
+
+/// Why a connection should be closed at `now`, if it should: a command or value
+/// incomplete since `partial_since` (0: none is) for `--command-timeout`, unless
+/// the gateway itself stopped reading (`paused`); or no command since `last_cmd`
+/// for `--idle-timeout`. (Reading `partial_since` twice, once to see whether a
+/// command was incomplete and once for how long, closed a connection whose
+/// command completed between the two reads: it had been incomplete "since 0".)
+fn expiry(
+    now: u32,
+    partial_since: u32,
+    paused: bool,
+    last_cmd: u32,
+    limits: &Timeouts,
+) -> Option<&'static str> {
+    let partial = partial_since != 0;
+    if limits.command > 0
+        && partial
+        && !paused
+        && now.saturating_sub(partial_since) >= limits.command
+    {
+        return Some("a command stopped arriving partway");
+    }
+    if limits.idle > 0 && !partial && now.saturating_sub(last_cmd) >= limits.idle {
+        return Some("idle");
+    }
+    None
 }
 
 /// The connection timeouts in seconds; 0 is never.
@@ -327,5 +348,35 @@ impl Conns {
             out.push((format!("{id}:secs_since_last_cmd"), idle.to_string()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_expires_only_on_what_it_did() {
+        let both = Timeouts {
+            idle: 30,
+            command: 60,
+        };
+        let now = 1_800_000_000;
+        // Nothing incomplete: never "partway", however late it is.
+        assert_eq!(expiry(now, 0, false, now, &both), None);
+        assert_eq!(expiry(u32::MAX, 0, false, u32::MAX, &both), None);
+        // Incomplete for less than the timeout, and for it.
+        assert_eq!(expiry(now, now - 59, false, now - 59, &both), None);
+        assert_eq!(
+            expiry(now, now - 60, false, now - 60, &both),
+            Some("a command stopped arriving partway")
+        );
+        // The gateway stopped reading: its wait, not the client's.
+        assert_eq!(expiry(now, now - 600, true, now - 600, &both), None);
+        // Idle: no command for the idle timeout, and nothing incomplete.
+        assert_eq!(expiry(now, 0, false, now - 30, &both), Some("idle"));
+        assert_eq!(expiry(now, 0, false, now - 29, &both), None);
+        let none = Timeouts::default();
+        assert_eq!(expiry(now, 1, false, 1, &none), None);
     }
 }
