@@ -215,29 +215,22 @@ mod tests {
         }
         // Refused both ways: an erase, flags past 32 bits, unknown mark bits.
         let good = Record::value(1, 2, 3, b"v".to_vec());
+        // [kind, clock 1, flags, exptime 0, no data] and the marks, if any.
+        let record = |kind: u64, flags: u64, marks: Option<u64>| {
+            let mut r = vec![
+                kind.into(),
+                1.into(),
+                flags.into(),
+                0.into(),
+                Value::Binary(vec![]),
+            ];
+            r.extend(marks.map(Value::from));
+            Value::Array(r)
+        };
         let bad_records = [
-            Value::Array(vec![
-                3.into(),
-                1.into(),
-                0.into(),
-                0.into(),
-                Value::Binary(vec![]),
-            ]),
-            Value::Array(vec![
-                1.into(),
-                1.into(),
-                (1u64 << 40).into(),
-                0.into(),
-                Value::Binary(vec![]),
-            ]),
-            Value::Array(vec![
-                1.into(),
-                1.into(),
-                0.into(),
-                0.into(),
-                Value::Binary(vec![]),
-                0xf0.into(),
-            ]),
+            record(3, 0, None),
+            record(1, 1 << 40, None),
+            record(1, 0, Some(0xf0)),
         ];
         for rec in bad_records {
             let params = Value::Array(vec![
