@@ -285,6 +285,11 @@ fn a_cluster_key_keeps_strangers_off() {
     };
     let servers: Vec<_> = (0..3).map(|i| server(&format!("s{i}"), true)).collect();
     let (stranger, _s) = server("stranger", false);
+    // The manager must be listening, or the keyless kumoctl below fails for
+    // the wrong reason (connection refused, not the missing key).
+    wait_until(Duration::from_secs(15), "the manager to listen", || {
+        std::net::TcpStream::connect(manager).is_ok()
+    });
     // kumoctl without the key is refused; with it, it sees the keyed servers only.
     let (code, _, err) = ctl(&["status"], false);
     assert_ne!(code, 0, "a keyless kumoctl was served");
