@@ -224,22 +224,30 @@ impl Node {
         reply.err(msg::obsolete_error(&t.whs, &t.rhs));
     }
 
-    pub(super) fn get(&self, params: &[Value], reply: Reply) {
+    /// `Get [key, as_stored, rhs_clock]` as Values: a pull's `[key, true]`, or a
+    /// caller that does not say which rhs it routes by.
+    pub(super) fn get_values(&self, params: &[Value], reply: Reply) {
         let key = match params.first() {
             Some(Value::Binary(k)) => k,
             _ => return reply.err("bad parameters: key"),
         };
+        let as_stored = params.get(1).and_then(Value::as_bool) == Some(true);
+        self.get(key, as_stored, params.get(2).and_then(Value::as_u64), reply)
+    }
+
+    /// A read of `key` for a caller that routes reads by the rhs stamped `theirs`.
+    pub(super) fn get(&self, key: &[u8], as_stored: bool, theirs: Option<u64>, reply: Reply) {
         let t = self.tables();
         if (t.rhs.is_empty() && t.whs.is_empty()) || !self.serving() {
             return reply.err(msg::NOT_READY);
         }
         let hash = key_hash(key);
-        if !self.serves_read(&t, hash, params.get(2).and_then(Value::as_u64)) {
+        if !self.serves_read(&t, hash, theirs) {
             return self.obsolete(reply);
         }
         // A coordinator that is new to the key asks for its record as stored,
         // tombstones and all (see `write`).
-        if params.get(1).and_then(Value::as_bool) == Some(true) {
+        if as_stored {
             return match self.store.get(key) {
                 Ok(Some(r)) => reply.ok_written(r.data.len(), |out| msg::encode_record(out, &r)),
                 Ok(None) => reply.ok(Value::Nil),

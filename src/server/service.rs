@@ -57,7 +57,7 @@ impl Service for ServerService {
             }
         }
         match method {
-            msg::GET => node.get(&params, reply),
+            msg::GET => node.get_values(&params, reply),
             msg::WRITE => node.write(params, reply),
             msg::REPLICATE => node.apply_replica(params, reply),
             msg::KEEP_ALIVE => reply.ok(Value::Nil),
@@ -91,15 +91,19 @@ impl Service for ServerService {
         }
     }
 
-    /// The two messages of every write, `Write` to its coordinator and
-    /// `Replicate` to its other owners, are read without Values.
+    /// The messages of every read and write, `Get`, `Write` to a coordinator
+    /// and `Replicate` to the other owners, are read without Values.
     fn reads_raw(&self, method: &str) -> bool {
-        method == msg::REPLICATE || method == msg::WRITE
+        method == msg::GET || method == msg::REPLICATE || method == msg::WRITE
     }
 
     fn call_raw(&self, method: &str, params: &[u8], reply: Reply) {
         let node = &self.0;
-        if method == msg::WRITE {
+        if method == msg::GET {
+            if let Ok(p) = msg::read_get(params) {
+                return node.get(p.key, p.as_stored, Some(p.rhs_clock), reply);
+            }
+        } else if method == msg::WRITE {
             if let Ok(req) = WriteRequest::read_params(params) {
                 return node.coordinate(req, reply);
             }

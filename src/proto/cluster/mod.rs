@@ -107,6 +107,8 @@ fn bytes<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [u8], Bad> {
     }
 }
 
+mod get;
+pub use get::{encode_get_params, read_get, GetParams};
 mod record;
 pub use record::{
     encode_record, encode_replicate, read_replicate, record_from_value, record_take,
@@ -276,16 +278,6 @@ impl WriteRequest {
 /// The meta protocol's part of a write: nil for a classic command, else
 /// `[compare, invalidate, vivify, initial, ttl, recache_before, return_record]`
 /// with nil for an absent option.
-/// Appends the params of a `Get`, `[key, as_stored, rhs_clock]`.
-pub fn encode_get_params(out: &mut Vec<u8>, key: &[u8], as_stored: bool, rhs_clock: u64) {
-    use super::msgpack::{write_array_len, write_bin_len, write_uint};
-    write_array_len(out, 3);
-    write_bin_len(out, key.len());
-    out.extend_from_slice(key);
-    out.push(if as_stored { 0xc3 } else { 0xc2 });
-    write_uint(out, rhs_clock);
-}
-
 fn meta_to_value(m: &Meta) -> Value {
     if *m == Meta::default() {
         return Value::Nil;
