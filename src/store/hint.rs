@@ -81,9 +81,14 @@ pub(super) enum Hint {
     Old,
 }
 
-/// Reads a sealed segment's index entries from its hint file and gives each to
-/// `apply`, only once the whole hint has checked out.
-pub(super) fn load_hint(dir: &Path, id: u32, size: u64, mut apply: impl FnMut(&[u8], Loc)) -> Hint {
+/// Reads a sealed segment's index entries from its hint file and gives them to
+/// `apply`, in the order of the segment, once the whole hint has checked out.
+pub(super) fn load_hint(
+    dir: &Path,
+    id: u32,
+    size: u64,
+    apply: impl FnOnce(&[(&[u8], Loc)]),
+) -> Hint {
     let path = hint_path(dir, id);
     let Ok(buf) = std::fs::read(&path) else {
         return Hint::Unusable;
@@ -144,9 +149,7 @@ pub(super) fn load_hint(dir: &Path, id: u32, size: u64, mut apply: impl FnMut(&[
         ));
         p += ENTRY_HEADER + klen;
     }
-    for (key, loc) in entries {
-        apply(key, loc);
-    }
+    apply(&entries);
     Hint::Loaded
 }
 

@@ -112,6 +112,20 @@ impl Default for Index {
 
 pub use crate::keyhash::hash;
 
+/// A hint to the CPU to load the cache line of `at`.
+fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(
+            (at as *const T).cast::<i8>(),
+            std::arch::x86_64::_MM_HINT_T0,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 impl Index {
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -189,7 +203,11 @@ impl Index {
 
     /// Where `key` is, or would go.
     pub fn place(&self, key: &[u8]) -> Place {
-        let h = hash(key);
+        self.place_hashed(key, hash(key))
+    }
+
+    /// [`Index::place`] for a key whose [`hash`] is `h`.
+    fn place_hashed(&self, key: &[u8], h: u64) -> Place {
         let (slot, found) = self.probe(key, h);
         Place {
             slot,
@@ -209,6 +227,35 @@ impl Index {
     /// Inserts or replaces the location of `key`; returns the previous one.
     pub fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
         self.set(self.place(key), key, loc)
+    }
+
+    /// [`Index::insert`] for a key whose [`hash`] is `h`.
+    pub fn insert_hashed(&mut self, key: &[u8], h: u64, loc: Loc) -> Option<Loc> {
+        self.set(self.place_hashed(key, h), key, loc)
+    }
+
+    /// Asks the CPU to bring in the home slot of the hash `h`, for an insert a few
+    /// keys later: a table of a million keys is far larger than the cache, and
+    /// while a load of many keys waits on one slot it can be fetching the next.
+    pub fn prefetch(&self, h: u64) {
+        prefetch(&self.slots[(h as usize) & self.mask()]);
+    }
+
+    /// Asks the CPU to bring in the entry the home slot of `h` points to, when its
+    /// tag is `h`'s: a key already indexed, whose entry an insert will replace.
+    /// Call it after [`Index::prefetch`] had time to bring the slot in.
+    pub fn prefetch_entry(&self, h: u64) {
+        if let Some(e) = self.home_entry(h) {
+            prefetch(e);
+        }
+    }
+
+    /// The entry the home slot of `h` points to, if its tag is `h`'s.
+    fn home_entry(&self, h: u64) -> Option<&Entry> {
+        let s = self.slots[(h as usize) & self.mask()];
+        (s != EMPTY && s >> 32 == h >> 32)
+            .then(|| self.entries.get(entry_of(s)))
+            .flatten()
     }
 
     /// [`Index::insert`] at `place`, found for `key` by [`Index::place`].

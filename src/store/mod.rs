@@ -179,7 +179,12 @@ pub const MEMBER_FILE: &str = "member";
 pub const FLUSH_FILE: &str = "flush";
 
 fn shard_of(key: &[u8]) -> usize {
-    (index::hash(key) >> 60) as usize & (SHARDS - 1)
+    shard_of_hash(index::hash(key))
+}
+
+/// [`shard_of`] a key whose [`index::hash`] is `h`.
+fn shard_of_hash(h: u64) -> usize {
+    (h >> 60) as usize & (SHARDS - 1)
 }
 
 impl Store {

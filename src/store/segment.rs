@@ -40,28 +40,71 @@ pub(super) struct Segment {
     pub(super) can_allocate: AtomicBool,
 }
 
+/// Changes to a segment's counts, summed where many come together (a store being
+/// opened) and added to the segment at once. Each field wraps: a decrease is a
+/// large addition.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tally {
+    live: u64,
+    dead: u64,
+    tombstones: u64,
+    values: u64,
+    expiring: u64,
+}
+
+impl Tally {
+    /// The index now points at `loc`.
+    pub(super) fn indexed(&mut self, loc: &Loc) {
+        self.live = self.live.wrapping_add(loc.len as u64);
+        self.count(loc, 1);
+    }
+
+    /// The index no longer points at `loc`.
+    pub(super) fn unindexed(&mut self, loc: &Loc) {
+        self.live = self.live.wrapping_sub(loc.len as u64);
+        self.dead = self.dead.wrapping_add(loc.len as u64);
+        self.count(loc, u64::MAX); // minus one, wrapping
+    }
+
+    fn count(&mut self, loc: &Loc, one: u64) {
+        if loc.kind != record::Kind::Value as u8 {
+            self.tombstones = self.tombstones.wrapping_add(one);
+            return;
+        }
+        self.values = self.values.wrapping_add(one);
+        if loc.exptime != 0 {
+            self.expiring = self.expiring.wrapping_add(one);
+        }
+    }
+}
+
 impl Segment {
     /// The index now points at `loc`, a record of this segment.
     pub(super) fn indexed(&self, loc: &Loc) {
-        self.live.fetch_add(loc.len as u64, Ordering::Relaxed);
-        self.count(loc, 1u64);
+        let mut t = Tally::default();
+        t.indexed(loc);
+        self.add(&t);
     }
 
     /// The index no longer points at `loc`, a record of this segment.
     pub(super) fn unindexed(&self, loc: &Loc) {
-        self.live.fetch_sub(loc.len as u64, Ordering::Relaxed);
-        self.dead.fetch_add(loc.len as u64, Ordering::Relaxed);
-        self.count(loc, u64::MAX); // minus one, wrapping
+        let mut t = Tally::default();
+        t.unindexed(loc);
+        self.add(&t);
     }
 
-    fn count(&self, loc: &Loc, one: u64) {
-        if loc.kind != record::Kind::Value as u8 {
-            self.tombstones.fetch_add(one, Ordering::Relaxed);
-            return;
-        }
-        self.values.fetch_add(one, Ordering::Relaxed);
-        if loc.exptime != 0 {
-            self.expiring.fetch_add(one, Ordering::Relaxed);
+    /// Adds `t` to the counts; a field that did not change is not touched.
+    pub(super) fn add(&self, t: &Tally) {
+        for (counter, by) in [
+            (&self.live, t.live),
+            (&self.dead, t.dead),
+            (&self.tombstones, t.tombstones),
+            (&self.values, t.values),
+            (&self.expiring, t.expiring),
+        ] {
+            if by != 0 {
+                counter.fetch_add(by, Ordering::Relaxed);
+            }
         }
     }
 
