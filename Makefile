@@ -57,7 +57,7 @@ bench:
 	cargo run --release --example rpc_bench
 	cargo run --release --example store_bench
 	cargo run --release --example replace_bench
-	bash bench/compare.sh
+	BENCH_ROUNDS=$${BENCH_ROUNDS:-3} bash bench/compare.sh
 
 clean:
 	cargo clean

@@ -15,8 +15,14 @@
 # request's kernel time is mostly the wakeups of the processes its messages go to. A
 # target that cannot start is reported and skipped.
 #
+# With BENCH_ROUNDS above 1, the targets run in turn that many times (memcached,
+# twemproxy, kumo, memcached, ...), and the table gives each figure's median over the
+# rounds; a ratio is the median of the rounds' ratios, each taken between runs minutes
+# apart at most, so that the drift of a shared machine moves both sides of it.
+#
 # Environment:
 #   BENCH_SECS     seconds per measured run (default 10)
+#   BENCH_ROUNDS   times each target runs, in turn (default 1)
 #   BENCH_TARGETS  which targets, in order (default "memcached twemproxy kumo")
 #   BENCH_VALUE_BYTES  size of each value (default 32)
 #   BENCH_KEYS     key space (default 100000)
@@ -30,6 +36,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BENCH_SECS=${BENCH_SECS:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 BENCH_TARGETS=${BENCH_TARGETS:-memcached twemproxy kumo}
 READY_SECS=${READY_SECS:-30}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -308,7 +315,8 @@ stop_target() {
 # jfield JSON KEY: a number field of loadgen's JSON line.
 jfield() { sed -nE "s/.*\"$2\":([0-9.]+).*/\1/p" <<<"$1"; }
 
-declare -A OPS P99 CPU CSW FAILED
+# Figures by ROUND/TARGET/OP; ERRORS and FAILED by target.
+declare -A OPS P99 CPU CSW ERRORS FAILED
 CLK_TCK=$(getconf CLK_TCK)
 
 # cpu_ticks: user plus system time, in clock ticks, of every process the current target
@@ -368,18 +376,18 @@ run_load() {
         "$target" "$op" "$(jfield "$json" ops_per_sec)" "$(jfield "$json" p50_us)" \
         "$(jfield "$json" p99_us)" "$(jfield "$json" p999_us)" "$errors" "$(jfield "$json" misses)"
     [[ ! -s $err ]] || sed 's/^/    /' "$err" >&2
-    OPS[$target/$op]=$(jfield "$json" ops_per_sec)
-    P99[$target/$op]=$(jfield "$json" p99_us)
+    OPS[$ROUND/$target/$op]=$(jfield "$json" ops_per_sec)
+    P99[$ROUND/$target/$op]=$(jfield "$json" p99_us)
     # CPU per request: the target's user plus system time over the requests served.
-    CPU[$target/$op]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$(jfield "$json" ops)" \
+    CPU[$ROUND/$target/$op]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$(jfield "$json" ops)" \
         'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }')
-    CSW[$target/$op]=$(awk -v s="$switches" -v n="$(jfield "$json" ops)" \
+    CSW[$ROUND/$target/$op]=$(awk -v s="$switches" -v n="$(jfield "$json" ops)" \
         'BEGIN { if (n > 0) printf "%.2f", s / n; else print "n/a" }')
     # Figures from a run with errors are not comparable: mark them.
-    ((errors == 0)) || P99[$target/$op]+="*"
+    ((errors == 0)) || ERRORS[$target/$op]=1
 }
 
-log "load: 2 threads x 25 conns, ${BENCH_VALUE_BYTES:-32}-byte values, ${BENCH_KEYS:-100000} keys; prefill, then get and set, ${BENCH_SECS}s each"
+log "load: 2 threads x 25 conns, ${BENCH_VALUE_BYTES:-32}-byte values, ${BENCH_KEYS:-100000} keys; prefill, then get and set, ${BENCH_SECS}s each; $BENCH_ROUNDS round(s)"
 for target in $BENCH_TARGETS; do
     case $target in
     memcached | twemproxy | kumo) ;;
@@ -388,32 +396,66 @@ for target in $BENCH_TARGETS; do
         exit 2
         ;;
     esac
-    MARK=${#PIDS[@]}
-    ADDR=""
-    WHY=""
-    log "$target: starting"
-    if ! "setup_$target"; then
-        FAILED[$target]="did not start: $WHY"
-        log "$target: ${FAILED[$target]}"
-        for f in "$WORK/$target.out" "$WORK/$target.err"; do
-            if [[ -s $f ]]; then
-                log "$target: last lines of its ${f##*.}:"
-                tail -n 15 "$f" | sed 's/^/    /' >&2
-            fi
-        done
-    elif ! run_load "$target" warmup --prefill --duration 0.5 ||
-        ! run_load "$target" get || ! run_load "$target" set; then
-        FAILED[$target]=$WHY
-        log "$target: $WHY"
-    fi
-    stop_target
+done
+for ROUND in $(seq 1 "$BENCH_ROUNDS"); do
+    for target in $BENCH_TARGETS; do
+        # A target that failed once is not run again.
+        [[ -z ${FAILED[$target]:-} ]] || continue
+        MARK=${#PIDS[@]}
+        ADDR=""
+        WHY=""
+        log "$target: starting (round $ROUND of $BENCH_ROUNDS)"
+        if ! "setup_$target"; then
+            FAILED[$target]="did not start: $WHY"
+            log "$target: ${FAILED[$target]}"
+            for f in "$WORK/$target.out" "$WORK/$target.err"; do
+                if [[ -s $f ]]; then
+                    log "$target: last lines of its ${f##*.}:"
+                    tail -n 15 "$f" | sed 's/^/    /' >&2
+                fi
+            done
+        elif ! run_load "$target" warmup --prefill --duration 0.5 ||
+            ! run_load "$target" get || ! run_load "$target" set; then
+            FAILED[$target]=$WHY
+            log "$target: $WHY"
+        fi
+        stop_target
+    done
 done
 
 # ---------------------------------------------------------------------------------------
 # Table.
 
+# median N...: the median of numbers ("n/a" where there are none).
+median() {
+    printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# per_round MAP TARGET OP: the figure of each round.
+per_round() {
+    local -n map=$1
+    local r
+    for r in $(seq 1 "$BENCH_ROUNDS"); do echo "${map[$r/$2/$3]:-}"; done
+}
+
+# ratios MAP TARGET OP: each round's figure over memcached's in the same round.
+ratios() {
+    local -n map=$1
+    local r
+    for r in $(seq 1 "$BENCH_ROUNDS"); do
+        awk -v a="${map[$r/$2/$3]:-}" -v b="${map[$r/memcached/$3]:-}" \
+            'BEGIN { if (a != "" && b > 0) printf "%.2f\n", a / b }'
+    done
+}
+
+# fixed DIGITS VALUE: VALUE with DIGITS decimals, or as it is when it is no number.
+fixed() { awk -v d="$1" -v v="$2" 'BEGIN { if (v ~ /^[0-9.]+$/) printf "%.*f", d, v; else print v }'; }
+
 echo
-printf 'compare: %s s per run, 2 threads x 25 conns, %s-byte values, %s keys\n' "$BENCH_SECS" "${BENCH_VALUE_BYTES:-32}" "${BENCH_KEYS:-100000}"
+printf 'compare: %s s per run, %s round(s)%s, 2 threads x 25 conns, %s-byte values, %s keys\n' \
+    "$BENCH_SECS" "$BENCH_ROUNDS" "$( ((BENCH_ROUNDS == 1)) || echo ' (medians)')" \
+    "${BENCH_VALUE_BYTES:-32}" "${BENCH_KEYS:-100000}"
 printf '%-10s %-4s %10s %9s %8s %11s %8s %6s\n' target op ops/s p99_us vs_mc cpu_us/op cpu_vs_mc cs/op
 for target in $BENCH_TARGETS; do
     if [[ -n ${FAILED[$target]:-} ]]; then
@@ -421,20 +463,19 @@ for target in $BENCH_TARGETS; do
         continue
     fi
     for op in get set; do
-        ratio=n/a
-        base=${OPS[memcached/$op]:-}
-        if [[ -n $base ]]; then
-            ratio=$(awk -v a="${OPS[$target/$op]}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        ratio=n/a cpu_ratio=n/a
+        if [[ -z ${FAILED[memcached]:-} && " $BENCH_TARGETS " == *" memcached "* ]]; then
+            ratio=$(fixed 2 "$(median $(ratios OPS "$target" "$op"))")
+            cpu_ratio=$(fixed 2 "$(median $(ratios CPU "$target" "$op"))")
         fi
-        cpu_ratio=n/a
-        cpu_base=${CPU[memcached/$op]:-}
-        if [[ -n $cpu_base ]]; then
-            cpu_ratio=$(awk -v a="${CPU[$target/$op]}" -v b="$cpu_base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-        fi
-        printf '%-10s %-4s %10s %9s %8s %11s %8s %6s\n' "$target" "$op" "${OPS[$target/$op]}" \
-            "${P99[$target/$op]}" "$ratio" "${CPU[$target/$op]}" "$cpu_ratio" "${CSW[$target/$op]}"
+        p99=$(fixed 0 "$(median $(per_round P99 "$target" "$op"))")
+        [[ -z ${ERRORS[$target/$op]:-} ]] || p99+="*"
+        printf '%-10s %-4s %10s %9s %8s %11s %8s %6s\n' "$target" "$op" \
+            "$(fixed 0 "$(median $(per_round OPS "$target" "$op"))")" "$p99" "$ratio" \
+            "$(fixed 1 "$(median $(per_round CPU "$target" "$op"))")" "$cpu_ratio" \
+            "$(fixed 2 "$(median $(per_round CSW "$target" "$op"))")"
     done
 done
-if [[ ${P99[*]} == *"*"* ]]; then
-    echo "(* the run had errors)"
+if [[ -n ${ERRORS[*]:-} ]]; then
+    echo "(* a run had errors)"
 fi
