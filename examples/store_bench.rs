@@ -150,6 +150,7 @@ fn main() {
     let store = Store::open(&path, options).expect("reopen");
     let reopen_ms = t.elapsed().as_millis();
     assert_eq!(store.stats(kumo::time::unix_now()).items, n);
+    let (snapshot_ms, write_wait_ms) = snapshot_beside_a_writer(&store, n);
     drop(store);
 
     println!("store-bench: {n} keys, 16-byte keys, 100-byte values");
@@ -159,6 +160,9 @@ fn main() {
     println!("  index       {per_key:>10.1} bytes/key plus the key");
     println!("  reopen      {reopen_ms:>10} ms");
     println!("  item count  {items_us:>10} us (a walk of the index: {walk_us} us)");
+    println!(
+        "  snapshot    {snapshot_ms:>10} ms (a replace's first step); the longest write meanwhile {write_wait_ms:.1} ms"
+    );
     let (tcp, tcg) = match tchtest(n, &dir) {
         Some((w, r, records)) => {
             let (kp, kg, ours) = tc_shaped(n, &dir.join("tc-shaped"), Options::default());
@@ -185,6 +189,41 @@ fn main() {
     println!(
         "store-bench: put {put:.0}/s get {get:.0}/s index {per_key:.0} B/key reopen {reopen_ms} ms tc-put-ratio {tcp} tc-get-ratio {tcg}"
     );
+}
+
+/// Takes a snapshot (what a replace reads) while another thread writes new keys,
+/// as a server keeps serving during a replace. Returns the snapshot's milliseconds
+/// and the longest single write meanwhile, in milliseconds.
+fn snapshot_beside_a_writer(store: &Store, n: u64) -> (u128, f64) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let value = vec![b'w'; 100];
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut longest = std::time::Duration::ZERO;
+            let mut i = n;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                store
+                    .put(
+                        &key(i),
+                        &Record::value(u64::MAX / 2 + i, 0, 0, value.clone()),
+                    )
+                    .expect("put");
+                longest = longest.max(t.elapsed());
+                i += 1;
+            }
+            longest
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t = Instant::now();
+        let snapshot = store.snapshot();
+        let ms = t.elapsed().as_millis();
+        assert!(snapshot.len() as u64 >= n);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let longest = writer.join().expect("writer");
+        (ms, longest.as_secs_f64() * 1e3)
+    })
 }
 
 /// Fills a store past one default segment with 1 KB values, overwrites 60% of

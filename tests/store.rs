@@ -1109,3 +1109,52 @@ fn a_reopened_store_counts_what_the_written_one_counted() {
     assert_eq!(after, before);
     assert_eq!(store.items(NOW), before.items);
 }
+
+/// A snapshot taken while a writer overwrites keys and compaction deletes the
+/// segments they leave behind reads every record it lists (the segments its
+/// locations point into stay open), and lists every key written before it began.
+#[test]
+fn a_snapshot_amid_writes_and_compaction_reads_all_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small()).unwrap();
+    let key = |k: u32| format!("snap-{k:05}").into_bytes();
+    for k in 0..2000u32 {
+        store
+            .put(&key(k), &Record::value(clock(k), 0, 0, value(k as u8, 1)))
+            .unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Stops the helpers however the checks end, so that a failed one fails the
+    // test rather than leave it waiting for them.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            let mut c = 2000u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c += 1;
+                let rec = Record::value(clock(c), 0, 0, value(c as u8, (c % 5) as u8));
+                store.put(&key(c % 2000), &rec).unwrap();
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.compact(now_secs(), false).unwrap();
+            }
+        });
+        for round in 0..150 {
+            let mut seen = std::collections::HashSet::new();
+            for item in store.snapshot() {
+                let (k, r) = item.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert!(r.is_value(), "round {round}");
+                seen.insert(k);
+            }
+            assert_eq!(seen.len(), 2000, "round {round}");
+        }
+    });
+}

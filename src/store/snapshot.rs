@@ -10,32 +10,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Store {
-    /// A point-in-time view of every record, tombstones included, that does not
-    /// stop writers: the index locations are copied under all shard read locks at
-    /// once (16 bytes per key), then records are read lazily from segments that stay
-    /// open even if compaction deletes their files meanwhile.
+    /// A view of every record, tombstones included, that does not stop writers:
+    /// the index locations are copied shard by shard under each shard's read lock
+    /// (16 bytes per key), so that a writer waits for one shard's copy at most,
+    /// not the whole index's; then records are read lazily from segments that stay
+    /// open even if compaction deletes their files meanwhile. Each shard's part is
+    /// a point in time; a write made during the copy may be in it or not (a
+    /// replace sends writes made meanwhile to the new owners itself).
     pub fn snapshot(&self) -> Snapshot {
-        let guards: Vec<_> = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| self.read_shard(s))
-            .collect();
-        let segments = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut segments = BTreeMap::new();
         let mut locs = Vec::new();
-        for g in &guards {
-            g.for_each(|_, loc| {
+        for shard in &self.inner.shards {
+            let shard = self.read_shard(shard);
+            // Taken under the shard's lock: compaction cannot have deleted a
+            // segment its locations point into.
+            let now = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            segments.extend(now.iter().map(|(&id, seg)| (id, seg.clone())));
+            drop(now);
+            shard.for_each(|_, loc| {
                 if loc.kind != Kind::Erase as u8 {
                     locs.push((file_order(loc.segment, loc.offset), loc.len));
                 }
             });
         }
-        drop(guards);
         // Reading in file order turns random reads into a sequential scan.
         locs.sort_unstable_by_key(|&(at, _)| at);
         Snapshot {
