@@ -49,9 +49,14 @@ fn tchtest(n: u64, dir: &std::path::Path) -> Option<(f64, f64, u64)> {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout);
+        // A field is a line of its own, `name: value`, after the progress dots
+        // tchtest prints without a newline ("sys_utime:" is another field).
         let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.rsplit_once(name).map(|(_, v)| v.trim().to_string()))
+            text.lines().find_map(|l| {
+                l.trim_start_matches('.')
+                    .strip_prefix(name)
+                    .map(|v| v.trim().to_string())
+            })
         };
         let records: u64 = field("record number:")?.parse().ok()?;
         let secs: f64 = field("time:")?.parse().ok()?;
