@@ -328,7 +328,8 @@ fn run(seed: u64, steps: usize, memcached: SocketAddr, kumo: SocketAddr) {
             km.cas.remove(&s.key);
         }
         if answers[0] != answers[1] {
-            let recent = history[history.len().saturating_sub(12)..].join("\n  ");
+            let shown = common::memcached::history_shown();
+            let recent = history[history.len().saturating_sub(shown)..].join("\n  ");
             panic!(
                 "binary differential: seed {seed}, step {i}: memcached answered {:02x?}, kumo {:02x?}\n\
                  recent steps:\n  {recent}\n\

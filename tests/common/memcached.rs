@@ -113,6 +113,15 @@ fn start(binary: bool) -> Memcached {
 /// The seeds and steps of a differential run: `KUMO_DIFF_SEED` replays one seed;
 /// otherwise `KUMO_DIFF_SEEDS` fresh ones (3 by default) of `KUMO_DIFF_OPS` steps
 /// (400 by default).
+/// How many of the last steps a differential failure shows: `KUMO_DIFF_HISTORY`,
+/// 12 unless set (a key's story may begin far back).
+pub fn history_shown() -> usize {
+    std::env::var("KUMO_DIFF_HISTORY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12)
+}
+
 pub fn diff_plan() -> (Vec<u64>, usize) {
     let env = |name: &str| -> Option<u64> { std::env::var(name).ok()?.parse().ok() };
     let steps = env("KUMO_DIFF_OPS").unwrap_or(400) as usize;

@@ -103,7 +103,6 @@ pub struct Meta {
 }
 
 impl Write {
-    /// A classic memcached command's write.
     /// Whether [`apply`] decides this write on the current record's
     /// [`Record::header`] alone (kind, clock, exptime): a set, add, replace, cas
     /// or delete that keeps nothing of the old item. The store then reads no old
@@ -116,6 +115,7 @@ impl Write {
             && !self.meta.return_record
     }
 
+    /// A classic memcached command's write.
     pub fn plain(op: Op, flags: u32, exptime: u32, data: Vec<u8>) -> Write {
         Write {
             op,
@@ -212,10 +212,12 @@ pub fn apply(
     };
     let value = |flags, exptime, data| Some(Record::value(clock, flags, exptime, data));
     // `C` on anything but a cas: a live item whose version differs is left alone.
-    // memcached refuses to count an empty value before it compares.
+    // memcached refuses to count an empty value before it compares, and takes
+    // `C0` on arithmetic as no compare at all (0 is never a version).
     if let (Some(expected), Some(r)) = (m.compare, live) {
-        let empty_counter = matches!(w.op, Op::Incr(_) | Op::Decr(_)) && r.data.is_empty();
-        if r.clock != expected && !matches!(w.op, Op::Cas(_) | Op::Add) && !empty_counter {
+        let counter = matches!(w.op, Op::Incr(_) | Op::Decr(_));
+        let unchecked = counter && (r.data.is_empty() || expected == 0);
+        if r.clock != expected && !matches!(w.op, Op::Cas(_) | Op::Add) && !unchecked {
             return (Outcome::Exists, None);
         }
     }
@@ -242,7 +244,8 @@ pub fn apply(
         }
         // `ms ... C<older> I`: the late writer's value is kept, but as stale, with
         // the item's exptime and its token, so that a fresh recache still wins.
-        (Op::Cas(expected), Some(r)) if m.invalidate && expected < r.clock => {
+        // `C0` is no older version (memcached answers EX): none is ever 0.
+        (Op::Cas(expected), Some(r)) if m.invalidate && expected != 0 && expected < r.clock => {
             let mut rec = Record::value(clock, w.flags, r.exptime, w.data.to_vec());
             rec.marks = Marks {
                 stale: true,

@@ -293,6 +293,21 @@ fn meta_compare_and_invalidate_follow_memcached() {
         (Outcome::Exists, None),
         "a newer cas than the item's is not late, it is wrong"
     );
+    // C0 is no version at all, as memcached reads it (differential seed 214563):
+    // never an older one for ms with I, never a mismatch for ma, and a mismatch
+    // for md and ms.
+    assert_eq!(
+        apply(&meta(Op::Cas(0), late), Some(&cur), 20, NOW),
+        (Outcome::Exists, None)
+    );
+    assert_eq!(
+        apply(&meta(Op::Incr(1), cmp(0)), Some(&cur), 20, NOW).0,
+        Outcome::Number(6)
+    );
+    assert_eq!(
+        apply(&meta(Op::Delete, cmp(0)), Some(&cur), 20, NOW),
+        (Outcome::Exists, None)
+    );
     // ma with N makes the counter from J; T sets the exptime of an existing one.
     let viv = Meta {
         vivify: Some(0),
